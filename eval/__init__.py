@@ -1,0 +1,1 @@
+"""Two-stage open-vocabulary semantic segmentation and its metrics."""

@@ -1,0 +1,1 @@
+"""CLIP finetuning on mined shards: full finetuning and mask prompt tuning."""

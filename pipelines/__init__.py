@@ -1,0 +1,1 @@
+"""Jobs and the ``maskmine`` command line: wiring, not logic."""

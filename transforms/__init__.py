@@ -1,0 +1,1 @@
+"""Per-element logic of maskmine: plain Python/PyTorch, no Beam."""

@@ -1,0 +1,1 @@
+"""Class-agnostic mask proposal backends (coco-gt, maskformer, sam)."""
