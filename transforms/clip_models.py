@@ -1,0 +1,183 @@
+"""One factory for every CLIP maskmine uses, and the text side of matching.
+
+``--clip-model`` is an open_clip model name (``ViT-B-16``, ``ViT-L-14``...) or
+one of maskmine's own configs (``maskmine-tiny`` for tests, ``sample`` for the
+small CLIP trained on the generated scene set). ``--clip-pretrained`` is an
+open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``...), a checkpoint
+file, or ``none`` for random initialisation.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+import torch
+
+from transforms.errors import UserError
+from transforms.masked_crop import CropConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+SAMPLE_MODEL_NAME = "maskmine-sample"
+SAMPLE_CHECKPOINT = Path(__file__).parent / "checkpoints" / "maskmine-sample.pt"
+MINING_TEMPLATES = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a photo of a small {}.",
+    "a photo of a large {}.",
+    "a cropped photo of a {}.",
+    "there is a {} in the scene.",
+)
+_configs_registered = False
+
+
+def register_configs() -> None:
+    """Make maskmine's model configs visible to open_clip (idempotent)."""
+    global _configs_registered
+    if not _configs_registered:
+        open_clip.add_model_config(CONFIG_DIR)
+        _configs_registered = True
+
+
+@dataclass
+class LoadedClip:
+    model: torch.nn.Module
+    tokenizer: object
+    crop_config: CropConfig
+    name: str
+    pretrained: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp().item())
+
+
+def resolve_model(name: str, pretrained: str | None) -> tuple[str, str | None, str]:
+    """Map the CLI's (model, pretrained) to open_clip's (name, pretrained arg, recorded tag)."""
+    if name == "sample":
+        if pretrained not in (None, "", "sample"):
+            return SAMPLE_MODEL_NAME, _pretrained_arg(pretrained), pretrained
+        if not SAMPLE_CHECKPOINT.is_file():
+            raise UserError(
+                f"the sample CLIP checkpoint {SAMPLE_CHECKPOINT} is missing: "
+                "run `maskmine pretrain-sample-clip` to train it"
+            )
+        return SAMPLE_MODEL_NAME, str(SAMPLE_CHECKPOINT), "sample"
+    tag = pretrained or "none"
+    return name, _pretrained_arg(tag), tag
+
+
+def _pretrained_arg(tag: str) -> str | None:
+    return None if tag.lower() in ("none", "random", "") else tag
+
+
+def load_clip(
+    name: str = "ViT-B-16",
+    pretrained: str | None = "openai",
+    device: str | torch.device = "cpu",
+    crop: CropConfig | None = None,
+) -> LoadedClip:
+    """Build an open_clip model in eval mode with its tokenizer and crop geometry."""
+    register_configs()
+    model_name, pretrained_arg, tag = resolve_model(name, pretrained)
+    if model_name not in open_clip.list_models() and not model_name.startswith(("hf-hub:", "local-dir:")):
+        raise UserError(
+            f"unknown CLIP model {name!r}: use an open_clip model name "
+            "(see open_clip.list_models()), 'sample' or 'maskmine-tiny'"
+        )
+    if pretrained_arg is not None and not Path(pretrained_arg).exists():
+        known = {t for _, t in open_clip.list_pretrained() if _ == model_name}
+        if pretrained_arg not in known:
+            raise UserError(
+                f"--clip-pretrained {pretrained_arg!r} is neither a file nor a pretrained tag "
+                f"of {model_name} (known tags: {', '.join(sorted(known)) or 'none'})"
+            )
+    try:
+        model = open_clip.create_model(model_name, pretrained=pretrained_arg, device=device)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise UserError(f"could not load CLIP {model_name} with pretrained={tag!r}: {exc}") from exc
+    model.eval()
+    visual = model.visual
+    size = visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    mean = tuple(getattr(visual, "image_mean", None) or CropConfig.mean)
+    std = tuple(getattr(visual, "image_std", None) or CropConfig.std)
+    base = crop or CropConfig()
+    crop_config = CropConfig(
+        input_size=size,
+        mean=mean,
+        std=std,
+        fill=base.fill,
+        resize=base.resize,
+        expand_ratio=base.expand_ratio,
+        threshold=base.threshold,
+    )
+    return LoadedClip(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(model_name),
+        crop_config=crop_config,
+        name=name,
+        pretrained=tag,
+        device=torch.device(device),
+    )
+
+
+@torch.inference_mode()
+def encode_texts(
+    clip: LoadedClip, names: Sequence[str], templates: Sequence[str] = MINING_TEMPLATES,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Template-ensemble text embeddings ``(N, E)``, L2-normalised.
+
+    Each template's embedding is normalised, the templates are averaged, and
+    the mean is normalised again (as CLIP's zero-shot recipe does).
+    """
+    if not names:
+        raise ValueError("encode_texts needs at least one name")
+    prompts = [t.format(n) for n in names for t in templates]
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        tokens = clip.tokenizer(prompts[start : start + batch_size]).to(clip.device)
+        emb = clip.model.encode_text(tokens).float()
+        chunks.append(torch.nn.functional.normalize(emb, dim=-1))
+    emb = torch.cat(chunks).view(len(names), len(templates), -1).mean(1)
+    return torch.nn.functional.normalize(emb, dim=-1).cpu()
+
+
+class TextEmbeddingCache:
+    """Noun → text embedding, computed once per noun per worker.
+
+    The vocabulary of a mining run is open (nouns appear as captions are
+    read), so embeddings are computed lazily in batches of the missing nouns.
+    """
+
+    def __init__(self, clip: LoadedClip, templates: Sequence[str] = MINING_TEMPLATES) -> None:
+        self.clip = clip
+        self.templates = tuple(templates)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def get(self, names: Sequence[str]) -> torch.Tensor:
+        """Embeddings ``(len(names), E)`` of a non-empty list of names."""
+        missing = sorted({n for n in names if n not in self._cache})
+        if missing:
+            for name, emb in zip(missing, encode_texts(self.clip, missing, self.templates)):
+                self._cache[name] = emb
+        return torch.stack([self._cache[n] for n in names])
+
+
+@torch.inference_mode()
+def encode_crops(clip: LoadedClip, batch: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Normalised image embeddings of normalised crops ``(N, 3, S, S)``."""
+    out = []
+    for start in range(0, batch.shape[0], batch_size):
+        chunk = batch[start : start + batch_size].to(clip.device)
+        out.append(torch.nn.functional.normalize(clip.model.encode_image(chunk).float(), dim=-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
