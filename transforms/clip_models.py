@@ -98,7 +98,11 @@ def load_clip(
                 f"of {model_name} (known tags: {', '.join(sorted(known)) or 'none'})"
             )
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained_arg, device=device)
+        # Random initialisation is seeded so every worker builds the same model:
+        # reruns and multi-process runs must give identical shards.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = open_clip.create_model(model_name, pretrained=pretrained_arg, device=device)
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"could not load CLIP {model_name} with pretrained={tag!r}: {exc}") from exc
     model.eval()
@@ -165,11 +169,16 @@ class TextEmbeddingCache:
         return len(self._cache)
 
     def get(self, names: Sequence[str]) -> torch.Tensor:
-        """Embeddings ``(len(names), E)`` of a non-empty list of names."""
-        missing = sorted({n for n in names if n not in self._cache})
-        if missing:
-            for name, emb in zip(missing, encode_texts(self.clip, missing, self.templates)):
-                self._cache[name] = emb
+        """Embeddings ``(len(names), E)`` of a non-empty list of names.
+
+        Each noun is encoded in a batch of its own: floating-point results
+        depend on batch composition, and a noun's embedding must not depend
+        on which other nouns happened to arrive with it (identical shards
+        across runs and runners).
+        """
+        for name in dict.fromkeys(names):
+            if name not in self._cache:
+                self._cache[name] = encode_texts(self.clip, [name], self.templates)[0]
         return torch.stack([self._cache[n] for n in names])
 
 

@@ -1,0 +1,228 @@
+"""The mining job: COCO Captions → (masked crop, noun) pairs in WebDataset shards.
+
+Wiring only; the work is in ``transforms/``. The driver reads and checks the
+annotations, skips shards a previous run completed, runs the Beam pipeline
+for the rest, then writes stats.json, rejects.jsonl and vocabulary.json from
+the shards' manifest entries.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import runners
+from pipelines.stages import (
+    ClipSpec,
+    MatchDoFn,
+    ProposeDoFn,
+    extract_nouns_stage,
+    load_image_stage,
+    to_item,
+    write_shard_stage,
+)
+from transforms import fileio
+from transforms.coco_reader import read_captioned_images
+from transforms.errors import UserError
+from transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
+from transforms.proposals.factory import ProposalSpec
+from transforms.records import ImageRecord
+from transforms.shards import ShardManifest, completed_shards, shard_of, write_shard
+
+log = logging.getLogger(__name__)
+RUN_FILE = "run.json"
+STATS_FILE = "stats.json"
+REJECTS_FILE = "rejects.jsonl"
+VOCABULARY_FILE = "vocabulary.json"
+
+
+@dataclass
+class MineConfig:
+    captions: str
+    images: str
+    out: str
+    instances: str | None = None
+    proposals: ProposalSpec = field(default_factory=ProposalSpec)
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    labels: str = LABELS_NOUNS
+    captions_per_image: int = 5
+    min_score: float | None = None
+    num_shards: int | None = None
+    images_per_shard: int = 600
+    batch_size: int = 8
+    limit: int | None = None
+
+    def identity(self, num_shards: int) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        return {
+            "captions": self.captions,
+            "instances": self.instances,
+            "proposals": asdict(self.proposals),
+            "clip": {"model": self.clip.model, "pretrained": self.clip.pretrained, "crop": asdict(self.clip.crop)},
+            "labels": self.labels,
+            "captions_per_image": self.captions_per_image,
+            "min_score": self.min_score,
+            "num_shards": num_shards,
+            "limit": self.limit,
+        }
+
+
+def check_config(config: MineConfig) -> None:
+    if config.labels not in (LABELS_NOUNS, LABELS_CATEGORIES):
+        raise UserError(f"--labels must be {LABELS_NOUNS!r} or {LABELS_CATEGORIES!r}")
+    needs_instances = config.proposals.backend == "coco-gt" or config.labels == LABELS_CATEGORIES
+    if needs_instances and not config.instances:
+        raise UserError("--proposals coco-gt and --labels categories need --instances")
+    if config.labels == LABELS_CATEGORIES and config.proposals.backend != "coco-gt":
+        raise UserError("--labels categories pairs ground-truth masks with their names: use --proposals coco-gt")
+    if not fileio.exists(config.images):
+        raise UserError(f"images folder not found: {config.images}")
+    if config.num_shards is not None and config.num_shards < 1:
+        raise UserError("--num-shards must be at least 1")
+    if config.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+
+
+def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
+    """Create the output folder, or check that it holds a run with the same settings."""
+    fileio.makedirs(config.out)
+    path = fileio.join(config.out, RUN_FILE)
+    identity = config.identity(num_shards)
+    if fileio.exists(path):
+        previous = json.loads(fileio.read_bytes(path))
+        if previous.get("identity") != identity:
+            changed = sorted(k for k in identity if previous.get("identity", {}).get(k) != identity[k])
+            raise UserError(
+                f"{config.out} holds a run with other settings ({', '.join(changed)}): "
+                "use a new --out folder to mine with these settings"
+            )
+        return
+    fileio.atomic_write_bytes(path, json.dumps({"identity": identity}, indent=1, sort_keys=True).encode())
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, records: Sequence[ImageRecord], config: MineConfig, num_shards: int
+) -> None:
+    items = (
+        pipeline
+        | "Read" >> beam.Create(list(records), reshuffle=True)
+        | "Shard" >> beam.Map(to_item, num_shards)
+        | "Nouns" >> beam.Map(extract_nouns_stage, config.labels)
+        | "Decode" >> beam.Map(load_image_stage, config.images)
+    )
+    results = (
+        items
+        | "BatchForProposals" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size)
+        | "Proposals" >> beam.ParDo(ProposeDoFn(config.proposals))
+        | "BatchForMatch" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size)
+        | "Match" >> beam.ParDo(MatchDoFn(config.clip, config.labels, config.min_score))
+    )
+    (
+        results
+        | "KeyByShard" >> beam.Map(lambda r: (r.shard, r))
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShard" >> beam.Map(write_shard_stage, config.out)
+    )
+
+
+def _progress(out_dir: str, total_images: int, already: set[int], stop: threading.Event) -> None:
+    """Advance a progress bar as shard manifests appear (works on any runner with shared storage)."""
+    from tqdm import tqdm
+
+    seen: set[int] = set()
+    with tqdm(total=total_images, desc="mining", unit="img") as bar:
+        while True:
+            finished = stop.is_set()
+            for shard, manifest in completed_shards(out_dir).items():
+                if shard not in already and shard not in seen:
+                    seen.add(shard)
+                    bar.update(manifest.images)
+            if finished:
+                break
+            stop.wait(1.0)
+
+
+def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: float, resumed_shards: int) -> dict:
+    """stats.json: images read = mined + skipped (by reason); pairs; nouns; drops; stage seconds."""
+    skipped: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    nouns: dict[str, int] = {}
+    for m in manifests.values():
+        for bucket, source in ((skipped, m.skipped), (dropped, m.dropped), (nouns, m.nouns)):
+            for k, v in source.items():
+                bucket[k] = bucket.get(k, 0) + v
+        for k, v in m.seconds.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    stats = {
+        "images_read": sum(m.images for m in manifests.values()),
+        "images_mined": sum(m.mined for m in manifests.values()),
+        "images_skipped": dict(sorted(skipped.items())),
+        "pairs": sum(m.samples for m in manifests.values()),
+        "unique_nouns": len(nouns),
+        "pairs_dropped": dict(sorted(dropped.items())),
+        "shards": len(manifests),
+        "shards_resumed": resumed_shards,
+        "seconds_per_stage": {k: round(v, 3) for k, v in sorted(seconds.items())},
+        "wall_seconds": round(wall_seconds, 3),
+    }
+    fileio.atomic_write_bytes(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
+    rejects = sorted((r for m in manifests.values() for r in m.rejects), key=lambda r: r["image_id"])
+    fileio.atomic_write_bytes(
+        fileio.join(out_dir, REJECTS_FILE), "".join(json.dumps(r) + "\n" for r in rejects).encode()
+    )
+    vocabulary = [{"noun": n, "pairs": c} for n, c in sorted(nouns.items(), key=lambda kv: (-kv[1], kv[0]))]
+    fileio.atomic_write_bytes(fileio.join(out_dir, VOCABULARY_FILE), json.dumps(vocabulary, indent=1).encode())
+    return stats
+
+
+def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
+    """Run (or resume) a mining job and return its stats."""
+    check_config(config)
+    started = time.perf_counter()
+    records = read_captioned_images(config.captions, config.instances, config.captions_per_image, config.limit)
+    if not records:
+        raise UserError(f"{config.captions} has no captioned images")
+    num_shards = config.num_shards or max(1, -(-len(records) // config.images_per_shard))
+    prepare_run_dir(config, num_shards)
+    done = completed_shards(config.out)
+    by_shard: dict[int, list[ImageRecord]] = {s: [] for s in range(num_shards)}
+    for record in records:
+        by_shard[shard_of(record.image_id, num_shards)].append(record)
+    for shard, members in by_shard.items():
+        if not members and shard not in done:
+            done[shard] = write_shard(config.out, shard, [])
+    todo = [r for s, members in by_shard.items() if s not in done for r in members]
+    resumed = sum(1 for s in done if by_shard[s])
+    log.info(
+        "%d images in %d shards; %d shards already complete, %d images to mine",
+        len(records), num_shards, resumed, len(todo),
+    )
+    if todo:
+        options = PipelineOptions(list(beam_args))
+        runner = runners.make_runner(options)
+        stop = threading.Event()
+        watcher = None
+        if progress:
+            watcher = threading.Thread(
+                target=_progress, args=(config.out, len(todo), set(done), stop), daemon=True
+            )
+            watcher.start()
+        try:
+            with beam.Pipeline(runner=runner, options=options) as pipeline:
+                build_pipeline(pipeline, todo, config, num_shards)
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.join()
+    manifests = completed_shards(config.out)
+    missing = sorted(set(range(num_shards)) - set(manifests))
+    if missing:
+        raise RuntimeError(f"the pipeline finished but shards {missing[:10]} have no manifest entry")
+    return summarize(config.out, manifests, time.perf_counter() - started, resumed)

@@ -1,0 +1,109 @@
+"""``maskmine mine``: the dataset-building job."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipelines.mine import MineConfig, run_mining
+from pipelines.stages import ClipSpec
+from transforms.masked_crop import CropConfig
+from transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
+from transforms.proposals.factory import BACKENDS, ProposalSpec
+
+HELP = "mine (masked crop, noun) pairs from COCO Captions into WebDataset shards (Apache Beam)"
+DESCRIPTION = """\
+Mine (masked crop, noun) pairs from COCO-format captions with Apache Beam.
+
+Reads captions (and instances), extracts nouns with NLTK, makes class-agnostic
+mask proposals, pairs each noun with the proposal CLIP finds most similar, and
+writes OUT/pairs-NNNNNN.tar (WebDataset), OUT/parquet/*.parquet (one row per
+pair), OUT/stats.json, OUT/rejects.jsonl and OUT/vocabulary.json.
+
+Rerunning with the same --out resumes: shards whose manifest entry exists are
+skipped, the rest are mined again, with identical results.
+
+Arguments not listed here are Beam pipeline options and go to Beam, e.g.
+  --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
+--runner DirectRunner (the default) runs in process, without Beam's Prism download.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    io = p.add_argument_group("input and output")
+    io.add_argument("--captions", required=True, help="COCO captions JSON (captions_train2017.json)")
+    io.add_argument("--images", required=True, help="folder of the images named in the captions file")
+    io.add_argument("--out", required=True, help="run folder for shards, Parquet table and stats")
+    io.add_argument("--instances", help="COCO instances JSON; needed by --proposals coco-gt and --labels categories")
+    io.add_argument("--captions-per-image", type=int, default=5, help="use the first N captions per image (OVSeg: 1 or 5; default 5)")
+    io.add_argument("--limit", type=int, help="mine only the first N images (by image id)")
+    io.add_argument("--labels", choices=(LABELS_NOUNS, LABELS_CATEGORIES), default=LABELS_NOUNS,
+                    help="nouns: pair caption nouns with proposals (default); categories: pair every "
+                    "ground-truth mask with its category name (validation shards, OVSeg's COCO-GT set)")
+
+    prop = p.add_argument_group("mask proposals")
+    prop.add_argument("--proposals", choices=BACKENDS, default="maskformer",
+                      help="maskformer (HF transformers), sam (segment_anything) or coco-gt (ground-truth masks, the oracle); default maskformer")
+    prop.add_argument("--proposal-checkpoint", default="",
+                      help="maskformer: hub id or local folder (default facebook/mask2former-swin-large-coco-panoptic); sam: .pth file")
+    prop.add_argument("--sam-model-type", default="vit_h", choices=("vit_h", "vit_l", "vit_b"), help="SAM architecture of the checkpoint")
+    prop.add_argument("--top-k", type=int, default=100, help="keep at most K proposals per image (default 100)")
+    prop.add_argument("--min-mask-area", type=float, default=0.0005, help="drop proposals smaller than this fraction of the image (default 0.0005)")
+    prop.add_argument("--dedup-iou", type=float, default=0.9, help="drop a proposal whose mask IoU with a better one reaches this (default 0.9)")
+
+    clip = p.add_argument_group("CLIP matching")
+    clip.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
+    clip.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag, checkpoint file, or 'none' for random init (default openai)")
+    clip.add_argument("--min-score", type=float, help="drop pairs whose cosine score is below this (counted in stats.json)")
+    clip.add_argument("--crop-fill", choices=("mean", "zero"), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
+    clip.add_argument("--crop-resize", choices=("stretch", "pad"), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
+    clip.add_argument("--crop-expand", type=float, default=1.0, help="scale the mask's box by this ratio before cropping (default 1.0)")
+    clip.add_argument("--mask-threshold", type=float, default=0.5, help="binarise soft masks at this value (default 0.5)")
+
+    run = p.add_argument_group("execution")
+    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="proposal model precision on GPU (auto: bf16 where supported)")
+    run.add_argument("--batch-size", type=int, default=8, help="images per GPU batch (default 8)")
+    run.add_argument("--num-shards", type=int, help="number of output shards (default: images / --images-per-shard)")
+    run.add_argument("--images-per-shard", type=int, default=600, help="target images per shard when --num-shards is not given (default 600)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> MineConfig:
+    return MineConfig(
+        captions=args.captions,
+        images=args.images,
+        out=args.out,
+        instances=args.instances,
+        proposals=ProposalSpec(
+            backend=args.proposals,
+            checkpoint=args.proposal_checkpoint,
+            device=args.device,
+            precision=args.precision,
+            top_k=args.top_k,
+            min_area_fraction=args.min_mask_area,
+            dedup_iou=args.dedup_iou,
+            sam_model_type=args.sam_model_type,
+        ),
+        clip=ClipSpec(
+            model=args.clip_model,
+            pretrained=args.clip_pretrained,
+            device=args.device,
+            crop=CropConfig(
+                fill=args.crop_fill, resize=args.crop_resize,
+                expand_ratio=args.crop_expand, threshold=args.mask_threshold,
+            ),
+        ),
+        labels=args.labels,
+        captions_per_image=args.captions_per_image,
+        min_score=args.min_score,
+        num_shards=args.num_shards,
+        images_per_shard=args.images_per_shard,
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    stats = run_mining(config_from_args(args), extra, progress=not args.no_progress)
+    print(json.dumps(stats, indent=1))
+    return 0

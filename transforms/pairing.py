@@ -1,0 +1,145 @@
+"""Turn matched (noun, proposal) choices into PairSamples ready for the shards."""
+from __future__ import annotations
+
+import io
+import re
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from transforms.clip_models import LoadedClip, TextEmbeddingCache, encode_crops
+from transforms.masked_crop import CropConfig, MaskedCrop, mask_box, masked_crop, to_clip_tensor
+from transforms.matching import match_nouns
+from transforms.records import (
+    DROP_BELOW_MIN_SCORE,
+    Match,
+    MiningItem,
+    PairSample,
+)
+
+LABELS_NOUNS = "nouns"
+LABELS_CATEGORIES = "categories"
+
+
+def noun_slug(noun: str) -> str:
+    """Key-safe form of a noun: lower case, runs of other characters become '_'.
+
+    WebDataset splits a member name at its first dot, so keys hold no dots.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "_", noun.lower()).strip("_")
+    return slug or "x"
+
+
+def unique_keys(image_id: int, names: Sequence[str]) -> list[str]:
+    """``{image_id}-{slug}``, with ``-2``, ``-3``... where two names share a slug."""
+    seen: dict[str, int] = {}
+    keys = []
+    for name in names:
+        base = f"{image_id}-{noun_slug(name)}"
+        seen[base] = seen.get(base, 0) + 1
+        keys.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return keys
+
+
+def encode_jpg(pixels: np.ndarray, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_png(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def crops_for(item: MiningItem, config: CropConfig) -> list[MaskedCrop]:
+    assert item.image is not None and item.proposals is not None
+    return [masked_crop(item.image, m, config) for m in item.proposals.masks]
+
+
+def category_matches(scores: torch.Tensor, probs: torch.Tensor, labels: Sequence[str]) -> list[Match]:
+    """In ``--labels categories`` mode each proposal keeps its own category.
+
+    ``scores``/``probs`` are (K, K): row i is label i's text against all crops.
+    """
+    matches = []
+    for i, label in enumerate(labels):
+        others = torch.cat([scores[i, :i], scores[i, i + 1 :]])
+        margin = float(scores[i, i] - others.max()) if others.numel() else None
+        matches.append(Match(label, i, float(scores[i, i]), float(probs[i, i]), margin))
+    return matches
+
+
+def pair_items(
+    items: Sequence[MiningItem],
+    clip: LoadedClip,
+    text_cache: TextEmbeddingCache,
+    *,
+    labels: str = LABELS_NOUNS,
+    min_score: float | None = None,
+    crop_batch_size: int = 128,
+) -> list[tuple[list[PairSample], dict[str, int]]]:
+    """Crop, embed and match a batch of images; returns (pairs, dropped) per item.
+
+    Each image's crops are embedded as one batch of their own, so an image's
+    scores never depend on which images shared its batch (bit-identical
+    shards across runs and runners); an image's proposals (up to top-k) are
+    the CLIP batch. Items must have an image and at least one proposal.
+    """
+    config = clip.crop_config
+    results = []
+    for item in items:
+        crops = crops_for(item, config)
+        crop_emb = encode_crops(clip, to_clip_tensor(np.stack([c.pixels for c in crops]), config), crop_batch_size)
+        if labels == LABELS_CATEGORIES:
+            names = list(item.proposals.labels or [])
+            text = text_cache.get(names)
+            scores = text.float() @ crop_emb.float().T
+            probs = torch.softmax(scores * clip.logit_scale, dim=1)
+            matches = category_matches(scores, probs, names)
+            caption_ids: list[list[int]] = [[] for _ in names]
+        else:
+            names = [n.noun for n in item.nouns]
+            matches = match_nouns(crop_emb, text_cache.get(names), names, clip.logit_scale)
+            caption_ids = [list(n.caption_ids) for n in item.nouns]
+        keys = unique_keys(item.record.image_id, names)
+        pairs, dropped = [], {}
+        for key, match, cap_ids in zip(keys, matches, caption_ids):
+            if min_score is not None and match.score < min_score:
+                dropped[DROP_BELOW_MIN_SCORE] = dropped.get(DROP_BELOW_MIN_SCORE, 0) + 1
+                continue
+            crop = crops[match.proposal_index]
+            mask = item.proposals.masks[match.proposal_index]
+            pairs.append(
+                PairSample(
+                    key=key,
+                    image_id=item.record.image_id,
+                    file_name=item.record.file_name,
+                    noun=match.noun,
+                    caption_ids=cap_ids,
+                    proposal_index=match.proposal_index,
+                    box=list(mask_box(mask)),
+                    rle=mask_to_rle(mask),
+                    score=match.score,
+                    probability=match.probability,
+                    margin=match.margin,
+                    proposal_backend=item.proposals.backend,
+                    proposal_checkpoint=item.proposals.checkpoint,
+                    clip_model=clip.name,
+                    clip_pretrained=clip.pretrained,
+                    label_source="category" if labels == LABELS_CATEGORIES else "caption",
+                    crop_jpg=encode_jpg(crop.pixels),
+                    crop_mask_png=encode_png(crop.mask),
+                )
+            )
+        results.append((pairs, dropped))
+    return results
