@@ -1,0 +1,247 @@
+"""Class-agnostic proposals from MaskFormer / Mask2Former (Hugging Face ``transformers``).
+
+OVSeg's first stage: a mask transformer's queries are used as class-agnostic
+regions. The class head only tells us how likely a query is an object at all
+(``1 - p(no-object)``); which COCO class it thinks it is does not matter here.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from transforms.errors import UserError
+from transforms.proposals.base import ProposalGenerator, filter_proposals
+from transforms.proposals.device import autocast_dtype, resolve_device
+from transforms.records import ImageRecord, ProposalSet
+
+DEFAULT_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"
+TINY_CHECKPOINT = "maskmine-tiny"  # random weights, for tests and dry runs only
+
+
+def objectness_from_class_logits(class_logits: torch.Tensor) -> torch.Tensor:
+    """``1 - softmax(logits)[..., -1]``: the last class is "no object" in both models."""
+    return 1.0 - class_logits.float().softmax(dim=-1)[..., -1]
+
+
+def valid_region(pixel_mask: torch.Tensor | None, padded_hw: tuple[int, int]) -> tuple[int, int]:
+    """Height and width of the resized image inside the padded input.
+
+    The MaskFormer/Mask2Former processors resize each image, then pad it at the
+    bottom and right to the batch's largest size; ``pixel_mask`` is 1 on the
+    image and 0 on the padding.
+    """
+    if pixel_mask is None:
+        return padded_hw
+    rows = int(pixel_mask.any(dim=1).sum())
+    cols = int(pixel_mask.any(dim=0).sum())
+    return rows, cols
+
+
+def masks_to_image(
+    mask_logits: torch.Tensor,
+    padded_hw: tuple[int, int],
+    valid_hw: tuple[int, int],
+    image_hw: tuple[int, int],
+    threshold: float = 0.5,
+    chunk: int = 32,
+) -> torch.Tensor:
+    """``(Q, h, w)`` mask logits at the model's stride -> ``(Q, H, W)`` bool at the image size.
+
+    Upsample to the padded input, cut off the padding, resize to the original
+    image, then binarise ``sigmoid >= threshold``. Queries go in chunks so a
+    100-query model on a large image does not need all masks in float at once.
+    """
+    q = mask_logits.shape[0]
+    out = torch.zeros((q, *image_hw), dtype=torch.bool, device=mask_logits.device)
+    vh, vw = valid_hw
+    for start in range(0, q, chunk):
+        part = mask_logits[start : start + chunk].float()[None]
+        part = F.interpolate(part, size=padded_hw, mode="bilinear", align_corners=False)
+        part = part[:, :, :vh, :vw]
+        part = F.interpolate(part, size=image_hw, mode="bilinear", align_corners=False)[0]
+        out[start : start + chunk] = part.sigmoid() >= threshold
+    return out
+
+
+def build_tiny_mask2former(
+    num_queries: int = 16, image_size: int = 128, seed: int = 0
+) -> tuple[Any, Any]:
+    """A randomly initialised Mask2Former and a processor that resizes to ~``image_size``.
+
+    Built from config only (nothing downloaded); its masks are arbitrary, but
+    every code path of the real model (Swin backbone, deformable pixel decoder,
+    masked-attention decoder) runs.
+    """
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
+
+    backbone = SwinConfig(
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        image_size=image_size,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        encoder_feedforward_dim=64,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=2,
+        dim_feedforward=64,
+        num_queries=num_queries,
+        num_labels=5,
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = Mask2FormerForUniversalSegmentation(config).eval()
+    finally:
+        torch.random.set_rng_state(state)
+    processor = Mask2FormerImageProcessor(
+        size={"shortest_edge": image_size, "longest_edge": image_size * 3 // 2}
+    )
+    return model, processor
+
+
+def _looks_like_path(checkpoint: str) -> bool:
+    return checkpoint.startswith((".", "~", os.sep)) or os.path.isabs(checkpoint)
+
+
+def load_maskformer(checkpoint: str) -> tuple[Any, Any]:
+    """Model and image processor from a hub id or a ``save_pretrained`` folder."""
+    from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
+
+    if checkpoint == TINY_CHECKPOINT:
+        return build_tiny_mask2former()
+    path = os.path.expanduser(checkpoint)
+    if _looks_like_path(checkpoint) and not os.path.isdir(path):
+        raise UserError(f"MaskFormer checkpoint folder {checkpoint!r} does not exist")
+    try:
+        model = AutoModelForUniversalSegmentation.from_pretrained(path)
+        processor = AutoImageProcessor.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(
+            f"could not load MaskFormer/Mask2Former checkpoint {checkpoint!r} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "without internet access pass a local folder written by save_pretrained "
+            "(model + image processor)"
+        ) from exc
+    return model, processor
+
+
+class MaskFormerProposals(ProposalGenerator):
+    """Batched MaskFormer/Mask2Former inference, scored by objectness.
+
+    Give either ``checkpoint`` (hub id or local folder) or ready ``model`` and
+    ``processor`` objects (``checkpoint`` is then only recorded).
+    """
+
+    name = "maskformer"
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        *,
+        model: Any = None,
+        processor: Any = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        top_k: int = 100,
+        min_area_fraction: float = 0.0005,
+        dedup_iou: float = 0.9,
+        min_objectness: float = 0.0,
+        batch_size: int = 4,
+        mask_threshold: float = 0.5,
+    ) -> None:
+        if (model is None) != (processor is None):
+            raise UserError("MaskFormerProposals needs both model= and processor=, or a checkpoint")
+        if model is None:
+            model, processor = load_maskformer(checkpoint or DEFAULT_CHECKPOINT)
+            checkpoint = checkpoint or DEFAULT_CHECKPOINT
+        if batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.dtype = autocast_dtype(self.device, precision)
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+        self.checkpoint = checkpoint or str(getattr(model.config, "name_or_path", "") or "")
+        self.top_k = top_k
+        self.min_area_fraction = min_area_fraction
+        self.dedup_iou = dedup_iou
+        self.min_objectness = min_objectness
+        self.batch_size = batch_size
+        self.mask_threshold = mask_threshold
+
+    def generate(
+        self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
+    ) -> list[ProposalSet]:
+        if len(images) != len(records):
+            raise ValueError(f"{len(images)} images but {len(records)} records")
+        results: list[ProposalSet] = []
+        for start in range(0, len(images), self.batch_size):
+            results.extend(self._generate_batch(list(images[start : start + self.batch_size])))
+        return results
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _generate_batch(self, images: list[np.ndarray]) -> list[ProposalSet]:
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        # Writable copies: the processor wraps them with torch.from_numpy.
+        arrays = [np.array(image, dtype=np.uint8, copy=True) for image in images]
+        inputs = self.processor(
+            images=arrays, return_tensors="pt", input_data_format="channels_last"
+        )
+        pixel_values = inputs["pixel_values"].to(self.device)
+        pixel_mask = inputs.get("pixel_mask")
+        pixel_mask = pixel_mask.to(self.device) if pixel_mask is not None else None
+        padded_hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+            objectness = objectness_from_class_logits(outputs.class_queries_logits)
+            results = []
+            for i, image in enumerate(images):
+                keep = objectness[i] >= self.min_objectness
+                valid_hw = valid_region(pixel_mask[i] if pixel_mask is not None else None, padded_hw)
+                masks = masks_to_image(
+                    outputs.masks_queries_logits[i][keep],
+                    padded_hw,
+                    valid_hw,
+                    (int(image.shape[0]), int(image.shape[1])),
+                    threshold=self.mask_threshold,
+                )
+                masks_np, scores_np = filter_proposals(
+                    masks.cpu().numpy(),
+                    objectness[i][keep].float().cpu().numpy(),
+                    top_k=self.top_k,
+                    min_area_fraction=self.min_area_fraction,
+                    dedup_iou=self.dedup_iou,
+                    min_score=self.min_objectness,
+                )
+                results.append(
+                    ProposalSet(
+                        masks=masks_np,
+                        scores=scores_np.astype(np.float32),
+                        backend=self.name,
+                        checkpoint=self.checkpoint,
+                    )
+                )
+        return results

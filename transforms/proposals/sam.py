@@ -1,0 +1,229 @@
+"""Class-agnostic proposals from Segment Anything's automatic mask generator.
+
+SAM prompts a grid of points over each image and keeps the masks it is
+confident about. ``segment-anything`` is an optional extra (``maskmine[sam]``),
+imported only when this backend is built.
+
+Score: SAM's own predicted IoU (its mask-quality head), clipped to [0, 1];
+with ``score="iou_x_stability"`` it is multiplied by the stability score
+(how little the mask changes when the binarisation cutoff moves).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from functools import partial
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from transforms.errors import UserError
+from transforms.proposals.base import ProposalGenerator, filter_proposals
+from transforms.proposals.device import resolve_device
+from transforms.records import ImageRecord, ProposalSet
+
+MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
+TINY_MODEL_TYPE = "maskmine-tiny"  # random weights, for tests and dry runs only
+SCORE_MODES = ("iou", "iou_x_stability")
+
+
+def import_segment_anything() -> Any:
+    """The ``segment_anything`` module, or a UserError naming the extra to install."""
+    try:
+        import segment_anything
+    except ImportError as exc:
+        raise UserError(
+            "the 'sam' proposal backend needs the segment-anything package: "
+            "pip install 'maskmine[sam]' (or pip install segment-anything)"
+        ) from exc
+    return segment_anything
+
+
+def build_tiny_sam(img_size: int = 64, seed: int = 0) -> Any:
+    """A randomly initialised SAM small enough to run on CPU in milliseconds.
+
+    Same building blocks and wiring as ``segment_anything.build_sam._build_sam``
+    with every width and depth cut down; its masks are arbitrary.
+    """
+    import_segment_anything()
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    patch_size = 16
+    prompt_dim = 32
+    embedding_size = img_size // patch_size
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        sam = Sam(
+            image_encoder=ImageEncoderViT(
+                depth=2,
+                embed_dim=32,
+                img_size=img_size,
+                mlp_ratio=2,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                num_heads=2,
+                patch_size=patch_size,
+                qkv_bias=True,
+                use_rel_pos=True,
+                global_attn_indexes=[1],
+                window_size=2,
+                out_chans=prompt_dim,
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=prompt_dim,
+                image_embedding_size=(embedding_size, embedding_size),
+                input_image_size=(img_size, img_size),
+                mask_in_chans=4,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(
+                    depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2
+                ),
+                transformer_dim=prompt_dim,
+                iou_head_depth=2,
+                iou_head_hidden_dim=32,
+            ),
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return sam.eval()
+
+
+def load_sam(checkpoint: str | None, model_type: str) -> Any:
+    """A SAM model of ``model_type`` with the weights in ``checkpoint`` (loaded on CPU).
+
+    ``model_type="maskmine-tiny"`` builds the tiny random model, with the
+    weights of ``checkpoint`` when one is given.
+    """
+    if model_type not in MODEL_TYPES and model_type != TINY_MODEL_TYPE:
+        raise UserError(
+            f"unknown SAM model type {model_type!r}: use one of {', '.join(MODEL_TYPES)}"
+        )
+    if not checkpoint:
+        if model_type == TINY_MODEL_TYPE:
+            return build_tiny_sam()
+        raise UserError(f"the SAM backend needs a checkpoint file for model type {model_type!r}")
+    path = os.path.expanduser(checkpoint)
+    if not os.path.isfile(path):
+        raise UserError(f"SAM checkpoint {checkpoint!r} is not a file")
+    sa = import_segment_anything()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if model_type == TINY_MODEL_TYPE:
+            model = build_tiny_sam()
+        else:
+            model = sa.sam_model_registry[model_type](checkpoint=None)
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"could not load SAM checkpoint {checkpoint!r} as model type {model_type!r}: {first}"
+        ) from exc
+    return model.eval()
+
+
+def proposal_score(predicted_iou: float, stability_score: float, mode: str = "iou") -> float:
+    """One mask's score in [0, 1].
+
+    SAM's IoU head is an unconstrained regression (it can leave [0, 1]) and the
+    stability score is NaN for a mask empty at the lower cutoff, so both are
+    cleaned before use.
+    """
+    value = float(np.clip(np.nan_to_num(predicted_iou, nan=0.0), 0.0, 1.0))
+    if mode == "iou_x_stability":
+        value *= float(np.clip(np.nan_to_num(stability_score, nan=0.0), 0.0, 1.0))
+    elif mode != "iou":
+        raise UserError(f"unknown SAM score {mode!r}: use one of {', '.join(SCORE_MODES)}")
+    return value
+
+
+class SamProposals(ProposalGenerator):
+    """SAM's automatic mask generator, one image at a time, then the shared filter."""
+
+    name = "sam"
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        model_type: str = "vit_h",
+        *,
+        model: Any = None,
+        points_per_side: int = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        box_nms_thresh: float = 0.7,
+        min_area_fraction: float = 0.0005,
+        top_k: int = 100,
+        dedup_iou: float = 0.9,
+        score: str = "iou",
+        device: str | torch.device = "auto",
+    ) -> None:
+        sa = import_segment_anything()
+        if score not in SCORE_MODES:
+            raise UserError(f"unknown SAM score {score!r}: use one of {', '.join(SCORE_MODES)}")
+        if points_per_side < 1:
+            raise UserError(f"points_per_side must be at least 1, got {points_per_side}")
+        if model is None:
+            model = load_sam(checkpoint, model_type)
+        self.checkpoint = checkpoint or model_type
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.mask_generator = sa.SamAutomaticMaskGenerator(
+            self.model,
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            box_nms_thresh=box_nms_thresh,
+            output_mode="binary_mask",
+        )
+        self.model_type = model_type
+        self.score = score
+        self.min_area_fraction = min_area_fraction
+        self.top_k = top_k
+        self.dedup_iou = dedup_iou
+
+    def generate(
+        self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
+    ) -> list[ProposalSet]:
+        if len(images) != len(records):
+            raise ValueError(f"{len(images)} images but {len(records)} records")
+        return [self._generate_one(image) for image in images]
+
+    def _generate_one(self, image: np.ndarray) -> ProposalSet:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        height, width = image.shape[:2]
+        with torch.inference_mode():
+            anns = self.mask_generator.generate(image)
+        if anns:
+            masks = np.stack([np.asarray(a["segmentation"], dtype=bool) for a in anns])
+            scores = np.array([self._score(a) for a in anns], dtype=np.float32)
+        else:
+            masks = np.zeros((0, height, width), dtype=bool)
+            scores = np.zeros((0,), dtype=np.float32)
+        masks, scores = filter_proposals(
+            masks,
+            scores,
+            top_k=self.top_k,
+            min_area_fraction=self.min_area_fraction,
+            dedup_iou=self.dedup_iou,
+        )
+        return ProposalSet(
+            masks=masks, scores=scores.astype(np.float32), backend=self.name, checkpoint=self.checkpoint
+        )
+
+    def _score(self, ann: dict) -> float:
+        return proposal_score(ann["predicted_iou"], ann["stability_score"], self.score)
