@@ -366,3 +366,13 @@ def test_vocab_cross_entropy_hand_computed() -> None:
     assert torch.isfinite(img.grad).all()
     with pytest.raises(ValueError):
         vocab_cross_entropy(img, vocab, 3.0, torch.tensor([0, 3]))
+
+
+def test_grad_checkpointing_gives_same_output_and_prompt_grads() -> None:
+    model = MaskPromptCLIP(tiny_clip(), mode="prompt", prompt_depth=3).train()
+    model.encode_image(images(), masks_with_holes()).sum().backward()
+    plain_grad = model.mask_prompts.grad.clone()
+    model.mask_prompts.grad = None
+    model.clip.set_grad_checkpointing(True)
+    model.encode_image(images(), masks_with_holes()).sum().backward()
+    torch.testing.assert_close(model.mask_prompts.grad, plain_grad, rtol=0, atol=1e-7)
