@@ -101,8 +101,9 @@ class MaskPromptCLIP(nn.Module):
             grid = self.visual.grid_size
             width = self.visual.class_embedding.shape[-1]
             self.prompt_depth = depth
+            device = self.visual.class_embedding.device  # fp32 prompts, cast to the tokens' dtype on use
             self.mask_prompts = nn.Parameter(
-                torch.randn(depth, grid[0] * grid[1], width) * prompt_init_std
+                torch.randn(depth, grid[0] * grid[1], width, device=device) * prompt_init_std
             )
         else:
             if prompt_depth not in (None, 0):
