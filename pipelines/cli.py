@@ -18,6 +18,7 @@ from transforms.errors import UserError
 # when --help needs its flags.
 SUBCOMMANDS: dict[str, str] = {
     "mine": "pipelines.mine_cli",
+    "audit": "pipelines.audit_cli",
 }
 
 PASSTHROUGH = {"mine"}  # subcommands that forward unknown flags (Beam options)

@@ -103,7 +103,9 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
                 "use a new --out folder to mine with these settings"
             )
         return
-    fileio.atomic_write_bytes(path, json.dumps({"identity": identity}, indent=1, sort_keys=True).encode())
+    # "images" sits outside the identity: moving the images must not block a resume; audit reads it.
+    run = {"identity": identity, "images": config.images}
+    fileio.atomic_write_bytes(path, json.dumps(run, indent=1, sort_keys=True).encode())
 
 
 def build_pipeline(

@@ -1,0 +1,124 @@
+"""``maskmine audit``: look at what a mining run produced before training on it."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from pipelines.audit_report import QUERY, ReportOptions, build_report
+from transforms.audit_access import locate, open_run
+from transforms.audit_scoresheet import score_sheet_file
+from transforms.audit_table import Query
+from transforms.errors import UserError
+
+HELP = "write an HTML report (stats, plots, galleries, spot-check sheet) of a mining run"
+DESCRIPTION = """\
+Audit a mining run: maskmine audit RUN_DIR [--out REPORT_DIR]
+
+Writes a report folder that opens from disk (no server, no external assets):
+index.html (images read/mined/skipped, pairs, nouns, drops, stage timings,
+consistency checks, plots), frequent.html and rare.html (pairs of the most
+frequent nouns and of a sample of rare ones: the source image with the mask
+outlined, and the masked crop as CLIP saw it), suspicious.html (lowest margin,
+lowest score first). Samples are read from the shards by byte offset, never by
+scanning them.
+
+Spot check:   maskmine audit RUN --sample 200 --seed 0    -> REPORT/spot-check.csv
+              (fill the verdict column with correct/incorrect, then)
+              maskmine audit --score-sheet spot-check.csv  -> precision, 95% Wilson interval
+Query:        maskmine audit RUN --query --noun dog --max-margin 0.01 -> REPORT/query.html
+              (without --query the filters add a query page to the full report)
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the --out folder of 'maskmine mine'")
+    p.add_argument("--out", help="report folder (default RUN_DIR/report)")
+    p.add_argument("--images", help="folder of the source images (default: the one recorded in RUN_DIR/run.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    g = p.add_argument_group("galleries")
+    g.add_argument("--top-nouns", type=int, default=20, help="gallery of the N most frequent nouns (default 20)")
+    g.add_argument("--rare-nouns", type=int, default=20, help="gallery of N randomly drawn rare nouns (default 20)")
+    g.add_argument("--rare-max-pairs", type=int, default=5, help="a noun with at most this many pairs is rare (default 5)")
+    g.add_argument("--per-noun", type=int, default=6, help="pairs shown per noun (default 6)")
+    g.add_argument("--suspicious", type=int, default=36, help="pairs in each list of the suspicious page (default 36)")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+
+    s = p.add_argument_group("spot check")
+    s.add_argument("--sample", type=int, default=0, metavar="N", help="write a spot-check sheet of N random pairs")
+    s.add_argument("--score-sheet", metavar="CSV", help="a filled spot-check sheet: print the precision with a Wilson interval")
+    s.add_argument("--confidence", type=float, default=0.95, help="interval confidence for --score-sheet (default 0.95)")
+    s.add_argument("--json", metavar="PATH", help="where --score-sheet writes its result (default CSV.precision.json)")
+
+    q = p.add_argument_group("query")
+    q.add_argument("--query", action="store_true", help="write only the filtered gallery (query.html), no full report")
+    q.add_argument("--noun", action="append", default=[], help="only this noun (repeatable)")
+    q.add_argument("--min-score", type=float, help="only pairs scoring at least this")
+    q.add_argument("--max-margin", type=float, help="only pairs whose margin is at most this (pairs without a margin excluded)")
+    q.add_argument("--image-id", type=int, action="append", default=[], help="only pairs of this image (repeatable)")
+    q.add_argument("--max-pairs", type=int, default=200, help="most pairs the query page shows (default 200)")
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for name in ("top_nouns", "rare_nouns", "per_noun", "suspicious", "sample", "rare_max_pairs"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must not be negative")
+    if args.max_pairs < 1:
+        raise UserError("--max-pairs must be at least 1")
+    if not 0 < args.confidence < 1:
+        raise UserError("--confidence must be between 0 and 1")
+
+
+def run_score_sheet(args: argparse.Namespace) -> int:
+    result = score_sheet_file(args.score_sheet, args.confidence)
+    if args.run_dir:  # the sheet must come from this run
+        run = open_run(args.run_dir)
+        rows = csv.DictReader(io.StringIO(Path(args.score_sheet).read_text(encoding="utf-8").lstrip("\ufeff")))
+        keys = [r["key"] for r in rows if r.get("key")]
+        locate(run, keys)
+    out = Path(args.json) if args.json else Path(args.score_sheet).with_suffix(".precision.json")
+    out.write_text(json.dumps({"sheet": str(args.score_sheet), **result.to_dict()}, indent=1), encoding="utf-8")
+    print(result.describe())
+    print(f"written to {out}")
+    return 0
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    _check_counts(args)
+    if args.score_sheet:
+        return run_score_sheet(args)
+    if not args.run_dir:
+        raise UserError("give a run folder (maskmine audit RUN_DIR) or --score-sheet FILLED.csv")
+    run_folder = open_run(args.run_dir)
+    images = args.images or run_folder.images
+    if args.images and not Path(args.images).is_dir():
+        raise UserError(f"images folder not found: {args.images}")
+    query = Query(nouns=list(args.noun), min_score=args.min_score, max_margin=args.max_margin, image_ids=list(args.image_id))
+    opts = ReportOptions(
+        out=Path(args.out) if args.out else run_folder.path / "report",
+        images=images,
+        top_nouns=args.top_nouns,
+        per_noun=args.per_noun,
+        rare_nouns=args.rare_nouns,
+        rare_max_pairs=args.rare_max_pairs,
+        suspicious=args.suspicious,
+        sample=args.sample,
+        seed=args.seed,
+        query=query,
+        query_only=args.query,
+        max_pairs=args.max_pairs,
+        progress=not args.no_progress,
+    )
+    result = build_report(run_folder, opts)
+    if result.query_matches is not None:
+        print(f"{result.query_matches} pairs match ({query.describe()}): {result.pages[QUERY]}")
+    if "index.html" in result.pages:
+        print(f"report: {result.pages['index.html']} ({result.pairs_shown} pairs shown)")
+    if result.sheet is not None:
+        print(f"spot-check sheet: {result.sheet} (fill 'verdict', then: maskmine audit --score-sheet {result.sheet})")
+    if not images:
+        print("note: no images folder known; pass --images to show the source images with their masks")
+    return 0

@@ -1,0 +1,431 @@
+"""Build the audit report of a mining run: summary, plots, galleries and a spot-check sheet.
+
+The report is a folder that opens from disk: ``index.html`` plus gallery
+pages, ``plots/*.png`` and ``img/*.jpg`` thumbnails, all linked relatively.
+Rows are chosen from the in-memory overview first; only the chosen samples
+are then read from the shards by byte offset.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pipelines import audit_html as H
+from pipelines.audit_plots import write_plots
+from transforms.audit_access import RunFolder, read_samples
+from transforms.audit_scoresheet import write_sheet
+from transforms.audit_table import (
+    Overview,
+    Query,
+    fetch_details,
+    load_overview,
+    location_of,
+    lowest,
+    query_rows,
+    rare_nouns,
+    rows_of_noun,
+    spot_check_rows,
+    top_nouns,
+)
+from transforms.audit_thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
+from transforms.errors import UserError
+from transforms.image_io import ImageSkip, decode_image
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.html"
+FREQUENT = "frequent.html"
+RARE = "rare.html"
+SUSPICIOUS = "suspicious.html"
+SPOT_CHECK = "spot-check.html"
+SHEET = "spot-check.csv"
+QUERY = "query.html"
+SUMMARY_JSON = "report.json"
+QUERY_JSON = "query.json"
+IMG_DIR = "img"
+PLOT_DIR = "plots"
+
+
+@dataclass
+class ReportOptions:
+    out: Path
+    images: str | None = None  # folder of the source images; None: none shown
+    top_nouns: int = 20
+    per_noun: int = 6
+    rare_nouns: int = 20
+    rare_max_pairs: int = 5
+    suspicious: int = 36
+    sample: int = 0  # spot-check sheet size (0: no sheet)
+    seed: int = 0
+    query: Query = field(default_factory=Query)
+    query_only: bool = False
+    max_pairs: int = 200  # most pairs a query page shows
+    thumb_side: int = 320
+    progress: bool = True
+
+
+@dataclass
+class Section:
+    title: str
+    rows: list[int]
+    anchor: str = ""
+    note: str = ""
+
+
+@dataclass
+class GalleryPage:
+    file: str
+    label: str
+    title: str
+    lead: str
+    sections: list[Section]
+    numbered: bool = False  # badge each card with its 1-based position (spot-check rows)
+    compact: bool = False  # small sections flow side by side (rare nouns have a pair or two each)
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    pages: dict[str, Path]
+    sheet: Path | None
+    query_matches: int | None
+    pairs_shown: int
+    summary: dict
+
+
+def pairs_label(n: int) -> str:
+    return f"{int(n):,} pair" + ("" if n == 1 else "s")
+
+
+def anchor(text: str) -> str:
+    return "n-" + (re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x")
+
+
+# --- choosing what to show --------------------------------------------------------------------
+
+
+def gallery_pages(ov: Overview, opts: ReportOptions, query_matches: np.ndarray | None) -> list[GalleryPage]:
+    pages: list[GalleryPage] = []
+    counts = ov.noun_counts()
+    if not opts.query_only:
+        frequent = top_nouns(ov, opts.top_nouns)
+        pages.append(GalleryPage(
+            FREQUENT, "Frequent nouns", f"The {len(frequent)} most frequent nouns",
+            f"Up to {opts.per_noun} randomly drawn pairs (seed {opts.seed}) of each noun; "
+            "left: the source image with the chosen mask outlined, right: the masked crop as CLIP saw it.",
+            [Section(f"{ov.nouns[c]}", list(rows_of_noun(ov, c, opts.per_noun, opts.seed)), anchor(ov.nouns[c]),
+                     pairs_label(counts[c])) for c in frequent],
+        ))
+        rare = rare_nouns(ov, opts.rare_nouns, opts.seed, opts.rare_max_pairs, exclude=frequent)
+        pages.append(GalleryPage(
+            RARE, "Rare nouns", f"A random sample of {len(rare)} rare nouns",
+            f"Nouns from the long tail (at most {opts.rare_max_pairs} pairs each where the run has such nouns), "
+            f"drawn with seed {opts.seed}.",
+            [Section(f"{ov.nouns[c]}", list(rows_of_noun(ov, c, opts.per_noun, opts.seed)), anchor(ov.nouns[c]),
+                     pairs_label(counts[c])) for c in rare],
+            compact=True,
+        ))
+        no_margin = int(np.isnan(ov.margin).sum())
+        pages.append(GalleryPage(
+            SUSPICIOUS, "Suspicious first", "Suspicious pairs first",
+            "Pairs where CLIP hesitated: the lowest margins (the chosen mask barely beat the runner-up), "
+            f"then the lowest scores. {no_margin:,} pairs from images with a single proposal have no margin.",
+            [Section("Lowest margin", list(lowest(ov, ov.margin, opts.suspicious)), "lowest-margin"),
+             Section("Lowest score", list(lowest(ov, ov.score, opts.suspicious)), "lowest-score")],
+        ))
+        if opts.sample > 0:
+            sample = list(spot_check_rows(ov, opts.sample, opts.seed))
+            pages.append(GalleryPage(
+                SPOT_CHECK, "Spot check", f"Spot-check sample: {len(sample)} pairs (seed {opts.seed})",
+                f'Mark each pair in <a href="{SHEET}">{SHEET}</a> (verdict: correct / incorrect), '
+                "then run <code>maskmine audit --score-sheet FILLED.csv</code> for the precision. "
+                "The badge is the pair's row in the sheet.",
+                [Section("Sample", sample, "sample")], numbered=True,
+            ))
+    if query_matches is not None:
+        shown = query_matches[np.lexsort((query_matches, ov.score[query_matches]))][: opts.max_pairs]
+        pages.append(GalleryPage(
+            QUERY, "Query", f"Query: {escape(opts.query.describe())}",
+            f"{len(query_matches):,} pairs match; showing {len(shown):,}, lowest score first.",
+            [Section("Matches", list(shown), "matches")],
+        ))
+    return pages
+
+
+# --- thumbnails ---------------------------------------------------------------------------------
+
+
+class ImageCache:
+    """A few decoded source images (cards are rendered grouped by image)."""
+
+    def __init__(self, folder: Path | None, size: int = 4) -> None:
+        self.folder = folder
+        self.size = size
+        self.cache: OrderedDict[str, np.ndarray | str] = OrderedDict()
+
+    def get(self, file_name: str) -> np.ndarray | str:
+        """The image, or a string saying why it is not available."""
+        if self.folder is None:
+            return "no images folder (pass --images)"
+        if file_name in self.cache:
+            self.cache.move_to_end(file_name)
+            return self.cache[file_name]
+        path = self.folder / file_name
+        try:
+            value: np.ndarray | str = decode_image(path.read_bytes())
+        except FileNotFoundError:
+            value = f"{file_name} not found in {self.folder}"
+        except ImageSkip as exc:
+            value = f"{file_name} cannot be decoded ({exc.reason})"
+        self.cache[file_name] = value
+        if len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return value
+
+
+def render_cards(
+    run: RunFolder, ov: Overview, rows: Sequence[int], out: Path, images: ImageCache, thumb_side: int, progress: bool
+) -> dict[int, H.Card]:
+    """Read the chosen samples by offset and write their thumbnails; row -> card."""
+    from tqdm import tqdm
+
+    rows = sorted(set(int(r) for r in rows))
+    details = dict(zip(rows, fetch_details(run, ov, rows)))
+    samples = read_samples(run, [location_of(d) for d in details.values()])
+    img_dir = out / IMG_DIR
+    img_dir.mkdir(parents=True, exist_ok=True)
+    cards: dict[int, H.Card] = {}
+    order = sorted(rows, key=lambda r: (details[r]["file_name"], details[r]["key"]))
+    for r in tqdm(order, desc="gallery", unit="pair", disable=not progress):
+        d = details[r]
+        key = d["key"]
+        crop_name = f"{IMG_DIR}/{key}.crop.jpg"
+        (out / crop_name).write_bytes(encode_jpeg(crop_preview(samples[key].members["jpg"]), quality=90))
+        image = images.get(d["file_name"])
+        image_src = None
+        note = ""
+        size = None
+        if isinstance(image, str):
+            note = image
+        elif image.shape[:2] != (d["height"], d["width"]):
+            note = f"{d['file_name']} is {image.shape[1]}x{image.shape[0]}, the mask {d['width']}x{d['height']}"
+        else:
+            thumb = outlined_thumbnail(image, decode_rle(d["mask_rle"], d["height"], d["width"]), thumb_side)
+            image_src = f"{IMG_DIR}/{key}.src.jpg"
+            (out / image_src).write_bytes(encode_jpeg(thumb))
+            size = (thumb.shape[1], thumb.shape[0])
+        cards[r] = H.Card(
+            key=key, noun=d["noun"], score=float(d["score"]), margin=d["margin"], image_id=int(d["image_id"]),
+            file_name=d["file_name"], crop_src=crop_name, image_src=image_src, image_note=note, image_size=size,
+        )
+    return cards
+
+
+# --- summary -----------------------------------------------------------------------------------------
+
+
+def parquet_summary(ov: Overview) -> dict:
+    counts = ov.noun_counts()
+    return {
+        "rows": len(ov),
+        "unique_nouns": int((counts > 0).sum()),
+        "images": int(len(np.unique(ov.image_id))),
+        "pairs_without_margin": int(np.isnan(ov.margin).sum()),
+    }
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {}
+    q = np.quantile(values, [0, 0.1, 0.5, 0.9, 1.0])
+    return dict(zip(("min", "p10", "median", "p90", "max"), (float(round(v, 6)) for v in q)))
+
+
+def summary_body(run: RunFolder, ov: Overview, plots: dict[str, str], pages: list[GalleryPage], opts: ReportOptions) -> tuple[str, dict]:
+    st = run.stats
+    pq_sum = parquet_summary(ov)
+    skipped = {k: int(v) for k, v in (st.get("images_skipped") or {}).items()}
+    dropped = {k: int(v) for k, v in (st.get("pairs_dropped") or {}).items()}
+    seconds = {k: float(v) for k, v in (st.get("seconds_per_stage") or {}).items()}
+    S = lambda name, value: H.value_cell(value, "stat", name)  # noqa: E731
+    P = lambda name, value: H.value_cell(value, "parquet", name)  # noqa: E731
+
+    images_rows = [H.row("images read", S("images_read", int(st.get("images_read", 0)))),
+                   H.row("mined", S("images_mined", int(st.get("images_mined", 0)))),
+                   H.row("skipped", H.value_cell(sum(skipped.values()), "derived", "images_skipped_total"))]
+    images_rows += [H.row(reason, S(f"images_skipped.{reason}", n), sub=True) for reason, n in sorted(skipped.items())]
+    images_rows.append(H.row("with pairs in Parquet", P("images", pq_sum["images"])))
+
+    pair_rows = [H.row("pairs (stats.json)", S("pairs", int(st.get("pairs", 0)))),
+                 H.row("rows in Parquet", P("rows", pq_sum["rows"])),
+                 H.row("unique nouns (stats.json)", S("unique_nouns", int(st.get("unique_nouns", 0)))),
+                 H.row("unique nouns in Parquet", P("unique_nouns", pq_sum["unique_nouns"])),
+                 H.row("pairs dropped", H.value_cell(sum(dropped.values()), "derived", "pairs_dropped_total"))]
+    pair_rows += [H.row(reason, S(f"pairs_dropped.{reason}", n), sub=True) for reason, n in sorted(dropped.items())]
+    pair_rows += [H.row("shards", S("shards", int(st.get("shards", 0)))),
+                  H.row("shards resumed", S("shards_resumed", int(st.get("shards_resumed", 0))))]
+
+    time_rows = [H.row(stage, S(f"seconds_per_stage.{stage}", sec)) for stage, sec in seconds.items()]
+    time_rows.append(H.row("wall clock", S("wall_seconds", float(st.get("wall_seconds", 0.0)))))
+
+    checks = [
+        ("pairs in stats.json = rows in Parquet", int(st.get("pairs", -1)) == pq_sum["rows"]),
+        ("unique nouns in stats.json = in Parquet", int(st.get("unique_nouns", -1)) == pq_sum["unique_nouns"]),
+        ("images read = mined + skipped", int(st.get("images_read", -1)) == int(st.get("images_mined", 0)) + sum(skipped.values())),
+        ("images with pairs = images mined", pq_sum["images"] == int(st.get("images_mined", -1))),
+    ]
+    check_rows = [
+        f'<tr><th>{escape(label)}</th><td class="{"ok" if good else "bad"}">{"ok" if good else "MISMATCH"}</td></tr>'
+        for label, good in checks
+    ]
+
+    quant = {"score": _quantiles(ov.score), "margin": _quantiles(ov.margin)}
+    q_rows = ["<tr><th></th>" + "".join(f"<th>{k}</th>" for k in ("min", "p10", "median", "p90", "max")) + "</tr>"]
+    for name, q in quant.items():
+        cells = "".join(f'<td class="num">{q[k]:.3f}</td>' for k in ("min", "p10", "median", "p90", "max")) if q else '<td colspan="5">none</td>'
+        q_rows.append(f"<tr><th>{name}</th>{cells}</tr>")
+
+    ident = run.identity
+    settings = [
+        ("proposals", (ident.get("proposals") or {}).get("backend", "?")),
+        ("proposal checkpoint", (ident.get("proposals") or {}).get("checkpoint") or "-"),
+        ("CLIP", f"{(ident.get('clip') or {}).get('model', '?')} / {(ident.get('clip') or {}).get('pretrained', '?')}"),
+        ("labels", ident.get("labels", "?")),
+        ("min score", ident.get("min_score") if ident.get("min_score") is not None else "-"),
+        ("captions", ident.get("captions", "?")),
+        ("images", opts.images or "(not given)"),
+    ]
+    settings_rows = [f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in settings]
+
+    counts = ov.noun_counts()
+    top = top_nouns(ov, 25)
+    gallery_nouns = {s.anchor for p in pages if p.file == FREQUENT for s in p.sections}
+    top_rows = []
+    for rank, c in enumerate(top, 1):
+        name = escape(ov.nouns[c])
+        link = f'<a href="{FREQUENT}#{anchor(ov.nouns[c])}">{name}</a>' if anchor(ov.nouns[c]) in gallery_nouns else name
+        top_rows.append(f'<tr><td class="num">{rank}</td><td>{link}</td><td class="num">{int(counts[c]):,}</td></tr>')
+
+    links = "".join(f'<a href="{p.file}">{escape(p.label)}</a>' for p in pages)
+    if opts.sample > 0:
+        links += f'<a href="{SHEET}">{SHEET} (spot-check sheet)</a>'
+    figs = "".join(
+        f'<figure><img src="{PLOT_DIR}/{name}" width="640" height="380" alt="{escape(caption)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+        for name, caption in plots.items()
+    )
+    body = (
+        f"<h1>Mining run <code>{escape(run.path.name)}</code></h1>"
+        f'<p class="lead">{escape(str(run.path))}</p>'
+        f'<div class="links">{links}</div>'
+        "<h2>Summary</h2><div class=\"tables\">"
+        + H.table("Images", images_rows) + H.table("Pairs", pair_rows)
+        + H.table("Stage timings (seconds, summed over workers)", time_rows)
+        + "</div><div class=\"tables\" style=\"margin-top:16px\">"
+        + H.table("Checks", check_rows) + H.table("Score and margin", q_rows) + H.table("Settings", settings_rows)
+        + H.table("Most frequent nouns", ["<tr><th>#</th><th>noun</th><th>pairs</th></tr>"] + top_rows)
+        + "</div>"
+        + f'<h2>Plots</h2><div class="plots">{figs}</div>'
+    )
+    summary = {
+        "stats": st,
+        "parquet": pq_sum,
+        "checks": {label: good for label, good in checks},
+        "quantiles": quant,
+    }
+    return body, summary
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def gallery_body(page: GalleryPage, cards: dict[int, H.Card]) -> str:
+    parts = [f"<h1>{page.title}</h1>", f'<p class="lead">{page.lead}</p>']
+    if len(page.sections) > 1:
+        parts.append('<div class="links">' + "".join(
+            f'<a href="#{s.anchor}">{escape(s.title)}</a>' for s in page.sections) + "</div>")
+    if not any(s.rows for s in page.sections):
+        parts.append('<p class="note">No pairs to show.</p>')
+    if page.compact:
+        parts.append('<div class="groups">')
+    for section in page.sections:
+        note = f" <small>{escape(section.note)}</small>" if section.note else ""
+        shown = []
+        for i, r in enumerate(section.rows, 1):
+            card = cards[int(r)]
+            if page.numbered:
+                card = H.Card(**{**card.__dict__, "badge": f"#{i}"})
+            shown.append(card)
+        if page.compact:
+            parts.append(f'<section class="group" id="{section.anchor}"><h3>{escape(section.title)}{note}</h3>'
+                         + '<div class="cards">' + "".join(H.card_html(c) for c in shown) + "</div></section>")
+        else:
+            parts.append(f'<h2 id="{section.anchor}">{escape(section.title)}{note}</h2>')
+            parts.append(H.grid(shown))
+    if page.compact:
+        parts.append("</div>")
+    return "\n".join(parts)
+
+
+def resolve_images(opts: ReportOptions) -> Path | None:
+    if not opts.images:
+        return None
+    folder = Path(opts.images)
+    if not folder.is_dir():
+        log.warning("images folder %s not found: galleries show crops only", folder)
+        return None
+    return folder
+
+
+def build_report(run: RunFolder, opts: ReportOptions) -> ReportResult:
+    """Write the report folder and return where its pages are."""
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    ov = load_overview(run)
+    matches = None if opts.query.is_empty() else query_rows(ov, opts.query)
+    if opts.query_only and matches is None:
+        raise UserError("--query needs at least one filter: --noun, --min-score, --max-margin or --image-id")
+    pages = gallery_pages(ov, opts, matches)
+    wanted = [r for p in pages for s in p.sections for r in s.rows]
+    cards = render_cards(run, ov, wanted, out, ImageCache(resolve_images(opts)), opts.thumb_side, opts.progress)
+
+    nav = ([] if opts.query_only else [(INDEX, "Summary")]) + [(p.file, p.label) for p in pages]
+    written: dict[str, Path] = {}
+    summary: dict = {}
+    if not opts.query_only:
+        plots = write_plots(ov, out / PLOT_DIR)
+        body, summary = summary_body(run, ov, plots, pages, opts)
+        written[INDEX] = out / INDEX
+        written[INDEX].write_text(H.page("Summary", nav, INDEX, body, run.path.name), encoding="utf-8")
+    for p in pages:
+        written[p.file] = out / p.file
+        written[p.file].write_text(H.page(p.label, nav, p.file, gallery_body(p, cards), run.path.name), encoding="utf-8")
+
+    sheet = None
+    spot = next((p for p in pages if p.file == SPOT_CHECK), None)
+    if spot is not None:
+        sheet = out / SHEET
+        details = fetch_details(run, ov, spot.sections[0].rows)
+        write_sheet(sheet, ({"key": d["key"], "noun": d["noun"], "image": d["file_name"], "score": d["score"]} for d in details))
+
+    summary.update({
+        "run": str(run.path),
+        "pages": sorted(written),
+        "pairs_shown": len(cards),
+        "query": None if matches is None else {"filters": opts.query.describe(), "matches": int(len(matches))},
+        "spot_check": None if sheet is None else {"sheet": SHEET, "rows": opts.sample and len(spot.sections[0].rows), "seed": opts.seed},
+    })
+    # a query-only run must not replace the full report's summary
+    (out / (QUERY_JSON if opts.query_only else SUMMARY_JSON)).write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    return ReportResult(out, written, sheet, None if matches is None else int(len(matches)), len(cards), summary)
