@@ -424,7 +424,7 @@ def build_report(run: RunFolder, opts: ReportOptions) -> ReportResult:
         "pages": sorted(written),
         "pairs_shown": len(cards),
         "query": None if matches is None else {"filters": opts.query.describe(), "matches": int(len(matches))},
-        "spot_check": None if sheet is None else {"sheet": SHEET, "rows": opts.sample and len(spot.sections[0].rows), "seed": opts.seed},
+        "spot_check": None if sheet is None else {"sheet": SHEET, "rows": len(spot.sections[0].rows), "seed": opts.seed},
     })
     # a query-only run must not replace the full report's summary
     (out / (QUERY_JSON if opts.query_only else SUMMARY_JSON)).write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
