@@ -75,6 +75,10 @@ def pairs_per_image(ov: Overview, path: Path) -> None:
     if len(per_image):
         values, counts = np.unique(per_image, return_counts=True)
         ax.bar(values, counts, width=0.8, color="#2ca02c")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of images: no 17.5
         ax.set_xlabel("pairs in the image")
         ax.set_ylabel("images")
         ax.set_title(f"{len(per_image):,} images, mean {per_image.mean():.2f} pairs")
