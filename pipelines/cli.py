@@ -14,17 +14,28 @@ import sys
 
 from transforms.errors import UserError
 
-# name -> module; the module is imported only when its subcommand runs or
-# when --help needs its flags.
-SUBCOMMANDS: dict[str, str] = {
-    "mine": "pipelines.mine_cli",
-    "audit": "pipelines.audit_cli",
+# name -> (module, one-line help). Only the chosen subcommand's module is
+# imported: the others pull in torch, Beam or a web server for nothing.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "mine": ("pipelines.mine_cli", "mine mask-noun pairs from captioned images into WebDataset shards (Apache Beam)"),
+    "audit": ("pipelines.audit_cli", "write an HTML report of a mining run: statistics, plots, galleries, spot-check sheet"),
 }
 
 PASSTHROUGH = {"mine"}  # subcommands that forward unknown flags (Beam options)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is one), if any."""
+    for word in argv:
+        if word in SUBCOMMANDS:
+            return word
+        if not word.startswith("-"):
+            return None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; flags are added for the chosen subcommand only (all of them when ``argv`` is None)."""
     parser = argparse.ArgumentParser(
         prog="maskmine",
         description="Mine mask-noun pairs from captioned images, adapt CLIP to masked "
@@ -32,12 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in SUBCOMMANDS.items():
+    chosen = None if argv is None else chosen_command(argv)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if argv is not None and name != chosen:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(
             name,
-            help=module.HELP,
-            description=getattr(module, "DESCRIPTION", module.HELP),
+            help=help_text,
+            description=getattr(module, "DESCRIPTION", help_text),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
@@ -46,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import runners
 from pipelines.stages import (
+    BatchWeight,
     ClipSpec,
     MatchDoFn,
     ProposeDoFn,
@@ -56,6 +57,7 @@ class MineConfig:
     num_shards: int | None = None
     images_per_shard: int = 600
     batch_size: int = 8
+    max_batch_bytes: int | None = None  # byte budget of a GPU batch (image + masks); None: count only
     limit: int | None = None
 
     def identity(self, num_shards: int) -> dict:
@@ -87,13 +89,16 @@ def check_config(config: MineConfig) -> None:
         raise UserError("--num-shards must be at least 1")
     if config.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if config.max_batch_bytes is not None and config.max_batch_bytes < 1:
+        raise UserError("--max-batch-bytes must be positive")
 
 
 def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
     """Create the output folder, or check that it holds a run with the same settings."""
     fileio.makedirs(config.out)
     path = fileio.join(config.out, RUN_FILE)
-    identity = config.identity(num_shards)
+    # Through JSON and back, so tuples compare equal to the lists run.json holds.
+    identity = json.loads(json.dumps(config.identity(num_shards)))
     if fileio.exists(path):
         previous = json.loads(fileio.read_bytes(path))
         if previous.get("identity") != identity:
@@ -109,8 +114,14 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, records: Sequence[ImageRecord], config: MineConfig, num_shards: int
+    pipeline: beam.Pipeline,
+    records: Sequence[ImageRecord],
+    config: MineConfig,
+    num_shards: int,
+    expected: dict[int, int] | None = None,
 ) -> None:
+    """Wire the stages; ``expected`` (shard -> images) lets the writer refuse a shard that lost images."""
+    weight = BatchWeight(config.batch_size, config.max_batch_bytes)
     items = (
         pipeline
         | "Read" >> beam.Create(list(records), reshuffle=True)
@@ -120,16 +131,18 @@ def build_pipeline(
     )
     results = (
         items
-        | "BatchForProposals" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size)
+        | "BatchForProposals"
+        >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size, element_size_fn=weight)
         | "Proposals" >> beam.ParDo(ProposeDoFn(config.proposals))
-        | "BatchForMatch" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size)
+        | "BatchForMatch"
+        >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size, element_size_fn=weight)
         | "Match" >> beam.ParDo(MatchDoFn(config.clip, config.labels, config.min_score))
     )
     (
         results
         | "KeyByShard" >> beam.Map(lambda r: (r.shard, r))
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShard" >> beam.Map(write_shard_stage, config.out)
+        | "WriteShard" >> beam.Map(write_shard_stage, config.out, expected)
     )
 
 
@@ -207,7 +220,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
         len(records), num_shards, resumed, len(todo),
     )
     if todo:
-        options = PipelineOptions(list(beam_args))
+        options = PipelineOptions(runners.with_runner_defaults(beam_args, config.batch_size))
         runner = runners.make_runner(options)
         stop = threading.Event()
         watcher = None
@@ -218,7 +231,8 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
             watcher.start()
         try:
             with beam.Pipeline(runner=runner, options=options) as pipeline:
-                build_pipeline(pipeline, todo, config, num_shards)
+                expected = {s: len(members) for s, members in by_shard.items() if s not in done}
+                build_pipeline(pipeline, todo, config, num_shards, expected)
         finally:
             stop.set()
             if watcher is not None:

@@ -44,8 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     prop.add_argument("--proposals", choices=BACKENDS, default="maskformer",
                       help="maskformer (HF transformers), sam (segment_anything) or coco-gt (ground-truth masks, the oracle); default maskformer")
     prop.add_argument("--proposal-checkpoint", default="",
-                      help="maskformer: hub id or local folder (default facebook/mask2former-swin-large-coco-panoptic); sam: .pth file")
-    prop.add_argument("--sam-model-type", default="vit_h", choices=("vit_h", "vit_l", "vit_b"), help="SAM architecture of the checkpoint")
+                      help="maskformer: hub id or local save_pretrained folder (default facebook/mask2former-swin-large-coco-panoptic; "
+                      "'maskmine-tiny' builds a small random Mask2Former for tests); sam: .pth file")
+    prop.add_argument("--sam-model-type", default="vit_h", choices=("vit_h", "vit_l", "vit_b", "maskmine-tiny"),
+                      help="SAM architecture of the checkpoint (maskmine-tiny: a small random SAM for tests, no checkpoint needed)")
     prop.add_argument("--top-k", type=int, default=100, help="keep at most K proposals per image (default 100)")
     prop.add_argument("--min-mask-area", type=float, default=0.0005, help="drop proposals smaller than this fraction of the image (default 0.0005)")
     prop.add_argument("--dedup-iou", type=float, default=0.9, help="drop a proposal whose mask IoU with a better one reaches this (default 0.9)")

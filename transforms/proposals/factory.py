@@ -39,12 +39,12 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
             dedup_iou=spec.dedup_iou,
         )
     if spec.backend == "sam":
-        from transforms.proposals.sam import SamProposals
+        from transforms.proposals.sam import TINY_MODEL_TYPE, SamProposals
 
-        if not spec.checkpoint:
+        if not spec.checkpoint and spec.sam_model_type != TINY_MODEL_TYPE:
             raise UserError("--proposals sam needs --proposal-checkpoint PATH (a SAM .pth file)")
         return SamProposals(
-            checkpoint=spec.checkpoint,
+            checkpoint=spec.checkpoint or None,
             model_type=spec.sam_model_type,
             device=spec.device,
             top_k=spec.top_k,
