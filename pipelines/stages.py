@@ -6,6 +6,7 @@ are built once per worker process through Beam's ``Shared`` handle.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -145,6 +146,43 @@ class MatchDoFn(beam.DoFn):
             )
 
 
-def write_shard_stage(keyed: tuple[int, Iterable[ImageResult]], out_dir: str) -> ShardManifest:
+class BatchWeight:
+    """``element_size_fn`` for ``BatchElements``: at most ``max_items`` items and ``max_bytes`` bytes a batch.
+
+    BatchElements caps the sum of one weight per element at its
+    ``max_batch_size``. With ``max_batch_size=max_items``, a weight of
+    ``max(1, ceil(bytes * max_items / max_bytes))`` keeps both the item count
+    and the bytes (decoded image plus proposal masks) under their caps; an
+    item larger than the byte budget travels alone.
+    """
+
+    def __init__(self, max_items: int, max_bytes: int | None) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+
+    def __call__(self, item: MiningItem) -> int:
+        if not self.max_bytes:
+            return 1
+        return max(1, math.ceil(item_nbytes(item) * self.max_items / self.max_bytes))
+
+
+def item_nbytes(item: MiningItem) -> int:
+    """Bytes of the arrays an item carries between stages (decoded image, proposal masks)."""
+    total = 0 if item.image is None else int(item.image.nbytes)
+    if item.proposals is not None:
+        total += int(item.proposals.masks.nbytes) + int(item.proposals.scores.nbytes)
+    return total
+
+
+def write_shard_stage(
+    keyed: tuple[int, Iterable[ImageResult]], out_dir: str, expected: dict[int, int] | None = None
+) -> ShardManifest:
+    """Write one shard; refuse (no manifest, so a rerun redoes it) when images went missing on the way."""
     shard, results = keyed
-    return write_shard(out_dir, shard, list(results))
+    results = list(results)
+    if expected is not None and len(results) != expected.get(shard, 0):
+        raise RuntimeError(
+            f"shard {shard}: {len(results)} of {expected.get(shard, 0)} images reached the writer; "
+            "the runner lost or duplicated elements, so the shard is not marked complete"
+        )
+    return write_shard(out_dir, shard, results)
