@@ -1,0 +1,188 @@
+"""Two-stage open-vocabulary segmentation of one image.
+
+proposals (class-agnostic masks) → masked crops (the shared
+:func:`transforms.masked_crop.masked_crop`) → CLIP class probabilities over the
+class names (prompt-template ensemble) → a label map, either
+
+* MaskFormer's semantic inference (:mod:`eval.semantic`): every mask adds its
+  class distribution to its pixels, optionally combined with the proposal
+  model's own class scores by OVSeg's geometric ensemble
+  ``p = p_proposal ** (1 - lam) * p_clip ** lam``; or
+* SAM granularity fusion (:mod:`eval.fusion`) when ``granularity`` is given.
+
+The region encoder is anything with ``encode_crops(pixels, masks)`` — plain
+CLIP ignores the masks, the adapted (mask-prompt-tuned) CLIP uses them — and
+the text side always comes from the encoder's :class:`LoadedClip`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from eval.fusion import granularity_fusion
+from eval.semantic import argmax_labels, ensemble_probs, semantic_map
+from eval.templates import VILD_TEMPLATES
+from transforms.clip_models import LoadedClip, encode_crops, encode_texts, load_clip
+from transforms.errors import UserError
+from transforms.masked_crop import masked_crop, to_clip_tensor
+from transforms.records import ProposalSet
+
+
+class RegionEncoder(Protocol):
+    """Embeds masked crops: ``(N, 3, S, S)`` normalised pixels + ``(N, S, S)`` masks → ``(N, D)`` unit vectors."""
+
+    def encode_crops(self, pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class PlainClipEncoder:
+    """Off-the-shelf CLIP: sees the masked crop only; the mask itself is not used."""
+
+    clip: LoadedClip
+    batch_size: int = 64
+
+    def encode_crops(self, pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return encode_crops(self.clip, pixels, self.batch_size)
+
+
+@dataclass
+class RegionScores:
+    probs: np.ndarray  # (Q, C) softmax over the class names; zero rows for empty masks
+    valid: np.ndarray  # (Q,) bool: the mask was non-empty and classified
+
+
+@dataclass
+class RegionClassifier:
+    """CLIP class probabilities of mask regions, text embeddings cached per class list.
+
+    ``temperature`` multiplies the cosine similarities before the softmax;
+    None uses the model's own logit scale (100 for OpenAI's CLIP, as OVSeg).
+    """
+
+    encoder: RegionEncoder
+    clip: LoadedClip
+    templates: tuple[str, ...] = VILD_TEMPLATES
+    temperature: Optional[float] = None
+    _text_cache: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def text_embeddings(self, class_names: Sequence[str]) -> torch.Tensor:
+        """(C, D) template-ensemble embeddings: per-template L2-normalised, averaged, normalised."""
+        key = tuple(class_names)
+        if key not in self._text_cache:
+            if not key:
+                raise UserError("no class names to classify into")
+            self._text_cache[key] = encode_texts(self.clip, list(key), self.templates)
+        return self._text_cache[key]
+
+    def scale(self) -> float:
+        return float(self.temperature) if self.temperature is not None else self.clip.logit_scale
+
+    @torch.inference_mode()
+    def classify(self, image: np.ndarray, masks: np.ndarray, class_names: Sequence[str]) -> RegionScores:
+        """(Q, H, W) masks of ``image`` → class probabilities of each region."""
+        masks = np.asarray(masks, dtype=bool)
+        q = masks.shape[0]
+        text = self.text_embeddings(class_names)
+        probs = np.zeros((q, len(class_names)), dtype=np.float32)
+        valid = masks.reshape(q, -1).any(axis=1) if q else np.zeros(0, dtype=bool)
+        rows = np.flatnonzero(valid)
+        if rows.size == 0:
+            return RegionScores(probs=probs, valid=valid)
+        config = self.clip.crop_config
+        crops = [masked_crop(image, masks[i], config) for i in rows]
+        pixels = to_clip_tensor([c.pixels for c in crops], config)
+        crop_masks = torch.from_numpy(np.stack([c.mask for c in crops]))
+        emb = self.encoder.encode_crops(pixels, crop_masks).float().cpu()
+        logits = self.scale() * emb @ text.float().T
+        probs[rows] = torch.softmax(logits, dim=-1).numpy()
+        return RegionScores(probs=probs, valid=valid)
+
+
+@dataclass
+class Segmentation:
+    """One image's result; ``labels`` holds ``empty_label`` where no mask decided a class."""
+
+    labels: np.ndarray  # (H, W) int32
+    proposals: ProposalSet
+    clip_probs: np.ndarray  # (Q, C)
+    class_probs: np.ndarray  # (Q, C) what decided the labels (ensembled when lam is set)
+    kept: Optional[list[int]] = None  # granularity fusion: indices of the masks that were used
+
+
+def segment(
+    image: np.ndarray,
+    class_names: Sequence[str],
+    proposals: ProposalSet,
+    classifier: RegionClassifier,
+    *,
+    granularity: Optional[float] = None,
+    proposal_class_probs: Optional[np.ndarray] = None,
+    ensemble_lambda: Optional[float] = None,
+    empty_label: int = 255,
+    fusion_mode: str = "assigned",
+) -> Segmentation:
+    """Classify ``proposals`` of ``image`` into ``class_names`` and paint the label map.
+
+    ``granularity`` None: MaskFormer semantic inference (sum of mask × class
+    probabilities, argmax). A float: SAM granularity fusion with that
+    granularity (see :mod:`eval.fusion`: 1 keeps each class's single best
+    mask, lower values merge more masks into a class).
+
+    ``ensemble_lambda`` needs ``proposal_class_probs`` (Q, C); None means
+    CLIP alone.
+    """
+    if 0 <= empty_label < len(class_names):
+        raise ValueError(f"empty_label {empty_label} is a class id for {len(class_names)} classes")
+    height, width = image.shape[:2]
+    masks = np.asarray(proposals.masks, dtype=bool)
+    if masks.shape[1:] != (height, width):
+        raise ValueError(f"proposal masks {masks.shape[1:]} do not match the image {(height, width)}")
+    scores = classifier.classify(image, masks, class_names)
+    probs: np.ndarray = scores.probs
+    if ensemble_lambda is not None:
+        if proposal_class_probs is None:
+            raise UserError("the ensemble weight needs class scores from the proposal model")
+        probs = ensemble_probs(proposal_class_probs, scores.probs, ensemble_lambda, scores.valid).numpy()
+    probs = np.where(scores.valid[:, None], probs, 0.0).astype(np.float32) if len(probs) else probs
+    if masks.shape[0] == 0:
+        labels = np.full((height, width), empty_label, dtype=np.int32)
+        return Segmentation(labels, proposals, scores.probs, probs, [] if granularity is not None else None)
+    if granularity is not None:
+        fused = granularity_fusion(masks, probs, granularity, ignore_label=empty_label, mode=fusion_mode)
+        return Segmentation(
+            fused.labels.astype(np.int32), proposals, scores.probs, probs, [k.index for k in fused.kept]
+        )
+    scores_map = semantic_map(masks, probs)
+    labels = argmax_labels(scores_map, empty_label=empty_label).numpy().astype(np.int32)
+    return Segmentation(labels, proposals, scores.probs, probs)
+
+
+def build_classifier(
+    clip_model: str,
+    clip_pretrained: Optional[str],
+    adapted: Optional[str] = None,
+    device: str | torch.device = "cpu",
+    templates: Sequence[str] = VILD_TEMPLATES,
+    temperature: Optional[float] = None,
+) -> RegionClassifier:
+    """Plain CLIP from ``clip_model``/``clip_pretrained``, or the adapted CLIP of a finetune run.
+
+    With ``adapted`` (a ``maskmine finetune`` output folder) the model names are
+    taken from that run and the CLIP flags are ignored.
+    """
+    if adapted:
+        try:
+            from finetune.adapted import load_adapted
+        except ImportError as exc:
+            raise UserError(
+                "--adapted needs finetune/adapted.py (the adapted-CLIP loader), which is not installed"
+            ) from exc
+        model = load_adapted(adapted, device=device)
+        return RegionClassifier(encoder=model, clip=model.clip, templates=tuple(templates),
+                                temperature=temperature)
+    loaded = load_clip(clip_model, clip_pretrained, device=device)
+    return RegionClassifier(encoder=PlainClipEncoder(loaded), clip=loaded, templates=tuple(templates),
+                            temperature=temperature)

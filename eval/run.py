@@ -1,0 +1,318 @@
+"""``maskmine eval``: a benchmark's validation split through two-stage inference, with mIoU.
+
+Output folder::
+
+    OUT/settings.json              what the cached predictions were made with
+    OUT/predictions/STEM.png       16-bit PNG label map per image (the resumable cache)
+    OUT/metrics.json               mIoU, fwIoU, mACC, pACC (x100, detectron2 definitions) + counts
+    OUT/per_class_iou.csv          per-class IoU / accuracy / pixel counts
+    OUT/visualisations/STEM.png    image | ground truth | prediction, first K images
+
+Each prediction is written atomically as soon as it is made, so an
+interrupted eval resumes where it stopped: a rerun with the same settings
+reads the cached predictions instead of recomputing them, and the metrics
+(always recomputed from predictions and ground truth) come out the same.
+A rerun with different settings into the same folder is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PIL import Image
+
+from eval.datasets import SemSegDataset, get_dataset, load_label
+from eval.gt_proposals import label_map_proposals
+from eval.inference import RegionClassifier, build_classifier, segment
+from eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
+from eval.templates import TEMPLATE_SETS
+from eval.visualise import comparison_panel
+from transforms.errors import UserError
+from transforms.image_io import ImageSkip, decode_image
+from transforms.proposals.device import resolve_device
+from transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from transforms.records import ImageRecord
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "settings.json"
+PRED_DIR = "predictions"
+VIS_DIR = "visualisations"
+METRICS_FILE = "metrics.json"
+CSV_FILE = "per_class_iou.csv"
+
+
+@dataclass
+class EvalConfig:
+    dataset: str
+    root: str
+    out: str
+    proposals: ProposalSpec = field(default_factory=ProposalSpec)
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: Optional[str] = "openai"
+    adapted: Optional[str] = None
+    granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
+    ensemble_lambda: Optional[float] = None
+    templates: str = "vild"
+    fusion_mode: str = "assigned"
+    limit: Optional[int] = None
+    visualise: int = 4
+    device: str = "auto"
+    sam_points_per_side: int = 32
+    sam_pred_iou_thresh: float = 0.88  # SAM's own mask filters (its defaults)
+    sam_stability_thresh: float = 0.95
+    sam_box_nms: float = 0.7
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    metrics: SegMetrics
+    summary: dict[str, Any]
+    images: int
+    computed: int
+    cached: int
+
+
+def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, Any]:
+    """Everything that changes a prediction (not --limit, --visualise, --device)."""
+    names = "\n".join(dataset.class_names).encode("utf-8")
+    spec = asdict(config.proposals)
+    for key in ("device", "precision"):
+        spec.pop(key, None)
+    return {
+        "dataset": dataset.name,
+        "class_names_sha1": hashlib.sha1(names).hexdigest(),
+        "num_classes": dataset.num_classes,
+        "proposals": spec,
+        "sam": _sam_options(config) if config.proposals.backend == "sam" else None,
+        "clip_model": None if config.adapted else config.clip_model,
+        "clip_pretrained": None if config.adapted else config.clip_pretrained,
+        "adapted": str(Path(config.adapted).resolve()) if config.adapted else None,
+        "granularity": config.granularity,
+        "ensemble_lambda": config.ensemble_lambda,
+        "templates": config.templates,
+        "fusion_mode": config.fusion_mode if config.granularity is not None else None,
+    }
+
+
+def _sam_options(config: EvalConfig) -> dict[str, Any]:
+    return {
+        "points_per_side": config.sam_points_per_side,
+        "pred_iou_thresh": config.sam_pred_iou_thresh,
+        "stability_score_thresh": config.sam_stability_thresh,
+        "box_nms_thresh": config.sam_box_nms,
+    }
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary sibling and a rename, so no half-written file gets the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def encode_prediction(labels: np.ndarray) -> bytes:
+    """Label map → 16-bit PNG bytes (class ids up to 847 and the 65535 ignore value fit)."""
+    labels = np.asarray(labels)
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 65535:
+        raise ValueError("prediction labels must lie in [0, 65535]")
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(labels.astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _check_settings(out: Path, identity: dict[str, Any]) -> None:
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{path} is unreadable ({exc}); delete it and {out / PRED_DIR} to start over")
+        if old != json.loads(json.dumps(identity)):
+            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise UserError(
+                f"{out} holds predictions made with different settings ({', '.join(changed)} differ); "
+                f"use another --out, or delete {out / PRED_DIR} and {path} to start over"
+            )
+    else:
+        atomic_write(path, (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+class _Predictor:
+    """Builds the models once, then segments one image at a time."""
+
+    def __init__(self, config: EvalConfig, dataset: SemSegDataset) -> None:
+        self.config = config
+        self.dataset = dataset
+        device = resolve_device(config.device)
+        if config.templates not in TEMPLATE_SETS:
+            raise UserError(f"unknown templates {config.templates!r}; choose from {', '.join(TEMPLATE_SETS)}")
+        backend = config.proposals.backend
+        if config.ensemble_lambda is not None and backend != "maskformer":
+            raise UserError(
+                "--ensemble-lambda needs class scores from the proposal model; only "
+                f"--proposals maskformer has a class head (got {backend})"
+            )
+        self.classifier: RegionClassifier = build_classifier(
+            config.clip_model, config.clip_pretrained, config.adapted, device, TEMPLATE_SETS[config.templates]
+        )
+        self.generator = None
+        if backend != "coco-gt":
+            spec = ProposalSpec(**{**asdict(config.proposals), "device": str(device)})
+            if backend == "sam":
+                from transforms.proposals.sam import SamProposals
+
+                self.generator = SamProposals(
+                    checkpoint=spec.checkpoint or None,
+                    model_type=spec.sam_model_type,
+                    device=device,
+                    **_sam_options(config),
+                    top_k=spec.top_k,
+                    min_area_fraction=spec.min_area_fraction,
+                    dedup_iou=spec.dedup_iou,
+                )
+            else:
+                self.generator = build_proposal_generator(spec)
+        if config.ensemble_lambda is not None:
+            from eval.proposal_classes import class_columns, model_labels
+
+            class_columns(model_labels(self.generator), dataset.class_names)  # fail early
+
+    def predict(self, image: np.ndarray, gt: np.ndarray, name: str) -> np.ndarray:
+        ds, cfg = self.dataset, self.config
+        class_probs = None
+        if cfg.proposals.backend == "coco-gt":
+            proposals = label_map_proposals(gt, ds.class_names, ds.ignore_label)
+        elif cfg.ensemble_lambda is not None:
+            from eval.proposal_classes import maskformer_with_classes
+
+            proposals, class_probs = maskformer_with_classes(self.generator, image, ds.class_names)
+        else:
+            record = ImageRecord(image_id=0, file_name=name, width=image.shape[1],
+                                 height=image.shape[0], captions=[])
+            proposals = self.generator.generate([image], [record])[0]
+        result = segment(
+            image,
+            ds.class_names,
+            proposals,
+            self.classifier,
+            granularity=cfg.granularity,
+            proposal_class_probs=class_probs,
+            ensemble_lambda=cfg.ensemble_lambda,
+            empty_label=ds.ignore_label,
+            fusion_mode=cfg.fusion_mode,
+        )
+        return result.labels
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    try:
+        return decode_image(path.read_bytes())
+    except (OSError, ImageSkip) as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from exc
+
+
+def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> EvalResult:
+    """Evaluate, reusing cached predictions; writes metrics.json, the CSV and visualisations."""
+    if config.limit is not None and config.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {config.limit}")
+    if config.granularity is not None and config.granularity < 0:
+        raise UserError(f"--granularity must be >= 0, got {config.granularity}")
+    if config.ensemble_lambda is not None and not 0 <= config.ensemble_lambda <= 1:
+        raise UserError(f"--ensemble-lambda must be in [0, 1], got {config.ensemble_lambda}")
+    dataset = get_dataset(config.dataset, config.root)
+    items = dataset.items[: config.limit] if config.limit else dataset.items
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings_identity(config, dataset))
+    pred_dir = out / PRED_DIR
+    pred_dir.mkdir(exist_ok=True)
+
+    todo = [i for i, (_, lab) in enumerate(items) if not (pred_dir / f"{lab.stem}.png").is_file()]
+    predictor = _Predictor(config, dataset) if todo else None
+    confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_label)
+    computed = cached = 0
+    started = time.monotonic()
+    from tqdm import tqdm
+
+    for index, (image_path, label_path) in enumerate(
+        tqdm(items, desc=f"eval {dataset.name}", unit="img", disable=not config.progress)
+    ):
+        gt = load_label(label_path)
+        pred_path = pred_dir / f"{label_path.stem}.png"
+        image = None
+        if pred_path.is_file():
+            pred = load_label(pred_path)
+            cached += 1
+        else:
+            image = read_image_file(image_path)
+            if image.shape[:2] != gt.shape:
+                raise UserError(
+                    f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label map "
+                    f"{label_path} is {gt.shape[1]}x{gt.shape[0]}"
+                )
+            pred = predictor.predict(image, gt, image_path.name)
+            atomic_write(pred_path, encode_prediction(pred))
+            computed += 1
+        if pred.shape != gt.shape:
+            raise UserError(f"cached prediction {pred_path} does not match {label_path}; delete it")
+        confusion.update(pred, gt)
+        if index < config.visualise:
+            vis_path = out / VIS_DIR / f"{label_path.stem}.png"
+            if image is None:
+                image = read_image_file(image_path)
+            panel = comparison_panel(image, _for_display(gt, dataset), _for_display(pred, dataset),
+                                     dataset.class_names)
+            import io
+
+            buf = io.BytesIO()
+            panel.save(buf, format="PNG")
+            atomic_write(vis_path, buf.getvalue())
+
+    metrics = confusion.compute()
+    summary = {
+        **{k: _num(v) for k, v in metrics.summary().items()},
+        "dataset": dataset.name,
+        "num_classes": dataset.num_classes,
+        "images": len(items),
+        "images_computed": computed,
+        "images_cached": cached,
+        "seconds": round(time.monotonic() - started, 3),
+        "settings": json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8")),
+        "per_class": metrics.as_dict(dataset.class_names),
+    }
+    atomic_write(out / METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    atomic_write(out / CSV_FILE, per_class_csv(metrics, dataset.class_names).encode("utf-8"))
+    log_fn(
+        f"{dataset.name}: mIoU {metrics.miou:.2f}  fwIoU {metrics.fwiou:.2f}  mACC {metrics.macc:.2f}  "
+        f"pACC {metrics.pacc:.2f} over {len(items)} images ({computed} computed, {cached} cached) → {out}"
+    )
+    return EvalResult(metrics=metrics, summary=summary, images=len(items), computed=computed, cached=cached)
+
+
+def _for_display(labels: np.ndarray, dataset: SemSegDataset) -> np.ndarray:
+    """Ignore/uncovered pixels become -1 (drawn black) whatever the dataset's ignore value."""
+    return np.where(labels == dataset.ignore_label, -1, labels)
+
+
+def _num(value: float) -> Optional[float]:
+    value = float(value)
+    return None if np.isnan(value) else round(value, 4)

@@ -1,0 +1,158 @@
+"""``maskmine eval``: open-vocabulary semantic segmentation on a prepared benchmark, with mIoU."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate two-stage open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"
+DATASET_CHOICES = (
+    "ade20k-150", "ade20k-847", "pascal-context-59", "pascal-context-459", "pascal-voc-20", "sample",
+)
+DESCRIPTION = f"""{HELP}.
+
+Each validation image: class-agnostic mask proposals -> masked crops -> CLIP
+class probabilities over the dataset's class names (14 ViLD prompt templates)
+-> a per-pixel label map (MaskFormer semantic inference, or SAM granularity
+fusion) -> a confusion matrix. Writes OUT/metrics.json, OUT/per_class_iou.csv,
+OUT/visualisations/*.png and a per-image prediction cache OUT/predictions/
+(a rerun with the same settings reuses it).
+
+Dataset layouts under --root (as the detectron2/OVSeg prepare scripts write them):
+  ade20k-150          ADEChallengeData2016/{{images,annotations_detectron2}}/validation
+  ade20k-847          ADE20K_2021_17_01/{{images_detectron2,annotations_detectron2}}/validation (16-bit .tif)
+  pascal-context-59   pascal_ctx_d2/{{images,annotations_ctx59}}/validation
+  pascal-context-459  pascal_ctx_d2/{{images,annotations_ctx459}}/validation (16-bit .tif)
+  pascal-voc-20       pascal_voc_d2/{{images,annotations_pascal20}}/validation
+  sample              semseg/{{images,annotations}}/validation + semseg/classes.txt
+
+example:
+  maskmine eval --dataset ade20k-150 --root datasets --proposals sam \\
+      --proposal-checkpoint sam_vit_h.pth --granularity 0.8 \\
+      --clip-model ViT-B-16 --clip-pretrained openai --out runs/eval-ade150
+"""
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError("NaN is not allowed")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = parser.add_argument_group("dataset")
+    d.add_argument("--dataset", required=True, choices=DATASET_CHOICES,
+                   help="which benchmark's validation split to evaluate")
+    d.add_argument("--root", required=True, metavar="DATA",
+                   help="datasets root holding the prepared dataset folder (or that folder itself)")
+    d.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate only the first N images (sorted by name)")
+
+    p = parser.add_argument_group("proposals")
+    p.add_argument("--proposals", required=True, choices=("maskformer", "sam", "coco-gt"),
+                   help="mask proposals: MaskFormer/Mask2Former queries, SAM's automatic masks, or "
+                        "coco-gt = ground-truth masks (one per class present in the label map: "
+                        "measures the classification step alone)")
+    p.add_argument("--proposal-checkpoint", default="", metavar="CKPT",
+                   help="maskformer: hub id or local save_pretrained folder (default "
+                        "facebook/mask2former-swin-large-coco-panoptic; 'maskmine-tiny' = tiny random "
+                        "model); sam: the SAM .pth file")
+    p.add_argument("--sam-model-type", default="vit_h",
+                   help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "
+                        "(tiny random model, no checkpoint needed) (default vit_h)")
+    p.add_argument("--sam-points-per-side", type=int, default=32, metavar="N",
+                   help="SAM automatic mask generator point grid (default 32)")
+    p.add_argument("--sam-pred-iou-thresh", type=float, default=0.88, metavar="T",
+                   help="SAM: drop masks whose predicted IoU is below T (default 0.88)")
+    p.add_argument("--sam-stability-thresh", type=float, default=0.95, metavar="T",
+                   help="SAM: drop masks whose stability score is below T (default 0.95)")
+    p.add_argument("--sam-box-nms", type=float, default=0.7, metavar="T",
+                   help="SAM: box NMS IoU threshold between masks (default 0.7)")
+    p.add_argument("--top-k", type=int, default=100, metavar="K",
+                   help="keep at most K proposals per image (default 100)")
+    p.add_argument("--min-area-fraction", type=float, default=0.0005, metavar="F",
+                   help="drop proposals smaller than F of the image (default 0.0005)")
+    p.add_argument("--granularity", type=_fraction, default=None, metavar="G",
+                   help="SAM granularity fusion: per class keep the masks scoring >= G x the class's "
+                        "best mask score and merge them. 1 = only the single best mask per class "
+                        "(precision), lower = merge more parts (recall), 0 = every mask. Default 0.8 "
+                        "with --proposals sam; with maskformer/coco-gt the default is MaskFormer's "
+                        "semantic inference, and giving G switches them to fusion too")
+    p.add_argument("--fusion-mode", choices=("assigned", "ovseg"), default="assigned",
+                   help="granularity fusion variant: 'assigned' (one class per mask) or 'ovseg' "
+                        "(OVSeg's SAM demo) (default assigned)")
+    p.add_argument("--ensemble-lambda", type=_fraction, default=None, metavar="L",
+                   help="OVSeg's geometric ensemble p = p_proposal^(1-L) * p_clip^L with the proposal "
+                        "model's own class scores (maskformer only; every class name must be in the "
+                        "checkpoint's label set). OVSeg: 0.7 ADE, 0.6 PASCAL Context. Default: CLIP alone")
+
+    c = parser.add_argument_group("classifier")
+    c.add_argument("--clip-model", default="ViT-B-16",
+                   help="open_clip model name, 'sample', or 'maskmine-tiny' (default ViT-B-16)")
+    c.add_argument("--clip-pretrained", default="openai",
+                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights "
+                        "(default openai)")
+    c.add_argument("--adapted", default=None, metavar="RUN_DIR",
+                   help="use the adapted CLIP of a `maskmine finetune` run (overrides --clip-model/"
+                        "--clip-pretrained)")
+    c.add_argument("--templates", choices=("vild", "simple"), default="vild",
+                   help="prompt templates averaged per class: the 14 ViLD ones or 'a photo of a {}.'")
+
+    o = parser.add_argument_group("output and runtime")
+    o.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: metrics.json, per_class_iou.csv, visualisations/, predictions/")
+    o.add_argument("--visualise", type=int, default=4, metavar="K",
+                   help="write image | ground truth | prediction PNGs for the first K images (default 4)")
+    o.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from eval.run import EvalConfig, run_eval
+    from transforms.errors import UserError
+    from transforms.proposals.factory import ProposalSpec
+
+    if args.proposals != "sam" and args.sam_model_type != "vit_h":
+        raise UserError("--sam-model-type applies to --proposals sam only")
+    if args.proposals == "coco-gt" and args.proposal_checkpoint:
+        raise UserError("--proposals coco-gt takes no --proposal-checkpoint")
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.visualise < 0:
+        raise UserError(f"--visualise must be >= 0, got {args.visualise}")
+    granularity = args.granularity
+    if granularity is None and args.proposals == "sam":
+        granularity = 0.8
+    config = EvalConfig(
+        dataset=args.dataset,
+        root=args.root,
+        out=args.out,
+        proposals=ProposalSpec(
+            backend=args.proposals,
+            checkpoint=args.proposal_checkpoint,
+            device=args.device,
+            top_k=args.top_k,
+            min_area_fraction=args.min_area_fraction,
+            sam_model_type=args.sam_model_type,
+        ),
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+        adapted=args.adapted,
+        granularity=granularity,
+        ensemble_lambda=args.ensemble_lambda,
+        templates=args.templates,
+        fusion_mode=args.fusion_mode,
+        limit=args.limit,
+        visualise=args.visualise,
+        device=args.device,
+        sam_points_per_side=args.sam_points_per_side,
+        sam_pred_iou_thresh=args.sam_pred_iou_thresh,
+        sam_stability_thresh=args.sam_stability_thresh,
+        sam_box_nms=args.sam_box_nms,
+        progress=not args.no_progress,
+    )
+    result = run_eval(config, log_fn=print)
+    return 0 if result.images else 1

@@ -1,0 +1,266 @@
+"""End to end ``maskmine eval`` on a tiny ADE-150-layout dataset written by the test (small random models)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval.datasets import get_dataset, load_label
+from eval.gt_proposals import label_map_proposals
+from eval.inference import build_classifier, segment
+from eval.proposal_classes import class_columns, maskformer_with_classes
+from eval.run import PRED_DIR, encode_prediction
+from eval.semantic import semantic_inference
+from eval.visualise import colour_table, colourise, comparison_panel
+from pipelines.cli import main
+from transforms.errors import UserError
+from transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
+from transforms.records import ProposalSet
+
+ADE = "ADEChallengeData2016"
+TINY = ["--clip-model", "maskmine-tiny", "--clip-pretrained", "none", "--device", "cpu", "--no-progress"]
+SAM_TINY = ["--proposals", "sam", "--sam-model-type", "maskmine-tiny", "--sam-points-per-side", "4",
+            "--sam-pred-iou-thresh", "0", "--sam-stability-thresh", "0", "--sam-box-nms", "1.0"]
+
+
+def write_ade(root: Path, count: int = 3, size: tuple[int, int] = (48, 64)) -> Path:
+    """ADE-150 as detectron2's prepare script leaves it: JPEG images + 8-bit label PNGs, 255 = ignore."""
+    images = root / ADE / "images" / "validation"
+    labels = root / ADE / "annotations_detectron2" / "validation"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    h, w = size
+    for i in range(count):
+        label = np.full((h, w), 0, np.uint8)  # wall
+        label[h // 2 :, :] = 3  # floor
+        label[h // 4 : 3 * h // 4, w // 4 : w // 2] = 7 + i  # an object that differs per image
+        label[:2, :] = 255  # an ignored border
+        colours = rng.integers(0, 255, (256, 3), dtype=np.uint8)
+        image = colours[label] // 2 + rng.integers(0, 128, (h, w, 3), dtype=np.uint8)
+        stem = f"ADE_val_{i:08d}"
+        Image.fromarray(image).save(images / f"{stem}.jpg", quality=95)
+        Image.fromarray(label).save(labels / f"{stem}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ade_root(tmp_path_factory) -> Path:
+    return write_ade(tmp_path_factory.mktemp("datasets"))
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return build_classifier("maskmine-tiny", "none", device="cpu")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_maskformer_writes_metrics_csv_visualisations_and_resumes(ade_root, tmp_path, capsys):
+    out = tmp_path / "eval-ade150"
+    args = ["eval", "--dataset", "ade20k-150", "--root", str(ade_root), "--proposals", "maskformer",
+            "--proposal-checkpoint", "maskmine-tiny", *TINY, "--out", str(out), "--visualise", "2"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "ade150" and metrics["num_classes"] == 150
+    assert metrics["images"] == 3 and metrics["images_computed"] == 3 and metrics["images_cached"] == 0
+    for key in ("mIoU", "fwIoU", "mACC", "pACC"):
+        assert metrics[key] is None or 0.0 <= metrics[key] <= 100.0
+    rows = read_csv(out / "per_class_iou.csv")
+    assert len(rows) == 150 and rows[0]["class_name"] == "wall"
+    gt_pixels = {int(r["class_id"]): int(r["gt_pixels"]) for r in rows if int(r["gt_pixels"])}
+    # wall, floor and the three objects; ignore border not counted anywhere
+    assert sorted(gt_pixels) == [0, 3, 7, 8, 9]
+    assert sum(gt_pixels.values()) == 3 * (48 - 2) * 64
+    assert sorted(p.name for p in (out / "visualisations").iterdir()) == [
+        "ADE_val_00000000.png", "ADE_val_00000001.png"]
+    with Image.open(out / "visualisations" / "ADE_val_00000000.png") as vis:
+        assert vis.width == 3 * 64 and vis.height > 48
+    preds = sorted((out / PRED_DIR).iterdir())
+    assert [p.stem for p in preds] == [f"ADE_val_{i:08d}" for i in range(3)]
+    first = {p.name: p.read_bytes() for p in preds}
+
+    # rerun: every image from the cache, same numbers
+    assert main(args) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["images_cached"] == 3 and again["images_computed"] == 0
+    for key in ("mIoU", "fwIoU", "mACC", "pACC", "per_class"):
+        assert again[key] == metrics[key]
+
+    # an interrupted run (one prediction lost) recomputes just that image, identically
+    (out / PRED_DIR / "ADE_val_00000001.png").unlink()
+    assert main(args) == 0
+    third = json.loads((out / "metrics.json").read_text())
+    assert third["images_cached"] == 2 and third["images_computed"] == 1
+    assert (out / PRED_DIR / "ADE_val_00000001.png").read_bytes() == first["ADE_val_00000001.png"]
+    assert third["mIoU"] == metrics["mIoU"]
+
+    # different settings into the same folder are refused
+    capsys.readouterr()
+    assert main([*args, "--templates", "simple"]) == 2
+    assert "different settings (templates differ)" in capsys.readouterr().err
+
+
+def test_eval_metrics_follow_the_cached_predictions(ade_root, tmp_path):
+    """The metrics are computed from the predictions: plant perfect ones, get 100."""
+    out = tmp_path / "oracle"
+    args = ["eval", "--dataset", "ade20k-150", "--root", str(ade_root), "--proposals", "coco-gt",
+            *TINY, "--out", str(out), "--visualise", "0"]
+    assert main(args) == 0  # writes settings.json and real predictions
+    dataset = get_dataset("ade20k-150", ade_root)
+    for _, label_path in dataset.items:
+        gt = load_label(label_path)
+        perfect = np.where(gt == 255, 0, gt)  # ignore pixels may be predicted as anything
+        (out / PRED_DIR / f"{label_path.stem}.png").write_bytes(encode_prediction(perfect))
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mIoU"] == metrics["pACC"] == metrics["mACC"] == metrics["fwIoU"] == 100.0
+
+
+def test_coco_gt_proposals_are_one_mask_per_present_class(ade_root, classifier):
+    dataset = get_dataset("ade20k-150", ade_root)
+    gt = load_label(dataset.items[0][1])
+    proposals = label_map_proposals(gt, dataset.class_names, dataset.ignore_label)
+    assert proposals.labels == ["wall", "floor", "bed"]
+    assert proposals.masks.shape == (3, 48, 64)
+    assert not proposals.masks[:, :2].any()  # ignore border is in no mask
+    assert (proposals.masks.sum(0) == (gt != 255)).all()  # disjoint, covering every labelled pixel
+    image = np.asarray(Image.open(dataset.items[0][0]).convert("RGB"))
+    result = segment(image, dataset.class_names, proposals, classifier, empty_label=255)
+    # each ground-truth region gets the single class CLIP prefers for it
+    for q, mask in enumerate(proposals.masks):
+        assert (result.labels[mask] == result.class_probs[q].argmax()).all()
+    assert (result.labels[:2] == 255).all()
+    assert np.allclose(result.clip_probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_eval_sam_path_with_granularity(ade_root, tmp_path):
+    out = tmp_path / "sam"
+    assert main(["eval", "--dataset", "ade20k-150", "--root", str(ade_root), *SAM_TINY,
+                 "--granularity", "0.5", *TINY, "--out", str(out), "--limit", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 2
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["granularity"] == 0.5 and settings["proposals"]["backend"] == "sam"
+    pred = load_label(out / PRED_DIR / "ADE_val_00000000.png")
+    assert pred.shape == (48, 64)
+    assert set(np.unique(pred).tolist()) <= set(range(150)) | {255}
+    # granularity 1 keeps fewer masks than 0 (every mask): at least as many pixels stay uncovered
+    uncovered = {}
+    for g in ("1", "0"):
+        assert main(["eval", "--dataset", "ade20k-150", "--root", str(ade_root), *SAM_TINY, "--granularity", g,
+                     *TINY, "--out", str(tmp_path / g), "--limit", "1", "--visualise", "0"]) == 0
+        uncovered[g] = int((load_label(tmp_path / g / PRED_DIR / "ADE_val_00000000.png") == 255).sum())
+    assert uncovered["1"] > uncovered["0"]
+
+
+def test_sam_defaults_to_granularity_0_8(ade_root, tmp_path):
+    out = tmp_path / "sam-default"
+    assert main(["eval", "--dataset", "ade20k-150", "--root", str(ade_root), *SAM_TINY, *TINY,
+                 "--out", str(out), "--limit", "1", "--visualise", "0"]) == 0
+    assert json.loads((out / "settings.json").read_text())["granularity"] == 0.8
+
+
+def test_granularity_one_uses_each_class_best_mask_only(classifier):
+    """Two overlapping masks: at 1 only the best per class survives; at 0 every mask paints."""
+    image = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    masks = np.zeros((3, 32, 32), bool)
+    masks[0, :16] = True
+    masks[1, 16:] = True
+    masks[2, :, :8] = True
+    proposals = ProposalSet(masks=masks, scores=np.ones(3, np.float32), backend="test")
+    names = ["cat", "dog"]
+    fine = segment(image, names, proposals, classifier, granularity=1.0, empty_label=255)
+    coarse = segment(image, names, proposals, classifier, granularity=0.0, empty_label=255)
+    winners = fine.class_probs.argmax(1)
+    assert len(fine.kept) == len(set(winners.tolist()))  # one mask per class that won any
+    assert sorted(coarse.kept) == [0, 1, 2]
+    assert (coarse.labels != 255).all()  # every pixel is in some mask
+    assert (fine.labels == 255).sum() >= (coarse.labels == 255).sum()
+
+
+def test_ensemble_with_maskformer_class_scores(classifier):
+    """λ = 0 is the proposal classifier alone, λ = 1 CLIP alone; names must be in the label set."""
+    model, processor = build_tiny_mask2former()
+    generator = MaskFormerProposals(model=model, processor=processor, device="cpu", min_area_fraction=0.0)
+    image = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    names = ["LABEL_3", "label_0", "LABEL_1"]
+    proposals, probs = maskformer_with_classes(generator, image, names)
+    plain = generator.generate([image], [None])[0]
+    assert np.array_equal(proposals.masks, plain.masks) and np.array_equal(proposals.scores, plain.scores)
+    assert probs.shape == (len(proposals), 3)
+    assert (probs >= 0).all() and (probs.sum(1) <= 1 + 1e-6).all()
+    only_proposal = segment(image, names, proposals, classifier, proposal_class_probs=probs,
+                            ensemble_lambda=0.0)
+    expected = semantic_inference(proposals.masks, probs, empty_label=255).numpy()
+    assert np.array_equal(only_proposal.labels, expected)
+    only_clip = segment(image, names, proposals, classifier, proposal_class_probs=probs, ensemble_lambda=1.0)
+    assert np.array_equal(only_clip.labels, segment(image, names, proposals, classifier).labels)
+    assert class_columns(["wall", "car, auto"], ["Auto", "wall"]) == [1, 0]
+    with pytest.raises(UserError, match="1 of 2 class names are not in its label set"):
+        class_columns(["wall"], ["wall", "sky"])
+
+
+def test_text_embeddings_are_cached_per_class_list(classifier):
+    a = classifier.text_embeddings(["cat", "dog"])
+    assert classifier.text_embeddings(["cat", "dog"]) is a
+    assert a.shape == (2, 32)
+    assert torch_allclose_norm(a)
+
+
+def torch_allclose_norm(t) -> bool:
+    return bool(((t.norm(dim=-1) - 1).abs() < 1e-5).all())
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--root", "{missing}"], "is not a folder"),
+        (["--root", "{empty}"], "no prepared dataset found"),
+        (["--root", "{ade}", "--ensemble-lambda", "0.7", "--proposals", "coco-gt"], "only --proposals maskformer"),
+        (["--root", "{ade}", "--limit", "0"], "--limit must be at least 1"),
+    ],
+)
+def test_clear_errors(ade_root, tmp_path, capsys, extra, message):
+    (tmp_path / "empty").mkdir()
+    subs = {"missing": str(tmp_path / "nope"), "empty": str(tmp_path / "empty"), "ade": str(ade_root)}
+    extra = [e.format(**subs) for e in extra]
+    base = ["eval", "--dataset", "ade20k-150", *TINY, "--out", str(tmp_path / "o")]
+    if "--proposals" not in extra:
+        base += ["--proposals", "coco-gt"]
+    capsys.readouterr()
+    assert main([*base, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maskmine eval: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_figure_colours_are_shared_and_distinct():
+    gt = np.array([[0, 0, 144], [255, 144, 3]])
+    pred = np.array([[144, 0, 3], [3, 3, 255]])
+    table = colour_table([0, 3, 144])
+    assert len(set(table.values())) == 3 and (0, 0, 0) not in table.values()
+    painted = colourise(gt, table)
+    assert tuple(painted[0, 0]) == table[0] and tuple(painted[1, 0]) == (0, 0, 0)
+    panel = comparison_panel(np.zeros((2, 3, 3), np.uint8), gt, pred, [f"c{i}" for i in range(150)])
+    strip = np.asarray(panel)[16:18]  # below the titles: image | gt | prediction
+    assert tuple(strip[0, 3 + 2]) == tuple(strip[0, 6 + 0]) == table[144]  # same class, same colour
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--root", "--proposals", "--proposal-checkpoint", "--granularity",
+                 "--ensemble-lambda", "--clip-model", "--clip-pretrained", "--adapted", "--out",
+                 "--limit", "--device", "--visualise"):
+        assert flag in text
+    assert "recall" in text and "precision" in text
