@@ -180,7 +180,7 @@ def build_classifier(
             raise UserError(
                 "--adapted needs finetune/adapted.py (the adapted-CLIP loader), which is not installed"
             ) from exc
-        model = load_adapted(adapted, device=device)
+        model = load_adapted(adapted, device=str(device))
         return RegionClassifier(encoder=model, clip=model.clip, templates=tuple(templates),
                                 temperature=temperature)
     loaded = load_clip(clip_model, clip_pretrained, device=device)

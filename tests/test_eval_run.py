@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from finetune.adapted import AdaptedClip
+from finetune.checkpoint import ExportConfig, weights_fingerprint, write_export
+from finetune.model import MaskPromptCLIP
 
 from eval.datasets import get_dataset, load_label
 from eval.gt_proposals import label_map_proposals
@@ -17,6 +23,7 @@ from eval.run import PRED_DIR, encode_prediction
 from eval.semantic import semantic_inference
 from eval.visualise import colour_table, colourise, comparison_panel
 from pipelines.cli import main
+from transforms.clip_models import load_clip
 from transforms.errors import UserError
 from transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
 from transforms.records import ProposalSet
@@ -206,6 +213,32 @@ def test_ensemble_with_maskformer_class_scores(classifier):
     assert class_columns(["wall", "car, auto"], ["Auto", "wall"]) == [1, 0]
     with pytest.raises(UserError, match="1 of 2 class names are not in its label set"):
         class_columns(["wall"], ["wall", "sky"])
+
+
+def test_eval_with_adapted_clip(ade_root, tmp_path, classifier):
+    """--adapted loads a finetune export; its mask prompts change the region probabilities."""
+    base = load_clip("maskmine-tiny", "none")
+    fingerprint = weights_fingerprint(base.model)
+    model = MaskPromptCLIP(base.model, mode="prompt", prompt_depth=2)
+    with torch.no_grad():
+        model.mask_prompts.mul_(20.0)
+    export = tmp_path / "clip-mpt"
+    write_export(export, model.eval(), ExportConfig(
+        clip_model="maskmine-tiny", clip_pretrained="none", mode="prompt", prompt_depth=model.prompt_depth,
+        step=1, crop=asdict(base.crop_config), base_fingerprint=fingerprint), ["wall", "floor"])
+    adapted = build_classifier("ignored", "ignored", adapted=str(export), device="cpu")
+    assert isinstance(adapted.encoder, AdaptedClip)
+    dataset = get_dataset("ade20k-150", ade_root)
+    gt = load_label(dataset.items[0][1])
+    image = np.asarray(Image.open(dataset.items[0][0]).convert("RGB"))
+    masks = label_map_proposals(gt, dataset.class_names, 255).masks
+    names = dataset.class_names[:10]
+    assert not np.allclose(adapted.classify(image, masks, names).probs, classifier.classify(image, masks, names).probs)
+    out = tmp_path / "eval-adapted"
+    assert main(["eval", "--dataset", "ade20k-150", "--root", str(ade_root), "--proposals", "coco-gt",
+                 "--adapted", str(export), *TINY, "--out", str(out), "--limit", "1", "--visualise", "0"]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["adapted"] == str(export.resolve()) and settings["clip_model"] is None
 
 
 def test_text_embeddings_are_cached_per_class_list(classifier):
