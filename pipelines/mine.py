@@ -78,9 +78,9 @@ class MineConfig:
 def check_config(config: MineConfig) -> None:
     if config.labels not in (LABELS_NOUNS, LABELS_CATEGORIES):
         raise UserError(f"--labels must be {LABELS_NOUNS!r} or {LABELS_CATEGORIES!r}")
-    needs_instances = config.proposals.backend == "coco-gt" or config.labels == LABELS_CATEGORIES
+    needs_instances = config.proposals.backend in ("coco-gt", "coco-gt+distractors") or config.labels == LABELS_CATEGORIES
     if needs_instances and not config.instances:
-        raise UserError("--proposals coco-gt and --labels categories need --instances")
+        raise UserError("--proposals coco-gt(+distractors) and --labels categories need --instances")
     if config.labels == LABELS_CATEGORIES and config.proposals.backend != "coco-gt":
         raise UserError("--labels categories pairs ground-truth masks with their names: use --proposals coco-gt")
     if not fileio.exists(config.images):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from transforms.errors import UserError
 from transforms.proposals.base import ProposalGenerator
 
-BACKENDS = ("coco-gt", "maskformer", "sam")
+BACKENDS = ("coco-gt", "maskformer", "sam", "coco-gt+distractors")
 DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"
 
 
@@ -27,6 +27,10 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
         from transforms.proposals.coco_gt import CocoGtProposals
 
         return CocoGtProposals(min_area_fraction=0.0)
+    if spec.backend == "coco-gt+distractors":
+        from transforms.proposals.distractors import CocoGtDistractorProposals
+
+        return CocoGtDistractorProposals()
     if spec.backend == "maskformer":
         from transforms.proposals.maskformer import MaskFormerProposals
 

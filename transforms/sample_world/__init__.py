@@ -1,0 +1,1 @@
+"""The sample world: generated scenes, captions and COCO files for running maskmine offline."""
