@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("pipelines.audit_cli", "write an HTML report of a mining run: statistics, plots, galleries, spot-check sheet"),
     "sample": ("pipelines.sample_cli", "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"),
     "eval": ("pipelines.eval_cli", "evaluate open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"),
+    "demo": ("pipelines.demo_cli", "serve a local web page to segment an uploaded image into your own class names"),
 }
 
 PASSTHROUGH = {"mine"}  # subcommands that forward unknown flags (Beam options)

@@ -1,0 +1,429 @@
+"""``maskmine demo``: a local web page to try open-vocabulary segmentation on one image.
+
+Stdlib only (``http.server``): a form with an image upload, comma-separated
+class names, the proposal model (MaskFormer or SAM) and SAM's granularity;
+the answer is the same page with the coloured segmentation over the image and
+a legend. Classification is CLIP alone (OVSeg's demo setting, lambda 0).
+
+Input is checked before any model runs: request and image byte size, pixel
+count (read from the header, before decoding, so a decompression bomb is
+refused cheaply), class list length and shape. Every problem comes back as a
+message on the page with a 4xx status; an unexpected failure is logged and
+shown as a one-line "internal error", never a stack trace.
+"""
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import html
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from eval.inference import RegionClassifier, build_classifier, segment
+from eval.visualise import colour_table, hex_colour, overlay
+from transforms.errors import UserError
+from transforms.proposals.device import resolve_device
+from transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, ProposalSpec, build_proposal_generator
+from transforms.records import ImageRecord
+
+log = logging.getLogger(__name__)
+
+NO_CLASS = 65535
+FORM_OVERHEAD = 64 * 1024  # the text fields and multipart boundaries around the image
+DRAIN_FACTOR = 32  # bodies up to this many times the limit are read and dropped, so the browser sees the message
+
+
+class DemoInputError(Exception):
+    """Bad input from the page; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class DemoConfig:
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: Optional[str] = "openai"
+    adapted: Optional[str] = None
+    proposal_checkpoint: str = DEFAULT_MASKFORMER_CHECKPOINT  # MaskFormer/Mask2Former
+    sam_checkpoint: str = ""
+    sam_model_type: str = "vit_h"
+    sam_points_per_side: int = 32
+    sam_pred_iou_thresh: float = 0.88
+    sam_stability_thresh: float = 0.95
+    device: str = "auto"
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 12_000_000
+    max_classes: int = 100
+    default_classes: str = "person, dog, cat, car, tree, grass, sky, road, building, water"
+    default_granularity: float = 0.8
+
+
+@dataclass
+class LegendEntry:
+    name: str
+    colour: str  # "#rrggbb"
+    fraction: float  # of the image's pixels
+
+
+@dataclass
+class DemoResult:
+    overlay_png: bytes
+    legend: list[LegendEntry]
+    width: int
+    height: int
+    proposals: int
+    backend: str
+    granularity: Optional[float]
+    seconds: float
+    uncovered: float  # fraction of pixels no class claimed
+
+
+def parse_classes(text: str, max_classes: int) -> list[str]:
+    """Comma-separated names → list; empty entries dropped, duplicates refused."""
+    names = [" ".join(part.split()) for part in (text or "").split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise DemoInputError("Enter at least one class name (comma-separated, e.g. 'cat, dog, sofa').")
+    if len(names) > max_classes:
+        raise DemoInputError(f"{len(names)} class names given; the limit is {max_classes}.")
+    long = [n for n in names if len(n) > 60]
+    if long:
+        raise DemoInputError(f"Class name too long (60 characters at most): {long[0][:60]}...")
+    seen: set[str] = set()
+    for n in names:
+        if n.lower() in seen:
+            raise DemoInputError(f"Class name {n!r} is given twice.")
+        seen.add(n.lower())
+    return names
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
+
+
+def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Uploaded file → (H, W, 3) uint8 RGB, or DemoInputError saying what is wrong."""
+    if not data:
+        raise DemoInputError("Choose an image file to upload.")
+    if len(data) > max_bytes:
+        raise DemoInputError(
+            f"Image too large: {_megabytes(len(data))} uploaded, the limit is {_megabytes(max_bytes)}.",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DemoInputError(
+                    f"Image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels, "
+                    f"the limit is {max_pixels / 1e6:.1f} megapixels.",
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"))
+    except DemoInputError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise DemoInputError("The file is not an image this page can read (JPEG, PNG, WebP, ...).") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DemoInputError(f"The image file is damaged or truncated ({exc}).") from exc
+
+
+class DemoApp:
+    """Models loaded once; ``run`` turns one form submission into a result (thread-safe)."""
+
+    def __init__(self, config: DemoConfig, classifier: Optional[RegionClassifier] = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.classifier = classifier or build_classifier(
+            config.clip_model, config.clip_pretrained, config.adapted, self.device
+        )
+        self._lock = threading.Lock()
+        self._generators: dict[str, Any] = {}
+        self.backends: dict[str, str] = {"maskformer": "MaskFormer"}
+        self.unavailable: dict[str, str] = {}
+        self._generators["maskformer"] = build_proposal_generator(
+            ProposalSpec(backend="maskformer", checkpoint=config.proposal_checkpoint, device=str(self.device))
+        )
+        reason = self._sam_unavailable()
+        if reason:
+            self.unavailable["sam"] = reason
+        else:
+            from transforms.proposals.sam import SamProposals
+
+            self._generators["sam"] = SamProposals(
+                checkpoint=config.sam_checkpoint or None,
+                model_type=config.sam_model_type,
+                device=self.device,
+                points_per_side=config.sam_points_per_side,
+                pred_iou_thresh=config.sam_pred_iou_thresh,
+                stability_score_thresh=config.sam_stability_thresh,
+            )
+            self.backends["sam"] = "SAM"
+
+    def _sam_unavailable(self) -> str:
+        import importlib.util
+
+        if importlib.util.find_spec("segment_anything") is None:
+            return "SAM needs the segment-anything package (pip install 'maskmine[sam]')"
+        if not self.config.sam_checkpoint and self.config.sam_model_type != "maskmine-tiny":
+            return "SAM needs --sam-checkpoint (a SAM .pth file)"
+        return ""
+
+    def parse_granularity(self, text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise DemoInputError(f"Granularity must be a number between 0 and 1, got {text!r}.") from None
+        if not 0.0 <= value <= 1.0:
+            raise DemoInputError(f"Granularity must be between 0 and 1, got {value:g}.")
+        return value
+
+    def run(self, image_bytes: bytes, classes_text: str, backend: str, granularity_text: str) -> DemoResult:
+        cfg = self.config
+        if backend not in self._generators:
+            why = self.unavailable.get(backend, "")
+            raise DemoInputError(f"Proposal model {backend!r} is not available{': ' + why if why else ''}.")
+        names = parse_classes(classes_text, cfg.max_classes)
+        granularity = self.parse_granularity(granularity_text) if backend == "sam" else None
+        image = decode_upload(image_bytes, cfg.max_upload_bytes, cfg.max_pixels)
+        started = time.monotonic()
+        with self._lock:
+            record = ImageRecord(0, "upload", image.shape[1], image.shape[0], [])
+            proposals = self._generators[backend].generate([image], [record])[0]
+            result = segment(image, names, proposals, self.classifier, granularity=granularity,
+                             empty_label=NO_CLASS)
+        labels = result.labels
+        colours = colour_table(range(len(names)))
+        ids, counts = np.unique(labels, return_counts=True)
+        total = float(labels.size)
+        legend = [
+            LegendEntry(names[int(c)], hex_colour(colours[int(c)]), float(n) / total)
+            for c, n in sorted(zip(ids, counts), key=lambda cn: -cn[1])
+            if 0 <= c < len(names)
+        ]
+        buf = io.BytesIO()
+        Image.fromarray(overlay(image, labels, colours)).save(buf, format="PNG")
+        return DemoResult(
+            overlay_png=buf.getvalue(),
+            legend=legend,
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            proposals=len(proposals),
+            backend=self.backends[backend],
+            granularity=granularity,
+            seconds=time.monotonic() - started,
+            uncovered=float((labels == NO_CLASS).sum()) / total,
+        )
+
+
+@dataclass
+class FormState:
+    classes: str
+    backend: str = "maskformer"
+    granularity: str = "0.8"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+PAGE_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.4em} form{display:grid;grid-template-columns:max-content 1fr;gap:.6em 1em;align-items:center;
+background:#f4f5f7;padding:1em;border-radius:8px} label{font-weight:600}
+input[type=text]{width:100%;box-sizing:border-box;padding:.35em} .hint{color:#666;font-size:.85em;grid-column:2}
+button{grid-column:2;justify-self:start;padding:.5em 1.4em;font-size:1em}
+#error{background:#fde8e8;border:1px solid #d33;color:#900;padding:.8em;border-radius:6px;margin:1em 0}
+#output{display:flex;gap:1.5em;margin-top:1.2em;align-items:flex-start;flex-wrap:wrap}
+#result{max-width:min(760px,100%);height:auto;border:1px solid #ccc}
+#legend{list-style:none;padding:0;margin:0;min-width:200px} #legend li{margin:.25em 0;display:flex;gap:.5em;align-items:center}
+.swatch{display:inline-block;width:1.1em;height:1.1em;border:1px solid #333;border-radius:3px}
+.meta{color:#555;font-size:.9em}
+"""
+
+
+def render_page(app: DemoApp, form: FormState, result: Optional[DemoResult] = None,
+                error: Optional[str] = None) -> str:
+    """The whole page: form (keeping the user's values), then the error or the result."""
+    cfg = app.config
+    e = html.escape
+    options = []
+    for key, label in (("maskformer", "MaskFormer"), ("sam", "SAM")):
+        if key in app.backends:
+            sel = " selected" if form.backend == key else ""
+            options.append(f"<option value='{key}'{sel}>{label}</option>")
+        else:
+            options.append(f"<option value='{key}' disabled>{label} (unavailable)</option>")
+    sam_note = f'<span class="hint">{e(app.unavailable["sam"])}</span>' if "sam" in app.unavailable else ""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<link rel='icon' href='data:,'><title>maskmine demo: open-vocabulary segmentation</title>",
+        f"<style>{PAGE_CSS}</style></head><body>",
+        "<h1>Open-vocabulary segmentation</h1>",
+        "<p class='meta'>Mask proposals are classified by CLIP into your class names; "
+        f"CLIP: {e(app.classifier.clip.name)} ({e(app.classifier.clip.pretrained)}).</p>",
+        "<form id='segment-form' method='post' action='/segment' enctype='multipart/form-data'>",
+        "<label for='image'>Image</label><input type='file' id='image' name='image' accept='image/*' required>",
+        f"<span class='hint'>at most {_megabytes(cfg.max_upload_bytes)} and "
+        f"{cfg.max_pixels / 1e6:.1f} megapixels</span>",
+        "<label for='classes'>Classes</label>",
+        f"<input type='text' id='classes' name='classes' value='{e(form.classes, quote=True)}' "
+        "placeholder='cat, dog, sofa' required>",
+        f"<span class='hint'>comma-separated, at most {cfg.max_classes}</span>",
+        "<label for='proposals'>Proposals</label><select id='proposals' name='proposals' "
+        "onchange=\"document.getElementById('granularity').disabled=this.value!=='sam'\">"
+        f"{''.join(options)}</select>",
+        sam_note,
+        "<label for='granularity'>Granularity (SAM)</label>",
+        f"<span><input type='range' id='granularity' name='granularity' min='0' max='1' step='0.05' "
+        f"value='{e(form.granularity, quote=True)}'{'' if form.backend == 'sam' else ' disabled'} "
+        "oninput=\"document.getElementById('granularity-value').textContent=this.value\"> "
+        f"<output id='granularity-value'>{e(form.granularity)}</output></span>",
+        "<span class='hint'>1: only each class's best mask (precise, may miss parts); lower: merge more "
+        "masks into a class (fuller objects, more mistakes); 0: every mask</span>",
+        "<button type='submit' id='submit'>Segment</button></form>",
+    ]
+    if error:
+        parts.append(f"<div id='error' role='alert'>{e(error)}</div>")
+    if result is not None:
+        data = base64.b64encode(result.overlay_png).decode("ascii")
+        items = "".join(
+            f"<li><span class='swatch' style='background:{x.colour}'></span>{e(x.name)} "
+            f"<span class='meta'>{100 * x.fraction:.1f}%</span></li>"
+            for x in result.legend
+        ) or "<li class='meta'>no class was assigned to any pixel</li>"
+        gran = f", granularity {result.granularity:g}" if result.granularity is not None else ""
+        parts += [
+            "<div id='output'>",
+            f"<img id='result' alt='segmentation' width='{result.width}' height='{result.height}' "
+            f"src='data:image/png;base64,{data}'>",
+            f"<div><h2>Legend</h2><ul id='legend'>{items}</ul>",
+            f"<p class='meta'>{result.backend}: {result.proposals} proposals{gran}; "
+            f"{100 * result.uncovered:.1f}% of pixels unassigned; {result.seconds:.2f} s</p></div></div>",
+        ]
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """multipart/form-data body → {field name: raw bytes} (files and text fields alike)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise DemoInputError("The form must be sent as multipart/form-data.")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise DemoInputError("Could not read the submitted form.")
+    fields: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            fields[str(name)] = part.get_payload(decode=True) or b""
+    return fields
+
+
+def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "maskmine-demo"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            log.info("%s %s", self.address_string(), format % args)
+
+        def _send(self, status: HTTPStatus, body: str, close: bool = False) -> None:
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _default_form(self) -> FormState:
+            return FormState(classes=app.config.default_classes, granularity=f"{app.config.default_granularity:g}")
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            path = self.path.split("?", 1)[0]
+            if path in ("/", "/index.html", "/segment"):
+                self._send(HTTPStatus.OK, render_page(app, self._default_form()))
+            elif path == "/health":
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            else:
+                self._send(HTTPStatus.NOT_FOUND, render_page(app, self._default_form(), error=f"No page {path}."))
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            form = self._default_form()
+            limit = app.config.max_upload_bytes + FORM_OVERHEAD
+            try:
+                if self.path.split("?", 1)[0] != "/segment":
+                    raise DemoInputError(f"No form handler at {self.path}.", HTTPStatus.NOT_FOUND)
+                try:
+                    length = int(self.headers.get("Content-Length", ""))
+                except ValueError:
+                    raise DemoInputError("The upload has no length.", HTTPStatus.LENGTH_REQUIRED) from None
+                if length > limit:
+                    self._drain(length, limit)
+                    raise DemoInputError(
+                        f"Upload too large: {_megabytes(length)} sent, the image limit is "
+                        f"{_megabytes(app.config.max_upload_bytes)}.",
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    )
+                fields = parse_multipart(self.headers.get("Content-Type", ""), self.rfile.read(length))
+                form.classes = fields.get("classes", b"").decode("utf-8", "replace")
+                form.backend = fields.get("proposals", b"maskformer").decode("utf-8", "replace")
+                form.granularity = fields.get("granularity", b"").decode("utf-8", "replace") or form.granularity
+                result = app.run(fields.get("image", b""), form.classes, form.backend, form.granularity)
+            except DemoInputError as exc:
+                self._send(exc.status, render_page(app, form, error=str(exc)), close=exc.status >= 413)
+                return
+            except UserError as exc:
+                self._send(HTTPStatus.BAD_REQUEST, render_page(app, form, error=str(exc)))
+                return
+            except Exception:  # noqa: BLE001 - the page must never show a stack trace
+                log.exception("demo request failed")
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR,
+                           render_page(app, form, error="Internal error while segmenting; see the server log."))
+                return
+            self._send(HTTPStatus.OK, render_page(app, form, result=result))
+
+        def _drain(self, length: int, limit: int) -> None:
+            """Read and drop an oversized body (bounded), so the browser gets our answer, not a reset."""
+            if length > limit * DRAIN_FACTOR:
+                self.close_connection = True
+                return
+            left = length
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
+    return Handler
+
+
+def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
+    """A bound server (``port=0`` picks a free one: see ``server.server_address``)."""
+    try:
+        server = ThreadingHTTPServer((host, port), make_handler(app))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,98 @@
+"""``maskmine demo``: serve the open-vocabulary segmentation page locally."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "serve a local web page to segment an uploaded image into your own class names"
+DESCRIPTION = f"""{HELP}.
+
+Upload an image, type class names separated by commas, pick the proposal model
+(MaskFormer, or SAM with its granularity slider) and get the coloured
+segmentation with a legend. Binds 127.0.0.1 by default (this machine only).
+
+examples:
+  maskmine demo --clip-model ViT-B-16 --clip-pretrained openai \\
+      --sam-checkpoint sam_vit_h.pth --port 7860
+  maskmine demo --proposal-checkpoint maskmine-tiny --sam-model-type maskmine-tiny \\
+      --clip-model maskmine-tiny --clip-pretrained none      # tiny random models: plumbing only
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the page to the network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
+    parser.add_argument("--clip-model", default="ViT-B-16",
+                        help="open_clip model name, 'sample', or 'maskmine-tiny' (default ViT-B-16)")
+    parser.add_argument("--clip-pretrained", default="openai",
+                        help="open_clip pretrained tag, checkpoint file, or 'none' (default openai)")
+    parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
+                        help="use the adapted CLIP of a `maskmine finetune` run instead")
+    parser.add_argument("--proposal-checkpoint", default="facebook/mask2former-swin-large-coco-panoptic",
+                        metavar="CKPT",
+                        help="MaskFormer/Mask2Former hub id or local save_pretrained folder "
+                             "('maskmine-tiny' = tiny random model)")
+    parser.add_argument("--sam-checkpoint", default="", metavar="PTH",
+                        help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
+    parser.add_argument("--sam-model-type", default="vit_h",
+                        help="vit_h, vit_l, vit_b, or maskmine-tiny (tiny random SAM) (default vit_h)")
+    parser.add_argument("--sam-points-per-side", type=int, default=32, metavar="N",
+                        help="SAM automatic mask generator point grid (default 32)")
+    parser.add_argument("--sam-pred-iou-thresh", type=float, default=0.88, metavar="T",
+                        help="SAM: drop masks with predicted IoU below T (default 0.88)")
+    parser.add_argument("--sam-stability-thresh", type=float, default=0.95, metavar="T",
+                        help="SAM: drop masks with stability score below T (default 0.95)")
+    parser.add_argument("--granularity", type=float, default=0.8, metavar="G",
+                        help="the slider's starting value (default 0.8)")
+    parser.add_argument("--classes", default=None,
+                        help="the class field's starting text (comma-separated)")
+    parser.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
+                        help="largest accepted image file (default 10)")
+    parser.add_argument("--max-megapixels", type=float, default=12.0, metavar="MP",
+                        help="largest accepted image size in megapixels (default 12)")
+    parser.add_argument("--max-classes", type=int, default=100, metavar="N",
+                        help="most class names per request (default 100)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from eval.demo import DemoApp, DemoConfig, make_server
+    from transforms.errors import UserError
+
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_upload_mb <= 0 or args.max_megapixels <= 0 or args.max_classes < 1:
+        raise UserError("--max-upload-mb, --max-megapixels and --max-classes must be positive")
+    if not 0 <= args.granularity <= 1:
+        raise UserError(f"--granularity must be between 0 and 1, got {args.granularity}")
+    config = DemoConfig(
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+        adapted=args.adapted,
+        proposal_checkpoint=args.proposal_checkpoint,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_model_type=args.sam_model_type,
+        sam_points_per_side=args.sam_points_per_side,
+        sam_pred_iou_thresh=args.sam_pred_iou_thresh,
+        sam_stability_thresh=args.sam_stability_thresh,
+        device=args.device,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        max_classes=args.max_classes,
+        default_granularity=args.granularity,
+    )
+    if args.classes is not None:
+        config.default_classes = args.classes
+    server = make_server(DemoApp(config), args.host, args.port)
+    host, port = server.server_address[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the page")
+    print(f"maskmine demo: open http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/  (Ctrl-C stops)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,139 @@
+"""The demo server over plain HTTP: results, limits and errors come back as pages, never tracebacks."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import threading
+import urllib.error
+import urllib.request
+from typing import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval.demo import DemoApp, DemoConfig, make_server, parse_classes, DemoInputError
+from pipelines.cli import main
+
+TINY = dict(clip_model="maskmine-tiny", clip_pretrained="none", proposal_checkpoint="maskmine-tiny",
+            sam_model_type="maskmine-tiny", sam_points_per_side=4, sam_pred_iou_thresh=0.0,
+            sam_stability_thresh=0.0, device="cpu")
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def noise_png(h: int, w: int, seed: int = 0) -> bytes:
+    return png_bytes(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    app = DemoApp(DemoConfig(**TINY, max_upload_bytes=100_000, max_pixels=250_000, max_classes=5))
+    srv = make_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def post(url: str, image: bytes, classes: str, proposals: str = "maskformer", granularity: str = "0.8"):
+    boundary = "maskmine-test-boundary"
+    body = b""
+    for name, value in (("classes", classes), ("proposals", proposals), ("granularity", granularity)):
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n').encode()
+    body += (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="up.png"\r\n'
+             "Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}/segment", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def error_of(page: str) -> str:
+    found = re.findall(r"<div id='error' role='alert'>(.*?)</div>", page)
+    return found[0] if found else ""
+
+
+def test_form_page(server):
+    with urllib.request.urlopen(server + "/") as reply:
+        page = reply.read().decode()
+    for needle in ("id='image'", "id='classes'", "id='proposals'", "id='granularity'", "value='sam'"):
+        assert needle in page
+    assert "Traceback" not in page
+
+
+@pytest.mark.parametrize("backend, granularity", [("maskformer", "0.8"), ("sam", "0.3")])
+def test_segment_returns_overlay_and_legend(server, backend, granularity):
+    image = noise_png(60, 80)
+    status, page = post(server, image, "cat, dog, sky", backend, granularity)
+    assert status == 200, error_of(page)
+    data = re.findall(r"src='data:image/png;base64,([^']+)'", page)[0]
+    with Image.open(io.BytesIO(base64.b64decode(data))) as result:
+        assert result.size == (80, 60)
+        pixels = np.asarray(result.convert("RGB"))
+    legend = re.findall(r"<li><span class='swatch' style='background:(#[0-9a-f]{6})'></span>(\w+) ", page)
+    assert legend and {name for _, name in legend} <= {"cat", "dog", "sky"}
+    assert not np.array_equal(pixels, np.asarray(Image.open(io.BytesIO(image)).convert("RGB")))
+    if backend == "sam":
+        assert "granularity 0.3" in page
+    assert "value='cat, dog, sky'" in page  # the form keeps the user's classes
+
+
+@pytest.mark.parametrize(
+    "image, classes, proposals, granularity, status, message",
+    [
+        ("noise", "", "maskformer", "0.8", 400, "Enter at least one class name"),
+        ("noise", "cat, Cat", "maskformer", "0.8", 400, "given twice"),
+        ("noise", "a,b,c,d,e,f", "maskformer", "0.8", 400, "the limit is 5"),
+        ("text", "cat", "maskformer", "0.8", 400, "not an image"),
+        ("truncated", "cat", "maskformer", "0.8", 400, "damaged or truncated"),
+        ("empty", "cat", "maskformer", "0.8", 400, "Choose an image file"),
+        ("noise", "cat", "sam", "1.5", 400, "Granularity must be between 0 and 1"),
+        ("noise", "cat", "sam", "lots", 400, "Granularity must be a number"),
+        ("noise", "cat", "detectron", "0.8", 400, "not available"),
+        ("huge", "cat", "maskformer", "0.8", 413, "600x600 = 0.4 megapixels, the limit is 0.2 megapixels"),
+        ("heavy", "cat", "maskformer", "0.8", 413, "the image limit is 98 KB"),
+    ],
+)
+def test_bad_input_is_a_message_on_the_page(server, image, classes, proposals, granularity, status, message):
+    data = {
+        "noise": noise_png(40, 40),
+        "text": b"this is not an image",
+        "truncated": noise_png(40, 40)[:300],
+        "empty": b"",
+        "huge": png_bytes(np.zeros((600, 600, 3), np.uint8)),  # few bytes, many pixels
+        "heavy": noise_png(300, 300),  # ~270 KB of noise
+    }[image]
+    got, page = post(server, data, classes, proposals, granularity)
+    assert got == status
+    assert message in error_of(page)
+    assert "Traceback" not in page and "<form" in page
+
+
+def test_unknown_page_and_parse_classes(server):
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(server + "/nope")
+    assert exc.value.code == 404
+    assert parse_classes(" cat ,, big   dog,", 10) == ["cat", "big dog"]
+    with pytest.raises(DemoInputError):
+        parse_classes("x" * 61, 10)
+
+
+def test_demo_cli_rejects_bad_flags(capsys):
+    assert main(["demo", "--port", "70000", "--clip-model", "maskmine-tiny"]) == 2
+    assert "--port must be in 0..65535" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--host", "--port", "--proposal-checkpoint", "--sam-model-type", "--clip-model",
+                 "--max-upload-mb", "--max-megapixels", "127.0.0.1"):
+        assert flag in text
