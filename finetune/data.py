@@ -1,0 +1,266 @@
+"""Stream mined (masked crop, noun) shards into training batches with webdataset.
+
+Shards are named like webdataset names them: a brace pattern
+(``runs/x/pairs-{000000..000199}.tar``), several joined with ``::``, local
+paths, ``file://``, any URL or ``pipe:`` command webdataset opens. Each
+DataLoader worker runs its own pipeline:
+
+    shard list (shuffled per epoch, or resampled forever)
+      -> split by node (torch.distributed / RANK) -> split by worker
+      -> tar members grouped into samples -> shuffle buffer
+      -> decode jpg + mask.png + txt -> batch -> to tensors
+
+Decoding uses the mining job's own geometry: mined crops are already at the
+model's input size; a crop of another size goes through
+``transforms.masked_crop.masked_crop`` with an all-kept mask (the same resize),
+and every batch is normalised by ``transforms.masked_crop.to_clip_tensor``.
+
+Malformed samples (undecodable image or mask, missing member, size mismatch),
+tar read errors and nouns outside the vocabulary are skipped, never fatal, and
+counted in the worker; each batch carries the counts since the worker's
+previous batch (``Batch.skipped``), so the training loop can sum them across
+workers. A worker whose stream ends with unreported counts yields an empty
+batch carrying them.
+
+Every random choice is seeded from (seed, epoch, rank, worker), so with
+resampling off one epoch's batch sequence is a function of those alone: that
+is what lets ``--resume`` skip exactly the batches already consumed.
+"""
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset
+from webdataset.shardlists import expand_urls
+from webdataset.utils import pytorch_worker_info
+
+from transforms.errors import UserError
+from transforms.masked_crop import CropConfig, masked_crop, to_clip_tensor
+
+SKIP_MALFORMED = "malformed_sample"  # a member missing or not decodable, or image/mask sizes differ
+SKIP_TAR_ERROR = "tar_read_error"  # the tar stream itself could not be read
+SKIP_UNKNOWN_NOUN = "noun_not_in_vocabulary"
+
+
+def expand_shards(spec: str | Sequence[str]) -> list[str]:
+    """The shard URLs of a spec (brace patterns, ``::`` lists); local files must exist."""
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for pattern in patterns:
+        urls.extend(expand_urls(pattern))
+    if not urls:
+        raise UserError(f"no shards matched {spec!r}")
+    local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+    missing = [u for u in local if not Path(u).is_file()]
+    if missing and len(missing) == len(urls):
+        raise UserError(f"no shards matched {spec!r}: none of the {len(urls)} files exist (e.g. {missing[0]})")
+    if missing:
+        raise UserError(f"{len(missing)} of {len(urls)} shards in {spec!r} do not exist, e.g. {missing[0]}")
+    return urls
+
+
+@dataclass
+class Batch:
+    """One batch: normalised crops, their masks, vocabulary labels, and the skips since the last one."""
+
+    pixels: torch.Tensor  # (B, 3, S, S) float, CLIP-normalised
+    masks: torch.Tensor  # (B, S, S) bool, True on the region
+    labels: torch.Tensor  # (B,) int64 indices into the vocabulary
+    nouns: list[str]
+    keys: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)
+    worker: int = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def pin_memory(self) -> "Batch":
+        """Called by the DataLoader's pin-memory thread (CUDA training)."""
+        self.pixels = self.pixels.pin_memory()
+        self.masks = self.masks.pin_memory()
+        self.labels = self.labels.pin_memory()
+        return self
+
+
+class SkipCounter:
+    """Per-worker counts of skipped samples, reported as deltas with each batch."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, int] = {}
+
+    def add(self, reason: str, n: int = 1) -> None:
+        self.pending[reason] = self.pending.get(reason, 0) + n
+
+    def take(self) -> dict[str, int]:
+        out, self.pending = self.pending, {}
+        return out
+
+    def tar_handler(self, exn: Exception) -> bool:
+        """webdataset exception handler: count and continue."""
+        self.add(SKIP_TAR_ERROR)
+        return True
+
+
+def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour, as masked_crop resizes its masks."""
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
+    return np.asarray(img) > 127
+
+
+def decode_pair(sample: Mapping[str, object], crop: CropConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """(pixels SxSx3 uint8, mask SxS bool, noun) of one raw sample; raises ValueError if malformed."""
+    try:
+        jpg, png, txt = sample["jpg"], sample["mask.png"], sample["txt"]
+    except KeyError as exc:
+        raise ValueError(f"sample {sample.get('__key__')} lacks member {exc}") from exc
+    try:
+        with Image.open(io.BytesIO(jpg)) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        with Image.open(io.BytesIO(png)) as im:
+            mask = np.asarray(im.convert("L")) > 127
+        noun = txt.decode("utf-8").strip()
+    except (OSError, SyntaxError, UnicodeDecodeError, AttributeError) as exc:
+        raise ValueError(f"sample {sample.get('__key__')}: {exc}") from exc
+    if pixels.shape[:2] != mask.shape or not noun:
+        raise ValueError(f"sample {sample.get('__key__')}: image {pixels.shape[:2]} vs mask {mask.shape}, noun {noun!r}")
+    size = crop.input_size
+    if pixels.shape[:2] != (size, size):
+        pixels = masked_crop(pixels, np.ones(mask.shape, dtype=bool), crop).pixels
+        mask = _resize_mask(mask, size)
+    return pixels, mask, noun
+
+
+def _make_seed(*parts: int) -> int:
+    return random.Random(repr(parts)).getrandbits(63)
+
+
+class PairStream(IterableDataset):
+    """An iterable of ``Batch`` over mined shards; see the module docstring."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        vocabulary: Sequence[str],
+        crop: CropConfig,
+        batch_size: int,
+        shuffle_buffer: int = 1000,
+        resample: bool = False,
+        seed: int = 0,
+        partial: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.urls = list(urls)
+        self.index = {noun: i for i, noun in enumerate(vocabulary)}
+        self.crop = crop
+        self.batch_size = batch_size
+        self.shuffle_buffer = shuffle_buffer
+        self.resample = resample
+        self.seed = seed
+        self.partial = partial
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's shard order and shuffle (call before ``iter(loader)``)."""
+        self.epoch = epoch
+
+    def _shard_urls(self, rank: int, world: int, worker: int, workers: int) -> Iterator[dict]:
+        if self.resample:
+            # Every worker draws shards with replacement from the whole list, forever.
+            rng = random.Random(_make_seed(self.seed, self.epoch, rank, worker, 1))
+            while True:
+                yield {"url": rng.choice(self.urls)}
+        urls = list(self.urls)
+        if self.shuffle_buffer > 0:
+            random.Random(_make_seed(self.seed, self.epoch)).shuffle(urls)
+        # webdataset's own splitters: node first (RANK/WORLD_SIZE or torch.distributed), then worker
+        yield from wds.split_by_worker(wds.split_by_node({"url": url} for url in urls))
+
+    def __iter__(self) -> Iterator[Batch]:
+        rank, world, worker, workers = pytorch_worker_info()
+        counter = SkipCounter()
+        samples: Iterator[dict] = wds.tarfile_to_samples(handler=counter.tar_handler)(
+            self._shard_urls(rank, world, worker, workers)
+        )
+        if self.shuffle_buffer > 0:
+            rng = random.Random(_make_seed(self.seed, self.epoch, rank, worker, 2))
+            samples = wds.filters._shuffle(
+                samples, bufsize=self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), rng=rng
+            )
+        pixels: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        labels: list[int] = []
+        nouns: list[str] = []
+        keys: list[str] = []
+
+        def emit() -> Batch:
+            size = self.crop.input_size
+            batch = Batch(
+                pixels=to_clip_tensor(np.stack(pixels), self.crop) if pixels else torch.zeros(0, 3, size, size),
+                masks=torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size, dtype=torch.bool),
+                labels=torch.tensor(labels, dtype=torch.long),
+                nouns=list(nouns),
+                keys=list(keys),
+                skipped=counter.take(),
+                worker=worker,
+            )
+            for buf in (pixels, masks, labels, nouns, keys):
+                buf.clear()
+            return batch
+
+        for sample in samples:
+            try:
+                px, mk, noun = decode_pair(sample, self.crop)
+            except ValueError:
+                counter.add(SKIP_MALFORMED)
+                continue
+            label = self.index.get(noun)
+            if label is None:
+                counter.add(SKIP_UNKNOWN_NOUN)
+                continue
+            pixels.append(px)
+            masks.append(mk)
+            labels.append(label)
+            nouns.append(noun)
+            keys.append(str(sample.get("__key__")))
+            if len(keys) == self.batch_size:
+                yield emit()
+        if keys and not self.partial:
+            for buf in (pixels, masks, labels, nouns, keys):
+                buf.clear()
+        if keys or counter.pending:
+            yield emit()
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+def make_loader(stream: PairStream, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over already-batched ``Batch`` items (batching happens in the workers)."""
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        # Its own generator: starting an epoch must not draw from the global torch RNG,
+        # or a resumed run's RNG stream would differ from an uninterrupted one.
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def add_skips(total: dict[str, int], new: Mapping[str, int]) -> None:
+    for reason, n in new.items():
+        total[reason] = total.get(reason, 0) + n

@@ -1,0 +1,490 @@
+"""The finetuning loop: mined shards -> CLIP adapted to masked crops (OVSeg recipe).
+
+``train(TrainConfig) -> TrainResult``. One optimizer step = ``accum_steps``
+micro-batches of ``batch_size`` crops (the in-batch contrastive negatives are
+those of one micro-batch). AdamW over the trainable parameters of
+``MaskPromptCLIP`` (prompts and/or image tower; the text tower is always
+locked), linear warmup then cosine decay to 0, bf16 autocast on CUDA only.
+
+Output folder ``OUT``:
+  ``train.json``     the run's settings (a resume must match them),
+  ``metrics.jsonl``  one line per optimizer step (loss, lr, samples/s, skips)
+                     and per validation (top-1/top-5),
+  ``checkpoints/step-NNNNNNNN/``  export folder + ``train_state.pt``, written
+                     atomically every ``save_every`` steps (the newest ``keep_checkpoints`` kept),
+  ``config.json``, ``vocabulary.json``, ``model.pt`` and/or ``prompts.pt``: the
+                     final adapted model (see ``finetune.checkpoint``).
+
+Resume (``resume=True``) restores the step, model, optimizer, scheduler, all
+RNG states and the data position. With resampling off the data position is
+exact: the epoch's shard order and shuffle are functions of (seed, epoch,
+rank, worker), so the stream is rebuilt and the batches the run had already
+consumed in the current epoch are read and dropped. With ``resample`` the
+stream is infinite; a resumed run draws a fresh stream seeded by the resume
+step (statistically the same, not the same samples), since replaying it
+would re-read everything seen so far.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from finetune import checkpoint as ckpt
+from finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
+from finetune.losses import clip_contrastive_loss, vocab_cross_entropy
+from finetune.model import MODES, MaskPromptCLIP
+from finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
+from transforms.errors import UserError
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("clip", "vocab")
+CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
+TRAIN_FILE = "train.json"
+METRICS_FILE = "metrics.jsonl"
+# Settings that may change between a run and its resume: they do not change the trajectory.
+RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
+                     "device", "resume", "out", "val_limit")
+
+
+@dataclass
+class TrainConfig:
+    shards: str
+    out: str
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: str = "openai"
+    mode: str = "prompt"
+    prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
+    batch_size: int = 256
+    accum_steps: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    steps: int | None = 10000
+    epochs: int | None = None
+    loss: str = "clip"
+    vocabulary: str | None = None
+    val_shards: str | None = None
+    val_every: int = 500
+    val_limit: int | None = None
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    workers: int = 4
+    shuffle_buffer: int = 1000
+    resample: bool = False
+    seed: int = 0
+    resume: bool = False
+    device: str = "auto"
+    stop_after: int | None = None  # end this invocation after this step (a checkpoint is written)
+    progress: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: v for k, v in data.items() if k not in RESUMABLE_CHANGES}
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    total_steps: int
+    losses: list[float]  # one per optimizer step run in this invocation
+    skipped: dict[str, int]  # over the whole run, resumed part included
+    samples: int  # crops consumed over the whole run
+    validations: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    finished: bool = True  # False when stop_after ended it early
+    model: MaskPromptCLIP | None = None  # the trained model, in memory
+
+
+# ---- setup helpers --------------------------------------------------------------------
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def check_config(c: TrainConfig) -> None:
+    if c.mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)}")
+    if c.loss not in LOSSES:
+        raise UserError(f"--loss must be one of {', '.join(LOSSES)}")
+    for name in ("batch_size", "accum_steps", "val_every", "save_every"):
+        if getattr(c, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if c.steps is None and c.epochs is None:
+        raise UserError("give --steps or --epochs")
+    if c.steps is not None and c.steps < 1 or c.epochs is not None and c.epochs < 1:
+        raise UserError("--steps and --epochs must be at least 1")
+    if c.resample and c.steps is None:
+        raise UserError("--resample streams forever: give --steps")
+    if c.lr <= 0 or c.weight_decay < 0 or c.warmup_steps < 0 or c.shuffle_buffer < 0 or c.workers < 0:
+        raise UserError("--lr must be positive; --weight-decay, --warmup-steps, --shuffle-buffer, --workers >= 0")
+    if c.mode == "full" and c.prompt_depth not in (None, 0):
+        c.prompt_depth = None  # the CLI default of 3 means nothing without prompts
+
+
+def prepare_out_dir(c: TrainConfig) -> Path | None:
+    """Create OUT or check it; returns the checkpoint to resume from (None: start fresh)."""
+    out = Path(c.out)
+    identity = json.loads(json.dumps(c.identity()))
+    train_file = out / TRAIN_FILE
+    if train_file.is_file():
+        previous = json.loads(train_file.read_text()).get("identity", {})
+        if previous != identity:
+            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+            raise UserError(
+                f"{out} holds a different training run (settings differ: {', '.join(changed)}): "
+                "use a new --out folder"
+            )
+        latest = ckpt.latest_checkpoint(out)
+        if latest is not None and not c.resume:
+            raise UserError(f"{out} already holds this training run: pass --resume to continue it, or use a new --out")
+        return latest
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty and holds no training run: use a new --out folder")
+    if c.resume:
+        log.warning("--resume: %s holds no run yet, starting from step 0", out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = train_file.with_name(f".{TRAIN_FILE}.tmp-{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, train_file)
+    return None
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup from ~0 to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def count_samples(urls: list[str]) -> int | None:
+    """Samples in local shards from their manifest entries (None when unknown)."""
+    total = 0
+    for url in urls:
+        tar = Path(url)
+        manifest = tar.parent / "manifest" / f"{tar.name.removesuffix('.tar')}.json"
+        if not manifest.is_file():
+            return None
+        total += int(json.loads(manifest.read_text())["samples"])
+    return total
+
+
+def total_steps(c: TrainConfig, urls: list[str]) -> int:
+    if c.steps is not None:
+        return c.steps
+    samples = count_samples(urls)
+    if samples is None:
+        raise UserError("--epochs needs the shards' manifest entries to count samples: give --steps instead")
+    per_epoch = max(1, math.ceil(samples / c.batch_size) // c.accum_steps)
+    return c.epochs * per_epoch
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _append_metrics(path: Path, record: dict) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume: drop log lines of steps after the checkpoint (they will be run again)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+# ---- validation ---------------------------------------------------------------------
+
+@dataclass
+class Validator:
+    """Masked-region zero-shot accuracy over the validation shards' own vocabulary."""
+
+    stream: PairStream
+    text: torch.Tensor  # (V, D) template-ensemble embeddings of the validation vocabulary
+    limit: int | None = None
+
+    @torch.no_grad()
+    def __call__(self, model: MaskPromptCLIP, device: torch.device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        top1 = top5 = n = 0
+        text = self.text.to(device)
+        k = min(5, text.shape[0])
+        for batch in make_loader(self.stream, 0):
+            if len(batch) == 0:
+                continue
+            with _autocast(device):
+                emb = model.encode_image(batch.pixels.to(device), batch.masks.to(device))
+            scores = emb.float() @ text.t()
+            best = scores.topk(k, dim=-1).indices.cpu()
+            labels = batch.labels[:, None]
+            top1 += int((best[:, :1] == labels).any(dim=1).sum())
+            top5 += int((best == labels).any(dim=1).sum())
+            n += len(batch)
+            if self.limit is not None and n >= self.limit:
+                break
+        model.train(was_training)
+        return {"val_top1": top1 / max(n, 1), "val_top5": top5 / max(n, 1), "val_samples": n}
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def make_validator(c: TrainConfig, clip: LoadedClip) -> Validator | None:
+    if not c.val_shards:
+        return None
+    urls = expand_shards(c.val_shards)
+    vocabulary = vocabulary_for_shards(urls)
+    if not vocabulary:
+        raise UserError(f"the validation shards {c.val_shards!r} hold no pairs")
+    stream = PairStream(urls, vocabulary, clip.crop_config, c.batch_size, shuffle_buffer=0, seed=0)
+    return Validator(stream, encode_texts(clip, vocabulary, MINING_TEMPLATES), c.val_limit)
+
+
+# ---- the loop -----------------------------------------------------------------------
+
+class _Progress:
+    """tqdm bar with loss and samples/s (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, initial: int) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+    def update(self, loss: float, rate: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Iterator[tuple[int, int, Batch]]:
+    """(epoch, position after this item, batch) forever (or until the epochs run out), skipping
+    the first ``skip`` items of the starting epoch."""
+    while True:
+        stream.set_epoch(epoch)
+        position = 0
+        produced = 0
+        for batch in loader_for_epoch():
+            position += 1
+            if position <= skip:
+                continue
+            produced += 1
+            yield epoch, position, batch
+        if produced == 0 and skip == 0:
+            raise UserError("the training shards yielded no usable sample in a whole epoch")
+        epoch, skip = epoch + 1, 0
+
+
+def train(c: TrainConfig) -> TrainResult:
+    """Run (or resume) a finetuning job; see the module docstring."""
+    check_config(c)
+    started = time.perf_counter()
+    device = pick_device(c.device)
+    urls = expand_shards(c.shards)
+    vocabulary = resolve_vocabulary(c.vocabulary, urls)
+    steps_total = total_steps(c, urls)
+    resume_from = prepare_out_dir(c)
+    out = Path(c.out)
+
+    clip = load_clip(c.clip_model, c.clip_pretrained, device=device)
+    base_fingerprint = ckpt.weights_fingerprint(clip.model)
+    torch.manual_seed(c.seed)  # the prompts' initialisation
+    try:
+        model = MaskPromptCLIP(clip.model, mode=c.mode, prompt_depth=c.prompt_depth)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--mode {c.mode} on {c.clip_model}: {exc}") from exc
+    model.to(device).train()
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, c.warmup_steps, steps_total)
+    )
+    templates = CLIP_LOSS_TEMPLATE if c.loss == "clip" else MINING_TEMPLATES
+    text_table = encode_texts(clip, vocabulary, templates).to(device)  # text tower locked: once
+    validator = make_validator(c, clip)
+
+    step, epoch, position, samples = 0, 0, 0, 0
+    skipped: dict[str, int] = {}
+    stream_seed = c.seed
+    if resume_from is not None:
+        state = torch.load(resume_from / ckpt.TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
+        _load_weights(model, resume_from, device)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        samples, skipped, stream_seed = state["samples"], dict(state["skipped"]), state["stream_seed"]
+        if c.resample:  # a fresh infinite stream (see the module docstring)
+            stream_seed, epoch, position = c.seed + 1_000_003 * step, 0, 0
+        set_rng_state(state["rng"])
+        log.info("resuming %s from step %d (epoch %d, batch %d)", out, step, epoch, position)
+    metrics_path = out / METRICS_FILE
+    _truncate_metrics(metrics_path, step)
+
+    stream = PairStream(
+        urls, vocabulary, clip.crop_config, c.batch_size, c.shuffle_buffer, c.resample, stream_seed
+    )
+
+    def loader_for_epoch():
+        return make_loader(stream, c.workers, pin_memory=device.type == "cuda")
+
+    export_config = ckpt.ExportConfig(
+        clip_model=c.clip_model,
+        clip_pretrained=c.clip_pretrained,
+        mode=c.mode,
+        prompt_depth=model.prompt_depth,
+        step=step,
+        crop=asdict(clip.crop_config),
+        base_fingerprint=base_fingerprint,
+        train=asdict(c),
+    )
+
+    def save(at_step: int) -> None:
+        export_config.step = at_step
+        ckpt.write_checkpoint(
+            out, model, export_config, vocabulary,
+            {
+                "step": at_step, "epoch": epoch, "position": position, "samples": samples,
+                "skipped": skipped, "stream_seed": stream_seed, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(),
+            },
+            keep=c.keep_checkpoints,
+        )
+
+    validations: list[dict] = []
+
+    def validate(at_step: int) -> None:
+        if validator is None:
+            return
+        record = {"step": at_step, **validator(model, device)}
+        validations.append(record)
+        _append_metrics(metrics_path, record)
+        log.info("step %d: val top-1 %.3f top-5 %.3f (%d regions)", at_step, record["val_top1"],
+                 record["val_top5"], record["val_samples"])
+
+    if step == 0:
+        validate(0)
+    losses: list[float] = []
+    bar = _Progress(c.progress, steps_total, step)
+    stop_at = steps_total if c.stop_after is None else min(steps_total, c.stop_after)
+    finished = step >= steps_total
+    micro, accum_loss, step_samples = 0, 0.0, 0
+    tick = time.perf_counter()
+    max_epochs = c.epochs if c.steps is None else None
+    data = _batches(loader_for_epoch, epoch, position, stream)
+    try:
+        while step < stop_at:
+            try:
+                batch_epoch, batch_position, batch = next(data)
+            except StopIteration:
+                break
+            if max_epochs is not None and batch_epoch >= max_epochs:
+                finished = True
+                break
+            add_skips(skipped, batch.skipped)
+            epoch, position = batch_epoch, batch_position
+            if len(batch) == 0:
+                continue
+            loss = _loss(c.loss, model, batch, text_table, device) / c.accum_steps
+            loss.backward()
+            accum_loss += float(loss.detach())
+            step_samples += len(batch)
+            micro += 1
+            if micro < c.accum_steps:
+                continue
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            samples += step_samples
+            now = time.perf_counter()
+            rate = step_samples / max(now - tick, 1e-9)
+            losses.append(accum_loss)
+            _append_metrics(metrics_path, {
+                "step": step, "epoch": epoch, "loss": accum_loss, "lr": lr, "samples": samples,
+                "samples_per_s": round(rate, 2), "skipped": dict(skipped),
+            })
+            bar.update(accum_loss, rate)
+            micro, accum_loss, step_samples, tick = 0, 0.0, 0, now
+            if step % c.val_every == 0 or step == steps_total:
+                validate(step)
+            if step % c.save_every == 0 or step == stop_at:
+                save(step)
+        finished = finished or step >= steps_total
+        if finished and (ckpt.latest_checkpoint(out) is None or ckpt.latest_checkpoint(out).name != ckpt.STEP_NAME.format(step)):
+            save(step)
+    finally:
+        data.close()  # shuts the DataLoader's workers down
+        bar.close()
+    if finished:
+        export_config.step = step
+        ckpt.write_export(out, model, export_config, vocabulary)
+    if any(skipped.values()):
+        log.warning("skipped samples: %s", skipped)
+    return TrainResult(
+        out=out, step=step, total_steps=steps_total, losses=losses, skipped=skipped, samples=samples,
+        validations=validations, seconds=time.perf_counter() - started, finished=finished, model=model.eval(),
+    )
+
+
+def _loss(kind: str, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    labels = batch.labels.to(device, non_blocking=True)
+    with _autocast(device):
+        emb = model.encode_image(batch.pixels.to(device, non_blocking=True), batch.masks.to(device, non_blocking=True))
+    emb = emb.float()
+    if kind == "clip":
+        return clip_contrastive_loss(emb, text_table[labels], model.logit_scale, labels)
+    return vocab_cross_entropy(emb, text_table, model.logit_scale, labels)
+
+
+def _load_weights(model: MaskPromptCLIP, folder: Path, device: torch.device) -> None:
+    """Put a checkpoint's trained weights into the freshly built model."""
+    if model.mode in ("full", "full+prompt"):
+        state = torch.load(folder / ckpt.MODEL_FILE, map_location=device, weights_only=True)
+        model.clip.load_state_dict(state)
+    if model.uses_prompts:
+        model.load_prompt_state_dict(torch.load(folder / ckpt.PROMPTS_FILE, map_location="cpu", weights_only=True))

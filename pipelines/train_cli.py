@@ -1,0 +1,136 @@
+"""``maskmine train``: adapt CLIP to masked crops from mined shards."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from finetune.model import MODES
+
+HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
+DESCRIPTION = """\
+Finetune CLIP on the WebDataset shards written by `maskmine mine`, as OVSeg does.
+
+Crops stream from the shards (shuffle buffer, split by node and DataLoader
+worker); malformed samples are skipped and counted. The class vocabulary is the
+set of nouns in the training shards, read from the mining run's Parquet table
+(or --vocabulary), with stable sorted indices.
+
+Modes: prompt (CLIP frozen, only mask prompts train), full (image tower trains,
+no prompts), full+prompt (both). The text tower is always locked.
+
+Writes to --out: train.json (settings), metrics.jsonl (loss, lr, samples/s,
+skips per step; val top-1/top-5), checkpoints/step-N/ every --save-every steps
+(atomic; --resume continues from the newest one exactly), and at the end the
+adapted model: model.pt (full modes; open_clip loads it with pretrained=PATH),
+prompts.pt (prompt modes), config.json and vocabulary.json.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data")
+    data.add_argument("--shards", required=True,
+                      help="training shards: brace pattern, '::'-joined list, local paths, URLs or pipe: "
+                      "commands, e.g. 'runs/coco-pairs/pairs-{000000..000199}.tar'")
+    data.add_argument("--out", required=True, help="output folder for checkpoints, metrics and the adapted model")
+    data.add_argument("--vocabulary",
+                      help="class vocabulary: a vocabulary.json / Parquet / text file or a mining run folder "
+                      "(default: the nouns of the training shards, from their run folder's Parquet table)")
+    data.add_argument("--val-shards",
+                      help="validation shards whose nouns are ground-truth classes (e.g. mined with "
+                      "--labels categories): masked-region zero-shot top-1/top-5 over their own vocabulary")
+    data.add_argument("--val-every", type=int, default=500, help="validate every N optimizer steps (default 500)")
+    data.add_argument("--val-limit", type=int, help="validate on at most N regions (default: all)")
+    data.add_argument("--workers", type=int, default=4, help="DataLoader worker processes (default 4; 0: in process)")
+    data.add_argument("--shuffle-buffer", type=int, default=1000,
+                      help="samples in each worker's shuffle buffer; 0 disables shuffling (default 1000)")
+    data.add_argument("--resample", action="store_true",
+                      help="draw shards with replacement forever (step-based training); a resume then starts "
+                      "a fresh stream instead of the exact position")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--clip-model", default="ViT-B-16",
+                       help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
+    model.add_argument("--clip-pretrained", default="openai",
+                       help="open_clip pretrained tag, checkpoint file, or 'none' for random init (default openai)")
+    model.add_argument("--mode", choices=MODES, default="prompt",
+                       help="prompt: CLIP frozen, only mask prompts train; full: image tower trains, no prompts; "
+                       "full+prompt: both (default prompt)")
+    model.add_argument("--prompt-depth", type=int,
+                       help="layers with mask prompts: 1 = input only, D > 1 adds deep prompts to layers 1..D-1 "
+                       "(default 3 as OVSeg, capped at the number of vision layers)")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--loss", choices=("clip", "vocab"), default="clip",
+                     help="clip: in-batch contrastive loss against 'a photo of a {noun}.' with same-noun "
+                     "negatives masked (default, as OVSeg); vocab: cross-entropy over the whole vocabulary")
+    opt.add_argument("--batch-size", type=int, default=256, help="crops per micro-batch (default 256)")
+    opt.add_argument("--accum-steps", type=int, default=1,
+                     help="micro-batches per optimizer step (gradient accumulation; default 1)")
+    opt.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate (default 2e-4)")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    opt.add_argument("--warmup-steps", type=int, default=100, help="linear warmup steps before the cosine decay (default 100)")
+    opt.add_argument("--steps", type=int,
+                     help="optimizer steps in total (default 10000 unless --epochs is given)")
+    opt.add_argument("--epochs", type=int,
+                     help="passes over the shards; without --steps the step count is derived from the "
+                     "shards' manifest sample counts")
+    opt.add_argument("--seed", type=int, default=0, help="seed of the prompts' init, shard order and shuffle (default 0)")
+
+    run = p.add_argument_group("execution")
+    run.add_argument("--save-every", type=int, default=1000, help="write a checkpoint every N steps (default 1000)")
+    run.add_argument("--keep-checkpoints", type=int, default=2, help="keep the newest N checkpoints (default 2; 0 keeps all)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    run.add_argument("--stop-after", type=int,
+                     help="end this invocation after step N with a checkpoint (for time-limited jobs; resume later)")
+    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from finetune.train import TrainConfig, train
+
+    steps = args.steps if args.steps is not None else (None if args.epochs is not None else 10000)
+    config = TrainConfig(
+        shards=args.shards,
+        out=args.out,
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+        mode=args.mode,
+        prompt_depth=args.prompt_depth,
+        batch_size=args.batch_size,
+        accum_steps=args.accum_steps,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        steps=steps,
+        epochs=args.epochs,
+        loss=args.loss,
+        vocabulary=args.vocabulary,
+        val_shards=args.val_shards,
+        val_every=args.val_every,
+        val_limit=args.val_limit,
+        save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints,
+        workers=args.workers,
+        shuffle_buffer=args.shuffle_buffer,
+        resample=args.resample,
+        seed=args.seed,
+        resume=args.resume,
+        device=args.device,
+        stop_after=args.stop_after,
+        progress=not args.no_progress,
+    )
+    result = train(config)
+    summary = {
+        "out": str(result.out),
+        "step": result.step,
+        "total_steps": result.total_steps,
+        "finished": result.finished,
+        "final_loss": result.losses[-1] if result.losses else None,
+        "samples": result.samples,
+        "skipped": result.skipped,
+        "last_validation": result.validations[-1] if result.validations else None,
+        "seconds": round(result.seconds, 1),
+    }
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -1,0 +1,279 @@
+"""maskmine train on shards mined from coco-mini with the tiny random CLIP."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import open_clip
+import pandas as pd
+import pytest
+import torch
+
+from finetune.adapted import load_adapted
+from finetune.checkpoint import MODEL_FILE, PROMPTS_FILE
+from finetune.data import SKIP_MALFORMED, SKIP_UNKNOWN_NOUN, PairStream, add_skips, expand_shards, make_loader
+from finetune.train import TrainConfig, lr_factor, train
+from finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from pipelines.cli import main
+from pipelines.mine import MineConfig, run_mining
+from pipelines.stages import ClipSpec
+from transforms.clip_models import load_clip, register_configs
+from transforms.errors import UserError
+from transforms.masked_crop import CropConfig
+from transforms.proposals.factory import ProposalSpec
+
+TINY = ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu")
+CROP = CropConfig(input_size=64)
+
+
+def _mine(coco_mini: Path, out: Path, **kw) -> Path:
+    run_mining(
+        MineConfig(
+            captions=str(coco_mini / "annotations" / "captions_train2017.json"),
+            instances=str(coco_mini / "annotations" / "instances_train2017.json"),
+            images=str(coco_mini / "train2017"),
+            out=str(out),
+            proposals=ProposalSpec(backend="coco-gt", device="cpu"),
+            clip=TINY,
+            **kw,
+        ),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def mined(coco_mini, nltk_data, tmp_path_factory) -> Path:
+    """Caption-noun pairs of all 80 images in 3 shards (about 700 pairs)."""
+    return _mine(coco_mini, tmp_path_factory.mktemp("mined") / "nouns", num_shards=3)
+
+
+@pytest.fixture(scope="module")
+def val_run(coco_mini, tmp_path_factory) -> Path:
+    """Ground-truth category pairs of 12 images: validation shards with true classes."""
+    return _mine(coco_mini, tmp_path_factory.mktemp("mined") / "cats", num_shards=1, labels="categories", limit=12)
+
+
+@pytest.fixture(scope="module")
+def small_run(mined: Path, tmp_path_factory) -> Path:
+    """Two shards of 50 mined pairs each: several epochs fit in a few optimizer steps."""
+    out = tmp_path_factory.mktemp("small")
+    for shard in (0, 1):
+        copy_samples(mined / f"pairs-{shard:06d}.tar", out / f"pairs-{shard:06d}.tar", limit=50)
+    return out
+
+
+def shards(run: Path) -> str:
+    n = len(list(run.glob("pairs-*.tar")))
+    return str(run / f"pairs-{{000000..{n - 1:06d}}}.tar")
+
+
+def copy_samples(src: Path, dst: Path, limit: int | None = None, corrupt: dict[str, str] | None = None) -> list[str]:
+    """Copy the first ``limit`` samples of a shard; ``corrupt`` maps sample index -> 'jpg' (garbage
+    bytes) or 'drop-mask' (member left out). Returns the keys written."""
+    corrupt = corrupt or {}
+    keys: list[str] = []
+    with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.GNU_FORMAT) as tout:
+        for member in tin.getmembers():
+            key, ext = member.name.split(".", 1)
+            if key not in keys:
+                if limit is not None and len(keys) == limit:
+                    break
+                keys.append(key)
+            action = corrupt.get(str(len(keys) - 1))
+            data = tin.extractfile(member).read()
+            if action == "drop-mask" and ext == "mask.png":
+                continue
+            if action == "jpg" and ext == "jpg":
+                data = b"\xff\xd8 this is not a jpeg" + data[:40]
+            info = tarfile.TarInfo(member.name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+    return keys
+
+
+def config(out: Path, shard_spec: str, **kw) -> TrainConfig:
+    base = dict(
+        shards=shard_spec, out=str(out), clip_model="maskmine-tiny", clip_pretrained="none", mode="prompt",
+        batch_size=32, lr=1e-3, warmup_steps=2, steps=10, workers=0, shuffle_buffer=50, save_every=5,
+        progress=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ---- data -------------------------------------------------------------------------------
+
+def test_vocabulary_is_the_sorted_nouns_of_the_chosen_shards(mined: Path) -> None:
+    urls = expand_shards(shards(mined))
+    assert len(urls) == 3
+    table = pd.concat(pd.read_parquet(p) for p in sorted((mined / "parquet").glob("*.parquet")))
+    assert vocabulary_for_shards(urls) == sorted(set(table["noun"]))
+    first = vocabulary_for_shards(urls[:1])
+    assert first == sorted(set(table[table["shard"] == 0]["noun"])) and len(first) < len(set(table["noun"]))
+    # the run folder and the mining job's vocabulary.json give the same list
+    assert resolve_vocabulary(str(mined), urls) == resolve_vocabulary(str(mined / "vocabulary.json"), urls)
+    assert resolve_vocabulary(str(mined), urls) == vocabulary_for_shards(urls)
+
+
+def test_stream_yields_every_pair_once_per_epoch_with_workers(mined: Path) -> None:
+    urls = expand_shards(shards(mined))
+    vocab = vocabulary_for_shards(urls)
+    table = pd.concat(pd.read_parquet(p) for p in sorted((mined / "parquet").glob("*.parquet")))
+    stream = PairStream(urls, vocab, CROP, batch_size=50, shuffle_buffer=64, seed=3)
+    batches = list(make_loader(stream, workers=2))
+    keys = [k for b in batches for k in b.keys]
+    assert sorted(keys) == sorted(table["key"]) and len(set(keys)) == len(keys)
+    assert {b.worker for b in batches} == {0, 1}
+    b = batches[0]
+    assert b.pixels.shape == (50, 3, 64, 64) and b.pixels.dtype == torch.float32
+    assert b.masks.shape == (50, 64, 64) and b.masks.dtype == torch.bool
+    assert [vocab[i] for i in b.labels.tolist()] == b.nouns
+    # background pixels hold CLIP's mean colour, i.e. ~0 after the shared normalisation
+    assert b.pixels.permute(0, 2, 3, 1)[~b.masks].abs().mean() < 0.05
+    # the order is a function of (seed, epoch): same again, different next epoch
+    again = [k for b in make_loader(stream, workers=2) for k in b.keys]
+    assert again == keys
+    stream.set_epoch(1)
+    assert [k for b in make_loader(stream, workers=2) for k in b.keys] != keys
+
+
+def test_corrupt_samples_are_skipped_and_counted_across_workers(mined: Path, tmp_path: Path) -> None:
+    src = mined / "pairs-000000.tar"
+    good = copy_samples(src, tmp_path / "pairs-000000.tar", limit=40, corrupt={"3": "jpg", "17": "drop-mask"})
+    copy_samples(mined / "pairs-000001.tar", tmp_path / "pairs-000001.tar", limit=20, corrupt={"0": "jpg"})
+    vocab = vocabulary_for_shards([str(src), str(mined / "pairs-000001.tar")])
+    vocab.remove(vocab[0])  # nouns outside the vocabulary are skipped and counted too
+    urls = expand_shards(str(tmp_path / "pairs-{000000..000001}.tar"))
+    for workers in (0, 2):
+        stream = PairStream(urls, vocab, CROP, batch_size=8, shuffle_buffer=0)
+        skipped: dict[str, int] = {}
+        seen: list[str] = []
+        for batch in make_loader(stream, workers):
+            add_skips(skipped, batch.skipped)
+            seen.extend(batch.keys)
+        assert skipped[SKIP_MALFORMED] == 3, workers
+        assert good[3] not in seen and good[17] not in seen and good[0] in seen
+        assert len(seen) + sum(skipped.values()) == 60
+        assert set(skipped) <= {SKIP_MALFORMED, SKIP_UNKNOWN_NOUN}
+
+
+def test_training_counts_skips_in_result_and_metrics(mined: Path, tmp_path: Path) -> None:
+    copy_samples(mined / "pairs-000000.tar", tmp_path / "pairs-000000.tar", limit=30, corrupt={"5": "jpg"})
+    result = train(config(tmp_path / "out", str(tmp_path / "pairs-000000.tar"), vocabulary=str(mined),
+                          batch_size=29, steps=1, workers=2))
+    assert result.skipped == {SKIP_MALFORMED: 1}
+    last = json.loads((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["skipped"] == {SKIP_MALFORMED: 1} and last["samples"] == 29
+
+
+# ---- training ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,lr,drop", [("prompt", 1e-2, 0.15), ("full", 1e-3, 0.4)])
+def test_loss_decreases_on_a_fixed_small_set(mined: Path, tmp_path: Path, mode: str, lr: float, drop: float) -> None:
+    copy_samples(mined / "pairs-000000.tar", tmp_path / "pairs-000000.tar", limit=24)
+    result = train(config(tmp_path / "out", str(tmp_path / "pairs-000000.tar"), vocabulary=str(mined),
+                          mode=mode, lr=lr, batch_size=24, steps=30, warmup_steps=3, save_every=100))
+    losses = result.losses
+    assert len(losses) == 30 and result.samples == 30 * 24
+    assert losses[-1] < losses[0] - drop
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+@pytest.mark.parametrize("mode,workers", [("prompt", 0), ("full+prompt", 2)])
+def test_resume_after_a_stop_repeats_the_uninterrupted_trajectory(mined: Path, small_run: Path, tmp_path: Path, mode: str, workers: int) -> None:
+    # 100 pairs in batches of 16 (7-8 per epoch, partial ones included), 2 micro-batches per
+    # step: 10 steps run through about 3 epochs; the stop at step 5 falls inside the second.
+    kw = dict(mode=mode, workers=workers, accum_steps=2, batch_size=16, steps=10, save_every=3,
+              vocabulary=str(mined))
+    whole = train(config(tmp_path / "whole", shards(small_run), **kw))
+    first = train(config(tmp_path / "split", shards(small_run), stop_after=5, **kw))
+    assert not first.finished and first.step == 5 and not (tmp_path / "split" / "config.json").exists()
+    second = train(config(tmp_path / "split", shards(small_run), resume=True, **kw))
+    assert second.finished and second.step == 10 and len(second.losses) == 5
+    # exact equality on CPU: same weights, optimizer state, schedule and batches
+    assert first.losses + second.losses == whole.losses
+    assert whole.samples == second.samples
+    metrics = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 11))
+    assert metrics[4]["epoch"] == 1 and metrics[-1]["epoch"] >= 2
+    assert [m["loss"] for m in metrics] == whole.losses
+    a, b = whole.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_by_cosine() -> None:
+    assert [lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(8, 4, 12) == pytest.approx(0.5)
+    assert lr_factor(12, 4, 12) == pytest.approx(0.0)
+    assert lr_factor(0, 0, 10) == 1.0
+
+
+# ---- CLI and outputs -----------------------------------------------------------------------
+
+def test_cli_trains_validates_and_writes_loadable_outputs(mined: Path, val_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "clip-mpt"
+    argv = ["train", "--shards", shards(mined), "--out", str(out), "--clip-model", "maskmine-tiny",
+            "--clip-pretrained", "none", "--mode", "full+prompt", "--batch-size", "32", "--steps", "4",
+            "--lr", "1e-3", "--warmup-steps", "1", "--val-shards", shards(val_run), "--val-every", "2",
+            "--save-every", "2", "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 4 and summary["finished"] and summary["skipped"] == {}
+    assert {p.name for p in out.iterdir()} >= {"train.json", "metrics.jsonl", "config.json", "vocabulary.json",
+                                               MODEL_FILE, PROMPTS_FILE, "checkpoints"}
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in records if "val_top1" in r]
+    assert [v["step"] for v in vals] == [0, 2, 4]
+    val_pairs = len(pd.read_parquet(val_run / "parquet" / "pairs-000000.parquet"))
+    assert all(v["val_samples"] == val_pairs and 0 <= v["val_top1"] <= v["val_top5"] <= 1 for v in vals)
+    assert json.loads((out / "vocabulary.json").read_text()) == vocabulary_for_shards(expand_shards(shards(mined)))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000002", "step-00000004"]
+    # the full-mode weights are a plain open_clip checkpoint
+    register_configs()
+    clip, _, _ = open_clip.create_model_and_transforms("maskmine-tiny", pretrained=str(out / MODEL_FILE))
+    base = load_clip("maskmine-tiny", "none").model
+    assert not torch.equal(clip.visual.proj, base.visual.proj)  # it trained
+    assert torch.equal(clip.token_embedding.weight, base.token_embedding.weight)  # text tower locked
+    # a second run into the same folder needs --resume; a resume of a finished run is a no-op
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4
+    assert main(argv[:-1] + ["--lr", "5e-3", "--no-progress", "--resume"]) == 2
+    assert "settings differ: lr" in capsys.readouterr().err
+
+
+def test_load_adapted_after_training_matches_the_in_memory_model(mined: Path, tmp_path: Path) -> None:
+    result = train(config(tmp_path / "out", shards(mined), mode="prompt", steps=3, lr=1e-2))
+    adapted = load_adapted(tmp_path / "out")
+    assert adapted.mode == "prompt" and adapted.config.step == 3
+    assert adapted.vocabulary == vocabulary_for_shards(expand_shards(shards(mined)))
+    batch = next(iter(make_loader(PairStream(expand_shards(shards(mined)), adapted.vocabulary, CROP, 16, 0))))
+    with torch.no_grad():
+        expected = result.model.encode_image(batch.pixels, batch.masks)
+    got = adapted.encode_crops(batch.pixels, batch.masks)
+    assert torch.equal(got, expected)
+    base = load_clip("maskmine-tiny", "none").model
+    with torch.no_grad():
+        plain = torch.nn.functional.normalize(base.encode_image(batch.pixels), dim=-1)
+    assert not torch.allclose(got, plain, atol=1e-4)  # the prompts changed the masked crops' embeddings
+
+
+def test_user_errors(mined: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no shards matched"):
+        train(config(tmp_path / "a", str(tmp_path / "pairs-{000000..000002}.tar")))
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(UserError, match="vocabulary is empty"):
+        train(config(tmp_path / "b", shards(mined), vocabulary=str(empty)))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "other.txt").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        train(config(tmp_path / "c", shards(mined)))
+    with pytest.raises(UserError, match="prompt_depth"):
+        train(config(tmp_path / "d", shards(mined), prompt_depth=5))
+    with pytest.raises(UserError, match="--steps or --epochs"):
+        train(config(tmp_path / "e", shards(mined), steps=None))
