@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -120,13 +120,22 @@ def _run_probe(bundle_fn: Any, values: list[int]) -> list[int]:
     return bundle_fn(items, [DoFnSignature(FinishBundleProbe()), handler], kwargs, receivers)
 
 
-def upstream_drops_outputs() -> bool:
-    """True when Beam's own bundle function loses ``finish_bundle`` outputs (checked in process)."""
+def upstream_function() -> Any:
+    """Beam's own ``apply_dofn_to_bundle``, whether or not the fix is installed."""
     from apache_beam.runners.dask import transform_evaluator
 
-    upstream = _original or transform_evaluator.apply_dofn_to_bundle
-    values = [1, 2, 3, 4]  # one full group of 3, then 4 left for finish_bundle
-    return sorted(_run_probe(upstream, values)) != [4, 6]
+    return _original or transform_evaluator.apply_dofn_to_bundle
+
+
+def probe(bundle_fn: Any, values: Sequence[int] = (1, 2, 3, 4)) -> list[int]:
+    """FinishBundleProbe's outputs for one bundle through ``bundle_fn`` (sorted); lossless: ceil(n/3) sums."""
+    return sorted(_run_probe(bundle_fn, list(values)))
+
+
+def upstream_drops_outputs() -> bool:
+    """True when Beam's own bundle function loses ``finish_bundle`` outputs (checked in process)."""
+    # one full group of 3, then 4 left for finish_bundle
+    return probe(upstream_function(), (1, 2, 3, 4)) != [4, 6]
 
 
 def _upstream_signature_matches(fn: Any) -> bool:

@@ -17,7 +17,7 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import runners
+from pipelines import runner_config, runners
 from pipelines.stages import (
     BatchWeight,
     ClipSpec,
@@ -200,6 +200,8 @@ def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: f
 def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
     """Run (or resume) a mining job and return its stats."""
     check_config(config)
+    for warning in runner_config.check_runner_options(beam_args, config.out, config.images, config.clip.device):
+        log.warning(warning)
     started = time.perf_counter()
     records = read_captioned_images(config.captions, config.instances, config.captions_per_image, config.limit)
     if not records:

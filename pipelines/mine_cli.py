@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="proposal model precision on GPU (auto: bf16 where supported)")
     run.add_argument("--batch-size", type=int, default=8, help="images per GPU batch (default 8)")
+    run.add_argument("--max-batch-bytes", type=int,
+                     help="byte budget of a GPU batch (decoded images plus proposal masks); an image over it "
+                     "travels alone (default: no budget, --batch-size only)")
     run.add_argument("--num-shards", type=int, help="number of output shards (default: images / --images-per-shard)")
     run.add_argument("--images-per-shard", type=int, default=600, help="target images per shard when --num-shards is not given (default 600)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
         num_shards=args.num_shards,
         images_per_shard=args.images_per_shard,
         batch_size=args.batch_size,
+        max_batch_bytes=args.max_batch_bytes,
         limit=args.limit,
     )
 

@@ -62,15 +62,22 @@ def make_runner(options: PipelineOptions) -> PipelineRunner | None:
     return None
 
 
-def make_dask_runner(options: PipelineOptions) -> PipelineRunner:
-    """Beam's DaskRunner with the finish_bundle fix, after checking the cluster can import maskmine."""
+def make_dask_runner(options: PipelineOptions, bundle_fix: bool = True) -> PipelineRunner:
+    """Beam's DaskRunner with the finish_bundle fix, after checking the cluster can import maskmine.
+
+    ``bundle_fix=False`` runs Beam's own bundle function (it loses what
+    ``finish_bundle`` emits): only for showing the loss in tests.
+    """
     try:
         from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner
     except ImportError as exc:  # dask or distributed missing
         raise UserError(f"--runner DaskRunner needs dask[distributed]: {exc}") from exc
     from pipelines import dask_bundle_fix
 
-    dask_bundle_fix.install()
+    if bundle_fix:
+        dask_bundle_fix.install()
+    else:
+        dask_bundle_fix.uninstall()
     dask = options.view_as(DaskOptions)
     if dask.address or dask.scheduler_file:
         check_dask_cluster(dask.address, dask.scheduler_file, dask.timeout)

@@ -7,6 +7,8 @@ are built once per worker process through Beam's ``Shared`` handle.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -174,15 +176,43 @@ def item_nbytes(item: MiningItem) -> int:
     return total
 
 
+# Test hook for interrupted runs (tests/test_resume.py): with MASKMINE_FAIL_AFTER_IMAGES=K
+# a worker process that has written shards holding K or more images fails before
+# writing its next shard. MASKMINE_FAIL_MODE says how: "raise" (default: the
+# pipeline fails with an error), "kill" (the process SIGKILLs itself, like an
+# OOM kill or a preempted VM: no cleanup runs) or "hang" (it blocks, so a test
+# can SIGKILL the job from outside while some shards are complete and some not).
+FAIL_AFTER_ENV = "MASKMINE_FAIL_AFTER_IMAGES"
+FAIL_MODE_ENV = "MASKMINE_FAIL_MODE"
+_images_written = 0
+
+
+def _maybe_fail_for_test(shard: int) -> None:
+    limit = os.environ.get(FAIL_AFTER_ENV)
+    if limit is None or _images_written < int(limit):
+        return
+    mode = os.environ.get(FAIL_MODE_ENV, "raise")
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "hang":
+        while True:
+            time.sleep(3600)
+    raise RuntimeError(f"{FAIL_AFTER_ENV}={limit}: failing before shard {shard} (test hook)")
+
+
 def write_shard_stage(
     keyed: tuple[int, Iterable[ImageResult]], out_dir: str, expected: dict[int, int] | None = None
 ) -> ShardManifest:
     """Write one shard; refuse (no manifest, so a rerun redoes it) when images went missing on the way."""
+    global _images_written
     shard, results = keyed
     results = list(results)
+    _maybe_fail_for_test(shard)
     if expected is not None and len(results) != expected.get(shard, 0):
         raise RuntimeError(
             f"shard {shard}: {len(results)} of {expected.get(shard, 0)} images reached the writer; "
             "the runner lost or duplicated elements, so the shard is not marked complete"
         )
-    return write_shard(out_dir, shard, results)
+    manifest = write_shard(out_dir, shard, results)
+    _images_written += len(results)
+    return manifest

@@ -1,0 +1,292 @@
+"""Check a finished mining run before anyone trains on it.
+
+``verify_run(run_dir)`` re-reads everything the writer promised and lists
+each broken promise as a ``Problem`` (what, where, detail):
+
+* every shard 0..num_shards-1 of run.json has a manifest entry (a shard
+  without one was not finished: rerun ``maskmine mine`` with the same --out);
+* each tar is readable to its end, its byte count and sha256 match the
+  manifest, its samples are whole (the four members .jpg, .mask.png, .txt,
+  .json), sorted by key, with metadata naming the same key and noun, of images
+  that hash to this shard, and as many as the manifest says;
+* each Parquet part holds exactly the shard's samples, keys in the same
+  order, with the byte spans (tar_offset, tar_size) that random access uses;
+* keys are unique across shards;
+* stats.json, vocabulary.json and rejects.jsonl agree with the manifests.
+
+``deep=True`` also decodes every crop and mask image (slower).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+
+from transforms import fileio
+from transforms.shards import (
+    MANIFEST_DIR,
+    ShardManifest,
+    TAR_NAME,
+    shard_of,
+)
+
+MEMBER_SUFFIXES = (".jpg", ".mask.png", ".txt", ".json")
+BLOCK = tarfile.BLOCKSIZE
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken promise of the run folder."""
+
+    where: str  # a file name relative to the run folder, or "run"
+    what: str  # short kind: missing-shard, checksum, truncated, parquet-mismatch, duplicate-key, ...
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    run_dir: str
+    shards: int = 0
+    shards_checked: int = 0
+    samples: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, where: str, what: str, detail: str) -> None:
+        self.problems.append(Problem(where, what, detail))
+
+
+@dataclass(frozen=True)
+class TarSample:
+    """One sample as found in a tar: its key, byte span and the metadata the writer stored."""
+
+    key: str
+    offset: int
+    size: int
+    noun: str
+    image_id: int | None
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def read_tar_samples(data: bytes, name: str, report: VerifyReport, deep: bool = False) -> list[TarSample] | None:
+    """The samples of one tar in file order; None when the tar cannot be read to its end."""
+    groups: list[tuple[str, list[tuple[tarfile.TarInfo, bytes]]]] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    report.add(name, "bad-member", f"{info.name} is not a regular file")
+                    continue
+                key, dot, _ = info.name.partition(".")
+                payload = tar.extractfile(info).read()
+                if len(payload) != info.size:
+                    raise tarfile.ReadError(f"{info.name}: {len(payload)} of {info.size} bytes")
+                if not groups or groups[-1][0] != key:
+                    groups.append((key, []))
+                groups[-1][1].append((info, payload))
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        report.add(name, "unreadable", f"{type(exc).__name__}: {exc}")
+        return None
+    samples = []
+    for key, members in groups:
+        names = [info.name[len(key):] for info, _ in members]
+        if names != list(MEMBER_SUFFIXES):
+            report.add(name, "incomplete-sample", f"{key} has members {names}, expected {list(MEMBER_SUFFIXES)}")
+            continue
+        body = {suffix: payload for suffix, (_, payload) in zip(MEMBER_SUFFIXES, members)}
+        noun = body[".txt"].decode("utf-8", "replace")
+        image_id = None
+        try:
+            meta = json.loads(body[".json"])
+            image_id = int(meta["image_id"])
+            if meta.get("key") != key or meta.get("noun") != noun:
+                report.add(name, "bad-metadata", f"{key}: metadata names key {meta.get('key')!r}, noun {meta.get('noun')!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            report.add(name, "bad-metadata", f"{key}: {type(exc).__name__}: {exc}")
+        if deep:
+            _decode_images(name, key, body, report)
+        first, last = members[0][0], members[-1][0]
+        end = last.offset_data + _padded(last.size)
+        samples.append(TarSample(key, first.offset, end - first.offset, noun, image_id))
+    return samples
+
+
+def _decode_images(name: str, key: str, body: dict[str, bytes], report: VerifyReport) -> None:
+    from PIL import Image
+
+    for suffix in (".jpg", ".mask.png"):
+        try:
+            Image.open(io.BytesIO(body[suffix])).load()
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a broken sample
+            report.add(name, "bad-image", f"{key}{suffix}: {type(exc).__name__}: {exc}")
+
+
+def check_parquet(run_dir: str, manifest: ShardManifest, samples: list[TarSample], report: VerifyReport) -> None:
+    """The Parquet part must list the shard's samples, in order, with their byte spans."""
+    path = fileio.join(run_dir, manifest.parquet)
+    if not fileio.exists(path):
+        report.add(manifest.parquet, "missing-parquet", "the manifest names it but it is not there")
+        return
+    try:
+        table = pq.read_table(
+            io.BytesIO(fileio.read_bytes(path)), columns=["key", "shard", "tar_offset", "tar_size", "noun", "image_id"]
+        ).to_pydict()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
+        report.add(manifest.parquet, "unreadable", f"{type(exc).__name__}: {exc}")
+        return
+    keys = table["key"]
+    tar_keys = [s.key for s in samples]
+    if keys != tar_keys:
+        only_parquet = sorted(set(keys) - set(tar_keys))
+        only_tar = sorted(set(tar_keys) - set(keys))
+        detail = f"{len(keys)} rows vs {len(tar_keys)} samples"
+        if only_parquet:
+            detail += f"; only in Parquet: {only_parquet[:5]}"
+        if only_tar:
+            detail += f"; only in the tar: {only_tar[:5]}"
+        if not only_parquet and not only_tar:
+            detail += "; same keys in another order or repeated"
+        report.add(manifest.parquet, "parquet-mismatch", detail)
+        return
+    for i, sample in enumerate(samples):
+        row = (table["shard"][i], table["tar_offset"][i], table["tar_size"][i], table["noun"][i], table["image_id"][i])
+        want = (manifest.shard, sample.offset, sample.size, sample.noun, sample.image_id)
+        if row != want:
+            report.add(
+                manifest.parquet, "parquet-mismatch",
+                f"row {sample.key}: (shard, tar_offset, tar_size, noun, image_id) = {row}, the tar has {want}",
+            )
+
+
+def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: VerifyReport, deep: bool) -> list[str]:
+    """Check one complete shard; return its keys (for the cross-shard check)."""
+    name = manifest.tar
+    expected_name = TAR_NAME.format(manifest.shard)
+    if name != expected_name:
+        report.add(name, "bad-manifest", f"manifest of shard {manifest.shard} names {name}, expected {expected_name}")
+    path = fileio.join(run_dir, name)
+    if not fileio.exists(path):
+        report.add(name, "missing-shard", "the manifest names it but the tar is not there")
+        return []
+    data = fileio.read_bytes(path)
+    if len(data) != manifest.tar_bytes:
+        kind = "truncated" if len(data) < manifest.tar_bytes else "size"
+        report.add(name, kind, f"{len(data)} bytes, the manifest says {manifest.tar_bytes}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.tar_sha256:
+        report.add(name, "checksum", f"sha256 {digest[:16]}…, the manifest says {manifest.tar_sha256[:16]}…")
+    samples = read_tar_samples(data, name, report, deep)
+    if samples is None:
+        return []
+    if len(samples) != manifest.samples:
+        report.add(name, "sample-count", f"{len(samples)} samples, the manifest says {manifest.samples}")
+    keys = [s.key for s in samples]
+    if keys != sorted(keys):
+        report.add(name, "order", "samples are not sorted by key")
+    seen: set[str] = set()
+    for sample in samples:
+        if sample.key in seen:
+            report.add(name, "duplicate-key", f"{sample.key} appears twice in this shard")
+        seen.add(sample.key)
+        if sample.image_id is not None and shard_of(sample.image_id, num_shards) != manifest.shard:
+            report.add(name, "wrong-shard", f"{sample.key}: image {sample.image_id} belongs to shard {shard_of(sample.image_id, num_shards)}")
+    check_parquet(run_dir, manifest, samples, report)
+    report.samples += len(samples)
+    return keys
+
+
+def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManifest]:
+    manifests: dict[int, ShardManifest] = {}
+    for path in sorted(fileio.glob(fileio.join(run_dir, MANIFEST_DIR, "pairs-*.json"))):
+        where = f"{MANIFEST_DIR}/{fileio.basename(path)}"
+        try:
+            manifest = ShardManifest.from_json(fileio.read_bytes(path))
+        except (ValueError, TypeError) as exc:
+            report.add(where, "bad-manifest", f"{type(exc).__name__}: {exc}")
+            continue
+        manifests[manifest.shard] = manifest
+    return manifests
+
+
+def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
+    """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
+    from pipelines.mine import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
+
+    path = fileio.join(run_dir, STATS_FILE)
+    if not fileio.exists(path):
+        report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
+        return
+    stats = json.loads(fileio.read_bytes(path))
+    ms = manifests.values()
+    nouns: set[str] = {n for m in ms for n in m.nouns}
+    want = {
+        "images_read": sum(m.images for m in ms),
+        "images_mined": sum(m.mined for m in ms),
+        "pairs": sum(m.samples for m in ms),
+        "shards": len(manifests),
+        "unique_nouns": len(nouns),
+    }
+    for k, v in want.items():
+        if stats.get(k) != v:
+            report.add(STATS_FILE, "stats", f"{k} is {stats.get(k)}, the manifests give {v}")
+    skipped = sum((stats.get("images_skipped") or {}).values())
+    if stats.get("images_mined", 0) + skipped != stats.get("images_read"):
+        report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
+    vpath = fileio.join(run_dir, VOCABULARY_FILE)
+    if fileio.exists(vpath):
+        vocab = json.loads(fileio.read_bytes(vpath))
+        if sum(v["pairs"] for v in vocab) != want["pairs"] or len(vocab) != want["unique_nouns"]:
+            report.add(VOCABULARY_FILE, "stats", f"{len(vocab)} nouns, {sum(v['pairs'] for v in vocab)} pairs; the manifests give {want['unique_nouns']}, {want['pairs']}")
+    else:
+        report.add(VOCABULARY_FILE, "missing", "no vocabulary.json")
+    rpath = fileio.join(run_dir, REJECTS_FILE)
+    if fileio.exists(rpath):
+        lines = [line for line in fileio.read_bytes(rpath).decode().splitlines() if line.strip()]
+        n_rejects = sum(len(m.rejects) for m in ms)
+        if len(lines) != n_rejects:
+            report.add(REJECTS_FILE, "stats", f"{len(lines)} lines, the manifests list {n_rejects} rejected images")
+
+
+def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
+    """Check every shard, Parquet part and summary file of a mining run folder."""
+    from pipelines.mine import RUN_FILE
+
+    report = VerifyReport(run_dir=str(run_dir))
+    run_path = fileio.join(str(run_dir), RUN_FILE)
+    if not fileio.exists(run_path):
+        report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
+        return report
+    num_shards = int(json.loads(fileio.read_bytes(run_path))["identity"]["num_shards"])
+    report.shards = num_shards
+    manifests = _read_manifests(str(run_dir), report)
+    for shard in sorted(set(manifests) - set(range(num_shards))):
+        report.add(f"{MANIFEST_DIR}/pairs-{shard:06d}.json", "bad-manifest", f"shard {shard} is outside 0..{num_shards - 1}")
+    owner: dict[str, int] = {}
+    for shard in range(num_shards):
+        if shard not in manifests:
+            report.add(
+                TAR_NAME.format(shard), "missing-shard",
+                "no manifest entry: the shard was never finished (rerun maskmine mine with the same --out)",
+            )
+            continue
+        keys = check_shard(str(run_dir), manifests[shard], num_shards, report, deep)
+        report.shards_checked += 1
+        for key in keys:
+            if key in owner and owner[key] != shard:
+                report.add(TAR_NAME.format(shard), "duplicate-key", f"{key} is also in {TAR_NAME.format(owner[key])}")
+            owner.setdefault(key, shard)
+    check_summary(str(run_dir), {s: m for s, m in manifests.items() if s < num_shards}, report)
+    return report
