@@ -19,6 +19,7 @@ from transforms.errors import UserError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mine": ("pipelines.mine_cli", "mine mask-noun pairs from captioned images into WebDataset shards (Apache Beam)"),
     "audit": ("pipelines.audit_cli", "write an HTML report of a mining run: statistics, plots, galleries, spot-check sheet"),
+    "verify": ("pipelines.verify_cli", "check a mining run: shards readable, checksums and counts, Parquet equals shards, keys unique"),
     "train": ("pipelines.train_cli", "finetune CLIP on mined shards: mask prompt tuning and/or full finetuning"),
     "sample": ("pipelines.sample_cli", "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"),
     "eval": ("pipelines.eval_cli", "evaluate open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"),
