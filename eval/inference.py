@@ -170,7 +170,7 @@ def build_classifier(
 ) -> RegionClassifier:
     """Plain CLIP from ``clip_model``/``clip_pretrained``, or the adapted CLIP of a finetune run.
 
-    With ``adapted`` (a ``maskmine finetune`` output folder) the model names are
+    With ``adapted`` (a ``maskmine train`` export or run folder) the model names are
     taken from that run and the CLIP flags are ignored.
     """
     if adapted:

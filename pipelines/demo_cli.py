@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-pretrained", default="openai",
                         help="open_clip pretrained tag, checkpoint file, or 'none' (default openai)")
     parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
-                        help="use the adapted CLIP of a `maskmine finetune` run instead")
+                        help="use the adapted CLIP of a `maskmine train` run instead")
     parser.add_argument("--proposal-checkpoint", default="facebook/mask2former-swin-large-coco-panoptic",
                         metavar="CKPT",
                         help="MaskFormer/Mask2Former hub id or local save_pretrained folder "

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="open_clip pretrained tag, checkpoint file, or 'none' for random weights "
                         "(default openai)")
     c.add_argument("--adapted", default=None, metavar="RUN_DIR",
-                   help="use the adapted CLIP of a `maskmine finetune` run (overrides --clip-model/"
+                   help="use the adapted CLIP of a `maskmine train` run (overrides --clip-model/"
                         "--clip-pretrained)")
     c.add_argument("--templates", choices=("vild", "simple"), default="vild",
                    help="prompt templates averaged per class: the 14 ViLD ones or 'a photo of a {}.'")

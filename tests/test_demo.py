@@ -137,3 +137,27 @@ def test_demo_cli_rejects_bad_flags(capsys):
     for flag in ("--host", "--port", "--proposal-checkpoint", "--sam-model-type", "--clip-model",
                  "--max-upload-mb", "--max-megapixels", "127.0.0.1"):
         assert flag in text
+
+
+def test_maskmine_demo_command_serves_the_page():
+    """The real console entry point: binds 127.0.0.1 on a free port, prints the URL, serves."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--port", "0", "--clip-model", "maskmine-tiny",
+         "--clip-pretrained", "none", "--proposal-checkpoint", "maskmine-tiny", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(0) + "health", timeout=30) as reply:
+            assert reply.read() == b"ok"
+        with urllib.request.urlopen(url.group(0), timeout=30) as reply:
+            page = reply.read().decode()
+        assert "SAM (unavailable)" in page and "--sam-checkpoint" in page  # no SAM checkpoint given
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
