@@ -17,6 +17,7 @@ A rerun with different settings into the same folder is refused.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -132,8 +133,6 @@ def encode_prediction(labels: np.ndarray) -> bytes:
     labels = np.asarray(labels)
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 65535:
         raise ValueError("prediction labels must lie in [0, 65535]")
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(labels.astype(np.uint16)).save(buf, format="PNG")
     return buf.getvalue()
@@ -281,8 +280,6 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
                 image = read_image_file(image_path)
             panel = comparison_panel(image, _for_display(gt, dataset), _for_display(pred, dataset),
                                      dataset.class_names)
-            import io
-
             buf = io.BytesIO()
             panel.save(buf, format="PNG")
             atomic_write(vis_path, buf.getvalue())
