@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -179,9 +178,8 @@ def item_nbytes(item: MiningItem) -> int:
 # Test hook for interrupted runs (tests/test_resume.py): with MASKMINE_FAIL_AFTER_IMAGES=K
 # a worker process that has written shards holding K or more images fails before
 # writing its next shard. MASKMINE_FAIL_MODE says how: "raise" (default: the
-# pipeline fails with an error), "kill" (the process SIGKILLs itself, like an
-# OOM kill or a preempted VM: no cleanup runs) or "hang" (it blocks, so a test
-# can SIGKILL the job from outside while some shards are complete and some not).
+# pipeline fails with an error) or "hang" (it blocks, so a test can SIGKILL the
+# job from outside while some shards are complete and some not). Not for users.
 FAIL_AFTER_ENV = "MASKMINE_FAIL_AFTER_IMAGES"
 FAIL_MODE_ENV = "MASKMINE_FAIL_MODE"
 _images_written = 0
@@ -191,10 +189,7 @@ def _maybe_fail_for_test(shard: int) -> None:
     limit = os.environ.get(FAIL_AFTER_ENV)
     if limit is None or _images_written < int(limit):
         return
-    mode = os.environ.get(FAIL_MODE_ENV, "raise")
-    if mode == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if mode == "hang":
+    if os.environ.get(FAIL_MODE_ENV, "raise") == "hang":
         while True:
             time.sleep(3600)
     raise RuntimeError(f"{FAIL_AFTER_ENV}={limit}: failing before shard {shard} (test hook)")
