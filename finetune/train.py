@@ -179,14 +179,21 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def count_samples(urls: list[str]) -> int | None:
-    """Samples in local shards from their manifest entries (None when unknown)."""
+    """Samples in local shards: from their manifest entries, else from the tar headers
+    (distinct keys; no member is read). None when a shard is not a local file."""
+    import tarfile
+
     total = 0
     for url in urls:
+        if "://" in url or url.startswith("pipe:"):
+            return None
         tar = Path(url)
         manifest = tar.parent / "manifest" / f"{tar.name.removesuffix('.tar')}.json"
-        if not manifest.is_file():
-            return None
-        total += int(json.loads(manifest.read_text())["samples"])
+        if manifest.is_file():
+            total += int(json.loads(manifest.read_text())["samples"])
+            continue
+        with tarfile.open(tar) as fh:
+            total += len({m.name.split("/")[-1].split(".", 1)[0] for m in fh if m.isfile()})
     return total
 
 
@@ -195,7 +202,7 @@ def total_steps(c: TrainConfig, urls: list[str]) -> int:
         return c.steps
     samples = count_samples(urls)
     if samples is None:
-        raise UserError("--epochs needs the shards' manifest entries to count samples: give --steps instead")
+        raise UserError("--epochs needs local shards to count their samples: give --steps instead")
     per_epoch = max(1, math.ceil(samples / c.batch_size) // c.accum_steps)
     return c.epochs * per_epoch
 
@@ -409,8 +416,12 @@ def train(c: TrainConfig) -> TrainResult:
         validate(0)
     losses: list[float] = []
     bar = _Progress(c.progress, steps_total, step)
-    stop_at = steps_total if c.stop_after is None else min(steps_total, c.stop_after)
-    finished = step >= steps_total
+    # --steps ends the run at that step; --epochs alone ends it when the epochs are done
+    # (steps_total is then only the schedule's length, estimated from the manifests).
+    stop_at: float = math.inf if c.stop_after is None else c.stop_after
+    if c.steps is not None:
+        stop_at = min(stop_at, c.steps)
+    finished = c.steps is not None and step >= c.steps
     micro, accum_loss, step_samples = 0, 0.0, 0
     tick = time.perf_counter()
     max_epochs = c.epochs if c.steps is None else None
@@ -450,11 +461,13 @@ def train(c: TrainConfig) -> TrainResult:
             })
             bar.update(accum_loss, rate)
             micro, accum_loss, step_samples, tick = 0, 0.0, 0, now
-            if step % c.val_every == 0 or step == steps_total:
+            if step % c.val_every == 0 or step == c.steps:
                 validate(step)
             if step % c.save_every == 0 or step == stop_at:
                 save(step)
-        finished = finished or step >= steps_total
+        finished = finished or (c.steps is not None and step >= c.steps)
+        if finished and step % c.val_every != 0 and step != c.steps:
+            validate(step)  # the epochs ran out between validations
         if finished and (ckpt.latest_checkpoint(out) is None or ckpt.latest_checkpoint(out).name != ckpt.STEP_NAME.format(step)):
             save(step)
     finally:

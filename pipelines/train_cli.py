@@ -72,8 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--steps", type=int,
                      help="optimizer steps in total (default 10000 unless --epochs is given)")
     opt.add_argument("--epochs", type=int,
-                     help="passes over the shards; without --steps the step count is derived from the "
-                     "shards' manifest sample counts")
+                     help="without --steps: stop after this many passes over the shards (the cosine "
+                     "schedule's length is estimated from the manifests' sample counts); --steps wins if both are given")
     opt.add_argument("--seed", type=int, default=0, help="seed of the prompts' init, shard order and shuffle (default 0)")
 
     run = p.add_argument_group("execution")

@@ -204,6 +204,15 @@ def test_resume_after_a_stop_repeats_the_uninterrupted_trajectory(mined: Path, s
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_epochs_mode_runs_whole_passes_over_the_shards(mined: Path, small_run: Path, tmp_path: Path) -> None:
+    result = train(config(tmp_path / "out", shards(small_run), vocabulary=str(mined), steps=None, epochs=2,
+                          batch_size=16, workers=2, save_every=100))
+    assert result.finished and result.samples == 2 * 100  # every pair of both shards, twice
+    metrics = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert {m["epoch"] for m in metrics} == {0, 1} and len(metrics) == result.step
+    assert (tmp_path / "out" / "prompts.pt").is_file()
+
+
 def test_lr_schedule_warms_up_linearly_then_decays_by_cosine() -> None:
     assert [lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(8, 4, 12) == pytest.approx(0.5)
