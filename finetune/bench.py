@@ -49,7 +49,7 @@ def step_rate(mode: str, args: argparse.Namespace, batches: list, vocabulary: li
     model = MaskPromptCLIP(clip.model, mode=mode, prompt_depth=None if mode == "full" else args.prompt_depth)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-5)
-    text = encode_texts(clip, vocabulary, CLIP_LOSS_TEMPLATE).to(device)
+    text = encode_texts(clip, vocabulary, CLIP_LOSS_TEMPLATE).clone().to(device)
     times = []
     for i in range(args.warmup + args.steps):
         batch = batches[i % len(batches)]

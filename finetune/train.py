@@ -351,7 +351,8 @@ def train(c: TrainConfig) -> TrainResult:
         optimizer, lambda s: lr_factor(s, c.warmup_steps, steps_total)
     )
     templates = CLIP_LOSS_TEMPLATE if c.loss == "clip" else MINING_TEMPLATES
-    text_table = encode_texts(clip, vocabulary, templates).to(device)  # text tower locked: once
+    # text tower locked: embedded once; cloned out of inference mode so autograd may use it
+    text_table = encode_texts(clip, vocabulary, templates).clone().to(device)
     validator = make_validator(c, clip)
 
     step, epoch, position, samples = 0, 0, 0, 0
