@@ -25,6 +25,9 @@ skipped, the rest are mined again, with identical results.
 Arguments not listed here are Beam pipeline options and go to Beam, e.g.
   --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
 --runner DirectRunner (the default) runs in process, without Beam's Prism download.
+  --runner DaskRunner --dask_client_address tcp://HOST:8786   (a dask.distributed cluster)
+Runner options are checked before any work (pipelines/runner_config.py); check a
+finished run with 'maskmine verify OUT'.
 """
 
 
