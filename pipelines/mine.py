@@ -200,6 +200,10 @@ def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: f
 def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
     """Run (or resume) a mining job and return its stats."""
     check_config(config)
+    if config.labels == LABELS_NOUNS:  # the tagger and WordNet must be there before any work starts
+        from transforms.nouns import ensure_nltk_data
+
+        ensure_nltk_data()
     for warning in runner_config.check_runner_options(beam_args, config.out, config.images, config.clip.device):
         log.warning(warning)
     started = time.perf_counter()
