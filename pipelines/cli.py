@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("pipelines.verify_cli", "check a mining run: shards readable, checksums and counts, Parquet equals shards, keys unique"),
     "train": ("pipelines.train_cli", "finetune CLIP on mined shards: mask prompt tuning and/or full finetuning"),
     "sample": ("pipelines.sample_cli", "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"),
+    "pretrain-sample-clip": ("pipelines.pretrain_cli", "train the small sample CLIP (--clip-model sample) on the sample set's whole images and captions"),
     "eval": ("pipelines.eval_cli", "evaluate open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"),
     "demo": ("pipelines.demo_cli", "serve a local web page to segment an uploaded image into your own class names"),
 }

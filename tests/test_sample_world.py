@@ -195,3 +195,59 @@ def test_sample_cli(tmp_path, capsys):
     assert (out / "semseg" / "classes.txt").read_text().split() == list(CLASS_NAMES)
     assert main(["sample", "--out", str(out), "--images", "0", "--val-images", "0"]) == 2
     assert "nothing to generate" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# the small CLIP and the method check
+
+
+def test_pretrain_is_deterministic_and_loads_as_sample_clip(small_set, tmp_path):
+    import torch
+
+    from finetune.pretrain_sample import PretrainConfig, pretrain
+    from transforms.clip_models import load_clip
+
+    records = []
+    for name in ("a.pt", "b.pt"):
+        config = PretrainConfig(data=str(small_set), out=str(tmp_path / name), steps=3, batch_size=4, warmup=1, eval_images=4)
+        records.append(pretrain(config, progress=False, command="test"))
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a["token_embedding.weight"].dtype == torch.float16
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["steps"] == 3 and record["config"]["seed"] == 0 and record["command"] == "test"
+    assert record["final_loss"] > 0 and record["sanity"]["crops"] > 0
+    assert 0 <= record["sanity"]["crop_accuracy"] <= 1
+    clip = load_clip("sample", str(tmp_path / "a.pt"), "cpu")
+    assert clip.crop_config.input_size == 80 and clip.pretrained == str(tmp_path / "a.pt")
+    assert torch.equal(clip.model.state_dict()["visual.conv1.weight"], a["visual.conv1.weight"].float())
+
+
+@pytest.mark.usefixtures("nltk_data")
+def test_committed_sample_clip_mines_right_pairs(tmp_path):
+    """Reduced issue-5 check: mining with the committed sample CLIP beats chance by far."""
+    from pipelines.mine import MineConfig, run_mining
+    from pipelines.stages import ClipSpec
+    from transforms.clip_models import SAMPLE_CHECKPOINT
+    from transforms.sample_world.scoring import pair_precision
+
+    if not SAMPLE_CHECKPOINT.is_file():
+        pytest.skip(f"{SAMPLE_CHECKPOINT} not committed")
+    data = tmp_path / "val20"
+    generate_sample(SampleConfig(out=str(data), images=0, val_images=20, seed=0), progress=False)
+    paths = split_paths(data, "val")
+    out = tmp_path / "run"
+    run_mining(
+        MineConfig(
+            captions=str(paths.captions), instances=str(paths.instances), images=str(paths.images), out=str(out),
+            proposals=ProposalSpec(backend="coco-gt+distractors", device="cpu"),
+            clip=ClipSpec(model="sample", pretrained="sample", device="cpu"), num_shards=1,
+        ),
+        progress=False,
+    )
+    score = pair_precision(out)
+    assert score.index_mismatches == 0 and score.scored >= 50
+    assert 0.05 < score.chance < 0.25
+    # MEASURED_PRECISION
+    assert score.precision >= 3 * score.chance and score.precision >= 0.45
