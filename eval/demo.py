@@ -54,7 +54,7 @@ class DemoInputError(Exception):
 @dataclass
 class DemoConfig:
     clip_model: str = "ViT-B-16"
-    clip_pretrained: Optional[str] = "openai"
+    clip_pretrained: Optional[str] = None  # None: the model's default
     adapted: Optional[str] = None
     proposal_checkpoint: str = DEFAULT_MASKFORMER_CHECKPOINT  # MaskFormer/Mask2Former
     sam_checkpoint: str = ""

@@ -58,7 +58,7 @@ class EvalConfig:
     out: str
     proposals: ProposalSpec = field(default_factory=ProposalSpec)
     clip_model: str = "ViT-B-16"
-    clip_pretrained: Optional[str] = "openai"
+    clip_pretrained: Optional[str] = None  # None: the model's default
     adapted: Optional[str] = None
     granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
     ensemble_lambda: Optional[float] = None

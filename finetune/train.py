@@ -64,7 +64,7 @@ class TrainConfig:
     shards: str
     out: str
     clip_model: str = "ViT-B-16"
-    clip_pretrained: str = "openai"
+    clip_pretrained: str | None = None  # None: the model's default (see clip_models.resolve_model)
     mode: str = "prompt"
     prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
     batch_size: int = 256
@@ -381,7 +381,7 @@ def train(c: TrainConfig) -> TrainResult:
 
     export_config = ckpt.ExportConfig(
         clip_model=c.clip_model,
-        clip_pretrained=c.clip_pretrained,
+        clip_pretrained=clip.pretrained,  # the resolved tag, not the CLI's None default
         mode=c.mode,
         prompt_depth=model.prompt_depth,
         step=step,

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
     parser.add_argument("--clip-model", default="ViT-B-16",
                         help="open_clip model name, 'sample', or 'maskmine-tiny' (default ViT-B-16)")
-    parser.add_argument("--clip-pretrained", default="openai",
-                        help="open_clip pretrained tag, checkpoint file, or 'none' (default openai)")
+    parser.add_argument("--clip-pretrained", default=None,
+                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
     parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
                         help="use the adapted CLIP of a `maskmine train` run instead")
     parser.add_argument("--proposal-checkpoint", default="facebook/mask2former-swin-large-coco-panoptic",

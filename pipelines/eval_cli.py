@@ -91,9 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c = parser.add_argument_group("classifier")
     c.add_argument("--clip-model", default="ViT-B-16",
                    help="open_clip model name, 'sample', or 'maskmine-tiny' (default ViT-B-16)")
-    c.add_argument("--clip-pretrained", default="openai",
-                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights "
-                        "(default openai)")
+    c.add_argument("--clip-pretrained", default=None,
+                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
     c.add_argument("--adapted", default=None, metavar="RUN_DIR",
                    help="use the adapted CLIP of a `maskmine train` run (overrides --clip-model/"
                         "--clip-pretrained)")

@@ -29,6 +29,7 @@ from pipelines.stages import (
     write_shard_stage,
 )
 from transforms import fileio
+from transforms.clip_models import check_clip, resolve_model
 from transforms.coco_reader import read_captioned_images
 from transforms.errors import UserError
 from transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
@@ -66,7 +67,7 @@ class MineConfig:
             "captions": self.captions,
             "instances": self.instances,
             "proposals": asdict(self.proposals),
-            "clip": {"model": self.clip.model, "pretrained": self.clip.pretrained, "crop": asdict(self.clip.crop)},
+            "clip": {"model": self.clip.model, "pretrained": resolve_model(self.clip.model, self.clip.pretrained)[2], "crop": asdict(self.clip.crop)},
             "labels": self.labels,
             "captions_per_image": self.captions_per_image,
             "min_score": self.min_score,
@@ -200,6 +201,7 @@ def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: f
 def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
     """Run (or resume) a mining job and return its stats."""
     check_config(config)
+    check_clip(config.clip.model, config.clip.pretrained)  # a bad model or tag fails here, not in a worker
     if config.labels == LABELS_NOUNS:  # the tagger and WordNet must be there before any work starts
         from transforms.nouns import ensure_nltk_data
 

@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     clip = p.add_argument_group("CLIP matching")
     clip.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
-    clip.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag, checkpoint file, or 'none' for random init (default openai)")
+    clip.add_argument("--clip-pretrained", default=None,
+                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
     clip.add_argument("--min-score", type=float, help="drop pairs whose cosine score is below this (counted in stats.json)")
     clip.add_argument("--crop-fill", choices=("mean", "zero"), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
     clip.add_argument("--crop-resize", choices=("stretch", "pad"), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")

@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("model")
     model.add_argument("--clip-model", default="ViT-B-16",
                        help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
-    model.add_argument("--clip-pretrained", default="openai",
-                       help="open_clip pretrained tag, checkpoint file, or 'none' for random init (default openai)")
+    model.add_argument("--clip-pretrained", default=None,
+                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
     model.add_argument("--mode", choices=MODES, default="prompt",
                        help="prompt: CLIP frozen, only mask prompts train; full: image tower trains, no prompts; "
                        "full+prompt: both (default prompt)")

@@ -57,8 +57,19 @@ class LoadedClip:
         return float(self.model.logit_scale.exp().item())
 
 
+def default_pretrained(name: str) -> str:
+    """What an omitted ``--clip-pretrained`` means: OpenAI's weights where open_clip has them."""
+    register_configs()
+    tags = {t for m, t in open_clip.list_pretrained() if m == name}
+    return "openai" if "openai" in tags else "none"
+
+
 def resolve_model(name: str, pretrained: str | None) -> tuple[str, str | None, str]:
-    """Map the CLI's (model, pretrained) to open_clip's (name, pretrained arg, recorded tag)."""
+    """Map the CLI's (model, pretrained) to open_clip's (name, pretrained arg, recorded tag).
+
+    ``pretrained=None`` is the model's default: the committed checkpoint for
+    ``sample``, ``openai`` where open_clip has OpenAI weights, random otherwise.
+    """
     if name == "sample":
         if pretrained not in (None, "", "sample"):
             return SAMPLE_MODEL_NAME, _pretrained_arg(pretrained), pretrained
@@ -68,21 +79,12 @@ def resolve_model(name: str, pretrained: str | None) -> tuple[str, str | None, s
                 "run `maskmine pretrain-sample-clip` to train it"
             )
         return SAMPLE_MODEL_NAME, str(SAMPLE_CHECKPOINT), "sample"
-    tag = pretrained or "none"
+    tag = default_pretrained(name) if pretrained is None else (pretrained or "none")
     return name, _pretrained_arg(tag), tag
 
 
-def _pretrained_arg(tag: str) -> str | None:
-    return None if tag.lower() in ("none", "random", "") else tag
-
-
-def load_clip(
-    name: str = "ViT-B-16",
-    pretrained: str | None = "openai",
-    device: str | torch.device = "cpu",
-    crop: CropConfig | None = None,
-) -> LoadedClip:
-    """Build an open_clip model in eval mode with its tokenizer and crop geometry."""
+def check_clip(name: str, pretrained: str | None) -> tuple[str, str | None, str]:
+    """Resolve and validate a CLIP choice without building it (cheap: run it before any work)."""
     register_configs()
     model_name, pretrained_arg, tag = resolve_model(name, pretrained)
     if model_name not in open_clip.list_models() and not model_name.startswith(("hf-hub:", "local-dir:")):
@@ -97,6 +99,21 @@ def load_clip(
                 f"--clip-pretrained {pretrained_arg!r} is neither a file nor a pretrained tag "
                 f"of {model_name} (known tags: {', '.join(sorted(known)) or 'none'})"
             )
+    return model_name, pretrained_arg, tag
+
+
+def _pretrained_arg(tag: str) -> str | None:
+    return None if tag.lower() in ("none", "random", "") else tag
+
+
+def load_clip(
+    name: str = "ViT-B-16",
+    pretrained: str | None = "openai",
+    device: str | torch.device = "cpu",
+    crop: CropConfig | None = None,
+) -> LoadedClip:
+    """Build an open_clip model in eval mode with its tokenizer and crop geometry."""
+    model_name, pretrained_arg, tag = check_clip(name, pretrained)
     try:
         # Random initialisation is seeded so every worker builds the same model:
         # reruns and multi-process runs must give identical shards.
