@@ -28,6 +28,8 @@ is what lets ``--resume`` skip exactly the batches already consumed.
 """
 from __future__ import annotations
 
+import glob
+
 import io
 import random
 from dataclasses import dataclass, field
@@ -51,11 +53,15 @@ SKIP_UNKNOWN_NOUN = "noun_not_in_vocabulary"
 
 
 def expand_shards(spec: str | Sequence[str]) -> list[str]:
-    """The shard URLs of a spec (brace patterns, ``::`` lists); local files must exist."""
+    """The shard URLs of a spec (brace patterns, ``::`` lists, local globs); local files must exist."""
     patterns = [spec] if isinstance(spec, str) else list(spec)
     urls: list[str] = []
     for pattern in patterns:
-        urls.extend(expand_urls(pattern))
+        for url in expand_urls(pattern):
+            if "://" not in url and not url.startswith("pipe:") and any(c in url for c in "*?["):
+                urls.extend(sorted(glob.glob(url)))  # a local glob such as 'RUN/pairs-*.tar'
+            else:
+                urls.append(url)
     if not urls:
         raise UserError(f"no shards matched {spec!r}")
     local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]

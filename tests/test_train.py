@@ -288,3 +288,13 @@ def test_user_errors(mined: Path, tmp_path: Path) -> None:
         train(config(tmp_path / "d", shards(mined), prompt_depth=5))
     with pytest.raises(UserError, match="--steps or --epochs"):
         train(config(tmp_path / "e", shards(mined), steps=None))
+
+
+def test_expand_shards_accepts_local_globs(tmp_path):
+    from finetune.data import expand_shards
+
+    for i in (2, 0, 1):
+        (tmp_path / f"pairs-{i:06d}.tar").write_bytes(b"")
+    assert expand_shards(str(tmp_path / "pairs-*.tar")) == [str(tmp_path / f"pairs-{i:06d}.tar") for i in range(3)]
+    with pytest.raises(UserError, match="no shards matched"):
+        expand_shards(str(tmp_path / "other-*.tar"))
