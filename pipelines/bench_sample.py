@@ -118,16 +118,17 @@ def run_seed(args: argparse.Namespace, seed: int) -> SeedResult:
     run_command(result, mine_args(data, "val", work / "val-gt", "--proposals", "coco-gt", "--labels", "categories"),
                 "mine")
     train_shards, val_shards = shard_pattern(work / "train-pairs"), shard_pattern(work / "val-gt")
-    common = ["--shards", train_shards, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+    common = ["--shards", train_shards, "--batch-size", str(args.batch_size),
               "--warmup-steps", str(args.warmup_steps), "--epochs", str(args.epochs), "--workers", "0",
               "--seed", str(seed), "--device", "cpu", "--save-every", "100000", "--val-every", "100000"]
+    prompt_lr = str(args.prompt_lr or args.lr)  # prompt-only runs may take a larger step than weight updates
     runs = {
-        "prompt": ["--clip-model", "sample", "--mode", "prompt"],
-        "full": ["--clip-model", "sample", "--mode", "full"],
-        "full+prompt": ["--clip-model", "sample", "--mode", "full+prompt"],
+        "prompt": ["--clip-model", "sample", "--mode", "prompt", "--lr", prompt_lr],
+        "full": ["--clip-model", "sample", "--mode", "full", "--lr", str(args.lr)],
+        "full+prompt": ["--clip-model", "sample", "--mode", "full+prompt", "--lr", str(args.lr)],
         # OVSeg's published order: full finetuning first, then prompts on the finetuned, frozen model.
         "full, then prompt": ["--clip-model", "maskmine-sample", "--clip-pretrained",
-                              str(work / "train-full" / "model.pt"), "--mode", "prompt"],
+                              str(work / "train-full" / "model.pt"), "--mode", "prompt", "--lr", prompt_lr],
     }
     for name, flags in runs.items():
         out = work / f"train-{slug(name)}"
@@ -162,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-images", type=int, default=300, help="val images per seed")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs over the mined train pairs")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the runs that train CLIP weights")
+    parser.add_argument("--prompt-lr", type=float, default=None,
+                        help="learning rate of the prompt-only runs (prompt; full, then prompt); default --lr")
     parser.add_argument("--warmup-steps", type=int, default=20)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
