@@ -225,15 +225,16 @@ def test_pretrain_is_deterministic_and_loads_as_sample_clip(small_set, tmp_path)
 
 
 @pytest.mark.usefixtures("nltk_data")
-def test_committed_sample_clip_mines_right_pairs(tmp_path):
-    """Reduced issue-5 check: mining with the committed sample CLIP beats chance by far."""
+@pytest.fixture(scope="module")
+def mined_val20(tmp_path_factory) -> Path:
+    """20 val scenes mined with the committed sample CLIP and coco-gt+distractors proposals."""
     from pipelines.mine import MineConfig, run_mining
     from pipelines.stages import ClipSpec
     from transforms.clip_models import SAMPLE_CHECKPOINT
-    from transforms.sample_world.scoring import pair_precision
 
     if not SAMPLE_CHECKPOINT.is_file():
         pytest.skip(f"{SAMPLE_CHECKPOINT} not committed")
+    tmp_path = tmp_path_factory.mktemp("val20")
     data = tmp_path / "val20"
     generate_sample(SampleConfig(out=str(data), images=0, val_images=20, seed=0), progress=False)
     paths = split_paths(data, "val")
@@ -246,10 +247,40 @@ def test_committed_sample_clip_mines_right_pairs(tmp_path):
         ),
         progress=False,
     )
-    score = pair_precision(out)
+    return out
+
+
+def test_committed_sample_clip_mines_right_pairs(mined_val20):
+    """Reduced issue-5 check: mining with the committed sample CLIP beats chance by far."""
+    from transforms.sample_world.scoring import pair_precision
+
+    score = pair_precision(mined_val20)
     assert score.index_mismatches == 0 and score.scored >= 50
     assert 0.05 < score.chance < 0.25
     # Measured with the committed checkpoint: 19/68 = 0.279 vs chance 0.117 on these 20 images
     # (full val split, 300 images: 0.323 vs 0.122). The run is deterministic; the margin is
     # for float differences across machines and thread counts.
     assert score.precision >= 1.6 * score.chance and score.precision >= 0.2
+
+
+def test_prompt_tuning_the_sample_clip_leaves_its_weights_alone(mined_val20, tmp_path):
+    """Reduced issue-5 check: `maskmine train --mode prompt` on mined pairs changes prompts only."""
+    import torch
+
+    from finetune.adapted import load_adapted
+    from transforms.clip_models import load_clip
+
+    out = tmp_path / "mpt"
+    code = main(["train", "--shards", str(mined_val20 / "pairs-000000.tar"), "--out", str(out),
+                 "--clip-model", "sample", "--mode", "prompt", "--batch-size", "16", "--lr", "1e-2",
+                 "--warmup-steps", "0", "--steps", "3", "--workers", "0", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    adapted = load_adapted(out)
+    base = load_clip("sample", None, "cpu").model.state_dict()
+    tuned = adapted.model.clip.state_dict()
+    assert base.keys() == tuned.keys()
+    assert all(torch.equal(base[k], tuned[k]) for k in base)
+    assert (out / "prompts.pt").is_file() and not (out / "model.pt").exists()
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3]
+    assert json.loads((out / "config.json").read_text())["mode"] == "prompt"
