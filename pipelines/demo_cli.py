@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
+
 HELP = "serve a local web page to segment an uploaded image into your own class names"
 DESCRIPTION = f"""{HELP}.
 
@@ -22,10 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the page to the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
-    parser.add_argument("--clip-model", default="ViT-B-16",
-                        help="open_clip model name, 'sample', or 'maskmine-tiny' (default ViT-B-16)")
-    parser.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
+    add_clip_arguments(parser)
     parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
                         help="use the adapted CLIP of a `maskmine train` run instead")
     parser.add_argument("--proposal-checkpoint", default="facebook/mask2former-swin-large-coco-panoptic",
@@ -36,12 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
     parser.add_argument("--sam-model-type", default="vit_h",
                         help="vit_h, vit_l, vit_b, or maskmine-tiny (tiny random SAM) (default vit_h)")
-    parser.add_argument("--sam-points-per-side", type=int, default=32, metavar="N",
-                        help="SAM automatic mask generator point grid (default 32)")
-    parser.add_argument("--sam-pred-iou-thresh", type=float, default=0.88, metavar="T",
-                        help="SAM: drop masks with predicted IoU below T (default 0.88)")
-    parser.add_argument("--sam-stability-thresh", type=float, default=0.95, metavar="T",
-                        help="SAM: drop masks with stability score below T (default 0.95)")
+    add_sam_filter_arguments(parser)
     parser.add_argument("--granularity", type=float, default=0.8, metavar="G",
                         help="the slider's starting value (default 0.8)")
     parser.add_argument("--classes", default=None,

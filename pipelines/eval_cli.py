@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
+
 HELP = "evaluate two-stage open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"
 DATASET_CHOICES = (
     "ade20k-150", "ade20k-847", "pascal-context-59", "pascal-context-459", "pascal-voc-20", "sample",
@@ -62,12 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sam-model-type", default="vit_h",
                    help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "
                         "(tiny random model, no checkpoint needed) (default vit_h)")
-    p.add_argument("--sam-points-per-side", type=int, default=32, metavar="N",
-                   help="SAM automatic mask generator point grid (default 32)")
-    p.add_argument("--sam-pred-iou-thresh", type=float, default=0.88, metavar="T",
-                   help="SAM: drop masks whose predicted IoU is below T (default 0.88)")
-    p.add_argument("--sam-stability-thresh", type=float, default=0.95, metavar="T",
-                   help="SAM: drop masks whose stability score is below T (default 0.95)")
+    add_sam_filter_arguments(p)
     p.add_argument("--sam-box-nms", type=float, default=0.7, metavar="T",
                    help="SAM: box NMS IoU threshold between masks (default 0.7)")
     p.add_argument("--top-k", type=int, default=100, metavar="K",
@@ -89,10 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "checkpoint's label set). OVSeg: 0.7 ADE, 0.6 PASCAL Context. Default: CLIP alone")
 
     c = parser.add_argument_group("classifier")
-    c.add_argument("--clip-model", default="ViT-B-16",
-                   help="open_clip model name, 'sample', or 'maskmine-tiny' (default ViT-B-16)")
-    c.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
+    add_clip_arguments(c)
     c.add_argument("--adapted", default=None, metavar="RUN_DIR",
                    help="use the adapted CLIP of a `maskmine train` run (overrides --clip-model/"
                         "--clip-pretrained)")

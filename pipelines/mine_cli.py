@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipelines.cli_options import add_clip_arguments
 from pipelines.mine import MineConfig, run_mining
 from pipelines.stages import ClipSpec
 from transforms.masked_crop import CropConfig
@@ -56,9 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     prop.add_argument("--dedup-iou", type=float, default=0.9, help="drop a proposal whose mask IoU with a better one reaches this (default 0.9)")
 
     clip = p.add_argument_group("CLIP matching")
-    clip.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
-    clip.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
+    add_clip_arguments(clip)
     clip.add_argument("--min-score", type=float, help="drop pairs whose cosine score is below this (counted in stats.json)")
     clip.add_argument("--crop-fill", choices=("mean", "zero"), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
     clip.add_argument("--crop-resize", choices=("stretch", "pad"), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")

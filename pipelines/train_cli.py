@@ -5,6 +5,7 @@ import argparse
 import json
 
 from finetune.model import MODES
+from pipelines.cli_options import add_clip_arguments
 
 HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
 DESCRIPTION = """\
@@ -48,10 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "a fresh stream instead of the exact position")
 
     model = p.add_argument_group("model")
-    model.add_argument("--clip-model", default="ViT-B-16",
-                       help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
-    model.add_argument("--clip-pretrained", default=None,
-                   help="open_clip pretrained tag, checkpoint file, or 'none' for random weights (default: openai where open_clip has it, the committed checkpoint for --clip-model sample, random otherwise)")
+    add_clip_arguments(model)
     model.add_argument("--mode", choices=MODES, default="prompt",
                        help="prompt: CLIP frozen, only mask prompts train; full: image tower trains, no prompts; "
                        "full+prompt: both (default prompt)")
