@@ -16,14 +16,13 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from pipelines.cli import main
-from pipelines.mine import MineConfig, run_mining
-from pipelines.stages import ClipSpec
+from pipelines.mine import run_mining
 from transforms.audit_access import locate, open_run, read_by_key, read_rows
 from transforms.audit_scoresheet import parse_verdict, score_sheet, wilson_interval
 from transforms.audit_table import Query, load_overview, query_rows, rare_nouns, spot_check_rows, top_nouns
 from transforms.audit_thumbs import OUTLINE_RGB, boundary, erode, outlined_thumbnail
 from transforms.errors import UserError
-from transforms.proposals.factory import ProposalSpec
+from mining_helpers import coco_mini_config
 
 PAGES = ("index.html", "frequent.html", "rare.html", "suspicious.html", "spot-check.html")
 
@@ -32,14 +31,7 @@ PAGES = ("index.html", "frequent.html", "rare.html", "suspicious.html", "spot-ch
 def run_dir(coco_mini, nltk_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("audit") / "run"
     labels = "nouns" if importlib.util.find_spec("transforms.nouns") else "categories"
-    run_mining(MineConfig(
-        captions=str(coco_mini / "annotations" / "captions_train2017.json"),
-        instances=str(coco_mini / "annotations" / "instances_train2017.json"),
-        images=str(coco_mini / "train2017"), out=str(out),
-        proposals=ProposalSpec(backend="coco-gt", device="cpu"),
-        clip=ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"),
-        labels=labels, num_shards=3,
-    ), progress=False)
+    run_mining(coco_mini_config(coco_mini, out, labels=labels, num_shards=3), progress=False)
     return out
 
 

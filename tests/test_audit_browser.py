@@ -25,9 +25,8 @@ import pytest
 from PIL import Image
 
 from pipelines.cli import main
-from pipelines.mine import MineConfig, run_mining
-from pipelines.stages import ClipSpec
-from transforms.proposals.factory import ProposalSpec
+from pipelines.mine import run_mining
+from mining_helpers import coco_mini_config
 
 pytestmark = pytest.mark.browser
 
@@ -162,14 +161,7 @@ def browser(tmp_path_factory):
 def report(coco_mini, nltk_data, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("audit-browser")
     labels = "nouns" if importlib.util.find_spec("transforms.nouns") else "categories"
-    run_mining(MineConfig(
-        captions=str(coco_mini / "annotations" / "captions_train2017.json"),
-        instances=str(coco_mini / "annotations" / "instances_train2017.json"),
-        images=str(coco_mini / "train2017"), out=str(base / "run"),
-        proposals=ProposalSpec(backend="coco-gt", device="cpu"),
-        clip=ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"),
-        labels=labels, num_shards=2,
-    ), progress=False)
+    run_mining(coco_mini_config(coco_mini, base / "run", labels=labels, num_shards=2), progress=False)
     out = base / "report"
     assert main(["audit", str(base / "run"), "--out", str(out), "--sample", "12", "--top-nouns", "6",
                  "--rare-nouns", "6", "--per-noun", "4", "--suspicious", "12", "--no-progress"]) == 0

@@ -15,24 +15,12 @@ from PIL import Image
 
 from pipelines.cli import main
 from pipelines.mine import MineConfig, run_mining
-from pipelines.stages import ClipSpec
-from transforms.proposals.factory import ProposalSpec
 from transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
-
-TINY = ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu")
+from mining_helpers import coco_mini_config
 
 
 def mini_config(coco_mini: Path, out: Path, **kw) -> MineConfig:
-    return MineConfig(
-        captions=str(coco_mini / "annotations" / "captions_train2017.json"),
-        instances=str(coco_mini / "annotations" / "instances_train2017.json"),
-        images=str(coco_mini / "train2017"),
-        out=str(out),
-        proposals=ProposalSpec(backend="coco-gt", device="cpu"),
-        clip=TINY,
-        num_shards=3,
-        **kw,
-    )
+    return coco_mini_config(coco_mini, out, num_shards=3, **kw)
 
 
 def shard_digests(out: Path) -> dict[str, str]:

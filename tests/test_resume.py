@@ -19,9 +19,8 @@ import pytest
 
 from pipelines import stages
 from pipelines.mine import MineConfig, run_mining
-from pipelines.stages import ClipSpec
 from pipelines.verify import verify_run
-from transforms.proposals.factory import ProposalSpec
+from mining_helpers import coco_mini_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 4
@@ -29,13 +28,8 @@ LIMIT = 32
 
 
 def config(coco_mini: Path, out: Path) -> MineConfig:
-    return MineConfig(
-        captions=str(coco_mini / "annotations" / "captions_train2017.json"),
-        instances=str(coco_mini / "annotations" / "instances_train2017.json"),
-        images=str(coco_mini / "train2017"),
-        out=str(out),
-        proposals=ProposalSpec(backend="coco-gt", device="cpu"),
-        clip=ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"),
+    return coco_mini_config(
+        coco_mini, out,
         labels="categories",  # resume does not depend on the labels; this skips NLTK and is faster
         num_shards=SHARDS,
         limit=LIMIT,

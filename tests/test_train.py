@@ -17,28 +17,18 @@ from finetune.data import SKIP_MALFORMED, SKIP_UNKNOWN_NOUN, PairStream, add_ski
 from finetune.train import TrainConfig, lr_factor, train
 from finetune.vocab import resolve_vocabulary, vocabulary_for_shards
 from pipelines.cli import main
-from pipelines.mine import MineConfig, run_mining
-from pipelines.stages import ClipSpec
+from pipelines.mine import run_mining
 from transforms.clip_models import load_clip, register_configs
 from transforms.errors import UserError
 from transforms.masked_crop import CropConfig
-from transforms.proposals.factory import ProposalSpec
+from mining_helpers import coco_mini_config
 
-TINY = ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu")
 CROP = CropConfig(input_size=64)
 
 
 def _mine(coco_mini: Path, out: Path, **kw) -> Path:
     run_mining(
-        MineConfig(
-            captions=str(coco_mini / "annotations" / "captions_train2017.json"),
-            instances=str(coco_mini / "annotations" / "instances_train2017.json"),
-            images=str(coco_mini / "train2017"),
-            out=str(out),
-            proposals=ProposalSpec(backend="coco-gt", device="cpu"),
-            clip=TINY,
-            **kw,
-        ),
+        coco_mini_config(coco_mini, out, **kw),
         progress=False,
     )
     return out

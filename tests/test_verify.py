@@ -14,19 +14,13 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.mine import MineConfig, run_mining
-from pipelines.stages import ClipSpec
 from pipelines.verify import verify_run
-from transforms.proposals.factory import ProposalSpec
+from mining_helpers import coco_mini_config
 
 
 def small_config(coco_mini: Path, out: Path) -> MineConfig:
-    return MineConfig(
-        captions=str(coco_mini / "annotations" / "captions_train2017.json"),
-        instances=str(coco_mini / "annotations" / "instances_train2017.json"),
-        images=str(coco_mini / "train2017"),
-        out=str(out),
-        proposals=ProposalSpec(backend="coco-gt", device="cpu"),
-        clip=ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"),
+    return coco_mini_config(
+        coco_mini, out,
         labels="categories",  # no NLTK needed, fast
         num_shards=3,
         limit=24,
