@@ -34,7 +34,7 @@ sample     semseg/images/validation/*.jpg                               png    2
 =========  ===========================================================  =====  =======
 
 Labels are returned as int32 arrays with the file's own ignore value, and the
-dataset's ``ignore_label`` is what :class:`eval.metrics.ConfusionMatrix` must be
+dataset's ``ignore_label`` is what :class:`maskmine.eval.metrics.ConfusionMatrix` must be
 built with (65535 for the 16-bit sets, whose class ids exceed 255).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")

@@ -29,12 +29,12 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from eval.inference import RegionClassifier, build_classifier, segment
-from eval.visualise import colour_table, hex_colour, overlay
-from transforms.errors import UserError
-from transforms.proposals.device import resolve_device
-from transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, ProposalSpec, build_proposal_generator
-from transforms.records import ImageRecord
+from maskmine.eval.inference import RegionClassifier, build_classifier, segment
+from maskmine.eval.visualise import colour_table, hex_colour, overlay
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, ProposalSpec, build_proposal_generator
+from maskmine.transforms.records import ImageRecord
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class DemoApp:
         if reason:
             self.unavailable["sam"] = reason
         else:
-            from transforms.proposals.sam import SamProposals
+            from maskmine.transforms.proposals.sam import SamProposals
 
             self._generators["sam"] = SamProposals(
                 checkpoint=config.sam_checkpoint or None,

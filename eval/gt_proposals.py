@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transforms.records import ProposalSet
+from maskmine.transforms.records import ProposalSet
 
 BACKEND = "coco-gt"
 

@@ -1,14 +1,14 @@
 """Two-stage open-vocabulary segmentation of one image.
 
 proposals (class-agnostic masks) → masked crops (the shared
-:func:`transforms.masked_crop.masked_crop`) → CLIP class probabilities over the
+:func:`maskmine.transforms.masked_crop.masked_crop`) → CLIP class probabilities over the
 class names (prompt-template ensemble) → a label map, either
 
-* MaskFormer's semantic inference (:mod:`eval.semantic`): every mask adds its
+* MaskFormer's semantic inference (:mod:`maskmine.eval.semantic`): every mask adds its
   class distribution to its pixels, optionally combined with the proposal
   model's own class scores by OVSeg's geometric ensemble
   ``p = p_proposal ** (1 - lam) * p_clip ** lam``; or
-* SAM granularity fusion (:mod:`eval.fusion`) when ``granularity`` is given.
+* SAM granularity fusion (:mod:`maskmine.eval.fusion`) when ``granularity`` is given.
 
 The region encoder is anything with ``encode_crops(pixels, masks)`` — plain
 CLIP ignores the masks, the adapted (mask-prompt-tuned) CLIP uses them — and
@@ -22,13 +22,13 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 import torch
 
-from eval.fusion import granularity_fusion
-from eval.semantic import argmax_labels, ensemble_probs, semantic_map
-from eval.templates import VILD_TEMPLATES
-from transforms.clip_models import LoadedClip, encode_crops, encode_texts, load_clip
-from transforms.errors import UserError
-from transforms.masked_crop import masked_crop, to_clip_tensor
-from transforms.records import ProposalSet
+from maskmine.eval.fusion import granularity_fusion
+from maskmine.eval.semantic import argmax_labels, ensemble_probs, semantic_map
+from maskmine.eval.templates import VILD_TEMPLATES
+from maskmine.transforms.clip_models import LoadedClip, encode_crops, encode_texts, load_clip
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+from maskmine.transforms.records import ProposalSet
 
 
 class RegionEncoder(Protocol):
@@ -128,7 +128,7 @@ def segment(
 
     ``granularity`` None: MaskFormer semantic inference (sum of mask × class
     probabilities, argmax). A float: SAM granularity fusion with that
-    granularity (see :mod:`eval.fusion`: 1 keeps each class's single best
+    granularity (see :mod:`maskmine.eval.fusion`: 1 keeps each class's single best
     mask, lower values merge more masks into a class).
 
     ``ensemble_lambda`` needs ``proposal_class_probs`` (Q, C); None means
@@ -175,7 +175,7 @@ def build_classifier(
     """
     if adapted:
         try:
-            from finetune.adapted import load_adapted
+            from maskmine.finetune.adapted import load_adapted
         except ImportError as exc:
             raise UserError(
                 "--adapted needs finetune/adapted.py (the adapted-CLIP loader), which is not installed"

@@ -7,7 +7,7 @@ checkpoint evaluated on ADE-150). Names match case-insensitively, and a
 comma-separated name ("car, auto") matches through any of its synonyms.
 
 The proposals come from the same forward pass as in
-:class:`transforms.proposals.maskformer.MaskFormerProposals`, reusing its
+:class:`maskmine.transforms.proposals.maskformer.MaskFormerProposals`, reusing its
 helpers, with each kept mask traced back to its query so its class row is
 known.
 """
@@ -18,16 +18,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from eval.semantic import proposal_class_probs
-from transforms.errors import UserError
-from transforms.proposals.base import filter_proposals
-from transforms.proposals.maskformer import (
+from maskmine.eval.semantic import proposal_class_probs
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.base import filter_proposals
+from maskmine.transforms.proposals.maskformer import (
     MaskFormerProposals,
     masks_to_image,
     objectness_from_class_logits,
     valid_region,
 )
-from transforms.records import ProposalSet
+from maskmine.transforms.records import ProposalSet
 
 
 def _synonyms(name: str) -> set[str]:

@@ -30,17 +30,17 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
-from eval.datasets import SemSegDataset, get_dataset, load_label
-from eval.gt_proposals import label_map_proposals
-from eval.inference import RegionClassifier, build_classifier, segment
-from eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
-from eval.templates import TEMPLATE_SETS
-from eval.visualise import comparison_panel
-from transforms.errors import UserError
-from transforms.image_io import ImageSkip, decode_image
-from transforms.proposals.device import resolve_device
-from transforms.proposals.factory import ProposalSpec, build_proposal_generator
-from transforms.records import ImageRecord
+from maskmine.eval.datasets import SemSegDataset, get_dataset, load_label
+from maskmine.eval.gt_proposals import label_map_proposals
+from maskmine.eval.inference import RegionClassifier, build_classifier, segment
+from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
+from maskmine.eval.templates import TEMPLATE_SETS
+from maskmine.eval.visualise import comparison_panel
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.image_io import ImageSkip, decode_image
+from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.records import ImageRecord
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class _Predictor:
         if backend != "coco-gt":
             spec = ProposalSpec(**{**asdict(config.proposals), "device": str(device)})
             if backend == "sam":
-                from transforms.proposals.sam import SamProposals
+                from maskmine.transforms.proposals.sam import SamProposals
 
                 self.generator = SamProposals(
                     checkpoint=spec.checkpoint or None,
@@ -191,7 +191,7 @@ class _Predictor:
             else:
                 self.generator = build_proposal_generator(spec)
         if config.ensemble_lambda is not None:
-            from eval.proposal_classes import class_columns, model_labels
+            from maskmine.eval.proposal_classes import class_columns, model_labels
 
             class_columns(model_labels(self.generator), dataset.class_names)  # fail early
 
@@ -201,7 +201,7 @@ class _Predictor:
         if cfg.proposals.backend == "coco-gt":
             proposals = label_map_proposals(gt, ds.class_names, ds.ignore_label)
         elif cfg.ensemble_lambda is not None:
-            from eval.proposal_classes import maskformer_with_classes
+            from maskmine.eval.proposal_classes import maskformer_with_classes
 
             proposals, class_probs = maskformer_with_classes(self.generator, image, ds.class_names)
         else:

@@ -7,7 +7,7 @@ from ``model.pt`` through open_clip itself (``pretrained=model.pt``); prompt
 mode rebuilds the frozen base CLIP from the recorded ``clip_pretrained`` and
 checks that its weights are the ones the prompts were trained on.
 
-The text tower is never trained, so ``transforms.clip_models.encode_texts(adapted.clip, ...)``
+The text tower is never trained, so ``maskmine.transforms.clip_models.encode_texts(adapted.clip, ...)``
 gives the text side; ``adapted.encode_crops`` gives the image side with masks.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from finetune.checkpoint import (
+from maskmine.finetune.checkpoint import (
     MODEL_FILE,
     PROMPTS_FILE,
     VOCAB_FILE,
@@ -27,9 +27,9 @@ from finetune.checkpoint import (
     resolve_export,
     weights_fingerprint,
 )
-from finetune.model import MaskPromptCLIP
-from finetune.vocab import read_vocabulary_file
-from transforms.clip_models import LoadedClip, load_clip
+from maskmine.finetune.model import MaskPromptCLIP
+from maskmine.finetune.vocab import read_vocabulary_file
+from maskmine.transforms.clip_models import LoadedClip, load_clip
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Benchmark: can the shard loader feed the training step, and what do prompts cost?
 
-    python -m finetune.bench --shards 'RUN/pairs-{000000..000002}.tar' \\
+    python -m maskmine.finetune.bench --shards 'RUN/pairs-{000000..000002}.tar' \\
         --clip-model maskmine-tiny --clip-pretrained none --batch-size 32 --workers 0 2
 
 Measures, each alone on the same machine:
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from finetune.data import PairStream, expand_shards, make_loader
-from finetune.model import MODES, MaskPromptCLIP
-from finetune.train import CLIP_LOSS_TEMPLATE, _loss, pick_device
-from finetune.vocab import resolve_vocabulary
-from transforms.clip_models import encode_texts, load_clip
+from maskmine.finetune.data import PairStream, expand_shards, make_loader
+from maskmine.finetune.model import MODES, MaskPromptCLIP
+from maskmine.finetune.train import CLIP_LOSS_TEMPLATE, _loss, pick_device
+from maskmine.finetune.vocab import resolve_vocabulary
+from maskmine.transforms.clip_models import encode_texts, load_clip
 
 
 def loader_rate(stream: PairStream, workers: int, max_batches: int | None) -> dict:
@@ -71,7 +71,7 @@ def step_rate(mode: str, args: argparse.Namespace, batches: list, vocabulary: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m finetune.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m maskmine.finetune.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", required=True, help="mined shards (brace pattern)")
     p.add_argument("--vocabulary", help="vocabulary file or run folder (default: the shards' nouns)")

@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from finetune.model import MaskPromptCLIP
-from transforms.masked_crop import CropConfig
+from maskmine.finetune.model import MaskPromptCLIP
+from maskmine.transforms.masked_crop import CropConfig
 
 FORMAT = "maskmine-adapted-clip/1"
 CONFIG_FILE = "config.json"
@@ -112,7 +112,7 @@ def write_export(
         _atomic_torch_save(model.prompt_state_dict(), folder / PROMPTS_FILE)
     else:
         (folder / PROMPTS_FILE).unlink(missing_ok=True)
-    from finetune.vocab import write_vocabulary  # local: vocab imports pyarrow lazily too
+    from maskmine.finetune.vocab import write_vocabulary  # local: vocab imports pyarrow lazily too
 
     write_vocabulary(folder / VOCAB_FILE, vocabulary)
     _atomic_write_text(folder / CONFIG_FILE, json.dumps(asdict(config), indent=1, sort_keys=True))

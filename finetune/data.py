@@ -12,8 +12,8 @@ DataLoader worker runs its own pipeline:
 
 Decoding uses the mining job's own geometry: mined crops are already at the
 model's input size; a crop of another size goes through
-``transforms.masked_crop.masked_crop`` with an all-kept mask (the same resize),
-and every batch is normalised by ``transforms.masked_crop.to_clip_tensor``.
+``maskmine.transforms.masked_crop.masked_crop`` with an all-kept mask (the same resize),
+and every batch is normalised by ``maskmine.transforms.masked_crop.to_clip_tensor``.
 
 Malformed samples (undecodable image or mask, missing member, size mismatch),
 tar read errors and nouns outside the vocabulary are skipped, never fatal, and
@@ -44,8 +44,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from webdataset.shardlists import expand_urls
 from webdataset.utils import pytorch_worker_info
 
-from transforms.errors import UserError
-from transforms.masked_crop import CropConfig, masked_crop, to_clip_tensor
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.masked_crop import CropConfig, masked_crop, to_clip_tensor
 
 SKIP_MALFORMED = "malformed_sample"  # a member missing or not decodable, or image/mask sizes differ
 SKIP_TAR_ERROR = "tar_read_error"  # the tar stream itself could not be read

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
-from transforms.errors import UserError
-from transforms.masked_crop import OPENAI_MEAN, OPENAI_STD, CropConfig, masked_crop, to_clip_tensor
+from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.masked_crop import OPENAI_MEAN, OPENAI_STD, CropConfig, masked_crop, to_clip_tensor
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def sanity_metrics(model: torch.nn.Module, tokenizer, data: str | Path, size: in
     """
     from pycocotools import mask as mask_utils
 
-    from transforms.sample_world.vocabulary import CLASS_NAMES
+    from maskmine.transforms.sample_world.vocabulary import CLASS_NAMES
 
     model.eval()
     val = load_split(data, "val", size, limit)

@@ -13,7 +13,7 @@ Output folder ``OUT``:
   ``checkpoints/step-NNNNNNNN/``  export folder + ``train_state.pt``, written
                      atomically every ``save_every`` steps (the newest ``keep_checkpoints`` kept),
   ``config.json``, ``vocabulary.json``, ``model.pt`` and/or ``prompts.pt``: the
-                     final adapted model (see ``finetune.checkpoint``).
+                     final adapted model (see ``maskmine.finetune.checkpoint``).
 
 Resume (``resume=True``) restores the step, model, optimizer, scheduler, all
 RNG states and the data position. With resampling off the data position is
@@ -40,13 +40,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from finetune import checkpoint as ckpt
-from finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
-from finetune.losses import clip_contrastive_loss, vocab_cross_entropy
-from finetune.model import MODES, MaskPromptCLIP
-from finetune.vocab import resolve_vocabulary, vocabulary_for_shards
-from transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
-from transforms.errors import UserError
+from maskmine.finetune import checkpoint as ckpt
+from maskmine.finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
+from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
+from maskmine.finetune.model import MODES, MaskPromptCLIP
+from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
+from maskmine.transforms.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 PARQUET_DIR = "parquet"
 MANIFEST_DIR = "manifest"

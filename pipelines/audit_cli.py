@@ -7,11 +7,11 @@ import io
 import json
 from pathlib import Path
 
-from pipelines.audit_report import QUERY, ReportOptions, build_report
-from transforms.audit_access import locate, open_run
-from transforms.audit_scoresheet import score_sheet_file
-from transforms.audit_table import Query
-from transforms.errors import UserError
+from maskmine.pipelines.audit_report import QUERY, ReportOptions, build_report
+from maskmine.transforms.audit_access import locate, open_run
+from maskmine.transforms.audit_scoresheet import score_sheet_file
+from maskmine.transforms.audit_table import Query
+from maskmine.transforms.errors import UserError
 
 HELP = "write an HTML report (stats, plots, galleries, spot-check sheet) of a mining run"
 DESCRIPTION = """\

@@ -18,11 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from pipelines import audit_html as H
-from pipelines.audit_plots import write_plots
-from transforms.audit_access import RunFolder, read_samples
-from transforms.audit_scoresheet import write_sheet
-from transforms.audit_table import (
+from maskmine.pipelines import audit_html as H
+from maskmine.pipelines.audit_plots import write_plots
+from maskmine.transforms.audit_access import RunFolder, read_samples
+from maskmine.transforms.audit_scoresheet import write_sheet
+from maskmine.transforms.audit_table import (
     Overview,
     Query,
     fetch_details,
@@ -35,9 +35,9 @@ from transforms.audit_table import (
     spot_check_rows,
     top_nouns,
 )
-from transforms.audit_thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
-from transforms.errors import UserError
-from transforms.image_io import ImageSkip, decode_image
+from maskmine.transforms.audit_thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.image_io import ImageSkip, decode_image
 
 log = logging.getLogger(__name__)
 

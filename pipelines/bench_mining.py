@@ -1,6 +1,6 @@
 """Mining benchmark: three ratios, each measured in one run on this machine.
 
-    python -m pipelines.bench_mining --coco DIR [--clip-model ViT-B-16]
+    python -m maskmine.pipelines.bench_mining --coco DIR [--clip-model ViT-B-16]
 
 1. the noun stage through Beam (in-process runner) vs a plain Python loop
    over the same captions: what Beam's overhead costs on a cheap stage;
@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.runners import make_runner
-from transforms.clip_models import encode_crops, load_clip
-from transforms.coco_reader import read_captioned_images
-from transforms.masked_crop import masked_crop, to_clip_tensor
-from transforms.nouns import extract_nouns
-from transforms.pairing import encode_jpg, encode_png, mask_to_rle
-from transforms.proposals.coco_gt import CocoGtProposals
-from transforms.image_io import read_image
-from transforms.records import ImageResult, PairSample
-from transforms.shards import sample_members, write_shard
+from maskmine.pipelines.runners import make_runner
+from maskmine.transforms.clip_models import encode_crops, load_clip
+from maskmine.transforms.coco_reader import read_captioned_images
+from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+from maskmine.transforms.nouns import extract_nouns
+from maskmine.transforms.pairing import encode_jpg, encode_png, mask_to_rle
+from maskmine.transforms.proposals.coco_gt import CocoGtProposals
+from maskmine.transforms.image_io import read_image
+from maskmine.transforms.records import ImageResult, PairSample
+from maskmine.transforms.shards import sample_members, write_shard
 
 
 def timed(fn):

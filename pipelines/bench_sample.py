@@ -1,6 +1,6 @@
 """The embedded default's proof: does mining + mask adaptation work on the sample world?
 
-    python -m pipelines.bench_sample --work runs/bench-sample [--seeds 0 1] [--images 2000 --val-images 300]
+    python -m maskmine.pipelines.bench_sample --work runs/bench-sample [--seeds 0 1] [--images 2000 --val-images 300]
 
 For each seed, with maskmine's own commands (each printed as it runs):
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from pipelines.cli import main as maskmine
+from maskmine.pipelines.cli import main as maskmine
 
 MODELS = ("sample CLIP", "prompt", "full", "full+prompt", "full, then prompt")
 
@@ -74,12 +74,12 @@ def mine_args(data: Path, split: str, out: Path, *extra: str) -> list[str]:
 
 def crop_accuracy(model_dir: Path | None, val_shards: str) -> dict[str, float]:
     """Top-1/top-5 over the validation shards' vocabulary, with the trainer's own validator."""
-    from finetune.adapted import load_adapted
-    from finetune.data import PairStream, expand_shards
-    from finetune.model import MaskPromptCLIP
-    from finetune.train import Validator
-    from finetune.vocab import vocabulary_for_shards
-    from transforms.clip_models import MINING_TEMPLATES, encode_texts, load_clip
+    from maskmine.finetune.adapted import load_adapted
+    from maskmine.finetune.data import PairStream, expand_shards
+    from maskmine.finetune.model import MaskPromptCLIP
+    from maskmine.finetune.train import Validator
+    from maskmine.finetune.vocab import vocabulary_for_shards
+    from maskmine.transforms.clip_models import MINING_TEMPLATES, encode_texts, load_clip
 
     if model_dir is None:
         clip = load_clip("sample", None, "cpu")
@@ -103,7 +103,7 @@ def shard_pattern(run: Path) -> str:
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> SeedResult:
-    from transforms.sample_world.scoring import pair_precision
+    from maskmine.transforms.sample_world.scoring import pair_precision
 
     result = SeedResult(seed)
     work = Path(args.work) / f"seed-{seed}"

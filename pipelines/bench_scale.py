@@ -1,6 +1,6 @@
 """Scale-out benchmark: images/s on 1 vs 2 local workers, memory per worker, and a full-job estimate.
 
-    python -m pipelines.bench_scale [--coco DIR] [--limit 80] [--json PATH]
+    python -m maskmine.pipelines.bench_scale [--coco DIR] [--limit 80] [--json PATH]
 
 Measures, on this machine, with coco-gt proposals and the tiny random CLIP
 (the real models cannot be downloaded here):
@@ -97,9 +97,9 @@ class RssSampler:
 
 
 def mine_config(coco: Path, out: Path, limit: int, labels: str):
-    from pipelines.mine import MineConfig
-    from pipelines.stages import ClipSpec
-    from transforms.proposals.factory import ProposalSpec
+    from maskmine.pipelines.mine import MineConfig
+    from maskmine.pipelines.stages import ClipSpec
+    from maskmine.transforms.proposals.factory import ProposalSpec
 
     return MineConfig(
         captions=str(coco / "annotations" / "captions_train2017.json"),
@@ -124,7 +124,7 @@ def _result(runner: str, workers: int, stats: dict, wall: float, rss: list[float
 
 
 def bench_direct(coco: Path, work: Path, limit: int, labels: str, workers: int) -> RunResult:
-    from pipelines.mine import run_mining
+    from maskmine.pipelines.mine import run_mining
 
     out = work / f"direct-{workers}"
     args = ["--runner", "DirectRunner", "--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)]
@@ -142,8 +142,8 @@ def _peak_rss_kib() -> int:
 def bench_dask(coco: Path, work: Path, limit: int, labels: str, workers: int) -> RunResult:
     import distributed
 
-    from pipelines.mine import run_mining
-    from pipelines.runners import check_dask_cluster
+    from maskmine.pipelines.mine import run_mining
+    from maskmine.pipelines.runners import check_dask_cluster
 
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
     if os.environ.get("OMP_NUM_THREADS"):
@@ -183,12 +183,12 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     a ViT-L/14 forward; shard writing per pair comes from the reference run's stage seconds."""
     import torch
 
-    from transforms.clip_models import load_clip
-    from transforms.coco_reader import read_captioned_images
-    from transforms.image_io import read_image
-    from transforms.masked_crop import masked_crop, to_clip_tensor
-    from transforms.pairing import encode_jpg, encode_png, mask_to_rle
-    from transforms.proposals.coco_gt import CocoGtProposals
+    from maskmine.transforms.clip_models import load_clip
+    from maskmine.transforms.coco_reader import read_captioned_images
+    from maskmine.transforms.image_io import read_image
+    from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+    from maskmine.transforms.pairing import encode_jpg, encode_png, mask_to_rle
+    from maskmine.transforms.proposals.coco_gt import CocoGtProposals
 
     torch.set_num_threads(threads)
     records = read_captioned_images(
@@ -198,7 +198,7 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     start = time.perf_counter()
     images = [read_image(str(coco / "train2017" / r.file_name)) for r in records]
     decode_s = (time.perf_counter() - start) / len(records)
-    from transforms.nouns import extract_nouns
+    from maskmine.transforms.nouns import extract_nouns
 
     extract_nouns(records[0].captions)  # warm-up: loads the tagger and WordNet
     start = time.perf_counter()
@@ -280,7 +280,7 @@ def estimate(costs: CpuCosts, a: Assumptions, gpu_counts: tuple[int, ...] = (1, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.bench_scale", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m maskmine.pipelines.bench_scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--coco", default=str(REPO.parent / "shared" / "data" / "coco-mini"), help="coco-mini folder")
     p.add_argument("--limit", type=int, default=80, help="images per run (default 80: all of coco-mini)")
     p.add_argument("--labels", default="nouns", choices=("nouns", "categories"))

@@ -12,19 +12,19 @@ import importlib
 import logging
 import sys
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 # name -> (module, one-line help). Only the chosen subcommand's module is
 # imported: the others pull in torch, Beam or a web server for nothing.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "sample": ("pipelines.sample_cli", "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"),
-    "pretrain-sample-clip": ("pipelines.pretrain_cli", "train the small sample CLIP (--clip-model sample) on the sample set's whole images and captions"),
-    "mine": ("pipelines.mine_cli", "mine mask-noun pairs from captioned images into WebDataset shards (Apache Beam)"),
-    "verify": ("pipelines.verify_cli", "check a mining run: shards readable, checksums and counts, Parquet equals shards, keys unique"),
-    "audit": ("pipelines.audit_cli", "write an HTML report of a mining run: statistics, plots, galleries, spot-check sheet"),
-    "train": ("pipelines.train_cli", "finetune CLIP on mined shards: mask prompt tuning and/or full finetuning"),
-    "eval": ("pipelines.eval_cli", "evaluate open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"),
-    "demo": ("pipelines.demo_cli", "serve a local web page to segment an uploaded image into your own class names"),
+    "sample": ("maskmine.pipelines.sample_cli", "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"),
+    "pretrain-sample-clip": ("maskmine.pipelines.pretrain_cli", "train the small sample CLIP (--clip-model sample) on the sample set's whole images and captions"),
+    "mine": ("maskmine.pipelines.mine_cli", "mine mask-noun pairs from captioned images into WebDataset shards (Apache Beam)"),
+    "verify": ("maskmine.pipelines.verify_cli", "check a mining run: shards readable, checksums and counts, Parquet equals shards, keys unique"),
+    "audit": ("maskmine.pipelines.audit_cli", "write an HTML report of a mining run: statistics, plots, galleries, spot-check sheet"),
+    "train": ("maskmine.pipelines.train_cli", "finetune CLIP on mined shards: mask prompt tuning and/or full finetuning"),
+    "eval": ("maskmine.pipelines.eval_cli", "evaluate open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"),
+    "demo": ("maskmine.pipelines.demo_cli", "serve a local web page to segment an uploaded image into your own class names"),
 }
 
 PASSTHROUGH = {"mine"}  # subcommands that forward unknown flags (Beam options)

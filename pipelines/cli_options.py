@@ -5,7 +5,7 @@ import argparse
 
 
 def add_clip_arguments(group: argparse._ActionsContainer) -> None:
-    """``--clip-model`` and ``--clip-pretrained`` as ``transforms.clip_models.load_clip`` reads them."""
+    """``--clip-model`` and ``--clip-pretrained`` as ``maskmine.transforms.clip_models.load_clip`` reads them."""
     group.add_argument("--clip-model", default="ViT-B-16",
                        help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
     group.add_argument("--clip-pretrained", default=None,

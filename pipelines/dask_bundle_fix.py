@@ -18,7 +18,7 @@ so a bundle's list holds that bundle's outputs only; checked with 8
 partitions on one worker, 1 and 4 threads). ``install()`` swaps it into the
 transform evaluator's module namespace, where ``ParDo.apply`` looks it up
 when it builds the Dask graph. Dask ships the function to the workers by
-reference, as ``pipelines.dask_bundle_fix.apply_dofn_to_bundle``: the fixed
+reference, as ``maskmine.pipelines.dask_bundle_fix.apply_dofn_to_bundle``: the fixed
 code is what runs there, provided the workers (and the scheduler, which
 unpickles the graph) can import maskmine.
 
@@ -177,7 +177,7 @@ def install() -> bool:
             beam.__version__, ", ".join(VERIFIED_BEAM_VERSIONS),
         )
     transform_evaluator.apply_dofn_to_bundle = apply_dofn_to_bundle
-    log.info("DaskRunner: finish_bundle outputs kept (pipelines.dask_bundle_fix)")
+    log.info("DaskRunner: finish_bundle outputs kept (maskmine.pipelines.dask_bundle_fix)")
     return True
 
 

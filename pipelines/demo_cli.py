@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
+from maskmine.pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
 
 HELP = "serve a local web page to segment an uploaded image into your own class names"
 DESCRIPTION = f"""{HELP}.
@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from eval.demo import DemoApp, DemoConfig, make_server
-    from transforms.errors import UserError
+    from maskmine.eval.demo import DemoApp, DemoConfig, make_server
+    from maskmine.transforms.errors import UserError
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
+from maskmine.pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
 
 HELP = "evaluate two-stage open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"
 DATASET_CHOICES = (
@@ -104,9 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from eval.run import EvalConfig, run_eval
-    from transforms.errors import UserError
-    from transforms.proposals.factory import ProposalSpec
+    from maskmine.eval.run import EvalConfig, run_eval
+    from maskmine.transforms.errors import UserError
+    from maskmine.transforms.proposals.factory import ProposalSpec
 
     if args.proposals != "sam" and args.sam_model_type != "vit_h":
         raise UserError("--sam-model-type applies to --proposals sam only")

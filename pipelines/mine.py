@@ -17,8 +17,8 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import runner_config, runners
-from pipelines.stages import (
+from maskmine.pipelines import runner_config, runners
+from maskmine.pipelines.stages import (
     BatchWeight,
     ClipSpec,
     MatchDoFn,
@@ -28,14 +28,14 @@ from pipelines.stages import (
     to_item,
     write_shard_stage,
 )
-from transforms import fileio
-from transforms.clip_models import check_clip, resolve_model
-from transforms.coco_reader import read_captioned_images
-from transforms.errors import UserError
-from transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
-from transforms.proposals.factory import ProposalSpec
-from transforms.records import ImageRecord
-from transforms.shards import ShardManifest, completed_shards, shard_of, write_shard
+from maskmine.transforms import fileio
+from maskmine.transforms.clip_models import check_clip, resolve_model
+from maskmine.transforms.coco_reader import read_captioned_images
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
+from maskmine.transforms.proposals.factory import ProposalSpec
+from maskmine.transforms.records import ImageRecord
+from maskmine.transforms.shards import ShardManifest, completed_shards, shard_of, write_shard
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -203,7 +203,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     check_config(config)
     check_clip(config.clip.model, config.clip.pretrained)  # a bad model or tag fails here, not in a worker
     if config.labels == LABELS_NOUNS:  # the tagger and WordNet must be there before any work starts
-        from transforms.nouns import ensure_nltk_data
+        from maskmine.transforms.nouns import ensure_nltk_data
 
         ensure_nltk_data()
     for warning in runner_config.check_runner_options(beam_args, config.out, config.images, config.clip.device):

@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.cli_options import add_clip_arguments
-from pipelines.mine import MineConfig, run_mining
-from pipelines.stages import ClipSpec
-from transforms.masked_crop import CropConfig
-from transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
-from transforms.proposals.factory import BACKENDS, ProposalSpec
+from maskmine.pipelines.cli_options import add_clip_arguments
+from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.pipelines.stages import ClipSpec
+from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
+from maskmine.transforms.proposals.factory import BACKENDS, ProposalSpec
 
 HELP = "mine (masked crop, noun) pairs from COCO Captions into WebDataset shards (Apache Beam)"
 DESCRIPTION = """\

@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from transforms.clip_models import SAMPLE_CHECKPOINT
+from maskmine.transforms.clip_models import SAMPLE_CHECKPOINT
 
 HELP = "train the small sample CLIP (--clip-model sample) on the sample set's whole images and captions"
 DESCRIPTION = """\
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from finetune.pretrain_sample import PretrainConfig, pretrain
+    from maskmine.finetune.pretrain_sample import PretrainConfig, pretrain
 
     config = PretrainConfig(
         data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

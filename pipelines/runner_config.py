@@ -45,7 +45,7 @@ from apache_beam.options.pipeline_options import (
     _BeamArgumentParser,
 )
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 DATAFLOW_NAMES = ("DataflowRunner", "dataflow", "TestDataflowRunner")
 FLINK_NAMES = ("FlinkRunner", "flink")
@@ -370,7 +370,7 @@ def check_dask(options: PipelineOptions, found: Findings) -> None:
 
 def find_problems(beam_args: Sequence[str], out: str, images: str, device: str = "auto") -> Findings:
     """Every problem and warning in ``beam_args`` for a job writing to ``out`` from ``images``."""
-    from pipelines import runners
+    from maskmine.pipelines import runners
 
     found = Findings()
     unknown = unknown_beam_args(beam_args)

@@ -7,7 +7,7 @@ FnApiRunner, which honours ``--direct_running_mode`` (in_memory,
 multi_threading, multi_processing) and ``--direct_num_workers``.
 
 Dask: ``--runner DaskRunner --dask_client_address tcp://HOST:8786`` uses
-Beam's DaskRunner with ``pipelines.dask_bundle_fix`` installed (Beam 2.77
+Beam's DaskRunner with ``maskmine.pipelines.dask_bundle_fix`` installed (Beam 2.77
 drops what a DoFn emits from ``finish_bundle`` there), after checking that
 the scheduler and every worker can import maskmine (the scheduler unpickles
 the task graph, the workers run it). Unless ``--dask_npartitions`` or
@@ -16,7 +16,7 @@ size: a partition is one bundle, held in memory stage by stage, and many
 small ones spread over the workers.
 
 Any other runner name is handed to Beam as given (see
-``pipelines.runner_config`` for the checks of Dataflow, Flink and Spark
+``maskmine.pipelines.runner_config`` for the checks of Dataflow, Flink and Spark
 options).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Sequence
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ LOCAL_RUNNER_NAMES = (None, "", "DirectRunner", "direct", "FnApiRunner")
 DASK_RUNNER_NAMES = ("DaskRunner", "dask")
 # What the Dask scheduler and workers must import: the DoFns' module and the bundle fix.
 DASK_IMPORT_PROBE = (
-    "(__import__('pipelines.stages').__file__, __import__('pipelines.dask_bundle_fix').dask_bundle_fix.__name__)"
+    "(__import__('importlib').import_module('maskmine.pipelines.stages').__file__, __import__('importlib').import_module('maskmine.pipelines.dask_bundle_fix').__name__)"
 )
 
 
@@ -72,7 +72,7 @@ def make_dask_runner(options: PipelineOptions, bundle_fix: bool = True) -> Pipel
         from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner
     except ImportError as exc:  # dask or distributed missing
         raise UserError(f"--runner DaskRunner needs dask[distributed]: {exc}") from exc
-    from pipelines import dask_bundle_fix
+    from maskmine.pipelines import dask_bundle_fix
 
     if bundle_fix:
         dask_bundle_fix.install()

@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 HELP = "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"
 DESCRIPTION = """\
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from transforms.sample_world.generate import SampleConfig, generate_sample
+    from maskmine.transforms.sample_world.generate import SampleConfig, generate_sample
 
     if args.images < 0 or args.val_images < 0:
         raise UserError("--images and --val-images must be zero or more")

@@ -15,14 +15,14 @@ from typing import Iterable, Sequence
 import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
-from transforms import fileio
-from transforms.clip_models import LoadedClip, TextEmbeddingCache, load_clip
-from transforms.image_io import ImageSkip, read_image
-from transforms.masked_crop import CropConfig
-from transforms.pairing import LABELS_CATEGORIES, pair_items
-from transforms.proposals.device import resolve_device
-from transforms.proposals.factory import ProposalSpec, build_proposal_generator
-from transforms.records import (
+from maskmine.transforms import fileio
+from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, load_clip
+from maskmine.transforms.image_io import ImageSkip, read_image
+from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
+from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.records import (
     SKIP_NO_NOUNS,
     SKIP_NO_PAIRS,
     SKIP_NO_PROPOSALS,
@@ -30,7 +30,7 @@ from transforms.records import (
     ImageResult,
     MiningItem,
 )
-from transforms.shards import ShardManifest, shard_of, write_shard
+from maskmine.transforms.shards import ShardManifest, shard_of, write_shard
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def to_item(record: ImageRecord, num_shards: int) -> MiningItem:
 def extract_nouns_stage(item: MiningItem, labels: str) -> MiningItem:
     start = time.perf_counter()
     if labels != LABELS_CATEGORIES:
-        from transforms.nouns import extract_nouns
+        from maskmine.transforms.nouns import extract_nouns
 
         item.nouns = extract_nouns(item.record.captions)
         if not item.nouns:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from finetune.model import MODES
-from pipelines.cli_options import add_clip_arguments
+from maskmine.finetune.model import MODES
+from maskmine.pipelines.cli_options import add_clip_arguments
 
 HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
 DESCRIPTION = """\
@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from finetune.train import TrainConfig, train
+    from maskmine.finetune.train import TrainConfig, train
 
     steps = args.steps if args.steps is not None else (None if args.epochs is not None else 10000)
     config = TrainConfig(

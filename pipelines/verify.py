@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from transforms import fileio
-from transforms.shards import (
+from maskmine.transforms import fileio
+from maskmine.transforms.shards import (
     MANIFEST_DIR,
     ShardManifest,
     TAR_NAME,
@@ -223,7 +223,7 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
     """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
-    from pipelines.mine import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
+    from maskmine.pipelines.mine import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
 
     path = fileio.join(run_dir, STATS_FILE)
     if not fileio.exists(path):
@@ -262,7 +262,7 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
 
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     """Check every shard, Parquet part and summary file of a mining run folder."""
-    from pipelines.mine import RUN_FILE
+    from maskmine.pipelines.mine import RUN_FILE
 
     report = VerifyReport(run_dir=str(run_dir))
     run_path = fileio.join(str(run_dir), RUN_FILE)

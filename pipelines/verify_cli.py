@@ -5,9 +5,9 @@ import argparse
 import json
 import sys
 
-from pipelines.verify import verify_run
-from transforms import fileio
-from transforms.errors import UserError
+from maskmine.pipelines.verify import verify_run
+from maskmine.transforms import fileio
+from maskmine.transforms.errors import UserError
 
 HELP = "check a mining run: shards readable, checksums and counts match, Parquet equals shards, keys unique"
 DESCRIPTION = """\

@@ -9,7 +9,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MASKMINE_SHARED_DATA", REPO.parent / "shared" / "data"))
 COCO_MINI = SHARED_DATA / "coco-mini"
-NLTK_DATA = SHARED_DATA / "nltk_data"
 
 
 @pytest.fixture(scope="session")
@@ -20,21 +19,13 @@ def coco_mini() -> Path:
     return COCO_MINI
 
 
-@pytest.fixture(scope="session", autouse=True)
-def nltk_data_path() -> Path | None:
-    """Point NLTK at the offline data folder for every test, when it exists."""
-    if NLTK_DATA.is_dir():
-        os.environ.setdefault("NLTK_DATA", str(NLTK_DATA))
-        import nltk
-
-        if str(NLTK_DATA) not in nltk.data.path:
-            nltk.data.path.insert(0, str(NLTK_DATA))
-        return NLTK_DATA
-    return None
-
-
 @pytest.fixture(scope="session")
-def nltk_data(nltk_data_path) -> Path:
-    if nltk_data_path is None:
-        pytest.skip(f"NLTK data not found at {NLTK_DATA} (set MASKMINE_SHARED_DATA)")
-    return nltk_data_path
+def nltk_data() -> Path:
+    """NLTK's tagger and WordNet, found as a user's install finds them (NLTK_DATA, NLTK's folders,
+    then the copy shipped inside maskmine); returns the folder the tagger came from."""
+    import nltk
+
+    from maskmine.transforms.nouns import TAGGER_RESOURCE, ensure_nltk_data
+
+    ensure_nltk_data()
+    return Path(str(nltk.data.find(TAGGER_RESOURCE))).parents[1]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.mine import MineConfig
-from pipelines.stages import ClipSpec
-from transforms.proposals.factory import ProposalSpec
+from maskmine.pipelines.mine import MineConfig
+from maskmine.pipelines.stages import ClipSpec
+from maskmine.transforms.proposals.factory import ProposalSpec
 
 TINY_CLIP = ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu")
 

@@ -8,8 +8,8 @@ import open_clip
 import pytest
 import torch
 
-from finetune.adapted import load_adapted
-from finetune.checkpoint import (
+from maskmine.finetune.adapted import load_adapted
+from maskmine.finetune.checkpoint import (
     MODEL_FILE,
     PROMPTS_FILE,
     ExportConfig,
@@ -19,9 +19,9 @@ from finetune.checkpoint import (
     write_checkpoint,
     write_export,
 )
-from finetune.model import MaskPromptCLIP
-from finetune.vocab import read_vocabulary_file
-from transforms.clip_models import encode_texts, load_clip, register_configs
+from maskmine.finetune.model import MaskPromptCLIP
+from maskmine.finetune.vocab import read_vocabulary_file
+from maskmine.transforms.clip_models import encode_texts, load_clip, register_configs
 
 VOCAB = ["cat", "dog", "tree"]
 

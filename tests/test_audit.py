@@ -15,13 +15,13 @@ import webdataset as wds
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pipelines.cli import main
-from pipelines.mine import run_mining
-from transforms.audit_access import locate, open_run, read_by_key, read_rows
-from transforms.audit_scoresheet import parse_verdict, score_sheet, wilson_interval
-from transforms.audit_table import Query, load_overview, query_rows, rare_nouns, spot_check_rows, top_nouns
-from transforms.audit_thumbs import OUTLINE_RGB, boundary, erode, outlined_thumbnail
-from transforms.errors import UserError
+from maskmine.pipelines.cli import main
+from maskmine.pipelines.mine import run_mining
+from maskmine.transforms.audit_access import locate, open_run, read_by_key, read_rows
+from maskmine.transforms.audit_scoresheet import parse_verdict, score_sheet, wilson_interval
+from maskmine.transforms.audit_table import Query, load_overview, query_rows, rare_nouns, spot_check_rows, top_nouns
+from maskmine.transforms.audit_thumbs import OUTLINE_RGB, boundary, erode, outlined_thumbnail
+from maskmine.transforms.errors import UserError
 from mining_helpers import coco_mini_config
 
 PAGES = ("index.html", "frequent.html", "rare.html", "suspicious.html", "spot-check.html")
@@ -30,7 +30,7 @@ PAGES = ("index.html", "frequent.html", "rare.html", "suspicious.html", "spot-ch
 @pytest.fixture(scope="module")
 def run_dir(coco_mini, nltk_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("audit") / "run"
-    labels = "nouns" if importlib.util.find_spec("transforms.nouns") else "categories"
+    labels = "nouns" if importlib.util.find_spec("maskmine.transforms.nouns") else "categories"
     run_mining(coco_mini_config(coco_mini, out, labels=labels, num_shards=3), progress=False)
     return out
 

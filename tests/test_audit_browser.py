@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.cli import main
-from pipelines.mine import run_mining
+from maskmine.pipelines.cli import main
+from maskmine.pipelines.mine import run_mining
 from mining_helpers import coco_mini_config
 
 pytestmark = pytest.mark.browser
@@ -160,7 +160,7 @@ def browser(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(coco_mini, nltk_data, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("audit-browser")
-    labels = "nouns" if importlib.util.find_spec("transforms.nouns") else "categories"
+    labels = "nouns" if importlib.util.find_spec("maskmine.transforms.nouns") else "categories"
     run_mining(coco_mini_config(coco_mini, base / "run", labels=labels, num_shards=2), progress=False)
     out = base / "report"
     assert main(["audit", str(base / "run"), "--out", str(out), "--sample", "12", "--top-nouns", "6",

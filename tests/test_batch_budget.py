@@ -7,10 +7,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.testing.util import assert_that
 
-from pipelines import mine_cli
-from pipelines.runners import make_runner
-from pipelines.stages import BatchWeight, item_nbytes
-from transforms.records import ImageRecord, MiningItem, ProposalSet
+from maskmine.pipelines import mine_cli
+from maskmine.pipelines.runners import make_runner
+from maskmine.pipelines.stages import BatchWeight, item_nbytes
+from maskmine.transforms.records import ImageRecord, MiningItem, ProposalSet
 
 MB = 2**10  # "megabytes" scaled down to KiB: same arithmetic, small arrays
 

@@ -7,6 +7,7 @@ the repo root, passed to them through PYTHONPATH.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import uuid
 from pathlib import Path
@@ -16,9 +17,9 @@ import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import dask_bundle_fix, runners
-from pipelines.cli import main
-from pipelines.verify import verify_run
+from maskmine.pipelines import dask_bundle_fix, runners
+from maskmine.pipelines.cli import main
+from maskmine.pipelines.verify import verify_run
 
 distributed = pytest.importorskip("distributed")
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def cluster():
 def test_cluster_workers_import_maskmine(cluster):
     assert runners.check_dask_cluster(cluster) == 2
     with distributed.Client(cluster) as client:
-        files = client.run(lambda: __import__("pipelines.stages").__file__)
+        files = client.run(lambda: importlib.import_module("maskmine.pipelines.stages").__file__)
     assert len(files) == 2 and all(Path(f).resolve().parent.parent == REPO for f in files.values())
 
 

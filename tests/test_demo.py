@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.demo import DemoApp, DemoConfig, make_server, parse_classes, DemoInputError
-from pipelines.cli import main
+from maskmine.eval.demo import DemoApp, DemoConfig, make_server, parse_classes, DemoInputError
+from maskmine.pipelines.cli import main
 
 TINY = dict(clip_model="maskmine-tiny", clip_pretrained="none", proposal_checkpoint="maskmine-tiny",
             sam_model_type="maskmine-tiny", sam_points_per_side=4, sam_pred_iou_thresh=0.0,
@@ -145,7 +145,7 @@ def test_maskmine_demo_command_serves_the_page():
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "demo", "--port", "0", "--clip-model", "maskmine-tiny",
+        [sys.executable, "-m", "maskmine.pipelines.cli", "demo", "--port", "0", "--clip-model", "maskmine-tiny",
          "--clip-pretrained", "none", "--proposal-checkpoint", "maskmine-tiny", "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.demo import DemoApp, DemoConfig, make_server
+from maskmine.eval.demo import DemoApp, DemoConfig, make_server
 from test_audit_browser import CHROMIUM, Chromium, is_blank
 
 pytestmark = [

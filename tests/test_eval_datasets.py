@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.datasets import (
+from maskmine.eval.datasets import (
     DATASET_NAMES,
     builtin_class_names,
     get_dataset,
     load_label,
     read_class_names,
 )
-from eval.metrics import ConfusionMatrix
-from transforms.errors import UserError
+from maskmine.eval.metrics import ConfusionMatrix
+from maskmine.transforms.errors import UserError
 
 
 def _write_image(path: Path) -> None:

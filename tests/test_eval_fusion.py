@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.fusion import granularity_fusion
+from maskmine.eval.fusion import granularity_fusion
 
 CHAIR, TABLE, OTHER = 0, 1, 2
 IGNORE = 255

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval.metrics import ConfusionMatrix, per_class_csv, write_per_class_csv
-from eval.semantic import (
+from maskmine.eval.metrics import ConfusionMatrix, per_class_csv, write_per_class_csv
+from maskmine.eval.semantic import (
     argmax_labels,
     ensemble_probs,
     lam_from_ovseg_weight,
@@ -18,7 +18,7 @@ from eval.semantic import (
     semantic_inference,
     semantic_map,
 )
-from eval.templates import SIMPLE_TEMPLATES, TEMPLATE_SETS, VILD_TEMPLATES
+from maskmine.eval.templates import SIMPLE_TEMPLATES, TEMPLATE_SETS, VILD_TEMPLATES
 
 # Four classes; class 2 is predicted but absent from the ground truth, class 3
 # appears nowhere; two pixels are ignore (255).

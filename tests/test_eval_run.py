@@ -11,22 +11,22 @@ import pytest
 import torch
 from PIL import Image
 
-from finetune.adapted import AdaptedClip
-from finetune.checkpoint import ExportConfig, weights_fingerprint, write_export
-from finetune.model import MaskPromptCLIP
+from maskmine.finetune.adapted import AdaptedClip
+from maskmine.finetune.checkpoint import ExportConfig, weights_fingerprint, write_export
+from maskmine.finetune.model import MaskPromptCLIP
 
-from eval.datasets import get_dataset, load_label
-from eval.gt_proposals import label_map_proposals
-from eval.inference import build_classifier, segment
-from eval.proposal_classes import class_columns, maskformer_with_classes
-from eval.run import PRED_DIR, encode_prediction
-from eval.semantic import semantic_inference
-from eval.visualise import colour_table, colourise, comparison_panel
-from pipelines.cli import main
-from transforms.clip_models import load_clip
-from transforms.errors import UserError
-from transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
-from transforms.records import ProposalSet
+from maskmine.eval.datasets import get_dataset, load_label
+from maskmine.eval.gt_proposals import label_map_proposals
+from maskmine.eval.inference import build_classifier, segment
+from maskmine.eval.proposal_classes import class_columns, maskformer_with_classes
+from maskmine.eval.run import PRED_DIR, encode_prediction
+from maskmine.eval.semantic import semantic_inference
+from maskmine.eval.visualise import colour_table, colourise, comparison_panel
+from maskmine.pipelines.cli import main
+from maskmine.transforms.clip_models import load_clip
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
+from maskmine.transforms.records import ProposalSet
 
 ADE = "ADEChallengeData2016"
 TINY = ["--clip-model", "maskmine-tiny", "--clip-pretrained", "none", "--device", "cpu", "--no-progress"]

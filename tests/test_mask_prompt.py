@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-from finetune.losses import clip_contrastive_loss, vocab_cross_entropy
-from finetune.model import MaskPromptCLIP, patch_keep_mask
+from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
+from maskmine.finetune.model import MaskPromptCLIP, patch_keep_mask
 
 IMAGE, PATCH = 32, 8  # 4x4 = 16 patches
 GRID = IMAGE // PATCH

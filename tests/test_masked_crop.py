@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from transforms.masked_crop import CropConfig, expand_box, mask_box, masked_crop, to_clip_tensor
+from maskmine.transforms.masked_crop import CropConfig, expand_box, mask_box, masked_crop, to_clip_tensor
 
 
 def scene():

@@ -1,6 +1,6 @@
 import torch
 
-from transforms.matching import match_nouns
+from maskmine.transforms.matching import match_nouns
 
 
 def unit(*rows):

@@ -13,9 +13,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from pipelines.cli import main
-from pipelines.mine import MineConfig, run_mining
-from transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
+from maskmine.pipelines.cli import main
+from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
 from mining_helpers import coco_mini_config
 
 

@@ -5,16 +5,19 @@ Every expected list below was checked by reading the caption next to it.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from transforms import nouns
-from transforms.errors import UserError
-from transforms.nouns import caption_nouns, ensure_nltk_data, extract_nouns, nonvisual_nouns
-from transforms.records import Caption, NounOccurrence
+from maskmine.transforms import nouns
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.nouns import caption_nouns, ensure_nltk_data, extract_nouns, nonvisual_nouns
+from maskmine.transforms.records import Caption, NounOccurrence
 
 DATA_FILE = Path(nouns.__file__).parent / "data" / nouns.NONVISUAL_FILE
 
@@ -57,12 +60,18 @@ def test_nonvisual_words_are_dropped_but_their_objects_stay(nltk_data):
 # --- NLTK resources ------------------------------------------------------------
 
 
-def test_missing_tagger_is_a_clear_user_error(nltk_data, tmp_path, monkeypatch):
+def _only_these_nltk_folders(monkeypatch, *folders) -> None:
+    """NLTK searches exactly ``folders``, and maskmine's own copy is out of reach."""
     import nltk
 
     monkeypatch.setattr(nouns, "_ready", False)
-    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
-    monkeypatch.setenv("NLTK_DATA", str(tmp_path))
+    monkeypatch.setattr(nouns, "BUNDLED_NLTK_DATA", str(folders[0] / "no-bundled-copy"))
+    monkeypatch.setattr(nltk.data, "path", [str(f) for f in folders])
+    monkeypatch.setenv("NLTK_DATA", os.pathsep.join(str(f) for f in folders))
+
+
+def test_missing_tagger_is_a_clear_user_error(nltk_data, tmp_path, monkeypatch):
+    _only_these_nltk_folders(monkeypatch, tmp_path)
     with pytest.raises(UserError) as err:
         ensure_nltk_data()
     message = str(err.value)
@@ -71,28 +80,57 @@ def test_missing_tagger_is_a_clear_user_error(nltk_data, tmp_path, monkeypatch):
 
 
 def test_missing_wordnet_is_named(nltk_data, tmp_path, monkeypatch):
-    import nltk
-
     (tmp_path / "taggers").mkdir()
-    (tmp_path / "taggers" / "averaged_perceptron_tagger_eng").symlink_to(
-        nltk_data / "taggers" / "averaged_perceptron_tagger_eng"
+    (tmp_path / "taggers" / "averaged_perceptron_tagger_eng.zip").write_bytes(
+        (Path(nouns.BUNDLED_NLTK_DATA) / "taggers" / "averaged_perceptron_tagger_eng.zip").read_bytes()
     )
-    monkeypatch.setattr(nouns, "_ready", False)
-    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
-    monkeypatch.setenv("NLTK_DATA", str(tmp_path))
+    _only_these_nltk_folders(monkeypatch, tmp_path)
     with pytest.raises(UserError, match="corpora/wordnet"):
         ensure_nltk_data()
 
 
+@pytest.mark.parametrize("damaged", ["taggers/averaged_perceptron_tagger_eng.zip", "corpora/wordnet.zip"])
+def test_damaged_copy_is_one_line_naming_it(nltk_data, tmp_path, monkeypatch, damaged):
+    bundled = Path(nouns.BUNDLED_NLTK_DATA)
+    for name in ("taggers/averaged_perceptron_tagger_eng.zip", "corpora/wordnet.zip"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes((bundled / name).read_bytes())
+    blob = (tmp_path / damaged).read_bytes()
+    (tmp_path / damaged).write_bytes(blob[: len(blob) // 3])  # a truncated download
+    _only_these_nltk_folders(monkeypatch, tmp_path)
+    with pytest.raises(UserError) as err:
+        ensure_nltk_data()
+    message = str(err.value)
+    assert damaged.split(".")[0] in message and "\n" not in message
+
+
 def test_nltk_data_from_environment_is_honoured(nltk_data, monkeypatch):
-    """Beam workers get NLTK_DATA after nltk was imported; it must still be found."""
+    """Beam workers get NLTK_DATA after nltk was imported; it is searched first, the shipped copy last."""
     import nltk
 
     monkeypatch.setattr(nouns, "_ready", False)
     monkeypatch.setattr(nltk.data, "path", [])
     monkeypatch.setenv("NLTK_DATA", str(nltk_data))
     ensure_nltk_data()
-    assert nltk.data.path == [str(nltk_data)]
+    assert nltk.data.path == [str(nltk_data), nouns.BUNDLED_NLTK_DATA]
+
+
+def test_shipped_copy_is_found_with_nothing_set(tmp_path):
+    """A fresh install: no NLTK_DATA and no NLTK folder anywhere; the zipped copy inside maskmine is used."""
+    env = {k: v for k, v in os.environ.items() if k != "NLTK_DATA"}
+    code = (
+        "import nltk; nltk.data.path[:] = []; from maskmine.transforms import nouns; "
+        "print(nouns.caption_nouns('Two dogs chase a frisbee on the grass.')); "
+        "print(nltk.data.find(nouns.TAGGER_RESOURCE)); print(nltk.data.find(nouns.WORDNET_RESOURCE))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    nouns_line, tagger, wordnet = out.stdout.splitlines()
+    assert nouns_line == "['dog', 'frisbee', 'grass']"
+    assert tagger == str(Path(nouns.BUNDLED_NLTK_DATA) / "taggers/averaged_perceptron_tagger_eng.zip/averaged_perceptron_tagger_eng")
+    assert wordnet == str(Path(nouns.BUNDLED_NLTK_DATA) / "corpora/wordnet.zip/wordnet")
+    for licence in ("LICENSE-wordnet.txt", "LICENSE-nltk_data.txt"):
+        assert (Path(nouns.BUNDLED_NLTK_DATA) / licence).stat().st_size > 500
 
 
 # --- real captions -------------------------------------------------------------

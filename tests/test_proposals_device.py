@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transforms.errors import UserError
-from transforms.proposals.device import autocast_dtype, resolve_device
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.device import autocast_dtype, resolve_device
 
 
 def test_auto_picks_cuda_only_when_present() -> None:

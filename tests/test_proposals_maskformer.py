@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from transforms.errors import UserError
-from transforms.proposals.base import mask_iou_matrix
-from transforms.proposals.maskformer import (
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.base import mask_iou_matrix
+from maskmine.transforms.proposals.maskformer import (
     TINY_CHECKPOINT,
     MaskFormerProposals,
     build_tiny_mask2former,
@@ -19,7 +19,7 @@ from transforms.proposals.maskformer import (
     objectness_from_class_logits,
     valid_region,
 )
-from transforms.records import Caption, ImageRecord, ProposalSet
+from maskmine.transforms.records import Caption, ImageRecord, ProposalSet
 
 # A portrait and two landscape images, all of different sizes.
 IMAGE_NAMES = ("000000463557.jpg", "000000551757.jpg", "000000284218.jpg")

@@ -11,9 +11,9 @@ from PIL import Image
 
 pytest.importorskip("segment_anything", reason="segment-anything (maskmine[sam]) not installed")
 
-from transforms.errors import UserError  # noqa: E402
-from transforms.proposals.base import mask_iou_matrix  # noqa: E402
-from transforms.proposals.sam import (  # noqa: E402
+from maskmine.transforms.errors import UserError  # noqa: E402
+from maskmine.transforms.proposals.base import mask_iou_matrix  # noqa: E402
+from maskmine.transforms.proposals.sam import (  # noqa: E402
     TINY_MODEL_TYPE,
     SamProposals,
     build_tiny_sam,
@@ -21,7 +21,7 @@ from transforms.proposals.sam import (  # noqa: E402
     load_sam,
     proposal_score,
 )
-from transforms.records import Caption, ImageRecord  # noqa: E402
+from maskmine.transforms.records import Caption, ImageRecord  # noqa: E402
 
 IMAGE_NAMES = ("000000463557.jpg", "000000551757.jpg", "000000284218.jpg")
 

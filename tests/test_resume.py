@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import stages
-from pipelines.mine import MineConfig, run_mining
-from pipelines.verify import verify_run
+from maskmine.pipelines import stages
+from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.pipelines.verify import verify_run
 from mining_helpers import coco_mini_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_sigkill_mid_run_then_resume(uninterrupted, coco_mini, tmp_path):
     run = tmp_path / "run"
     ann = coco_mini / "annotations"
     cmd = [
-        sys.executable, "-m", "pipelines.cli", "mine", "--captions", str(ann / "captions_train2017.json"),
+        sys.executable, "-m", "maskmine.pipelines.cli", "mine", "--captions", str(ann / "captions_train2017.json"),
         "--instances", str(ann / "instances_train2017.json"), "--images", str(coco_mini / "train2017"),
         "--out", str(run), "--proposals", "coco-gt", "--labels", "categories", "--clip-model", "maskmine-tiny", "--clip-pretrained", "none",
         "--device", "cpu", "--num-shards", str(SHARDS), "--limit", str(LIMIT), "--batch-size", "4", "--no-progress",

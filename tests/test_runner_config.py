@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.mine import MineConfig, run_mining
-from pipelines.runner_config import check_runner_options, find_problems, parse_accelerator, unknown_beam_args
-from transforms.errors import UserError
+from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.pipelines.runner_config import check_runner_options, find_problems, parse_accelerator, unknown_beam_args
+from maskmine.transforms.errors import UserError
 
 GS = dict(out="gs://bucket/run", images="gs://bucket/train2017")
 ACC = "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"

@@ -12,17 +12,17 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from eval.datasets import get_dataset
-from pipelines.cli import main
-from transforms.coco_reader import read_captioned_images
-from transforms.proposals.base import mask_iou_matrix
-from transforms.proposals.coco_gt import instance_mask
-from transforms.proposals.distractors import CocoGtDistractorProposals
-from transforms.proposals.factory import BACKENDS, ProposalSpec, build_proposal_generator
-from transforms.sample_world.captions import write_captions
-from transforms.sample_world.generate import SampleConfig, generate_sample, render, split_paths
-from transforms.sample_world.scene import generate_scene
-from transforms.sample_world.vocabulary import CLASSES, CLASS_NAMES, DISTRACTOR_NOUNS, STUFF, noun_to_class
+from maskmine.eval.datasets import get_dataset
+from maskmine.pipelines.cli import main
+from maskmine.transforms.coco_reader import read_captioned_images
+from maskmine.transforms.proposals.base import mask_iou_matrix
+from maskmine.transforms.proposals.coco_gt import instance_mask
+from maskmine.transforms.proposals.distractors import CocoGtDistractorProposals
+from maskmine.transforms.proposals.factory import BACKENDS, ProposalSpec, build_proposal_generator
+from maskmine.transforms.sample_world.captions import write_captions
+from maskmine.transforms.sample_world.generate import SampleConfig, generate_sample, render, split_paths
+from maskmine.transforms.sample_world.scene import generate_scene
+from maskmine.transforms.sample_world.vocabulary import CLASSES, CLASS_NAMES, DISTRACTOR_NOUNS, STUFF, noun_to_class
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -120,7 +120,7 @@ def test_vocabulary_is_large_and_varied():
 @pytest.mark.usefixtures("nltk_data")
 def test_every_class_noun_survives_the_noun_stage():
     """Singular, plural (irregular ones too) and synonyms come out as the nouns the scorer maps."""
-    from transforms.nouns import caption_nouns
+    from maskmine.transforms.nouns import caption_nouns
 
     failures = []
     for spec in CLASSES:
@@ -147,7 +147,7 @@ def test_every_class_noun_survives_the_noun_stage():
 @pytest.mark.usefixtures("nltk_data")
 def test_generated_captions_give_the_nouns_they_mention():
     """Over many generated captions the noun stage finds exactly the nouns written (tagger slips are rare)."""
-    from transforms.nouns import caption_nouns
+    from maskmine.transforms.nouns import caption_nouns
 
     exact = total = 0
     for i in range(60):
@@ -204,8 +204,8 @@ def test_sample_cli(tmp_path, capsys):
 def test_pretrain_is_deterministic_and_loads_as_sample_clip(small_set, tmp_path):
     import torch
 
-    from finetune.pretrain_sample import PretrainConfig, pretrain
-    from transforms.clip_models import load_clip
+    from maskmine.finetune.pretrain_sample import PretrainConfig, pretrain
+    from maskmine.transforms.clip_models import load_clip
 
     records = []
     for name in ("a.pt", "b.pt"):
@@ -224,13 +224,12 @@ def test_pretrain_is_deterministic_and_loads_as_sample_clip(small_set, tmp_path)
     assert torch.equal(clip.model.state_dict()["visual.conv1.weight"], a["visual.conv1.weight"].float())
 
 
-@pytest.mark.usefixtures("nltk_data")
 @pytest.fixture(scope="module")
-def mined_val20(tmp_path_factory) -> Path:
+def mined_val20(tmp_path_factory, nltk_data) -> Path:
     """20 val scenes mined with the committed sample CLIP and coco-gt+distractors proposals."""
-    from pipelines.mine import MineConfig, run_mining
-    from pipelines.stages import ClipSpec
-    from transforms.clip_models import SAMPLE_CHECKPOINT
+    from maskmine.pipelines.mine import MineConfig, run_mining
+    from maskmine.pipelines.stages import ClipSpec
+    from maskmine.transforms.clip_models import SAMPLE_CHECKPOINT
 
     if not SAMPLE_CHECKPOINT.is_file():
         pytest.skip(f"{SAMPLE_CHECKPOINT} not committed")
@@ -252,7 +251,7 @@ def mined_val20(tmp_path_factory) -> Path:
 
 def test_committed_sample_clip_mines_right_pairs(mined_val20):
     """Reduced issue-5 check: mining with the committed sample CLIP beats chance by far."""
-    from transforms.sample_world.scoring import pair_precision
+    from maskmine.transforms.sample_world.scoring import pair_precision
 
     score = pair_precision(mined_val20)
     assert score.index_mismatches == 0 and score.scored >= 50
@@ -267,8 +266,8 @@ def test_prompt_tuning_the_sample_clip_leaves_its_weights_alone(mined_val20, tmp
     """Reduced issue-5 check: `maskmine train --mode prompt` on mined pairs changes prompts only."""
     import torch
 
-    from finetune.adapted import load_adapted
-    from transforms.clip_models import load_clip
+    from maskmine.finetune.adapted import load_adapted
+    from maskmine.transforms.clip_models import load_clip
 
     out = tmp_path / "mpt"
     code = main(["train", "--shards", str(mined_val20 / "pairs-000000.tar"), "--out", str(out),

@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-from finetune.adapted import load_adapted
-from finetune.checkpoint import MODEL_FILE, PROMPTS_FILE
-from finetune.data import SKIP_MALFORMED, SKIP_UNKNOWN_NOUN, PairStream, add_skips, expand_shards, make_loader
-from finetune.train import TrainConfig, lr_factor, train
-from finetune.vocab import resolve_vocabulary, vocabulary_for_shards
-from pipelines.cli import main
-from pipelines.mine import run_mining
-from transforms.clip_models import load_clip, register_configs
-from transforms.errors import UserError
-from transforms.masked_crop import CropConfig
+from maskmine.finetune.adapted import load_adapted
+from maskmine.finetune.checkpoint import MODEL_FILE, PROMPTS_FILE
+from maskmine.finetune.data import SKIP_MALFORMED, SKIP_UNKNOWN_NOUN, PairStream, add_skips, expand_shards, make_loader
+from maskmine.finetune.train import TrainConfig, lr_factor, train
+from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from maskmine.pipelines.cli import main
+from maskmine.pipelines.mine import run_mining
+from maskmine.transforms.clip_models import load_clip, register_configs
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.masked_crop import CropConfig
 from mining_helpers import coco_mini_config
 
 CROP = CropConfig(input_size=64)
@@ -281,7 +281,7 @@ def test_user_errors(mined: Path, tmp_path: Path) -> None:
 
 
 def test_expand_shards_accepts_local_globs(tmp_path):
-    from finetune.data import expand_shards
+    from maskmine.finetune.data import expand_shards
 
     for i in (2, 0, 1):
         (tmp_path / f"pairs-{i:06d}.tar").write_bytes(b"")

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.cli import main
-from pipelines.mine import MineConfig, run_mining
-from pipelines.verify import verify_run
+from maskmine.pipelines.cli import main
+from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.pipelines.verify import verify_run
 from mining_helpers import coco_mini_config
 
 

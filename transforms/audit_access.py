@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.errors import UserError
-from transforms.shards import PARQUET_DIR, PARQUET_NAME, TAR_NAME, shard_of
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.shards import PARQUET_DIR, PARQUET_NAME, TAR_NAME, shard_of
 
 RUN_FILE = "run.json"
 STATS_FILE = "stats.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Iterable
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 SHEET_COLUMNS = ("key", "noun", "image", "score", "verdict")
 

@@ -16,8 +16,8 @@ from typing import Sequence
 import open_clip
 import torch
 
-from transforms.errors import UserError
-from transforms.masked_crop import CropConfig
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.masked_crop import CropConfig
 
 log = logging.getLogger(__name__)
 

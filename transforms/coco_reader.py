@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
-from transforms.errors import UserError
-from transforms.records import Caption, ImageRecord, Instance
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.records import Caption, ImageRecord, Instance
 
 
 def load_coco(path: str | Path, kind: str, required_annotation_keys: tuple[str, ...]) -> COCO:

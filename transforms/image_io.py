@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
+from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
 
 
 class ImageSkip(Exception):

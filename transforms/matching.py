@@ -5,7 +5,7 @@ from typing import Sequence
 
 import torch
 
-from transforms.records import Match
+from maskmine.transforms.records import Match
 
 
 def match_nouns(

@@ -31,13 +31,14 @@ import functools
 import os
 import re
 from importlib import resources
+from pathlib import Path
 from typing import Sequence
 
-from transforms.errors import UserError
-from transforms.records import Caption, NounOccurrence
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.records import Caption, NounOccurrence
 
-TAGGER_RESOURCE = "taggers/averaged_perceptron_tagger_eng"
-WORDNET_RESOURCE = "corpora/wordnet"
+TAGGER_RESOURCE = "taggers/averaged_perceptron_tagger_eng/"  # trailing slash: also finds a zipped copy
+WORDNET_RESOURCE = "corpora/wordnet/"
 _DOWNLOAD_NAMES = {TAGGER_RESOURCE: "averaged_perceptron_tagger_eng", WORDNET_RESOURCE: "wordnet"}
 NONVISUAL_FILE = "nonvisual_nouns.txt"
 
@@ -142,6 +143,8 @@ _WORD_RE = re.compile(r"[^\W\d_](?:[\w'\-]*[^\W\d_])?")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-"})
 
 _ready = False
+# maskmine's packaged NLTK data folder: the fallback after NLTK_DATA and NLTK's usual folders.
+BUNDLED_NLTK_DATA = str(Path(__file__).resolve().parent / "data" / "nltk_data")
 
 
 # --------------------------------------------------------------------------
@@ -149,10 +152,12 @@ _ready = False
 
 
 def ensure_nltk_data() -> None:
-    """Fail with one clear line when the tagger or WordNet is missing.
+    """Find and load NLTK's tagger and WordNet, or fail with one clear line.
 
-    Also honours an ``NLTK_DATA`` set after NLTK was imported (NLTK reads the
-    variable only at import), which is how Beam workers usually receive it.
+    Search order: ``NLTK_DATA`` (also one set after NLTK was imported, which is
+    how Beam workers usually receive it), NLTK's usual folders, then the zipped
+    copy shipped inside maskmine. Both resources are loaded here, so a damaged
+    copy is the same one-line error as a missing one, before any work starts.
     """
     global _ready
     if _ready:
@@ -162,16 +167,40 @@ def ensure_nltk_data() -> None:
     for folder in reversed(os.environ.get("NLTK_DATA", "").split(os.pathsep)):
         if folder and folder not in nltk.data.path:
             nltk.data.path.insert(0, folder)
-    for resource in (TAGGER_RESOURCE, WORDNET_RESOURCE):
+    # The copy shipped inside maskmine (zipped tagger and WordNet, with their licences) is the last resort.
+    if BUNDLED_NLTK_DATA not in nltk.data.path:
+        nltk.data.path.append(BUNDLED_NLTK_DATA)
+    for resource, load in ((TAGGER_RESOURCE, _load_tagger), (WORDNET_RESOURCE, _load_wordnet)):
+        location = resource
         try:
-            nltk.data.find(resource)
+            location = nltk.data.find(resource)
+            load()
         except LookupError:
             raise UserError(
-                f"NLTK resource '{resource}' not found in {list(nltk.data.path)}: set NLTK_DATA "
-                f"to a folder that holds it (e.g. NLTK_DATA=../shared/data/nltk_data) or run "
-                f"'python -m nltk.downloader {_DOWNLOAD_NAMES[resource]}'"
+                f"NLTK resource '{resource.rstrip('/')}' not found in {list(nltk.data.path)} "
+                f"(the last is maskmine's own copy: reinstall maskmine if it is gone); set NLTK_DATA "
+                f"to a folder that holds it or run 'python -m nltk.downloader {_DOWNLOAD_NAMES[resource]}'"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - zip, JSON, WordNet index errors all mean a damaged copy
+            raise UserError(
+                f"NLTK resource '{resource.rstrip('/')}' at {location} cannot be read "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'}): "
+                f"replace that copy or point NLTK_DATA at a good one"
             ) from None
     _ready = True
+
+
+def _load_tagger() -> None:
+    import nltk
+
+    nltk.pos_tag(["a", "dog"])
+
+
+def _load_wordnet() -> None:
+    from nltk.corpus import wordnet
+
+    wordnet.ensure_loaded()
+    wordnet.morphy("dogs", wordnet.NOUN)
 
 
 def _wordnet():
@@ -184,7 +213,7 @@ def _wordnet():
 @functools.cache
 def nonvisual_nouns() -> frozenset[str]:
     """The documented stoplist of nouns that name no maskable object."""
-    text = resources.files("transforms").joinpath("data", NONVISUAL_FILE).read_text(encoding="utf-8")
+    text = resources.files("maskmine.transforms").joinpath("data", NONVISUAL_FILE).read_text(encoding="utf-8")
     words = set()
     for line in text.splitlines():
         word = line.split("#", 1)[0].strip().lower()

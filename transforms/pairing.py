@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from transforms.clip_models import LoadedClip, TextEmbeddingCache, encode_crops
-from transforms.masked_crop import CropConfig, MaskedCrop, mask_box, masked_crop, to_clip_tensor
-from transforms.matching import match_nouns
-from transforms.records import (
+from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, encode_crops
+from maskmine.transforms.masked_crop import CropConfig, MaskedCrop, mask_box, masked_crop, to_clip_tensor
+from maskmine.transforms.matching import match_nouns
+from maskmine.transforms.records import (
     DROP_BELOW_MIN_SCORE,
     Match,
     MiningItem,

@@ -19,8 +19,8 @@ from typing import Iterable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import fileio
-from transforms.records import ImageResult, PairSample
+from maskmine.transforms import fileio
+from maskmine.transforms.records import ImageResult, PairSample
 
 TAR_NAME = "pairs-{:06d}.tar"
 PARQUET_DIR = "parquet"

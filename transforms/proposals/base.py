@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transforms.records import ImageRecord, ProposalSet
+from maskmine.transforms.records import ImageRecord, ProposalSet
 
 
 class ProposalGenerator(ABC):

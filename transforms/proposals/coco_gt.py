@@ -6,8 +6,8 @@ from typing import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from transforms.proposals.base import ProposalGenerator, filter_proposals
-from transforms.records import ImageRecord, Instance, ProposalSet
+from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
+from maskmine.transforms.records import ImageRecord, Instance, ProposalSet
 
 
 def instance_mask(instance: Instance, height: int, width: int) -> np.ndarray:

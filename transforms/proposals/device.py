@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from transforms.errors import UserError
+from maskmine.transforms.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

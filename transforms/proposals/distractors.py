@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from transforms.proposals.base import ProposalGenerator, mask_iou_matrix
-from transforms.proposals.coco_gt import instance_mask
-from transforms.records import ImageRecord, ProposalSet
+from maskmine.transforms.proposals.base import ProposalGenerator, mask_iou_matrix
+from maskmine.transforms.proposals.coco_gt import instance_mask
+from maskmine.transforms.records import ImageRecord, ProposalSet
 
 NAME = "coco-gt+distractors"
 SALT = 7919  # mixes into the per-image seed so distractors differ from other per-id draws

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transforms.errors import UserError
-from transforms.proposals.base import ProposalGenerator
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.base import ProposalGenerator
 
 BACKENDS = ("coco-gt", "maskformer", "sam", "coco-gt+distractors")
 DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"
@@ -24,15 +24,15 @@ class ProposalSpec:
 
 def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
     if spec.backend == "coco-gt":
-        from transforms.proposals.coco_gt import CocoGtProposals
+        from maskmine.transforms.proposals.coco_gt import CocoGtProposals
 
         return CocoGtProposals(min_area_fraction=0.0)
     if spec.backend == "coco-gt+distractors":
-        from transforms.proposals.distractors import CocoGtDistractorProposals
+        from maskmine.transforms.proposals.distractors import CocoGtDistractorProposals
 
         return CocoGtDistractorProposals()
     if spec.backend == "maskformer":
-        from transforms.proposals.maskformer import MaskFormerProposals
+        from maskmine.transforms.proposals.maskformer import MaskFormerProposals
 
         return MaskFormerProposals(
             checkpoint=spec.checkpoint or DEFAULT_MASKFORMER_CHECKPOINT,
@@ -43,7 +43,7 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
             dedup_iou=spec.dedup_iou,
         )
     if spec.backend == "sam":
-        from transforms.proposals.sam import TINY_MODEL_TYPE, SamProposals
+        from maskmine.transforms.proposals.sam import TINY_MODEL_TYPE, SamProposals
 
         if not spec.checkpoint and spec.sam_model_type != TINY_MODEL_TYPE:
             raise UserError("--proposals sam needs --proposal-checkpoint PATH (a SAM .pth file)")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from transforms.errors import UserError
-from transforms.proposals.base import ProposalGenerator, filter_proposals
-from transforms.proposals.device import autocast_dtype, resolve_device
-from transforms.records import ImageRecord, ProposalSet
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
+from maskmine.transforms.proposals.device import autocast_dtype, resolve_device
+from maskmine.transforms.records import ImageRecord, ProposalSet
 
 DEFAULT_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"
 TINY_CHECKPOINT = "maskmine-tiny"  # random weights, for tests and dry runs only

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from transforms.errors import UserError
-from transforms.proposals.base import ProposalGenerator, filter_proposals
-from transforms.proposals.device import resolve_device
-from transforms.records import ImageRecord, ProposalSet
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
+from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.records import ImageRecord, ProposalSet
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 TINY_MODEL_TYPE = "maskmine-tiny"  # random weights, for tests and dry runs only

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from transforms.sample_world.scene import PLAIN, Scene, SceneObject
-from transforms.sample_world.vocabulary import BY_NAME, DISTRACTOR_NOUNS, STUFF
+from maskmine.transforms.sample_world.scene import PLAIN, Scene, SceneObject
+from maskmine.transforms.sample_world.vocabulary import BY_NAME, DISTRACTOR_NOUNS, STUFF
 
 COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 STUFF_PREPOSITIONS = {

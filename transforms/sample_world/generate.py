@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from transforms.sample_world.captions import CaptionText, write_captions
-from transforms.sample_world.coco import caption_annotations, coco_file, image_entry, instance_annotations
-from transforms.sample_world.scene import Scene, generate_scene
-from transforms.sample_world.vocabulary import CLASS_NAMES, Vocabulary
+from maskmine.transforms.sample_world.captions import CaptionText, write_captions
+from maskmine.transforms.sample_world.coco import caption_annotations, coco_file, image_entry, instance_annotations
+from maskmine.transforms.sample_world.scene import Scene, generate_scene
+from maskmine.transforms.sample_world.vocabulary import CLASS_NAMES, Vocabulary
 
 SPLIT_SALT = {"train": 0, "val": 1}
 ID_OFFSET = {"train": 1, "val": 1_000_001}

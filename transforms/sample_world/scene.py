@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from transforms.sample_world.drawing import MAIN, ROLE_COLOURS, draw_object
-from transforms.sample_world.vocabulary import BY_NAME, COLOURS, OBJECT_COLOURS, STUFF, THINGS, category_id
+from maskmine.transforms.sample_world.drawing import MAIN, ROLE_COLOURS, draw_object
+from maskmine.transforms.sample_world.vocabulary import BY_NAME, COLOURS, OBJECT_COLOURS, STUFF, THINGS, category_id
 
 SIZES = (224, 240, 256, 272, 288, 304, 320)
 PLAIN, STRIPED, SPOTTED = "plain", "striped", "spotted"

@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_utils
 
-from transforms.coco_reader import read_captioned_images
-from transforms.errors import UserError
-from transforms.image_io import read_image
-from transforms.proposals.base import mask_iou_matrix
-from transforms.proposals.coco_gt import instance_mask
-from transforms.proposals.factory import ProposalSpec, build_proposal_generator
-from transforms.sample_world.vocabulary import noun_to_class
+from maskmine.transforms.coco_reader import read_captioned_images
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.image_io import read_image
+from maskmine.transforms.proposals.base import mask_iou_matrix
+from maskmine.transforms.proposals.coco_gt import instance_mask
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.sample_world.vocabulary import noun_to_class
 
 NOT_IN_VOCABULARY = "noun-names-no-class"
 CLASS_ABSENT = "class-not-in-image"

@@ -1,6 +1,6 @@
 """The sample world's classes, colours and the words captions use for them.
 
-Every class name is a noun that :mod:`transforms.nouns` returns unchanged from
+Every class name is a noun that :mod:`maskmine.transforms.nouns` returns unchanged from
 a caption (singular) and from its plural form (``leaves`` -> ``leaf``,
 ``fish`` -> ``fish``), so mined nouns and category names meet without a
 mapping; ``tests/test_sample_world.py`` checks that over the whole vocabulary.
