@@ -1,0 +1,46 @@
+"""What an install of maskmine puts on a machine: one top-level name and every data file the code reads."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_has_one_top_level_name_and_its_data_files(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("maskmine-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"maskmine", wheel.name.split("-py")[0] + ".dist-info"}
+    for needed in (
+        "maskmine/transforms/data/nltk_data/taggers/averaged_perceptron_tagger_eng.zip",
+        "maskmine/transforms/data/nltk_data/corpora/wordnet.zip",
+        "maskmine/transforms/data/nltk_data/LICENSE-wordnet.txt",
+        "maskmine/transforms/data/nltk_data/LICENSE-nltk_data.txt",
+        "maskmine/transforms/data/nonvisual_nouns.txt",
+        "maskmine/transforms/checkpoints/maskmine-sample.pt",
+        "maskmine/transforms/model_configs/maskmine-tiny.json",
+        "maskmine/eval/data/ade150_classes.txt",
+        "maskmine/pipelines/cli.py",
+        "maskmine/finetune/train.py",
+    ):
+        assert needed in names, needed
+    assert not any(n.startswith("maskmine/tests/") for n in names)
+
+
+def test_installed_names_outside_the_checkout(tmp_path):
+    """Away from the repository, only ``maskmine.*`` imports; the generic folder names do not."""
+    code = (
+        "import importlib.util as u, maskmine.transforms, maskmine.pipelines.cli, maskmine.eval, maskmine.finetune; "
+        "print([n for n in ('eval', 'transforms', 'pipelines', 'finetune') "
+        f"if (s := u.find_spec(n)) is not None and s.origin and s.origin.startswith({str(REPO)!r})])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
