@@ -1,0 +1,88 @@
+"""pair_items: crops → CLIP → one PairSample per noun, with the chosen mask, its box, RLE and crop."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from maskmine.transforms.clip_models import TextEmbeddingCache, encode_crops, load_clip
+from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+from maskmine.transforms.matching import match_nouns
+from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items, unique_keys
+from maskmine.transforms.records import DROP_BELOW_MIN_SCORE, ImageRecord, MiningItem, NounOccurrence, ProposalSet
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_clip("maskmine-tiny", "none", "cpu")
+
+
+def _item(labels=None) -> MiningItem:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
+    masks = np.zeros((3, 60, 80), dtype=bool)
+    masks[0, 5:20, 5:30] = True
+    masks[1, 30:55, 40:75] = True
+    masks[2, 10:50, 10:70] = True
+    record = ImageRecord(image_id=42, file_name="42.jpg", width=80, height=60, captions=[])
+    item = MiningItem(record=record, shard=0)
+    item.image = image
+    item.proposals = ProposalSet(masks=masks, scores=np.ones(3, np.float32), backend="coco-gt", labels=labels)
+    item.nouns = [NounOccurrence("dog", (1,)), NounOccurrence("frisbee", (1, 2)), NounOccurrence("Dog!", (3,))]
+    return item
+
+
+def test_every_noun_gets_the_argmax_proposal_with_its_mask_box_and_crop(clip):
+    item = _item()
+    [(pairs, dropped)] = pair_items([item], clip, TextEmbeddingCache(clip))
+    assert dropped == {} and [p.noun for p in pairs] == ["dog", "frisbee", "Dog!"]
+    assert [p.key for p in pairs] == ["42-dog", "42-frisbee", "42-dog-2"]  # slugs collide: a suffix keeps keys unique
+    # The same choice as matching the crops by hand.
+    crops = [masked_crop(item.image, m, clip.crop_config) for m in item.proposals.masks]
+    emb = encode_crops(clip, to_clip_tensor(np.stack([c.pixels for c in crops]), clip.crop_config))
+    expected = match_nouns(emb, TextEmbeddingCache(clip).get(["dog", "frisbee", "Dog!"]), ["dog", "frisbee", "Dog!"], clip.logit_scale)
+    for pair, match in zip(pairs, expected):
+        assert pair.proposal_index == match.proposal_index and pair.score == pytest.approx(match.score, abs=1e-6)
+        mask = item.proposals.masks[pair.proposal_index]
+        assert np.array_equal(mask_utils.decode({"size": pair.rle["size"], "counts": pair.rle["counts"].encode()}).astype(bool), mask)
+        ys, xs = np.nonzero(mask)
+        assert pair.box == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        crop = Image.open(io.BytesIO(pair.crop_jpg))
+        assert crop.size == (clip.crop_config.input_size,) * 2
+        crop_mask = np.array(Image.open(io.BytesIO(pair.crop_mask_png))) > 0
+        assert np.array_equal(crop_mask, crops[pair.proposal_index].mask)
+    assert pairs[1].caption_ids == [1, 2] and pairs[0].label_source == "caption"
+    assert {p.clip_model for p in pairs} == {"maskmine-tiny"} and {p.proposal_backend for p in pairs} == {"coco-gt"}
+
+
+def test_min_score_drops_are_counted(clip):
+    [(pairs, _)] = pair_items([_item()], clip, TextEmbeddingCache(clip))
+    cut = sorted(p.score for p in pairs)[1]  # keeps the pairs scoring at or above the middle one
+    [(kept, dropped)] = pair_items([_item()], clip, TextEmbeddingCache(clip), min_score=cut)
+    assert len(kept) == 2 and dropped == {DROP_BELOW_MIN_SCORE: 1}
+    assert all(p.score >= cut for p in kept)
+
+
+def test_categories_mode_pairs_each_mask_with_its_own_label(clip):
+    item = _item(labels=["dog", "frisbee", "person"])
+    [(pairs, _)] = pair_items([item], clip, TextEmbeddingCache(clip), labels=LABELS_CATEGORIES)
+    assert [(p.noun, p.proposal_index, p.label_source) for p in pairs] == [
+        ("dog", 0, "category"), ("frisbee", 1, "category"), ("person", 2, "category"),
+    ]
+    assert all(p.caption_ids == [] for p in pairs)
+
+
+def test_an_images_scores_do_not_depend_on_its_batch(clip):
+    alone = pair_items([_item()], clip, TextEmbeddingCache(clip))[0][0]
+    other = _item()
+    other.image = np.ascontiguousarray(other.image[::-1])
+    together = pair_items([other, _item()], clip, TextEmbeddingCache(clip))[1][0]
+    assert [(p.key, p.score, p.crop_jpg) for p in alone] == [(p.key, p.score, p.crop_jpg) for p in together]
+
+
+def test_unique_keys_suffix_only_repeats():
+    assert unique_keys(7, ["a b", "a-b", "c", "A B"]) == ["7-a_b", "7-a_b-2", "7-c", "7-a_b-3"]
