@@ -274,17 +274,20 @@ def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: f
     return stats
 
 
-def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
-    """Run (or resume) a mining job and return its stats."""
-    check_config(config)
-    check_clip(config.clip.model, config.clip.pretrained)  # a bad model or tag fails here, not in a worker
-    if config.labels == LABELS_NOUNS:  # the tagger and WordNet must be there before any work starts
-        from maskmine.transforms.nouns import ensure_nltk_data
+@dataclass
+class RunPlan:
+    """What the driver prepared: the shards to mine now (their records written to OUT/tasks)."""
 
-        ensure_nltk_data()
-    for warning in runner_config.check_runner_options(beam_args, config.out, config.images, config.clip.device):
-        log.warning(warning)
-    started = time.perf_counter()
+    num_shards: int
+    images: int
+    pending: dict[int, str]  # shard -> tar sha256 of its manifest now ("": no manifest; else a retry)
+    resumed: int  # shards with images that a previous run completed and that stay as they are
+    todo_images: int
+    retry_images: int
+
+
+def plan_run(config: MineConfig) -> RunPlan:
+    """Read the annotations, check or create the run folder, write a task file per shard to mine."""
     records = read_captioned_images(config.captions, config.instances, config.captions_per_image, config.limit)
     if not records:
         raise UserError(f"{config.captions} has no captioned images")
@@ -295,11 +298,12 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     by_shard: dict[int, list[ImageRecord]] = {s: [] for s in range(num_shards)}
     for record in records:
         by_shard[shard_of(record.image_id, num_shards)].append(record)
+    total = len(records)
     del records
     for shard, members in by_shard.items():
         if not members and shard not in done:
             done[shard] = write_shard(config.out, shard, [])
-    pending = {}  # shard -> tar sha256 of its manifest now ("": none)
+    pending = {}
     for shard, members in by_shard.items():
         if shard not in done:
             write_task(config.out, shard, members)
@@ -317,8 +321,32 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     todo = sum(len(by_shard[s]) for s in pending if not pending[s]) + retry_images
     log.info(
         "%d images in %d shards; %d shards already complete, %d images to mine (%d of them retried)",
-        sum(map(len, by_shard.values())), num_shards, resumed, todo, retry_images,
+        total, num_shards, resumed, todo, retry_images,
     )
+    return RunPlan(num_shards, total, pending, resumed, todo, retry_images)
+
+
+def _torch_threads(restore: int | None = None) -> int:
+    import torch
+
+    if restore is not None and torch.get_num_threads() != restore:
+        torch.set_num_threads(restore)
+    return torch.get_num_threads()
+
+
+def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
+    """Run (or resume) a mining job and return its stats."""
+    check_config(config)
+    check_clip(config.clip.model, config.clip.pretrained)  # a bad model or tag fails here, not in a worker
+    if config.labels == LABELS_NOUNS:  # the tagger and WordNet must be there before any work starts
+        from maskmine.transforms.nouns import ensure_nltk_data
+
+        ensure_nltk_data()
+    for warning in runner_config.check_runner_options(beam_args, config.out, config.images, config.clip.device):
+        log.warning(warning)
+    started = time.perf_counter()
+    plan = plan_run(config)
+    pending, num_shards, resumed = plan.pending, plan.num_shards, plan.resumed
     if pending:
         options = PipelineOptions(runners.with_runner_defaults(beam_args, config.batch_size))
         runner = runners.make_runner(options)
@@ -328,6 +356,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
         if progress:
             watcher = threading.Thread(target=_progress, args=(config.out, pending, stop), daemon=True)
             watcher.start()
+        threads = _torch_threads()
         try:
             with beam.Pipeline(runner=runner, options=options) as pipeline:
                 build_pipeline(pipeline, list(pending), job)
@@ -335,6 +364,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
             stop.set()
             if watcher is not None:
                 watcher.join()
+            _torch_threads(threads)  # the in-process runner set them in this very process
     manifests = completed_shards(config.out)
     missing = sorted(set(range(num_shards)) - set(manifests))
     if missing:
