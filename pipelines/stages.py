@@ -388,6 +388,7 @@ class MineShardDoFn(beam.DoFn):
     def process(self, shard: int) -> Iterable[tuple[int, int, int]]:
         _maybe_fail_for_test(shard)
         manifest = self.miner.mine(shard)
+        log.info("shard %d committed: %d images, %d pairs (worker pid %d)", shard, manifest.images, manifest.samples, os.getpid())
         global _images_written
         _images_written += manifest.images
         yield shard, manifest.images, manifest.samples
