@@ -147,3 +147,16 @@ def test_sigkill_at_a_random_point_then_resume(uninterrupted, coco_mini, tmp_pat
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert json.loads(again.stdout)["shards_resumed"] == len(kept)
     assert_same_run(run, whole, stats)
+
+
+def test_multi_process_runner_gives_the_same_shards(uninterrupted, coco_mini, tmp_path):
+    whole, stats = uninterrupted
+    run = tmp_path / "run"
+    done = subprocess.run(
+        mine_command(coco_mini, run, *ARGS, "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+                     "--direct_num_workers", "2"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert json.loads(done.stdout)["images_read"] == LIMIT
+    assert_same_run(run, whole, stats)
