@@ -33,7 +33,7 @@ from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
 from maskmine.transforms.records import ImageRecord
 from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
-from maskmine.transforms.shards import MANIFEST_DIR, PARQUET_DIR, TAR_NAME, ShardManifest, completed_shards, shard_of, write_shard
+from maskmine.transforms.shards import MANIFEST_DIR, PARQUET_DIR, ShardManifest, completed_shards, shard_of, write_shard
 from maskmine.transforms.tasks import TASKS_DIR, task_path, write_task
 
 log = logging.getLogger(__name__)
