@@ -180,13 +180,30 @@ def build_pipeline(pipeline: beam.Pipeline, shards: Sequence[int], job: ShardJob
     )
 
 
-def _progress(out_dir: str, pending: dict[int, int], stop: threading.Event, interval: float = 1.0) -> None:
-    """Advance a progress bar per batch from OUT/progress/ and the manifests (any runner with shared storage).
+def progress_counts(out_dir: str, pending: dict[int, str], totals: dict[int, int]) -> tuple[int, int]:
+    """(images, pairs) done so far in the shards of ``pending``: OUT/progress/ for shards in flight,
+    the manifest for shards committed during this run.
 
     ``pending`` maps each shard being mined to the tar sha256 its manifest had
     at the start ("" for none), so a rewritten shard (--retry-skipped) counts
-    once its new manifest appears.
+    once its new manifest appears; ``totals`` holds each shard's images to mine.
     """
+    images = pairs = 0
+    manifests = completed_shards(out_dir)
+    progress = read_progress(out_dir)
+    for shard, before in pending.items():
+        m = manifests.get(shard)
+        if shard in progress:
+            images += int(progress[shard]["images"])
+            pairs += int(progress[shard]["pairs"])
+        elif m is not None and m.tar_sha256 != before:
+            images += totals[shard]
+            pairs += m.samples
+    return images, pairs
+
+
+def _progress(out_dir: str, pending: dict[int, str], stop: threading.Event, interval: float = 1.0) -> None:
+    """Advance a progress bar per batch (any runner whose workers share --out with the driver)."""
     from tqdm import tqdm
 
     from maskmine.transforms.tasks import ShardTask
@@ -201,17 +218,7 @@ def _progress(out_dir: str, pending: dict[int, int], stop: threading.Event, inte
         shown = 0
         while True:
             finished = stop.is_set()
-            images = pairs = 0
-            manifests = completed_shards(out_dir)
-            progress = read_progress(out_dir)
-            for shard, before in pending.items():
-                m = manifests.get(shard)
-                if m is not None and m.tar_sha256 != before and shard not in progress:
-                    images += totals[shard]
-                    pairs += m.samples
-                elif shard in progress:
-                    images += int(progress[shard]["images"])
-                    pairs += int(progress[shard]["pairs"])
+            images, pairs = progress_counts(out_dir, pending, totals)
             if images > shown:
                 bar.update(images - shown)
                 shown = images

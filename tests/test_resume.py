@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from maskmine.pipelines import stages
-from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.pipelines.mine import MineConfig, progress_counts, run_mining
 from maskmine.pipelines.verify import verify_run
 from maskmine.transforms.shards import shard_of
 from mining_helpers import coco_mini_config, mine_command
@@ -131,6 +131,12 @@ def test_first_shard_is_committed_while_the_job_runs(uninterrupted, coco_mini, t
         tar = name.replace(".json", ".tar")
         assert digests(run)[tar] == digests(whole)[tar]
     assert list(run.glob("pairs-*.tar.tmp-*"))
+    # and the progress bar's source shows it under way: images and pairs done so far, per shard in flight
+    in_flight = progress_counts(str(run), {s: "" for s in range(SHARDS) if f"pairs-{s:06d}.json" not in kept}, dict(enumerate(sizes)))
+    assert 0 < in_flight[0] < LIMIT and in_flight[1] > 0
+    assert progress_counts(str(run), {int(n[6:12]): "" for n in kept}, dict(enumerate(sizes)))[0] == sum(
+        sizes[int(n[6:12])] for n in kept
+    )
     again = json.loads(mine(coco_mini, run).stdout)
     assert again["shards_resumed"] == len(kept) and again["pairs"] == stats["pairs"]
     assert_same_run(run, whole, stats)

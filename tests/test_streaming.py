@@ -2,6 +2,7 @@
 --retry-skipped rewrites only the shards it must, and a run folder is identified by content."""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from maskmine.pipelines import mine_cli
 from maskmine.pipelines.mine import build_pipeline, plan_run, run_mining, shard_job
 from maskmine.pipelines.stages import BatchWeight, split_batches
 from maskmine.pipelines.verify import verify_run
@@ -139,6 +141,14 @@ def test_retry_skipped_remines_a_restored_image_and_leaves_other_shards_alone(co
 def test_retry_skipped_takes_only_file_reasons(coco_mini, tmp_path):
     with pytest.raises(UserError, match="--retry-skipped"):
         run_mining(coco_mini_config(coco_mini, tmp_path / "o", retry_skipped=("no-nouns",)), progress=False)
+    parser = argparse.ArgumentParser()
+    mine_cli.add_arguments(parser)
+    base = ["--captions", "c.json", "--images", "i", "--out", "o"]
+    args = parser.parse_args(base + ["--retry-skipped", "missing-image, corrupt-image", "--torch-threads", "3"])
+    config = mine_cli.config_from_args(args)
+    assert config.retry_skipped == ("corrupt-image", "missing-image") and config.torch_threads == 3
+    config = mine_cli.config_from_args(parser.parse_args(base))
+    assert config.retry_skipped == () and config.torch_threads is None
 
 
 def test_run_identity_is_the_files_content_not_their_path(coco_mini, tmp_path, monkeypatch):
