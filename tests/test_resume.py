@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -165,4 +166,8 @@ def test_multi_process_runner_gives_the_same_shards(uninterrupted, coco_mini, tm
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert json.loads(done.stdout)["images_read"] == LIMIT
+    # the shards were spread over both worker processes (each logs the shards it committed)
+    committed = re.findall(r"shard (\d+) committed: .* \(worker pid (\d+)\)", done.stderr.decode())
+    assert sorted(int(s) for s, _ in committed) == list(range(SHARDS))
+    assert len({pid for _, pid in committed}) == 2
     assert_same_run(run, whole, stats)
