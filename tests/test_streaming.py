@@ -83,6 +83,13 @@ def test_task_file_round_trip(tmp_path):
         assert records[0].instances[0].bbox == (8.0, 8.0, 24.0, 24.0) and len(records[0].captions) == 5
         seen += [r.image_id for r in records]
     assert sorted(seen) == list(range(1, 21))
+    # the worker's records equal the driver's, field for field
+    from maskmine.transforms.coco_reader import read_captioned_images
+
+    driver = {r.image_id: r for r in read_captioned_images(str(data / "captions.json"), str(data / "instances.json"))}
+    for shard in plan.pending:
+        for record in ShardTask(str(out), shard).records():
+            assert record == driver[record.image_id]
 
 
 def _item(i: int, nbytes: int, skipped: bool = False) -> MiningItem:

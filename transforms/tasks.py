@@ -34,24 +34,11 @@ def record_to_json(record: ImageRecord) -> dict:
 
 
 def record_from_json(data: dict) -> ImageRecord:
-    return ImageRecord(
-        image_id=int(data["image_id"]),
-        file_name=data["file_name"],
-        width=int(data["width"]),
-        height=int(data["height"]),
-        captions=[Caption(int(c["caption_id"]), c["text"]) for c in data["captions"]],
-        instances=[
-            Instance(
-                annotation_id=int(i["annotation_id"]),
-                category_id=int(i["category_id"]),
-                category=i["category"],
-                segmentation=i["segmentation"],
-                bbox=tuple(i["bbox"]),
-                iscrowd=bool(i["iscrowd"]),
-            )
-            for i in data["instances"]
-        ],
-    )
+    """The record ``record_to_json`` wrote; every field comes back (tuples from JSON lists)."""
+    fields = dict(data)
+    fields["captions"] = [Caption(**c) for c in data["captions"]]
+    fields["instances"] = [Instance(**{**i, "bbox": tuple(i["bbox"])}) for i in data.get("instances", [])]
+    return ImageRecord(**fields)
 
 
 def write_task(out_dir: str, shard: int, records: Sequence[ImageRecord], retry: bool = False) -> str:
