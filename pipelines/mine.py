@@ -1,14 +1,20 @@
 """The mining job: COCO Captions → (masked crop, noun) pairs in WebDataset shards.
 
-Wiring only; the work is in ``transforms/``. The driver reads and checks the
-annotations, skips shards a previous run completed, runs the Beam pipeline
-for the rest, then writes stats.json, rejects.jsonl and vocabulary.json from
-the shards' manifest entries.
+Wiring only; the work is in ``transforms/`` and ``pipelines/stages.py``. A
+shard is a task: the driver reads and checks the annotations, skips shards a
+previous run completed, writes each remaining shard's records to
+``OUT/tasks/`` and runs a Beam pipeline over the shard ids alone
+(``Create(ids) | Reshuffle | MineShardDoFn``). Each worker streams its
+shard's images through the stages in batches and commits the shard (manifest
+last) as soon as its images are done, while the rest of the job runs. The
+driver's progress bar follows ``OUT/progress/`` and the manifests; at the end
+it writes stats.json, rejects.jsonl and vocabulary.json from the manifests.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,16 +24,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import runner_config, runners
-from maskmine.pipelines.stages import (
-    BatchWeight,
-    ClipSpec,
-    MatchDoFn,
-    ProposeDoFn,
-    extract_nouns_stage,
-    load_image_stage,
-    to_item,
-    write_shard_stage,
-)
+from maskmine.pipelines.stages import PROGRESS_DIR, ClipSpec, MineShardDoFn, ShardJob, read_progress
 from maskmine.transforms import fileio
 from maskmine.transforms.clip_models import check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
@@ -35,13 +32,17 @@ from maskmine.transforms.errors import UserError
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
 from maskmine.transforms.records import ImageRecord
-from maskmine.transforms.shards import ShardManifest, completed_shards, shard_of, write_shard
+from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
+from maskmine.transforms.shards import MANIFEST_DIR, PARQUET_DIR, ShardManifest, completed_shards, shard_of, write_shard
+from maskmine.transforms.tasks import TASKS_DIR, task_path, write_task
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 STATS_FILE = "stats.json"
 REJECTS_FILE = "rejects.jsonl"
 VOCABULARY_FILE = "vocabulary.json"
+# --retry-skipped: reasons that depend on the image file, so restoring the file can change the outcome.
+RETRYABLE_REASONS = (SKIP_MISSING_IMAGE, SKIP_CORRUPT_IMAGE)
 
 
 @dataclass
@@ -60,12 +61,23 @@ class MineConfig:
     batch_size: int = 8
     max_batch_bytes: int | None = None  # byte budget of a GPU batch (image + masks); None: count only
     limit: int | None = None
+    torch_threads: int | None = None  # per worker process; None: cores ÷ worker processes on the machine
+    retry_skipped: tuple[str, ...] = ()  # re-mine images skipped for these reasons (RETRYABLE_REASONS)
 
     def identity(self, num_shards: int) -> dict:
-        """The settings a resumed run must share with the run it continues."""
+        """The settings a resumed run must share with the run it continues.
+
+        The annotation files count by content (sha256), not by path: a
+        relative and an absolute path to one file, or a copy of it, are the
+        same run; an edited file is another. The paths are kept (made
+        absolute) for the readers of run.json but not compared
+        (``LOCATION_KEYS``).
+        """
         return {
-            "captions": self.captions,
-            "instances": self.instances,
+            "captions": normalise_path(self.captions),
+            "instances": normalise_path(self.instances) if self.instances else None,
+            "captions_sha256": fileio.sha256_of(self.captions),
+            "instances_sha256": fileio.sha256_of(self.instances) if self.instances else None,
             "proposals": asdict(self.proposals),
             "clip": {"model": self.clip.model, "pretrained": resolve_model(self.clip.model, self.clip.pretrained)[2], "crop": asdict(self.clip.crop)},
             "labels": self.labels,
@@ -74,6 +86,17 @@ class MineConfig:
             "num_shards": num_shards,
             "limit": self.limit,
         }
+
+
+# Keys of the identity that say where the inputs are, not what they are: not compared on resume.
+LOCATION_KEYS = ("captions", "instances")
+
+
+def normalise_path(path: str) -> str:
+    """An absolute local path (symlinks resolved); remote URLs (gs://...) unchanged."""
+    if "://" in path:
+        return path
+    return os.path.realpath(path)
 
 
 def check_config(config: MineConfig) -> None:
@@ -92,76 +115,136 @@ def check_config(config: MineConfig) -> None:
         raise UserError("--batch-size must be at least 1")
     if config.max_batch_bytes is not None and config.max_batch_bytes < 1:
         raise UserError("--max-batch-bytes must be positive")
+    if config.torch_threads is not None and config.torch_threads < 1:
+        raise UserError("--torch-threads must be at least 1")
+    bad = sorted(set(config.retry_skipped) - set(RETRYABLE_REASONS))
+    if bad:
+        raise UserError(
+            f"--retry-skipped takes {', '.join(RETRYABLE_REASONS)} (the reasons a restored file can change), not {', '.join(bad)}"
+        )
 
 
 def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
-    """Create the output folder, or check that it holds a run with the same settings."""
+    """Create the output folder, or check that it holds a run with the same settings.
+
+    A folder that holds shards but no run.json is refused: nothing says those
+    shards were mined with these settings.
+    """
     fileio.makedirs(config.out)
     path = fileio.join(config.out, RUN_FILE)
     # Through JSON and back, so tuples compare equal to the lists run.json holds.
     identity = json.loads(json.dumps(config.identity(num_shards)))
     if fileio.exists(path):
-        previous = json.loads(fileio.read_bytes(path))
-        if previous.get("identity") != identity:
-            changed = sorted(k for k in identity if previous.get("identity", {}).get(k) != identity[k])
+        previous = json.loads(fileio.read_bytes(path)).get("identity", {})
+        changed = sorted(k for k in set(identity) | set(previous) if k not in LOCATION_KEYS and previous.get(k) != identity.get(k))
+        if changed:
             raise UserError(
                 f"{config.out} holds a run with other settings ({', '.join(changed)}): "
                 "use a new --out folder to mine with these settings"
             )
         return
+    leftovers = fileio.glob(fileio.join(config.out, MANIFEST_DIR, "pairs-*.json")) + fileio.glob(
+        fileio.join(config.out, "pairs-*.tar")
+    )
+    if leftovers:
+        raise UserError(
+            f"{config.out} holds shards but no {RUN_FILE}, so nothing says how they were mined: use a new --out folder"
+        )
     # "images" sits outside the identity: moving the images must not block a resume; audit reads it.
     run = {"identity": identity, "images": config.images}
     fileio.atomic_write_bytes(path, json.dumps(run, indent=1, sort_keys=True).encode())
 
 
-def build_pipeline(
-    pipeline: beam.Pipeline,
-    records: Sequence[ImageRecord],
-    config: MineConfig,
-    num_shards: int,
-    expected: dict[int, int] | None = None,
-) -> None:
-    """Wire the stages; ``expected`` (shard -> images) lets the writer refuse a shard that lost images."""
-    weight = BatchWeight(config.batch_size, config.max_batch_bytes)
-    items = (
-        pipeline
-        | "Read" >> beam.Create(list(records), reshuffle=True)
-        | "Shard" >> beam.Map(to_item, num_shards)
-        | "Nouns" >> beam.Map(extract_nouns_stage, config.labels)
-        | "Decode" >> beam.Map(load_image_stage, config.images)
+def shard_job(config: MineConfig, local_workers: int | None) -> ShardJob:
+    return ShardJob(
+        out=config.out,
+        images=config.images,
+        labels=config.labels,
+        proposals=config.proposals,
+        clip=config.clip,
+        min_score=config.min_score,
+        batch_size=config.batch_size,
+        max_batch_bytes=config.max_batch_bytes,
+        torch_threads=config.torch_threads,
+        local_workers=local_workers,
     )
-    results = (
-        items
-        | "BatchForProposals"
-        >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size, element_size_fn=weight)
-        | "Proposals" >> beam.ParDo(ProposeDoFn(config.proposals))
-        | "BatchForMatch"
-        >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size, element_size_fn=weight)
-        | "Match" >> beam.ParDo(MatchDoFn(config.clip, config.labels, config.min_score))
-    )
+
+
+def build_pipeline(pipeline: beam.Pipeline, shards: Sequence[int], job: ShardJob) -> None:
+    """Shard ids in, each shard mined and committed by one worker (the records stay in OUT/tasks)."""
     (
-        results
-        | "KeyByShard" >> beam.Map(lambda r: (r.shard, r))
-        | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShard" >> beam.Map(write_shard_stage, config.out, expected)
+        pipeline
+        | "Shards" >> beam.Create(sorted(shards), reshuffle=False)
+        | "Spread" >> beam.Reshuffle()
+        | "MineShard" >> beam.ParDo(MineShardDoFn(job))
     )
 
 
-def _progress(out_dir: str, total_images: int, already: set[int], stop: threading.Event) -> None:
-    """Advance a progress bar as shard manifests appear (works on any runner with shared storage)."""
+def progress_counts(out_dir: str, pending: dict[int, str], totals: dict[int, int]) -> tuple[int, int]:
+    """(images, pairs) done so far in the shards of ``pending``: OUT/progress/ for shards in flight,
+    the manifest for shards committed during this run.
+
+    ``pending`` maps each shard being mined to the tar sha256 its manifest had
+    at the start ("" for none), so a rewritten shard (--retry-skipped) counts
+    once its new manifest appears; ``totals`` holds each shard's images to mine.
+    """
+    images = pairs = 0
+    manifests = completed_shards(out_dir)
+    progress = read_progress(out_dir)
+    for shard, before in pending.items():
+        m = manifests.get(shard)
+        if shard in progress:
+            images += int(progress[shard]["images"])
+            pairs += int(progress[shard]["pairs"])
+        elif m is not None and m.tar_sha256 != before:
+            images += totals[shard]
+            pairs += m.samples
+    return images, pairs
+
+
+def _progress(out_dir: str, pending: dict[int, str], stop: threading.Event, interval: float = 1.0) -> None:
+    """Advance a progress bar per batch (any runner whose workers share --out with the driver)."""
     from tqdm import tqdm
 
-    seen: set[int] = set()
-    with tqdm(total=total_images, desc="mining", unit="img") as bar:
+    from maskmine.transforms.tasks import ShardTask
+
+    totals = {}
+    for shard in pending:
+        try:
+            totals[shard] = ShardTask(out_dir, shard).images
+        except (OSError, ValueError):
+            totals[shard] = 0
+    with tqdm(total=sum(totals.values()), desc="mining", unit="img") as bar:
+        shown = 0
         while True:
             finished = stop.is_set()
-            for shard, manifest in completed_shards(out_dir).items():
-                if shard not in already and shard not in seen:
-                    seen.add(shard)
-                    bar.update(manifest.images)
+            images, pairs = progress_counts(out_dir, pending, totals)
+            if images > shown:
+                bar.update(images - shown)
+                shown = images
+            bar.set_postfix(pairs=pairs, refresh=True)
             if finished:
                 break
-            stop.wait(1.0)
+            stop.wait(interval)
+
+
+def local_worker_processes(options: PipelineOptions) -> int | None:
+    """Worker processes the local runner starts on this machine (None: not a local runner)."""
+    if not runners.is_local(options):
+        return None
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode in ("multi_processing", "multi_threading"):
+        return max(1, int(direct.direct_num_workers or 1))
+    return 1
+
+
+def clear_leftovers(out_dir: str) -> None:
+    """Delete what killed workers left: temporary files and progress files of shards in flight."""
+    for folder in ("", PARQUET_DIR, MANIFEST_DIR, TASKS_DIR, PROGRESS_DIR):
+        fileio.remove_temporaries(fileio.join(out_dir, folder) if folder else out_dir)
+    fileio.delete(fileio.glob(fileio.join(out_dir, PROGRESS_DIR, "pairs-*.json")))
 
 
 def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: float, resumed_shards: int) -> dict:
@@ -198,6 +281,66 @@ def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: f
     return stats
 
 
+@dataclass
+class RunPlan:
+    """What the driver prepared: the shards to mine now (their records written to OUT/tasks)."""
+
+    num_shards: int
+    images: int
+    pending: dict[int, str]  # shard -> tar sha256 of its manifest now ("": no manifest; else a retry)
+    resumed: int  # shards with images that a previous run completed and that stay as they are
+    todo_images: int
+    retry_images: int
+
+
+def plan_run(config: MineConfig) -> RunPlan:
+    """Read the annotations, check or create the run folder, write a task file per shard to mine."""
+    records = read_captioned_images(config.captions, config.instances, config.captions_per_image, config.limit)
+    if not records:
+        raise UserError(f"{config.captions} has no captioned images")
+    num_shards = config.num_shards or max(1, -(-len(records) // config.images_per_shard))
+    prepare_run_dir(config, num_shards)
+    clear_leftovers(config.out)
+    done = completed_shards(config.out)
+    by_shard: dict[int, list[ImageRecord]] = {s: [] for s in range(num_shards)}
+    for record in records:
+        by_shard[shard_of(record.image_id, num_shards)].append(record)
+    total = len(records)
+    del records
+    for shard, members in by_shard.items():
+        if not members and shard not in done:
+            done[shard] = write_shard(config.out, shard, [])
+    pending = {}
+    for shard, members in by_shard.items():
+        if shard not in done:
+            write_task(config.out, shard, members)
+            pending[shard] = ""
+    retry_images = 0
+    if config.retry_skipped:
+        wanted = set(config.retry_skipped)
+        for shard, manifest in sorted(done.items()):
+            ids = {r["image_id"] for r in manifest.rejects if r["reason"] in wanted}
+            if ids:
+                write_task(config.out, shard, [r for r in by_shard[shard] if r.image_id in ids], retry=True)
+                pending[shard] = manifest.tar_sha256
+                retry_images += len(ids)
+    resumed = sum(1 for s in done if by_shard[s] and s not in pending)
+    todo = sum(len(by_shard[s]) for s in pending if not pending[s]) + retry_images
+    log.info(
+        "%d images in %d shards; %d shards already complete, %d images to mine (%d of them retried)",
+        total, num_shards, resumed, todo, retry_images,
+    )
+    return RunPlan(num_shards, total, pending, resumed, todo, retry_images)
+
+
+def _torch_threads(restore: int | None = None) -> int:
+    import torch
+
+    if restore is not None and torch.get_num_threads() != restore:
+        torch.set_num_threads(restore)
+    return torch.get_num_threads()
+
+
 def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
     """Run (or resume) a mining job and return its stats."""
     check_config(config)
@@ -209,44 +352,29 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     for warning in runner_config.check_runner_options(beam_args, config.out, config.images, config.clip.device):
         log.warning(warning)
     started = time.perf_counter()
-    records = read_captioned_images(config.captions, config.instances, config.captions_per_image, config.limit)
-    if not records:
-        raise UserError(f"{config.captions} has no captioned images")
-    num_shards = config.num_shards or max(1, -(-len(records) // config.images_per_shard))
-    prepare_run_dir(config, num_shards)
-    done = completed_shards(config.out)
-    by_shard: dict[int, list[ImageRecord]] = {s: [] for s in range(num_shards)}
-    for record in records:
-        by_shard[shard_of(record.image_id, num_shards)].append(record)
-    for shard, members in by_shard.items():
-        if not members and shard not in done:
-            done[shard] = write_shard(config.out, shard, [])
-    todo = [r for s, members in by_shard.items() if s not in done for r in members]
-    resumed = sum(1 for s in done if by_shard[s])
-    log.info(
-        "%d images in %d shards; %d shards already complete, %d images to mine",
-        len(records), num_shards, resumed, len(todo),
-    )
-    if todo:
+    plan = plan_run(config)
+    pending, num_shards, resumed = plan.pending, plan.num_shards, plan.resumed
+    if pending:
         options = PipelineOptions(runners.with_runner_defaults(beam_args, config.batch_size))
         runner = runners.make_runner(options)
+        job = shard_job(config, local_worker_processes(options))
         stop = threading.Event()
         watcher = None
         if progress:
-            watcher = threading.Thread(
-                target=_progress, args=(config.out, len(todo), set(done), stop), daemon=True
-            )
+            watcher = threading.Thread(target=_progress, args=(config.out, pending, stop), daemon=True)
             watcher.start()
+        threads = _torch_threads()
         try:
             with beam.Pipeline(runner=runner, options=options) as pipeline:
-                expected = {s: len(members) for s, members in by_shard.items() if s not in done}
-                build_pipeline(pipeline, todo, config, num_shards, expected)
+                build_pipeline(pipeline, list(pending), job)
         finally:
             stop.set()
             if watcher is not None:
                 watcher.join()
+            _torch_threads(threads)  # the in-process runner set them in this very process
     manifests = completed_shards(config.out)
     missing = sorted(set(range(num_shards)) - set(manifests))
     if missing:
         raise RuntimeError(f"the pipeline finished but shards {missing[:10]} have no manifest entry")
+    fileio.delete([task_path(config.out, s) for s in pending])  # inputs of committed shards
     return summarize(config.out, manifests, time.perf_counter() - started, resumed)

@@ -20,8 +20,12 @@ mask proposals, pairs each noun with the proposal CLIP finds most similar, and
 writes OUT/pairs-NNNNNN.tar (WebDataset), OUT/parquet/*.parquet (one row per
 pair), OUT/stats.json, OUT/rejects.jsonl and OUT/vocabulary.json.
 
-Rerunning with the same --out resumes: shards whose manifest entry exists are
-skipped, the rest are mined again, with identical results.
+A shard is a task: each shard is written and committed (manifest last) as
+soon as its own images are done, while the rest of the job runs. Rerunning
+with the same --out resumes: shards whose manifest entry exists are skipped,
+the rest are mined again, with identical results (for the same
+--torch-threads). --retry-skipped missing-image,corrupt-image re-mines only
+the images skipped for those reasons and rewrites only their shards.
 
 Arguments not listed here are Beam pipeline options and go to Beam, e.g.
   --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
@@ -73,7 +77,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "travels alone (default: no budget, --batch-size only)")
     run.add_argument("--num-shards", type=int, help="number of output shards (default: images / --images-per-shard)")
     run.add_argument("--images-per-shard", type=int, default=600, help="target images per shard when --num-shards is not given (default 600)")
+    run.add_argument("--torch-threads", type=int,
+                     help="torch CPU threads per worker process (default: the machine's cores ÷ its worker "
+                     "processes; byte-identical reruns need the same value)")
+    run.add_argument("--retry-skipped", type=_reasons, default=(), metavar="REASONS",
+                     help="comma-separated skip reasons (missing-image, corrupt-image): re-mine the images a previous "
+                     "run in --out skipped for them (after restoring the files) and rewrite only their shards")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _reasons(value: str) -> tuple[str, ...]:
+    reasons = tuple(sorted({r.strip() for r in value.split(",") if r.strip()}))
+    if not reasons:
+        raise argparse.ArgumentTypeError("give one or more skip reasons, e.g. missing-image,corrupt-image")
+    return reasons
 
 
 def config_from_args(args: argparse.Namespace) -> MineConfig:
@@ -109,6 +126,8 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
         batch_size=args.batch_size,
         max_batch_bytes=args.max_batch_bytes,
         limit=args.limit,
+        torch_threads=args.torch_threads,
+        retry_skipped=args.retry_skipped,
     )
 
 

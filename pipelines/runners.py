@@ -11,9 +11,8 @@ Beam's DaskRunner with ``maskmine.pipelines.dask_bundle_fix`` installed (Beam 2.
 drops what a DoFn emits from ``finish_bundle`` there), after checking that
 the scheduler and every worker can import maskmine (the scheduler unpickles
 the task graph, the workers run it). Unless ``--dask_npartitions`` or
-``--dask_partition_size`` is given, images go in partitions of twice the batch
-size: a partition is one bundle, held in memory stage by stage, and many
-small ones spread over the workers.
+``--dask_partition_size`` is given, every shard id is a partition of its own,
+so the shards spread over the workers one task each.
 
 Any other runner name is handed to Beam as given (see
 ``maskmine.pipelines.runner_config`` for the checks of Dataflow, Flink and Spark
@@ -138,8 +137,12 @@ def check_dask_cluster(address: str | None, scheduler_file: str | None = None, t
         client.close()
 
 
-def with_runner_defaults(beam_args: Sequence[str], batch_size: int) -> list[str]:
-    """Beam arguments with maskmine's defaults added where the user gave none."""
+def with_runner_defaults(beam_args: Sequence[str], batch_size: int | None = None) -> list[str]:
+    """Beam arguments with maskmine's defaults added where the user gave none.
+
+    The pipeline's elements are shard ids (a shard is a task), so on Dask each
+    one gets a partition of its own. ``batch_size`` is unused (kept for callers).
+    """
     args = list(beam_args)
     options = PipelineOptions(args)
     if is_dask(options):
@@ -147,5 +150,5 @@ def with_runner_defaults(beam_args: Sequence[str], batch_size: int) -> list[str]
 
         dask = options.view_as(DaskOptions)
         if not dask.npartitions and not dask.partition_size:
-            args += ["--dask_partition_size", str(max(1, 2 * batch_size))]
+            args += ["--dask_partition_size", "1"]
     return args

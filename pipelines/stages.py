@@ -1,16 +1,25 @@
-"""Thin Beam wrappers around the per-element functions in ``transforms/``.
+"""The mining work of one shard, and the thin Beam DoFn that runs it: a shard is a task.
 
-Each DoFn times its work into ``MiningItem.seconds`` so stats.json can report
-seconds per stage on any runner (no runner-specific metrics needed). Models
-are built once per worker process through Beam's ``Shared`` handle.
+``ShardMiner.mine(shard)`` streams the shard's task file (``transforms/tasks.py``)
+through the per-element functions of ``transforms/`` in batches: nouns and
+decode per image, then proposals and CLIP matching per batch (``--batch-size``
+and ``--max-batch-bytes``), and hands each finished image to a
+``ShardWriter``, which streams the tar and commits the shard (manifest last)
+as soon as its own images are done. Every image is timed into
+``MiningItem.seconds`` so stats.json reports seconds per stage on any runner.
+Models are built once per worker process through Beam's ``Shared`` handle,
+and each worker process sizes torch's thread pool (``--torch-threads``).
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.utils.shared import Shared
@@ -30,7 +39,11 @@ from maskmine.transforms.records import (
     ImageResult,
     MiningItem,
 )
-from maskmine.transforms.shards import ShardManifest, shard_of, write_shard
+from maskmine.transforms.shards import ShardManifest, ShardWriter, completed_shards, image_order, read_shard_pairs, shard_of
+from maskmine.transforms.tasks import ShardTask
+
+log = logging.getLogger(__name__)
+PROGRESS_DIR = "progress"
 
 
 @dataclass(frozen=True)
@@ -75,30 +88,6 @@ def load_image_stage(item: MiningItem, images_dir: str) -> MiningItem:
     return item
 
 
-class ProposeDoFn(beam.DoFn):
-    """Batch of items → the same items with proposals (or skipped: no-proposals)."""
-
-    def __init__(self, spec: ProposalSpec) -> None:
-        self.spec = spec
-        self._shared = Shared()
-        self.generator = None
-
-    def setup(self) -> None:
-        self.generator = self._shared.acquire(lambda: build_proposal_generator(self.spec), tag=repr(self.spec))
-
-    def process(self, batch: list[MiningItem]) -> Iterable[MiningItem]:
-        live = [item for item in batch if not item.skipped]
-        if live:
-            start = time.perf_counter()
-            proposals = self.generator.generate([i.image for i in live], [i.record for i in live])
-            for item, props in zip(live, proposals):
-                item.proposals = props
-                if len(props) == 0:
-                    item.skip(SKIP_NO_PROPOSALS)
-            _add_seconds(live, "proposals", time.perf_counter() - start)
-        yield from batch
-
-
 class _ClipWorker:
     """What one worker process keeps: the CLIP model and its text-embedding cache."""
 
@@ -106,45 +95,6 @@ class _ClipWorker:
         device = resolve_device(spec.device)
         self.clip: LoadedClip = load_clip(spec.model, spec.pretrained, device, spec.crop)
         self.text_cache = TextEmbeddingCache(self.clip)
-
-
-class MatchDoFn(beam.DoFn):
-    """Batch of items with proposals → one ImageResult per item."""
-
-    def __init__(self, spec: ClipSpec, labels: str, min_score: float | None) -> None:
-        self.spec = spec
-        self.labels = labels
-        self.min_score = min_score
-        self._shared = Shared()
-        self.worker: _ClipWorker | None = None
-
-    def setup(self) -> None:
-        self.worker = self._shared.acquire(lambda: _ClipWorker(self.spec), tag=repr(self.spec))
-
-    def process(self, batch: list[MiningItem]) -> Iterable[ImageResult]:
-        live = [item for item in batch if not item.skipped]
-        outcomes = {}
-        if live:
-            start = time.perf_counter()
-            paired = pair_items(
-                live, self.worker.clip, self.worker.text_cache, labels=self.labels, min_score=self.min_score
-            )
-            _add_seconds(live, "match", time.perf_counter() - start)
-            outcomes = {id(item): out for item, out in zip(live, paired)}
-        for item in batch:
-            pairs, dropped = outcomes.get(id(item), ([], {}))
-            if not item.skipped and not pairs:
-                item.skip(SKIP_NO_PAIRS)
-            yield ImageResult(
-                image_id=item.record.image_id,
-                file_name=item.record.file_name,
-                shard=item.shard,
-                status="skipped" if item.skipped else "mined",
-                reason=item.skip_reason,
-                pairs=pairs,
-                dropped=dropped,
-                seconds=dict(item.seconds),
-            )
 
 
 class BatchWeight:
@@ -175,14 +125,287 @@ def item_nbytes(item: MiningItem) -> int:
     return total
 
 
-# Test hook for interrupted runs (tests/test_resume.py): with MASKMINE_FAIL_AFTER_IMAGES=K
-# a worker process that has written shards holding K or more images fails before
-# writing its next shard. MASKMINE_FAIL_MODE says how: "raise" (default: the
-# pipeline fails with an error) or "hang" (it blocks, so a test can SIGKILL the
-# job from outside while some shards are complete and some not). Not for users.
+
+
+def split_batches(items: Iterable[MiningItem], weight: "BatchWeight") -> Iterator[list[MiningItem]]:
+    """Consecutive batches, in order, each at most ``weight.max_items`` slots of live items.
+
+    Skipped items ride along for free (they reach no model); a live item
+    heavier than the whole budget travels alone.
+    """
+    batch: list[MiningItem] = []
+    used = 0
+    for item in items:
+        w = 0 if item.skipped else weight(item)
+        if used and used + w > weight.max_items:
+            yield batch
+            batch, used = [], 0
+        batch.append(item)
+        used += w
+        if used >= weight.max_items:
+            yield batch
+            batch, used = [], 0
+    if batch:
+        yield batch
+
+
+def local_cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def dask_local_threads() -> int | None:
+    """Threads of all Dask workers on this worker's host (None outside a Dask worker)."""
+    try:
+        from distributed import get_client, get_worker
+
+        me = get_worker()
+    except (ImportError, ValueError):
+        return None
+    try:
+        host = me.address.rsplit(":", 1)[0]
+        workers = get_client().scheduler_info()["workers"]
+        return sum(int(w.get("nthreads", 1)) for a, w in workers.items() if a.rsplit(":", 1)[0] == host) or None
+    except Exception:  # noqa: BLE001 - fall back to the worker's own threads
+        return None
+
+
+def resolve_torch_threads(requested: int | None, local_workers: int | None) -> int:
+    """torch threads for this worker process: ``requested``, else cores ÷ worker processes on this machine.
+
+    ``local_workers`` is what the driver knows (the local runners); on Dask the
+    worker counts its host's worker threads itself; elsewhere it is cores ÷ 1.
+    """
+    if requested:
+        return requested
+    workers = local_workers or dask_local_threads() or 1
+    return max(1, local_cpu_count() // workers)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What a worker needs to mine any shard of a run (the same for every shard; no records)."""
+
+    out: str
+    images: str
+    labels: str
+    proposals: ProposalSpec
+    clip: ClipSpec
+    min_score: float | None = None
+    batch_size: int = 8
+    max_batch_bytes: int | None = None
+    torch_threads: int | None = None  # None: cores ÷ local_workers
+    local_workers: int | None = None  # worker processes on one machine, where the driver knows it
+
+
+class ShardMiner:
+    """Mines whole shards with one proposal generator and one CLIP model (one per worker process)."""
+
+    def __init__(self, job: ShardJob, generator, clip_worker: "_ClipWorker") -> None:
+        self.job = job
+        self.generator = generator
+        self.worker = clip_worker
+        self.weight = BatchWeight(job.batch_size, job.max_batch_bytes)
+
+    def _items(self, task: ShardTask) -> Iterator[MiningItem]:
+        for record in task.records():
+            item = extract_nouns_stage(MiningItem(record=record, shard=task.shard), self.job.labels)
+            yield load_image_stage(item, self.job.images)
+
+    def _results(self, batch: list[MiningItem]) -> list[ImageResult]:
+        live = [item for item in batch if not item.skipped]
+        if live:
+            start = time.perf_counter()
+            proposals = self.generator.generate([i.image for i in live], [i.record for i in live])
+            for item, props in zip(live, proposals):
+                item.proposals = props
+                if len(props) == 0:
+                    item.skip(SKIP_NO_PROPOSALS)
+            _add_seconds(live, "proposals", time.perf_counter() - start)
+        outcomes = {}
+        live = [item for item in batch if not item.skipped]
+        for chunk in split_batches(live, self.weight):  # the masks count toward the budget now
+            start = time.perf_counter()
+            paired = pair_items(
+                chunk, self.worker.clip, self.worker.text_cache, labels=self.job.labels, min_score=self.job.min_score
+            )
+            _add_seconds(chunk, "match", time.perf_counter() - start)
+            outcomes.update({id(item): out for item, out in zip(chunk, paired)})
+        results = []
+        for item in batch:
+            pairs, dropped = outcomes.get(id(item), ([], {}))
+            if not item.skipped and not pairs:
+                item.skip(SKIP_NO_PAIRS)
+            results.append(
+                ImageResult(
+                    image_id=item.record.image_id,
+                    file_name=item.record.file_name,
+                    shard=item.shard,
+                    status="skipped" if item.skipped else "mined",
+                    reason=item.skip_reason,
+                    pairs=pairs,
+                    dropped=dropped,
+                    seconds=dict(item.seconds),
+                )
+            )
+            item.image = item.proposals = None  # done with the pixels
+        return results
+
+    def mine(self, shard: int) -> ShardManifest:
+        """Mine one shard from its task file and commit it; returns its manifest entry."""
+        out = self.job.out
+        task = ShardTask(out, shard)
+        progress = ProgressFile(out, shard, task.images)
+        if task.retry:
+            return self._retry(task, progress)
+        writer = ShardWriter(out, shard)
+        try:
+            for batch in split_batches(self._items(task), self.weight):
+                for result in self._results(batch):
+                    writer.add(result)
+                    progress.add(result)
+                _after_images_for_test(len(batch))
+            if writer.manifest.images != task.images:
+                raise RuntimeError(f"shard {shard}: {writer.manifest.images} of {task.images} images were mined")
+            manifest = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        progress.remove()
+        return manifest
+
+    def _retry(self, task: ShardTask, progress: "ProgressFile") -> ShardManifest:
+        """Re-mine the images of the task and rewrite the shard, keeping every other image's samples as they are."""
+        out, shard = self.job.out, task.shard
+        old = completed_shards(out)[shard]
+        retried = {}
+        for batch in split_batches(self._items(task), self.weight):
+            for result in self._results(batch):
+                retried[result.image_id] = result
+                progress.add(result)
+        old_pairs = read_shard_pairs(out, shard)
+        carried = {}
+        for image_id, pairs in old_pairs.items():
+            carried[image_id] = ImageResult(image_id, pairs[0].file_name, shard, "mined", pairs=pairs)
+        for reject in old.rejects:
+            if reject["image_id"] not in retried:
+                carried[reject["image_id"]] = ImageResult(
+                    reject["image_id"], reject["file_name"], shard, "skipped", reason=reject["reason"]
+                )
+        if set(carried) & set(retried):
+            raise RuntimeError(f"shard {shard}: retried images already have samples in the shard")
+        writer = ShardWriter(out, shard)
+        try:
+            merged = {**carried, **retried}
+            for image_id in sorted(merged, key=image_order):
+                writer.add(merged[image_id])
+            if writer.manifest.images != old.images:
+                raise RuntimeError(f"shard {shard}: {writer.manifest.images} images after the retry, {old.images} before")
+            m = writer.manifest
+            for reason, n in old.dropped.items():  # the carried images' drops and stage times
+                m.dropped[reason] = m.dropped.get(reason, 0) + n
+            for stage, sec in old.seconds.items():
+                m.seconds[stage] = m.seconds.get(stage, 0.0) + sec
+            # A kill from here on leaves the shard without a manifest: a plain rerun re-mines it whole.
+            manifest = writer.close(before_commit=lambda: fileio.delete([manifest_path_of(out, shard)]))
+        except BaseException:
+            writer.abort()
+            raise
+        progress.remove()
+        return manifest
+
+
+def manifest_path_of(out: str, shard: int) -> str:
+    from maskmine.transforms.shards import manifest_path
+
+    return manifest_path(out, shard)
+
+
+class ProgressFile:
+    """``OUT/progress/pairs-NNNNNN.json``: images and pairs done in a shard in flight, rewritten at most once a second.
+
+    The driver's progress bar sums these files (and the manifests of finished
+    shards), so it advances per batch on any runner that shares ``--out``.
+    """
+
+    def __init__(self, out: str, shard: int, total: int, interval: float = 1.0) -> None:
+        self.path = fileio.join(out, PROGRESS_DIR, f"pairs-{shard:06d}.json")
+        self.total = total
+        self.images = 0
+        self.pairs = 0
+        self.interval = interval
+        self._last = 0.0
+        fileio.makedirs(fileio.join(out, PROGRESS_DIR))
+
+    def add(self, result: ImageResult) -> None:
+        self.images += 1
+        self.pairs += len(result.pairs)
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            body = {"images": self.images, "pairs": self.pairs, "total": self.total}
+            fileio.atomic_write_bytes(self.path, json.dumps(body).encode())
+
+    def remove(self) -> None:
+        fileio.delete([self.path])
+
+
+def read_progress(out: str) -> dict[int, dict]:
+    """Progress files of the shards in flight: shard -> {"images", "pairs", "total"}."""
+    found = {}
+    for path in fileio.glob(fileio.join(out, PROGRESS_DIR, "pairs-*.json")):
+        try:
+            body = json.loads(fileio.read_bytes(path))
+        except (OSError, ValueError):  # renamed away between glob and read
+            continue
+        found[int(fileio.basename(path)[len("pairs-"):-len(".json")])] = body
+    return found
+
+
+class MineShardDoFn(beam.DoFn):
+    """Shard id → that shard mined and committed; yields (shard, images, pairs)."""
+
+    def __init__(self, job: ShardJob) -> None:
+        self.job = job
+        self._proposals = Shared()
+        self._clip = Shared()
+        self.miner: ShardMiner | None = None
+
+    def setup(self) -> None:
+        import torch
+
+        threads = resolve_torch_threads(self.job.torch_threads, self.job.local_workers)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        generator = self._proposals.acquire(
+            lambda: build_proposal_generator(self.job.proposals), tag=repr(self.job.proposals)
+        )
+        worker = self._clip.acquire(lambda: _ClipWorker(self.job.clip), tag=repr(self.job.clip))
+        self.miner = ShardMiner(self.job, generator, worker)
+
+    def process(self, shard: int) -> Iterable[tuple[int, int, int]]:
+        _maybe_fail_for_test(shard)
+        manifest = self.miner.mine(shard)
+        log.info("shard %d committed: %d images, %d pairs (worker pid %d)", shard, manifest.images, manifest.samples, os.getpid())
+        global _images_written
+        _images_written += manifest.images
+        yield shard, manifest.images, manifest.samples
+
+
+# Test hooks for interrupted runs (tests/test_resume.py). Not for users.
+# MASKMINE_FAIL_AFTER_IMAGES=K: a worker process that has committed shards holding
+# K or more images fails before starting its next shard. MASKMINE_FAIL_MODE says
+# how: "raise" (default: the pipeline fails with an error) or "hang" (it blocks,
+# so a test can SIGKILL the job from outside while some shards are complete).
+# MASKMINE_KILL_AFTER_IMAGES=K: the worker process SIGKILLs itself once it has
+# mined K images (counted per batch), wherever its shards are at that moment.
 FAIL_AFTER_ENV = "MASKMINE_FAIL_AFTER_IMAGES"
 FAIL_MODE_ENV = "MASKMINE_FAIL_MODE"
+KILL_AFTER_ENV = "MASKMINE_KILL_AFTER_IMAGES"
 _images_written = 0
+_images_mined = 0
 
 
 def _maybe_fail_for_test(shard: int) -> None:
@@ -195,19 +418,9 @@ def _maybe_fail_for_test(shard: int) -> None:
     raise RuntimeError(f"{FAIL_AFTER_ENV}={limit}: failing before shard {shard} (test hook)")
 
 
-def write_shard_stage(
-    keyed: tuple[int, Iterable[ImageResult]], out_dir: str, expected: dict[int, int] | None = None
-) -> ShardManifest:
-    """Write one shard; refuse (no manifest, so a rerun redoes it) when images went missing on the way."""
-    global _images_written
-    shard, results = keyed
-    results = list(results)
-    _maybe_fail_for_test(shard)
-    if expected is not None and len(results) != expected.get(shard, 0):
-        raise RuntimeError(
-            f"shard {shard}: {len(results)} of {expected.get(shard, 0)} images reached the writer; "
-            "the runner lost or duplicated elements, so the shard is not marked complete"
-        )
-    manifest = write_shard(out_dir, shard, results)
-    _images_written += len(results)
-    return manifest
+def _after_images_for_test(count: int) -> None:
+    global _images_mined
+    _images_mined += count
+    limit = os.environ.get(KILL_AFTER_ENV)
+    if limit is not None and _images_mined >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -22,3 +22,22 @@ def coco_mini_config(coco_mini: Path, out: Path, **overrides) -> MineConfig:
     )
     settings.update(overrides)
     return MineConfig(**settings)
+
+
+def mine_command(coco_mini: Path, out: Path, *extra: str, threads: int = 1) -> list[str]:
+    """`maskmine mine` as a fresh process on coco-mini (coco-gt, tiny CLIP, CPU) with an explicit torch thread count.
+
+    Byte-identical tars hold between runs with the same thread count; runs
+    compared in tests are all made this way, in fresh processes, so no run
+    inherits a long-lived pytest process's torch state.
+    """
+    import sys
+
+    ann = coco_mini / "annotations"
+    return [
+        sys.executable, "-m", "maskmine.pipelines.cli", "mine",
+        "--captions", str(ann / "captions_train2017.json"), "--instances", str(ann / "instances_train2017.json"),
+        "--images", str(coco_mini / "train2017"), "--out", str(out), "--proposals", "coco-gt",
+        "--clip-model", "maskmine-tiny", "--clip-pretrained", "none", "--device", "cpu",
+        "--no-progress", "--torch-threads", str(threads), *extra,
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from maskmine.pipelines import dask_bundle_fix, runners
 from maskmine.pipelines.cli import main
 from maskmine.pipelines.verify import verify_run
+from mining_helpers import mine_command
 
 distributed = pytest.importorskip("distributed")
 REPO = Path(__file__).resolve().parents[1]
@@ -102,24 +104,32 @@ def test_buffering_dofn_loses_outputs_without_the_fix_and_none_with_it(cluster, 
     assert len(without) == 12 and sum(without) < sum(range(40))
 
 
-def _mine_args(coco_mini: Path, out: Path) -> list[str]:
-    ann = coco_mini / "annotations"
-    return [
-        "mine", "--captions", str(ann / "captions_train2017.json"), "--instances", str(ann / "instances_train2017.json"),
-        "--images", str(coco_mini / "train2017"), "--out", str(out), "--proposals", "coco-gt",
-        "--clip-model", "maskmine-tiny", "--clip-pretrained", "none", "--device", "cpu",
-        "--num-shards", "3", "--limit", "24", "--batch-size", "4", "--no-progress",
-    ]
+MINE_ARGS = ("--num-shards", "3", "--limit", "24", "--batch-size", "4")
 
 
 def _digests(out: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("pairs-*.tar"))}
 
 
+def test_dask_workers_size_torch_threads_to_their_share(cluster):
+    from maskmine.pipelines.stages import local_cpu_count, resolve_torch_threads
+
+    with distributed.Client(cluster) as client:
+        workers = list(client.scheduler_info()["workers"])
+        threads = client.gather([client.submit(resolve_torch_threads, None, None, workers=[w], pure=False) for w in workers])
+    assert threads == [max(1, local_cpu_count() // 2)] * 2  # 2 single-thread worker processes on this host
+    assert resolve_torch_threads(3, None) == 3 and resolve_torch_threads(None, 1) == local_cpu_count()
+
+
 def test_mine_on_dask_equals_direct_runner(cluster, coco_mini, nltk_data, tmp_path):
+    # Both runs in fresh processes (a subprocess; Dask's worker processes) with 1 torch thread:
+    # CPU float32 results depend on the thread count, and byte-identical tars need the same one.
     direct, dask = tmp_path / "direct", tmp_path / "dask"
-    assert main(_mine_args(coco_mini, direct) + ["--runner", "DirectRunner"]) == 0
-    assert main(_mine_args(coco_mini, dask) + ["--runner", "DaskRunner", "--dask_client_address", cluster]) == 0
+    done = subprocess.run(mine_command(coco_mini, direct, *MINE_ARGS, "--runner", "DirectRunner"), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    dask_args = mine_command(coco_mini, dask, *MINE_ARGS, "--runner", "DaskRunner", "--dask_client_address", cluster)
+    assert main(dask_args[dask_args.index("mine"):]) == 0
     assert dask_bundle_fix.installed()
     assert len(_digests(direct)) == 3
     assert _digests(dask) == _digests(direct)

@@ -1,30 +1,39 @@
 """A killed mining job, rerun with the same --out, ends identical to an uninterrupted run.
 
-Two interruptions: the writer fails after K images (test hook
-MASKMINE_FAIL_AFTER_IMAGES, in process), and a `maskmine mine` subprocess
-SIGKILLed from outside while some shards are complete and the rest are not.
+A shard is a task, committed as soon as its own images are done: a job
+killed after its first shard keeps that shard, and a job killed at any point
+loses only the shards in flight. Interruptions covered: the worker raises
+after its first shard (test hook MASKMINE_FAIL_AFTER_IMAGES, in process), and
+`maskmine mine` subprocesses SIGKILLed from inside a worker after K mined
+images (test hook MASKMINE_KILL_AFTER_IMAGES), right after the first shard
+and at a random K. Every run compared byte for byte is made under the same
+conditions: the same process (in-process test) or fresh processes, with
+--torch-threads 1.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import random
+import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from maskmine.pipelines import stages
-from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.pipelines.mine import MineConfig, progress_counts, run_mining
 from maskmine.pipelines.verify import verify_run
-from mining_helpers import coco_mini_config
+from maskmine.transforms.shards import shard_of
+from mining_helpers import coco_mini_config, mine_command
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 4
 LIMIT = 32
+ARGS = ("--labels", "categories", "--num-shards", str(SHARDS), "--limit", str(LIMIT), "--batch-size", "4")
 
 
 def config(coco_mini: Path, out: Path) -> MineConfig:
@@ -34,6 +43,7 @@ def config(coco_mini: Path, out: Path) -> MineConfig:
         num_shards=SHARDS,
         limit=LIMIT,
         batch_size=4,
+        torch_threads=1,
     )
 
 
@@ -45,10 +55,19 @@ def manifests(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "manifest").glob("pairs-*.json")) if (out / "manifest").is_dir() else []
 
 
+def mine(coco_mini: Path, out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        mine_command(coco_mini, out, *ARGS), cwd=REPO, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
+    )
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(coco_mini, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("resume") / "whole"
-    stats = run_mining(config(coco_mini, out), progress=False)
+    done = mine(coco_mini, out)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    stats = json.loads((out / "stats.json").read_text())
     assert stats["shards"] == SHARDS and stats["images_read"] == LIMIT
     return out, stats
 
@@ -59,17 +78,19 @@ def assert_same_run(run: Path, whole: Path, stats: dict) -> None:
     assert table.equals(pd.read_parquet(whole / "parquet"))
     assert table["key"].is_unique and len(table) == stats["pairs"]
     assert verify_run(str(run)).ok
+    assert sorted(p.name for p in run.rglob("*.tmp-*")) == []  # the rerun cleared what the kill left
 
 
-def test_writer_failure_then_resume(uninterrupted, coco_mini, tmp_path, monkeypatch):
-    whole, stats = uninterrupted
+def test_writer_failure_then_resume(coco_mini, tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    stats = run_mining(config(coco_mini, whole), progress=False)  # the same process as the runs it is compared with
     run = tmp_path / "run"
     monkeypatch.setattr(stages, "_images_written", 0)
     monkeypatch.setenv(stages.FAIL_AFTER_ENV, "1")
     with pytest.raises(Exception, match="test hook"):
         run_mining(config(coco_mini, run), progress=False)
     done = manifests(run)
-    assert len(done) == 1  # the first shard was written, then the job failed
+    assert len(done) == 1  # the first shard was committed, then the job failed
     assert not (run / "stats.json").exists()
     monkeypatch.delenv(stages.FAIL_AFTER_ENV)
     again = run_mining(config(coco_mini, run), progress=False)
@@ -80,34 +101,73 @@ def test_writer_failure_then_resume(uninterrupted, coco_mini, tmp_path, monkeypa
     assert_same_run(run, whole, stats)
 
 
-def test_sigkill_mid_run_then_resume(uninterrupted, coco_mini, tmp_path):
+def shard_sizes(coco_mini: Path) -> list[int]:
+    captions = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
+    ids = sorted({a["image_id"] for a in captions["annotations"]})[:LIMIT]
+    sizes = [0] * SHARDS
+    for i in ids:
+        sizes[shard_of(i, SHARDS)] += 1
+    return sizes
+
+
+def killed_then_resumed(coco_mini: Path, run: Path, kill_after: int) -> list[str]:
+    """Mine with a worker that SIGKILLs its process after ``kill_after`` images; return the shards it committed."""
+    killed = mine(coco_mini, run, {stages.KILL_AFTER_ENV: str(kill_after)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert not (run / "stats.json").exists()
+    return manifests(run)
+
+
+def test_first_shard_is_committed_while_the_job_runs(uninterrupted, coco_mini, tmp_path):
+    whole, stats = uninterrupted
+    sizes = shard_sizes(coco_mini)
+    run = tmp_path / "run"
+    # One in-process worker mines shard after shard. Killed once it has mined more images than the
+    # largest shard holds, it has finished its first shard and is inside another one.
+    kept = killed_then_resumed(coco_mini, run, max(sizes) + 1)
+    assert 1 <= len(kept) < SHARDS
+    # The kept shards are final, byte for byte those of the uninterrupted run, and the shard in
+    # flight was being streamed to a temporary file when the kill came.
+    for name in kept:
+        tar = name.replace(".json", ".tar")
+        assert digests(run)[tar] == digests(whole)[tar]
+    assert list(run.glob("pairs-*.tar.tmp-*"))
+    # and the progress bar's source shows it under way: images and pairs done so far, per shard in flight
+    in_flight = progress_counts(str(run), {s: "" for s in range(SHARDS) if f"pairs-{s:06d}.json" not in kept}, dict(enumerate(sizes)))
+    assert 0 < in_flight[0] < LIMIT and in_flight[1] > 0
+    assert progress_counts(str(run), {int(n[6:12]): "" for n in kept}, dict(enumerate(sizes)))[0] == sum(
+        sizes[int(n[6:12])] for n in kept
+    )
+    again = json.loads(mine(coco_mini, run).stdout)
+    assert again["shards_resumed"] == len(kept) and again["pairs"] == stats["pairs"]
+    assert_same_run(run, whole, stats)
+
+
+def test_sigkill_at_a_random_point_then_resume(uninterrupted, coco_mini, tmp_path):
+    whole, stats = uninterrupted
+    seed = random.randrange(2**32)
+    kill_after = random.Random(seed).randint(1, LIMIT - 1)
+    run = tmp_path / "run"
+    kept = killed_then_resumed(coco_mini, run, kill_after)
+    assert len(kept) < SHARDS, f"seed {seed}, kill after {kill_after} images"
+    again = mine(coco_mini, run)
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    assert json.loads(again.stdout)["shards_resumed"] == len(kept)
+    assert_same_run(run, whole, stats)
+
+
+def test_multi_process_runner_gives_the_same_shards(uninterrupted, coco_mini, tmp_path):
     whole, stats = uninterrupted
     run = tmp_path / "run"
-    ann = coco_mini / "annotations"
-    cmd = [
-        sys.executable, "-m", "maskmine.pipelines.cli", "mine", "--captions", str(ann / "captions_train2017.json"),
-        "--instances", str(ann / "instances_train2017.json"), "--images", str(coco_mini / "train2017"),
-        "--out", str(run), "--proposals", "coco-gt", "--labels", "categories", "--clip-model", "maskmine-tiny", "--clip-pretrained", "none",
-        "--device", "cpu", "--num-shards", str(SHARDS), "--limit", str(LIMIT), "--batch-size", "4", "--no-progress",
-    ]
-    # The hook makes the writer block after its first shard, so the kill lands mid-run for certain.
-    env = {**os.environ, stages.FAIL_AFTER_ENV: "1", stages.FAIL_MODE_ENV: "hang"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not manifests(run) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert manifests(run), "no shard completed in time"
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    assert len(manifests(run)) == 1 and not (run / "stats.json").exists()
-    again = run_mining(config(coco_mini, run), progress=False)
-    assert again["shards_resumed"] == 1 and again["pairs"] == stats["pairs"]
+    done = subprocess.run(
+        mine_command(coco_mini, run, *ARGS, "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+                     "--direct_num_workers", "2"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert json.loads(done.stdout)["images_read"] == LIMIT
+    # the shards were spread over both worker processes (each logs the shards it committed)
+    committed = re.findall(r"shard (\d+) committed: .* \(worker pid (\d+)\)", done.stderr.decode())
+    assert sorted(int(s) for s, _ in committed) == list(range(SHARDS))
+    assert len({pid for _, pid in committed}) == 2
     assert_same_run(run, whole, stats)
-    leftovers = sorted(p.name for p in run.rglob("*.tmp-*"))
-    assert leftovers == []  # a SIGKILL between shards leaves no half-written file behind

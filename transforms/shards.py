@@ -2,8 +2,9 @@
 
 A sample's shard is a hash of its image id, so every runner and every rerun
 puts the same images in the same shard. A shard is written whole, atomically,
-by one worker: ``pairs-NNNNNN.tar``, then ``parquet/pairs-NNNNNN.parquet``,
-then ``manifest/pairs-NNNNNN.json`` last, so a shard is complete exactly when
+by one worker, as its images arrive (``ShardWriter``): ``pairs-NNNNNN.tar``
+streams to a temporary name and is renamed once whole, then
+``parquet/pairs-NNNNNN.parquet``, then ``manifest/pairs-NNNNNN.json`` last, so a shard is complete exactly when
 its manifest entry exists. That is what makes a killed job resumable.
 """
 from __future__ import annotations
@@ -151,46 +152,141 @@ def manifest_path(out_dir: str, shard: int) -> str:
     return fileio.join(out_dir, MANIFEST_DIR, MANIFEST_NAME.format(shard))
 
 
+def image_order(image_id: int) -> str:
+    """Where an image's samples sit in its shard: keys are ``{image_id}-{slug}``, sorted as strings.
+
+    No ``{image_id}-`` is a prefix of another and ``-`` sorts before every
+    digit, so sorting images by this string and each image's pairs by key
+    gives the samples in key order: a shard can be written image by image.
+    """
+    return f"{int(image_id)}-"
+
+
+class ShardWriter:
+    """Write one shard as its images arrive: the tar streams to a temporary file, the rest waits for ``close``.
+
+    ``add`` takes each image's ``ImageResult`` in ``image_order``; the tar
+    members go out at once (memory: one image's samples), the Parquet rows and
+    the manifest's counts (one shard's metadata) stay until ``close``, which
+    renames the tar into place, writes the Parquet part and then the manifest
+    entry, last. ``before_commit`` runs just before the tar is renamed (the
+    retry path deletes the old manifest there, so a kill in between leaves
+    the shard incomplete rather than inconsistent).
+    """
+
+    def __init__(self, out_dir: str, shard: int) -> None:
+        self.out_dir = out_dir
+        self.shard = shard
+        self.tar_name = TAR_NAME.format(shard)
+        self._file = fileio.AtomicWriter(fileio.join(out_dir, self.tar_name))
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._pairs_meta: list[tuple[PairSample, tuple[int, int]]] = []
+        self._last_order: str | None = None
+        self._last_key: str | None = None
+        self.seconds = 0.0
+        self.manifest = ShardManifest(
+            shard=shard, tar=self.tar_name, parquet=f"{PARQUET_DIR}/{PARQUET_NAME.format(shard)}",
+            samples=0, tar_bytes=0, tar_sha256="", images=0, mined=0,
+        )
+
+    def add(self, result: ImageResult) -> None:
+        start = time.perf_counter()
+        order = image_order(result.image_id)
+        if self._last_order is not None and order <= self._last_order:
+            raise ValueError(f"shard {self.shard}: image {result.image_id} arrived out of order or twice")
+        self._last_order = order
+        m = self.manifest
+        m.images += 1
+        if result.status == "mined":
+            m.mined += 1
+        else:
+            m.skipped[result.reason] = m.skipped.get(result.reason, 0) + 1
+            m.rejects.append({"image_id": result.image_id, "file_name": result.file_name, "reason": result.reason})
+        for reason, n in result.dropped.items():
+            m.dropped[reason] = m.dropped.get(reason, 0) + n
+        for stage, sec in result.seconds.items():
+            m.seconds[stage] = m.seconds.get(stage, 0.0) + sec
+        for pair in sorted(result.pairs, key=lambda p: p.key):
+            if self._last_key is not None and pair.key <= self._last_key:
+                raise ValueError(f"duplicate keys in shard {self.shard}: {pair.key}")
+            self._last_key = pair.key
+            offset = self._tar.offset
+            for name, data in sample_members(pair):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mtime = 0
+                info.mode = 0o444
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                self._tar.addfile(info, io.BytesIO(data))
+            # keep the metadata only: the crop bytes are already in the tar
+            meta = PairSample(**{**pair.__dict__, "crop_jpg": b"", "crop_mask_png": b""})
+            self._pairs_meta.append((meta, (offset, self._tar.offset - offset)))
+            m.nouns[pair.noun] = m.nouns.get(pair.noun, 0) + 1
+            m.samples += 1
+        self.seconds += time.perf_counter() - start
+
+    def close(self, before_commit=None) -> ShardManifest:
+        """Finish the tar, then commit tar, Parquet part and manifest entry, in that order."""
+        start = time.perf_counter()
+        self._tar.close()
+        m = self.manifest
+        m.tar_bytes = self._file.tell()
+        m.tar_sha256 = self._file.sha256
+        buf = pa.BufferOutputStream()
+        pairs = [p for p, _ in self._pairs_meta]
+        pq.write_table(parquet_table(self.shard, pairs, [s for _, s in self._pairs_meta]), buf)
+        if before_commit is not None:
+            before_commit()
+        self._file.commit()
+        fileio.makedirs(fileio.join(self.out_dir, PARQUET_DIR))
+        fileio.atomic_write_bytes(fileio.join(self.out_dir, m.parquet), buf.getvalue().to_pybytes())
+        m.seconds["write"] = m.seconds.get("write", 0.0) + self.seconds + time.perf_counter() - start
+        fileio.makedirs(fileio.join(self.out_dir, MANIFEST_DIR))
+        fileio.atomic_write_bytes(manifest_path(self.out_dir, self.shard), m.to_json())
+        return m
+
+    def abort(self) -> None:
+        """Drop the temporary tar (the shard stays incomplete)."""
+        try:
+            self._tar.close()
+        except Exception:  # noqa: BLE001 - the file is deleted anyway
+            pass
+        self._file.abort()
+
+
 def write_shard(out_dir: str, shard: int, results: Iterable[ImageResult]) -> ShardManifest:
-    """Write one shard's tar, Parquet part and manifest entry (in that order)."""
-    start = time.perf_counter()
-    results = sorted(results, key=lambda r: r.image_id)
-    pairs = sorted((p for r in results for p in r.pairs), key=lambda p: p.key)
-    keys = [p.key for p in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate keys in shard {shard}")
-    tar_bytes, spans = build_tar(pairs)
-    tar_name = TAR_NAME.format(shard)
-    parquet_name = f"{PARQUET_DIR}/{PARQUET_NAME.format(shard)}"
-    fileio.atomic_write_bytes(fileio.join(out_dir, tar_name), tar_bytes)
-    buf = pa.BufferOutputStream()
-    pq.write_table(parquet_table(shard, pairs, spans), buf)
-    fileio.makedirs(fileio.join(out_dir, PARQUET_DIR))
-    fileio.atomic_write_bytes(fileio.join(out_dir, parquet_name), buf.getvalue().to_pybytes())
-    manifest = ShardManifest(
-        shard=shard,
-        tar=tar_name,
-        parquet=parquet_name,
-        samples=len(pairs),
-        tar_bytes=len(tar_bytes),
-        tar_sha256=hashlib.sha256(tar_bytes).hexdigest(),
-        images=len(results),
-        mined=sum(r.status == "mined" for r in results),
-    )
-    for r in results:
-        if r.status != "mined":
-            manifest.skipped[r.reason] = manifest.skipped.get(r.reason, 0) + 1
-            manifest.rejects.append({"image_id": r.image_id, "file_name": r.file_name, "reason": r.reason})
-        for reason, n in r.dropped.items():
-            manifest.dropped[reason] = manifest.dropped.get(reason, 0) + n
-        for stage, sec in r.seconds.items():
-            manifest.seconds[stage] = manifest.seconds.get(stage, 0.0) + sec
-    for p in pairs:
-        manifest.nouns[p.noun] = manifest.nouns.get(p.noun, 0) + 1
-    manifest.seconds["write"] = manifest.seconds.get("write", 0.0) + time.perf_counter() - start
-    fileio.makedirs(fileio.join(out_dir, MANIFEST_DIR))
-    fileio.atomic_write_bytes(manifest_path(out_dir, shard), manifest.to_json())
-    return manifest
+    """Write one shard's tar, Parquet part and manifest entry (in that order) from all its results."""
+    writer = ShardWriter(out_dir, shard)
+    try:
+        for result in sorted(results, key=lambda r: image_order(r.image_id)):
+            writer.add(result)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
+    """The samples of a written shard, by image id, rebuilt from its tar (for --retry-skipped).
+
+    Rebuilt samples write back to the same tar members byte for byte.
+    """
+    data = fileio.read_bytes(fileio.join(out_dir, TAR_NAME.format(shard)))
+    members: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        for info in tar:
+            name = info.name
+            for suffix in (".mask.png", ".jpg", ".txt", ".json"):
+                if name.endswith(suffix):
+                    members.setdefault(name[: -len(suffix)], {})[suffix] = tar.extractfile(info).read()
+                    break
+    by_image: dict[int, list[PairSample]] = {}
+    for key, parts in members.items():
+        meta = json.loads(parts[".json"])
+        pair = PairSample(**meta, crop_jpg=parts[".jpg"], crop_mask_png=parts[".mask.png"])
+        by_image.setdefault(pair.image_id, []).append(pair)
+    return by_image
 
 
 def completed_shards(out_dir: str) -> dict[int, ShardManifest]:
