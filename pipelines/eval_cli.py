@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="SAM: box NMS IoU threshold between masks (default 0.7)")
     p.add_argument("--mask-threshold", type=_fraction, default=0.4, metavar="T",
                    help="a proposal's pixels are those with mask probability > T: they make its crop, and a "
-                        "mask without any is not classified (default 0.4, OVSeg's MASK_THR)")
+                        "mask without any is not classified (default 0.4, the default of OVSeg's MODEL.CLIP_ADAPTER.MASK_THR)")
     p.add_argument("--hard-masks", action="store_true",
                    help="semantic inference on the binary masks, pixels no classified mask covers left "
                         "unlabelled (maskmine's earlier variant); default: OVSeg's, on the soft masks")
