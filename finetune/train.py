@@ -426,7 +426,9 @@ def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Ite
             produced += 1
             yield epoch, position, batch
         if produced == 0 and skip == 0:
-            raise UserError("the training shards yielded no usable sample in a whole epoch")
+            raise UserError("the training shards yielded no full batch in a whole epoch (each DataLoader "
+                            "worker drops its last partial batch: fewer usable samples per worker than "
+                            "--batch-size?)")
         epoch, skip = epoch + 1, 0
 
 

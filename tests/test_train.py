@@ -371,3 +371,10 @@ def test_two_stage_recipe_prompts_on_the_finetuned_model(mined: Path, tmp_path: 
     assert all(torch.equal(v, finetuned[k]) for k, v in adapted.model.clip.state_dict().items())
     with pytest.raises(UserError, match="stage 2 starts from a `--mode full` run"):
         train(config(tmp_path / "bad", shards(mined), mode="prompt", init=str(tmp_path / "stage2"), steps=1))
+
+
+def test_fewer_samples_than_a_batch_is_a_clear_error(mined: Path, tmp_path: Path) -> None:
+    copy_samples(mined / "pairs-000000.tar", tmp_path / "pairs-000000.tar", limit=10)
+    with pytest.raises(UserError, match="no full batch"):
+        train(config(tmp_path / "out", str(tmp_path / "pairs-000000.tar"), vocabulary=str(mined), batch_size=32,
+                     steps=2))
