@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskmine.eval.inference import RegionClassifier, build_classifier, segment
+from maskmine.eval.proposal_classes import maskformer_eval_proposals
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.device import resolve_device
@@ -39,6 +40,7 @@ from maskmine.transforms.records import ImageRecord
 log = logging.getLogger(__name__)
 
 NO_CLASS = 65535
+OTHERS = "others"  # the extra class OVSeg's demo adds when one class name is given
 FORM_OVERHEAD = 64 * 1024  # the text fields and multipart boundaries around the image
 DRAIN_FACTOR = 32  # bodies up to this many times the limit are read and dropped, so the browser sees the message
 
@@ -142,6 +144,23 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         raise DemoInputError(f"The image file is damaged or truncated ({exc}).") from exc
 
 
+def demo_labels(image: np.ndarray, names: list[str], proposals: Any, classifier: RegionClassifier,
+                granularity: Optional[float]) -> np.ndarray:
+    """The demo's label map (``NO_CLASS`` where nothing is painted).
+
+    One class name: as OVSeg's demo (``OVSegDEMO.forward``), "others" is added so the softmax
+    has an alternative (a lone class would get probability 1 on every mask and paint the whole
+    image); pixels where "others" wins are left unpainted and kept out of the legend.
+    """
+    classify_names = names + [OTHERS] if len(names) == 1 else list(names)
+    result = segment(image, classify_names, proposals, classifier, granularity=granularity,
+                     empty_label=NO_CLASS)
+    labels = result.labels
+    if len(classify_names) > len(names):
+        labels = np.where(labels >= len(names), NO_CLASS, labels)
+    return labels
+
+
 class DemoApp:
     """Models loaded once; ``run`` turns one form submission into a result (thread-safe)."""
 
@@ -202,11 +221,12 @@ class DemoApp:
         image = decode_upload(image_bytes, cfg.max_upload_bytes, cfg.max_pixels)
         started = time.monotonic()
         with self._lock:
-            record = ImageRecord(0, "upload", image.shape[1], image.shape[0], [])
-            proposals = self._generators[backend].generate([image], [record])[0]
-            result = segment(image, names, proposals, self.classifier, granularity=granularity,
-                             empty_label=NO_CLASS)
-        labels = result.labels
+            if backend == "maskformer":  # every query's soft mask, as the eval's semantic inference
+                proposals, _ = maskformer_eval_proposals(self._generators[backend], image)
+            else:
+                record = ImageRecord(0, "upload", image.shape[1], image.shape[0], [])
+                proposals = self._generators[backend].generate([image], [record])[0]
+            labels = demo_labels(image, names, proposals, self.classifier, granularity)
         colours = colour_table(range(len(names)))
         ids, counts = np.unique(labels, return_counts=True)
         total = float(labels.size)

@@ -4,10 +4,10 @@ proposals (class-agnostic masks) → masked crops (the shared
 :func:`maskmine.transforms.masked_crop.masked_crop`) → CLIP class probabilities over the
 class names (prompt-template ensemble) → a label map, either
 
-* MaskFormer's semantic inference (:mod:`maskmine.eval.semantic`): every mask adds its
-  class distribution to its pixels, optionally combined with the proposal
-  model's own class scores by OVSeg's geometric ensemble
-  ``p = p_proposal ** (1 - lam) * p_clip ** lam``; or
+* MaskFormer's semantic inference (:mod:`maskmine.eval.semantic`) as OVSeg runs it:
+  every mask's soft probability map adds its class distribution to its pixels,
+  optionally combined with the proposal model's own class scores by OVSeg's
+  geometric ensemble ``p = p_proposal ** (1 - lam) * p_clip ** lam``; or
 * SAM granularity fusion (:mod:`maskmine.eval.fusion`) when ``granularity`` is given.
 
 The region encoder is anything with ``encode_crops(pixels, masks)`` — plain
@@ -112,6 +112,9 @@ class Segmentation:
     kept: Optional[list[int]] = None  # granularity fusion: indices of the masks that were used
 
 
+DEFAULT_MASK_THRESHOLD = 0.4  # OVSeg's MODEL.CLIP_ADAPTER.MASK_THR default (open_vocab_seg/config.py)
+
+
 def segment(
     image: np.ndarray,
     class_names: Sequence[str],
@@ -123,41 +126,76 @@ def segment(
     ensemble_lambda: Optional[float] = None,
     empty_label: int = 255,
     fusion_mode: str = "assigned",
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+    hard_masks: bool = False,
 ) -> Segmentation:
     """Classify ``proposals`` of ``image`` into ``class_names`` and paint the label map.
 
-    ``granularity`` None: MaskFormer semantic inference (sum of mask × class
-    probabilities, argmax). A float: SAM granularity fusion with that
-    granularity (see :mod:`maskmine.eval.fusion`: 1 keeps each class's single best
-    mask, lower values merge more masks into a class).
+    Every mask is binarised ``mask > mask_threshold`` (OVSeg's MASK_THR, 0.4): the
+    binary mask makes the crop, and a mask with no pixel above it is not classified
+    (OVSeg's valid flag). Boolean masks (ground truth, SAM) are their own binary mask.
 
-    ``ensemble_lambda`` needs ``proposal_class_probs`` (Q, C); None means
-    CLIP alone.
+    ``granularity`` None: semantic inference. By default OVSeg's:
+    ``scores[c] = sum_q p(c|q) * m_q`` over the *soft* masks (``proposals.soft_masks``
+    when the backend keeps them, else the boolean masks as 0/1), then argmax: with
+    CLIP alone only the valid masks take part; with the ensemble every mask does
+    (an unclassified one keeps ``p_proposal ** (1 - lam)``). Every pixel gets a class
+    (argmax; a pixel no mask touches gets class 0, as detectron2's argmax); only an
+    image without any proposal is all ``empty_label``.
+    ``hard_masks=True`` is maskmine's earlier variant: the binary masks are summed,
+    unclassified masks add nothing, and pixels no classified mask covers get ``empty_label``.
+
+    A float ``granularity``: SAM granularity fusion on the binary masks (see
+    :mod:`maskmine.eval.fusion`: 1 keeps each class's single best mask, lower values
+    merge more masks into a class).
+
+    ``ensemble_lambda`` needs ``proposal_class_probs`` (Q, C); None means CLIP alone.
     """
     if 0 <= empty_label < len(class_names):
         raise ValueError(f"empty_label {empty_label} is a class id for {len(class_names)} classes")
     height, width = image.shape[:2]
-    masks = np.asarray(proposals.masks, dtype=bool)
-    if masks.shape[1:] != (height, width):
-        raise ValueError(f"proposal masks {masks.shape[1:]} do not match the image {(height, width)}")
+    raw = np.asarray(proposals.masks)
+    if raw.ndim != 3 or raw.shape[1:] != (height, width):
+        raise ValueError(f"proposal masks {raw.shape[1:]} do not match the image {(height, width)}")
+    soft = proposals.soft_masks
+    if soft is not None:
+        soft = np.asarray(soft, dtype=np.float32)
+        if soft.shape != raw.shape:
+            raise ValueError(f"soft masks {soft.shape} do not match the masks {raw.shape}")
+        masks = soft > mask_threshold
+    elif raw.dtype == bool:
+        masks = raw
+    else:  # float masks without a separate binary version
+        soft = raw.astype(np.float32)
+        masks = soft > mask_threshold
     scores = classifier.classify(image, masks, class_names)
     probs: np.ndarray = scores.probs
     if ensemble_lambda is not None:
         if proposal_class_probs is None:
             raise UserError("the ensemble weight needs class scores from the proposal model")
         probs = ensemble_probs(proposal_class_probs, scores.probs, ensemble_lambda, scores.valid).numpy()
-    probs = np.where(scores.valid[:, None], probs, 0.0).astype(np.float32) if len(probs) else probs
     if masks.shape[0] == 0:
         labels = np.full((height, width), empty_label, dtype=np.int32)
         return Segmentation(labels, proposals, scores.probs, probs, [] if granularity is not None else None)
-    if granularity is not None:
-        fused = granularity_fusion(masks, probs, granularity, ignore_label=empty_label, mode=fusion_mode)
-        return Segmentation(
-            fused.labels.astype(np.int32), proposals, scores.probs, probs, [k.index for k in fused.kept]
-        )
-    scores_map = semantic_map(masks, probs)
-    labels = argmax_labels(scores_map, empty_label=empty_label).numpy().astype(np.int32)
-    return Segmentation(labels, proposals, scores.probs, probs)
+    if granularity is not None or hard_masks:
+        probs = np.where(scores.valid[:, None], probs, 0.0).astype(np.float32)
+        if granularity is not None:
+            fused = granularity_fusion(masks, probs, granularity, ignore_label=empty_label, mode=fusion_mode)
+            return Segmentation(
+                fused.labels.astype(np.int32), proposals, scores.probs, probs, [k.index for k in fused.kept]
+            )
+        scores_map = semantic_map(masks, probs)
+        labels = argmax_labels(scores_map, empty_label=empty_label).numpy().astype(np.int32)
+        return Segmentation(labels, proposals, scores.probs, probs)
+    # OVSeg's semantic inference on the soft masks
+    weights = soft if soft is not None else masks.astype(np.float32)
+    rows = np.arange(len(probs)) if ensemble_lambda is not None else np.flatnonzero(scores.valid)
+    probs = np.asarray(probs, dtype=np.float32)
+    scores_map = semantic_map(weights[rows], probs[rows])
+    labels = argmax_labels(scores_map).numpy().astype(np.int32)
+    used = np.zeros(len(probs), dtype=np.float32)
+    used[rows] = 1.0
+    return Segmentation(labels, proposals, scores.probs, probs * used[:, None])
 
 
 def build_classifier(

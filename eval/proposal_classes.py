@@ -1,15 +1,17 @@
-"""The proposal model's own class scores, for OVSeg's geometric ensemble with CLIP.
+"""MaskFormer proposals as OVSeg's eval uses them: soft masks and class scores.
 
-Only MaskFormer/Mask2Former has a class head. Its columns are the
-checkpoint's label set (``config.id2label``), so the ensemble is possible when
-every evaluated class name is one of those labels (e.g. an ADE-150 semantic
-checkpoint evaluated on ADE-150). Names match case-insensitively, and a
-comma-separated name ("car, auto") matches through any of its synonyms.
+:func:`maskformer_eval_proposals` runs the same forward pass as
+:class:`maskmine.transforms.proposals.maskformer.MaskFormerProposals` (reusing its
+helpers) but keeps every query's soft sigmoid mask, with no mining filter by
+default, for OVSeg's soft-mask semantic inference.
 
-The proposals come from the same forward pass as in
-:class:`maskmine.transforms.proposals.maskformer.MaskFormerProposals`, reusing its
-helpers, with each kept mask traced back to its query so its class row is
-known.
+Only MaskFormer/Mask2Former has a class head, for OVSeg's geometric ensemble with
+CLIP. Its columns are the checkpoint's label set (``config.id2label``), so the
+ensemble is possible when every evaluated class name is one of those labels
+(e.g. an ADE-150 semantic checkpoint evaluated on ADE-150). Names match
+case-insensitively, and a comma-separated name ("car, auto") matches through any
+of its synonyms. The softmax runs over the evaluated classes plus "no object"
+(:func:`restricted_class_probs`), as OVSeg's head scores exactly those.
 """
 from __future__ import annotations
 
@@ -83,15 +85,43 @@ def _trace_indices(
     return out
 
 
-def maskformer_with_classes(
-    generator: MaskFormerProposals, image: np.ndarray, class_names: Sequence[str]
-) -> tuple[ProposalSet, np.ndarray]:
-    """Proposals for one image and their (Q, C) class probabilities over ``class_names``.
+# "no filter" settings for the generators' own filters (maskmine's mining filters are off in eval)
+NO_FILTERS = {"top_k": 10**9, "min_area_fraction": 0.0, "dedup_iou": 1.01}
 
-    Probabilities are MaskFormer's: softmax over the labels plus "no object",
-    with the "no object" column dropped, then the matched columns taken.
+
+def restricted_class_probs(logits: torch.Tensor | np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """(Q, L+1) closed-set logits (last column "no object") -> (Q, C) over the evaluated classes.
+
+    OVSeg's semantic inference takes ``softmax(logits)[..., :-1]`` where its logits are
+    over exactly the evaluated class names plus "no object". A checkpoint with its own
+    label set becomes that by keeping the logits of the matched ``columns`` and the
+    no-object column, then the softmax over those C + 1, then dropping no-object.
     """
-    columns = class_columns(model_labels(generator), class_names)
+    t = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits).float()
+    keep = list(columns) + [t.shape[-1] - 1]
+    return proposal_class_probs(t[:, keep]).numpy()
+
+
+def maskformer_eval_proposals(
+    generator: MaskFormerProposals,
+    image: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    mask_threshold: float = 0.4,
+    filters: bool = False,
+) -> tuple[ProposalSet, np.ndarray | None]:
+    """Every query's soft mask for one image, as OVSeg's eval sees them, and their class probabilities.
+
+    Returns a ProposalSet whose ``soft_masks`` are the (Q, H, W) sigmoid mask probabilities at the
+    image size and whose ``masks`` are ``soft_masks > mask_threshold`` (OVSeg's MASK_THR test: crops
+    and the valid flag), with ``scores`` = objectness 1 - p(no object). With ``class_names`` also
+    the (Q, C) class probabilities of :func:`restricted_class_probs` (else None).
+
+    ``filters=False`` (OVSeg): all queries, no filter. ``filters=True`` (maskmine's mining filters):
+    the generator's ``min_objectness``, minimum area, IoU de-duplication and top-k, applied to
+    the binarised masks; the soft masks of the kept queries are returned.
+    """
+    columns = class_columns(model_labels(generator), class_names) if class_names is not None else None
     arr = np.array(image, dtype=np.uint8, copy=True)
     inputs = generator.processor(images=[arr], return_tensors="pt", input_data_format="channels_last")
     pixel_values = inputs["pixel_values"].to(generator.device)
@@ -102,30 +132,37 @@ def maskformer_with_classes(
         outputs = generator.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
         logits = outputs.class_queries_logits[0].float()
         objectness = objectness_from_class_logits(logits)
-        keep = objectness >= generator.min_objectness
-        masks = masks_to_image(
-            outputs.masks_queries_logits[0][keep],
+        soft = masks_to_image(
+            outputs.masks_queries_logits[0],
             padded_hw,
             valid_region(pixel_mask[0] if pixel_mask is not None else None, padded_hw),
             (int(image.shape[0]), int(image.shape[1])),
-            threshold=generator.mask_threshold,
+            threshold=None,
         ).cpu().numpy()
-    scores = objectness[keep].float().cpu().numpy()
-    kept_masks, kept_scores = filter_proposals(
-        masks,
-        scores,
-        top_k=generator.top_k,
-        min_area_fraction=generator.min_area_fraction,
-        dedup_iou=generator.dedup_iou,
-        min_score=generator.min_objectness,
-    )
-    rows = _trace_indices(masks, scores.astype(np.float32), kept_masks, kept_scores)
-    probs = proposal_class_probs(logits[keep].cpu()).numpy()
-    class_probs = probs[rows][:, columns] if rows else np.zeros((0, len(columns)), np.float32)
+    scores = objectness.float().cpu().numpy().astype(np.float32)
+    binary = soft > mask_threshold
+    rows = list(range(soft.shape[0]))
+    if filters:
+        keep = np.flatnonzero(scores >= generator.min_objectness)
+        kept_masks, kept_scores = filter_proposals(
+            binary[keep],
+            scores[keep],
+            top_k=generator.top_k,
+            min_area_fraction=generator.min_area_fraction,
+            dedup_iou=generator.dedup_iou,
+            min_score=generator.min_objectness,
+        )
+        rows = [int(keep[i]) for i in _trace_indices(binary[keep], scores[keep], kept_masks, kept_scores)]
+    class_probs = None
+    if columns is not None:
+        probs = restricted_class_probs(logits.cpu(), columns)
+        class_probs = probs[rows] if rows else np.zeros((0, len(columns)), np.float32)
+        class_probs = class_probs.astype(np.float32)
     proposals = ProposalSet(
-        masks=kept_masks,
-        scores=kept_scores.astype(np.float32),
+        masks=binary[rows],
+        scores=scores[rows],
         backend=generator.name,
         checkpoint=generator.checkpoint,
+        soft_masks=soft[rows].astype(np.float32),
     )
-    return proposals, class_probs.astype(np.float32)
+    return proposals, class_probs

@@ -32,7 +32,7 @@ from PIL import Image
 
 from maskmine.eval.datasets import SemSegDataset, get_dataset, load_label
 from maskmine.eval.gt_proposals import label_map_proposals
-from maskmine.eval.inference import RegionClassifier, build_classifier, segment
+from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
 from maskmine.eval.templates import TEMPLATE_SETS
 from maskmine.eval.visualise import comparison_panel
@@ -64,6 +64,9 @@ class EvalConfig:
     ensemble_lambda: Optional[float] = None
     templates: str = "vild"
     fusion_mode: str = "assigned"
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD  # OVSeg's MASK_THR: mask > 0.4 makes crops and the valid flag
+    hard_masks: bool = False  # maskmine's earlier semantic inference on binary masks (OVSeg: soft)
+    proposal_filters: bool = False  # maskmine's mining filters (top-k, min area, de-dup); OVSeg: none
     limit: Optional[int] = None
     visualise: int = 4
     device: str = "auto"
@@ -89,6 +92,9 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
     spec = asdict(config.proposals)
     for key in ("device", "precision"):
         spec.pop(key, None)
+    if not config.proposal_filters:
+        for key in ("top_k", "min_area_fraction", "dedup_iou"):
+            spec.pop(key, None)
     return {
         "dataset": dataset.name,
         "class_names_sha1": hashlib.sha1(names).hexdigest(),
@@ -102,6 +108,9 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
         "ensemble_lambda": config.ensemble_lambda,
         "templates": config.templates,
         "fusion_mode": config.fusion_mode if config.granularity is not None else None,
+        "mask_threshold": config.mask_threshold,
+        "hard_masks": config.hard_masks,
+        "proposal_filters": config.proposal_filters,
     }
 
 
@@ -175,7 +184,11 @@ class _Predictor:
         )
         self.generator = None
         if backend != "coco-gt":
-            spec = ProposalSpec(**{**asdict(config.proposals), "device": str(device)})
+            from maskmine.eval.proposal_classes import NO_FILTERS
+
+            # OVSeg applies no proposal filter in eval; maskmine's mining filters only on request
+            spec = ProposalSpec(**{**asdict(config.proposals), "device": str(device),
+                                   **({} if config.proposal_filters else NO_FILTERS)})
             if backend == "sam":
                 from maskmine.transforms.proposals.sam import SamProposals
 
@@ -200,10 +213,13 @@ class _Predictor:
         class_probs = None
         if cfg.proposals.backend == "coco-gt":
             proposals = label_map_proposals(gt, ds.class_names, ds.ignore_label)
-        elif cfg.ensemble_lambda is not None:
-            from maskmine.eval.proposal_classes import maskformer_with_classes
+        elif cfg.proposals.backend == "maskformer":
+            from maskmine.eval.proposal_classes import maskformer_eval_proposals
 
-            proposals, class_probs = maskformer_with_classes(self.generator, image, ds.class_names)
+            proposals, class_probs = maskformer_eval_proposals(
+                self.generator, image, ds.class_names if cfg.ensemble_lambda is not None else None,
+                mask_threshold=cfg.mask_threshold, filters=cfg.proposal_filters,
+            )
         else:
             record = ImageRecord(image_id=0, file_name=name, width=image.shape[1],
                                  height=image.shape[0], captions=[])
@@ -218,6 +234,8 @@ class _Predictor:
             ensemble_lambda=cfg.ensemble_lambda,
             empty_label=ds.ignore_label,
             fusion_mode=cfg.fusion_mode,
+            mask_threshold=cfg.mask_threshold,
+            hard_masks=cfg.hard_masks,
         )
         return result.labels
 
@@ -235,6 +253,8 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
         raise UserError(f"--limit must be at least 1, got {config.limit}")
     if config.granularity is not None and config.granularity < 0:
         raise UserError(f"--granularity must be >= 0, got {config.granularity}")
+    if not 0 <= config.mask_threshold < 1:
+        raise UserError(f"--mask-threshold must be in [0, 1), got {config.mask_threshold}")
     if config.ensemble_lambda is not None and not 0 <= config.ensemble_lambda <= 1:
         raise UserError(f"--ensemble-lambda must be in [0, 1], got {config.ensemble_lambda}")
     dataset = get_dataset(config.dataset, config.root)

@@ -2,9 +2,14 @@
 
 ``train(TrainConfig) -> TrainResult``. One optimizer step = ``accum_steps``
 micro-batches of ``batch_size`` crops (the in-batch contrastive negatives are
-those of one micro-batch). AdamW over the trainable parameters of
-``MaskPromptCLIP`` (prompts and/or image tower; the text tower is always
-locked), linear warmup then cosine decay to 0, bf16 autocast on CUDA only.
+those of one micro-batch; each worker's last partial batch is dropped, as OVSeg's
+training loaders do). AdamW over the trainable parameters of ``MaskPromptCLIP``
+(prompts and/or image tower; the text tower is always locked) in OVSeg's parameter
+groups (:func:`optimizer_param_groups`) with OVSeg's per-mode defaults
+(``DEFAULT_LR``, weight decay 0.2, betas (0.9, 0.98), eps 1e-6), linear warmup then
+cosine decay to 0, bf16 autocast on CUDA only. ``init`` starts prompt tuning from a
+`full` run's finetuned CLIP (OVSeg's two stages). The crop settings come from the
+shards' mining run (``run.json``) and are recorded in the export.
 
 Output folder ``OUT``:
   ``train.json``     the run's settings (a resume must match them),
@@ -44,13 +49,23 @@ from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
 from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
 from maskmine.finetune.model import MODES, MaskPromptCLIP
+from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
 from maskmine.transforms.errors import UserError
+from maskmine.transforms.masked_crop import CropConfig
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("clip", "vocab")
+LOSSES = ("clip", "clip-plain", "vocab")
+# OVSeg's open_clip_training scripts: coco_proposal_1cap_finetune_VitL.sh / coco_gt_171cls_finetune_VitL.sh
+# (--lr 0.000005) and coco_proposal_1cap_mask_prompt_tuning_VitL.sh (--lr 0.05 --mask_wd 0.0).
+# full+prompt is maskmine's own mode (OVSeg runs the two stages one after the other):
+# its CLIP weights take the full rate and its prompts the prompt rate (``prompt_lr``).
+DEFAULT_LR = {"prompt": 0.05, "full": 5e-6, "full+prompt": 5e-6}
+# AdamW betas/eps of OVSeg's training/params.py get_default_params for ViT models.
+ADAM_BETAS = (0.9, 0.98)
+ADAM_EPS = 1e-6
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
 TRAIN_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
@@ -67,10 +82,12 @@ class TrainConfig:
     clip_pretrained: str | None = None  # None: the model's default (see clip_models.resolve_model)
     mode: str = "prompt"
     prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
+    init: str | None = None  # a `full` run/export whose finetuned CLIP is the base (OVSeg's stage 2)
     batch_size: int = 256
     accum_steps: int = 1
-    lr: float = 2e-4
-    weight_decay: float = 0.0
+    lr: float | None = None  # None: the mode's OVSeg default (DEFAULT_LR)
+    prompt_lr: float | None = None  # full+prompt only: the prompts' rate (None: DEFAULT_LR["prompt"])
+    weight_decay: float = 0.2  # OVSeg's --wd, on >= 2-D non-norm CLIP weights only
     warmup_steps: int = 100
     steps: int | None = 10000
     epochs: int | None = None
@@ -123,6 +140,15 @@ def pick_device(name: str) -> torch.device:
 def check_config(c: TrainConfig) -> None:
     if c.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}")
+    if c.prompt_lr is not None and c.mode != "full+prompt":
+        raise UserError("--prompt-lr is the prompts' rate in --mode full+prompt only; "
+                        "in --mode prompt the prompts train at --lr")
+    if c.init is not None and c.mode != "prompt":
+        raise UserError("--init starts mask prompt tuning from a finetuned CLIP: it needs --mode prompt")
+    if c.lr is None:
+        c.lr = DEFAULT_LR[c.mode]
+    if c.mode == "full+prompt" and c.prompt_lr is None:
+        c.prompt_lr = DEFAULT_LR["prompt"]
     if c.loss not in LOSSES:
         raise UserError(f"--loss must be one of {', '.join(LOSSES)}")
     for name in ("batch_size", "accum_steps", "val_every", "save_every"):
@@ -134,8 +160,8 @@ def check_config(c: TrainConfig) -> None:
         raise UserError("--steps and --epochs must be at least 1")
     if c.resample and c.steps is None:
         raise UserError("--resample streams forever: give --steps")
-    if c.lr <= 0 or c.weight_decay < 0 or c.warmup_steps < 0 or c.shuffle_buffer < 0 or c.workers < 0:
-        raise UserError("--lr must be positive; --weight-decay, --warmup-steps, --shuffle-buffer, --workers >= 0")
+    if c.lr <= 0 or (c.prompt_lr is not None and c.prompt_lr <= 0) or c.weight_decay < 0 or c.warmup_steps < 0 or c.shuffle_buffer < 0 or c.workers < 0:
+        raise UserError("--lr and --prompt-lr must be positive; --weight-decay, --warmup-steps, --shuffle-buffer, --workers >= 0")
     if c.mode == "full" and c.prompt_depth not in (None, 0):
         c.prompt_depth = None  # the CLI default of 3 means nothing without prompts
 
@@ -203,7 +229,8 @@ def total_steps(c: TrainConfig, urls: list[str]) -> int:
     samples = count_samples(urls)
     if samples is None:
         raise UserError("--epochs needs local shards to count their samples: give --steps instead")
-    per_epoch = max(1, math.ceil(samples / c.batch_size) // c.accum_steps)
+    # the training stream drops each worker's last partial batch (drop_last), so floor
+    per_epoch = max(1, (samples // c.batch_size) // c.accum_steps)
     return c.epochs * per_epoch
 
 
@@ -235,6 +262,83 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
+
+
+def _no_decay(name: str, param: torch.nn.Parameter, norm_params: set[int]) -> bool:
+    """OVSeg's (open_clip's) rule: no weight decay on gains, biases, norms and the temperature."""
+    return param.ndim < 2 or id(param) in norm_params or "bias" in name or "logit_scale" in name
+
+
+def optimizer_param_groups(model: MaskPromptCLIP, lr: float, weight_decay: float,
+                           prompt_lr: float | None = None) -> list[dict[str, Any]]:
+    """AdamW parameter groups as OVSeg's training/main.py and main_mask_prompt_tuning.py build them.
+
+    * CLIP weights with >= 2 dimensions that are not in a norm layer: ``weight_decay`` (OVSeg's --wd 0.2);
+    * the rest (1-D gains and biases, LayerNorm/BatchNorm/GroupNorm parameters, ``logit_scale``): no decay;
+    * the mask prompts: no decay (OVSeg's --mask_wd 0.0), at ``prompt_lr`` (default: ``lr``).
+
+    OVSeg finds norms by the substrings "bn"/"ln" in the parameter name; here they are found by
+    module type, which selects the same parameters in open_clip's ViT (``ln_*``) and does not
+    depend on names. Only parameters that require grad are included; empty groups are left out.
+    """
+    norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
+    norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
+    decay, no_decay, prompts = [], [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if model.mask_prompts is not None and param is model.mask_prompts:
+            prompts.append(param)
+        elif _no_decay(name, param, norm_params):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay, "lr": lr},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": lr},
+        {"name": "prompts", "params": prompts, "weight_decay": 0.0, "lr": lr if prompt_lr is None else prompt_lr},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def resolve_init(c: TrainConfig) -> CropConfig | None:
+    """``--init RUN``: the base CLIP becomes that `full` run's finetuned model (OVSeg's stage 2).
+
+    Sets ``clip_model`` and ``clip_pretrained`` (the export's ``model.pt``) from the export and
+    returns its crop settings."""
+    if c.init is None:
+        return None
+    try:
+        folder = ckpt.resolve_export(c.init)
+        export = ckpt.read_export_config(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"--init {c.init}: {exc}") from exc
+    if export.mode != "full":
+        raise UserError(f"--init {c.init}: a `{export.mode}` export; stage 2 starts from a `--mode full` run")
+    weights = folder / ckpt.MODEL_FILE
+    if not weights.is_file():
+        raise UserError(f"--init {c.init}: {folder} has no {ckpt.MODEL_FILE}")
+    c.clip_model = export.clip_model
+    c.clip_pretrained = str(weights.resolve())
+    return export.crop_config()
+
+
+def training_crop(c: TrainConfig, urls: list[str], init_crop: CropConfig | None) -> CropConfig | None:
+    """The crop settings the shards were mined with (their runs' run.json), checked against --init's."""
+    crop, runs = crop_for_shards(urls)
+    if crop is None:
+        log.warning("the training shards' mining run records no crop settings (no local run.json): "
+                    "using maskmine's defaults (%s)", crop_settings(CropConfig()))
+        crop = init_crop
+    elif init_crop is not None and crop_settings(crop) != crop_settings(init_crop):
+        raise UserError(f"--init {c.init} was trained on crops {crop_settings(init_crop)}, but the shards "
+                        f"were mined with {crop_settings(crop)} ({', '.join(map(str, runs))})")
+    if c.val_shards:
+        val_crop, val_runs = crop_for_shards(expand_shards(c.val_shards))
+        if val_crop is not None and crop is not None and crop_settings(val_crop) != crop_settings(crop):
+            log.warning("the validation shards were mined with crop settings %s, the training shards with %s",
+                        crop_settings(val_crop), crop_settings(crop))
+    return crop
 
 
 # ---- validation ---------------------------------------------------------------------
@@ -322,22 +426,26 @@ def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Ite
             produced += 1
             yield epoch, position, batch
         if produced == 0 and skip == 0:
-            raise UserError("the training shards yielded no usable sample in a whole epoch")
+            raise UserError("the training shards yielded no full batch in a whole epoch (each DataLoader "
+                            "worker drops its last partial batch: fewer usable samples per worker than "
+                            "--batch-size?)")
         epoch, skip = epoch + 1, 0
 
 
 def train(c: TrainConfig) -> TrainResult:
     """Run (or resume) a finetuning job; see the module docstring."""
     check_config(c)
+    init_crop = resolve_init(c)
     started = time.perf_counter()
     device = pick_device(c.device)
     urls = expand_shards(c.shards)
+    crop = training_crop(c, urls, init_crop)
     vocabulary = resolve_vocabulary(c.vocabulary, urls)
     steps_total = total_steps(c, urls)
     resume_from = prepare_out_dir(c)
     out = Path(c.out)
 
-    clip = load_clip(c.clip_model, c.clip_pretrained, device=device)
+    clip = load_clip(c.clip_model, c.clip_pretrained, device=device, crop=crop)
     base_fingerprint = ckpt.weights_fingerprint(clip.model)
     torch.manual_seed(c.seed)  # the prompts' initialisation
     try:
@@ -345,8 +453,8 @@ def train(c: TrainConfig) -> TrainResult:
     except (ValueError, TypeError) as exc:
         raise UserError(f"--mode {c.mode} on {c.clip_model}: {exc}") from exc
     model.to(device).train()
-    params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    groups = optimizer_param_groups(model, c.lr, c.weight_decay, c.prompt_lr)
+    optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, c.warmup_steps, steps_total)
     )
@@ -372,8 +480,9 @@ def train(c: TrainConfig) -> TrainResult:
     metrics_path = out / METRICS_FILE
     _truncate_metrics(metrics_path, step)
 
-    stream = PairStream(
-        urls, vocabulary, clip.crop_config, c.batch_size, c.shuffle_buffer, c.resample, stream_seed
+    stream = PairStream(  # partial=False: drop_last, as OVSeg's training loaders
+        urls, vocabulary, clip.crop_config, c.batch_size, c.shuffle_buffer, c.resample, stream_seed,
+        partial=False,
     )
 
     def loader_for_epoch():
@@ -449,7 +558,8 @@ def train(c: TrainConfig) -> TrainResult:
                 continue
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
+            lrs = dict(zip((g["name"] for g in optimizer.param_groups), scheduler.get_last_lr()))
+            lr = lrs.get("decay", lrs.get("no_decay", lrs.get("prompts")))
             scheduler.step()
             step += 1
             samples += step_samples
@@ -457,7 +567,9 @@ def train(c: TrainConfig) -> TrainResult:
             rate = step_samples / max(now - tick, 1e-9)
             losses.append(accum_loss)
             _append_metrics(metrics_path, {
-                "step": step, "epoch": epoch, "loss": accum_loss, "lr": lr, "samples": samples,
+                "step": step, "epoch": epoch, "loss": accum_loss, "lr": lr,
+                **({"prompt_lr": lrs["prompts"]} if "prompts" in lrs and lr != lrs["prompts"] else {}),
+                "samples": samples,
                 "samples_per_s": round(rate, 2), "skipped": dict(skipped),
             })
             bar.update(accum_loss, rate)
@@ -492,6 +604,9 @@ def _loss(kind: str, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tens
     emb = emb.float()
     if kind == "clip":
         return clip_contrastive_loss(emb, text_table[labels], model.logit_scale, labels)
+    if kind == "clip-plain":  # OVSeg's ClipLoss: every other row of the batch is a negative
+        return clip_contrastive_loss(emb, text_table[labels], model.logit_scale,
+                                     torch.arange(len(labels), device=labels.device))
     return vocab_cross_entropy(emb, text_table, model.logit_scale, labels)
 
 

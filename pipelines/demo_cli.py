@@ -11,6 +11,8 @@ DESCRIPTION = f"""{HELP}.
 Upload an image, type class names separated by commas, pick the proposal model
 (MaskFormer, or SAM with its granularity slider) and get the coloured
 segmentation with a legend. Binds 127.0.0.1 by default (this machine only).
+With a single class name, "others" is added as OVSeg's demo does; pixels where
+it wins are left unpainted.
 
 examples:
   maskmine demo --clip-model ViT-B-16 --clip-pretrained openai \\
@@ -26,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
     add_clip_arguments(parser)
     parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
-                        help="use the adapted CLIP of a `maskmine train` run instead")
+                        help="use the adapted CLIP of a `maskmine train` run instead (with the crop settings "
+                        "recorded in its export)")
     parser.add_argument("--proposal-checkpoint", default="facebook/mask2former-swin-large-coco-panoptic",
                         metavar="CKPT",
                         help="MaskFormer/Mask2Former hub id or local save_pretrained folder "

@@ -13,8 +13,10 @@ DESCRIPTION = f"""{HELP}.
 
 Each validation image: class-agnostic mask proposals -> masked crops -> CLIP
 class probabilities over the dataset's class names (14 ViLD prompt templates)
--> a per-pixel label map (MaskFormer semantic inference, or SAM granularity
-fusion) -> a confusion matrix. Writes OUT/metrics.json, OUT/per_class_iou.csv,
+-> a per-pixel label map (OVSeg's semantic inference on the soft masks, or SAM
+granularity fusion) -> a confusion matrix. As OVSeg: masks binarised at
+mask > 0.4 for the crops, no proposal filter, the proposal model's class
+softmax over the evaluated classes plus no-object. Writes OUT/metrics.json, OUT/per_class_iou.csv,
 OUT/visualisations/*.png and a per-image prediction cache OUT/predictions/
 (a rerun with the same settings reuses it).
 
@@ -67,10 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sam_filter_arguments(p)
     p.add_argument("--sam-box-nms", type=float, default=0.7, metavar="T",
                    help="SAM: box NMS IoU threshold between masks (default 0.7)")
-    p.add_argument("--top-k", type=int, default=100, metavar="K",
-                   help="keep at most K proposals per image (default 100)")
-    p.add_argument("--min-area-fraction", type=float, default=0.0005, metavar="F",
-                   help="drop proposals smaller than F of the image (default 0.0005)")
+    p.add_argument("--mask-threshold", type=_fraction, default=0.4, metavar="T",
+                   help="a proposal's pixels are those with mask probability > T: they make its crop, and a "
+                        "mask without any is not classified (default 0.4, the default of OVSeg's MODEL.CLIP_ADAPTER.MASK_THR)")
+    p.add_argument("--hard-masks", action="store_true",
+                   help="semantic inference on the binary masks, pixels no classified mask covers left "
+                        "unlabelled (maskmine's earlier variant); default: OVSeg's, on the soft masks")
+    p.add_argument("--proposal-filters", action="store_true",
+                   help="apply maskmine's mining filters to the proposals (minimum objectness/area, IoU "
+                        "de-duplication at 0.9, --top-k); default: none, as OVSeg")
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="with --proposal-filters: keep at most K proposals per image (default 100)")
+    p.add_argument("--min-area-fraction", type=float, default=None, metavar="F",
+                   help="with --proposal-filters: drop proposals smaller than F of the image (default 0.0005)")
     p.add_argument("--granularity", type=_fraction, default=None, metavar="G",
                    help="SAM granularity fusion: per class keep the masks scoring >= G x the class's "
                         "best mask score and merge them. 1 = only the single best mask per class "
@@ -112,8 +123,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError("--sam-model-type applies to --proposals sam only")
     if args.proposals == "coco-gt" and args.proposal_checkpoint:
         raise UserError("--proposals coco-gt takes no --proposal-checkpoint")
-    if args.top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    if not args.proposal_filters and (args.top_k is not None or args.min_area_fraction is not None):
+        raise UserError("--top-k and --min-area-fraction are mining filters: they need --proposal-filters")
+    top_k = 100 if args.top_k is None else args.top_k
+    min_area_fraction = 0.0005 if args.min_area_fraction is None else args.min_area_fraction
+    if top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {top_k}")
     if args.visualise < 0:
         raise UserError(f"--visualise must be >= 0, got {args.visualise}")
     granularity = args.granularity
@@ -127,8 +142,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             backend=args.proposals,
             checkpoint=args.proposal_checkpoint,
             device=args.device,
-            top_k=args.top_k,
-            min_area_fraction=args.min_area_fraction,
+            top_k=top_k,
+            min_area_fraction=min_area_fraction,
             sam_model_type=args.sam_model_type,
         ),
         clip_model=args.clip_model,
@@ -138,6 +153,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         ensemble_lambda=args.ensemble_lambda,
         templates=args.templates,
         fusion_mode=args.fusion_mode,
+        mask_threshold=args.mask_threshold,
+        hard_masks=args.hard_masks,
+        proposal_filters=args.proposal_filters,
         limit=args.limit,
         visualise=args.visualise,
         device=args.device,

@@ -17,7 +17,19 @@ set of nouns in the training shards, read from the mining run's Parquet table
 (or --vocabulary), with stable sorted indices.
 
 Modes: prompt (CLIP frozen, only mask prompts train), full (image tower trains,
-no prompts), full+prompt (both). The text tower is always locked.
+no prompts), full+prompt (both at once: maskmine's mode). The text tower is always
+locked. OVSeg's recipe is two stages: `--mode full`, then `--mode prompt --init
+RUN_OF_FULL` (prompts tuned on the finetuned, frozen CLIP).
+
+Defaults that are OVSeg's (its open_clip_training scripts and params.py): --lr
+5e-6 for full, 0.05 for prompt; warmup 100 steps then cosine; AdamW betas
+(0.9, 0.98), eps 1e-6; weight decay 0.2 on >= 2-D non-norm weights only (none
+on norms, biases, logit_scale, prompts); the last partial batch dropped;
+prompt depth 3. maskmine's choices: --loss clip masks same-noun negatives
+(OVSeg: clip-plain); full+prompt's prompts at --prompt-lr.
+
+The crops are used with the crop settings of the mining run that wrote the
+shards (its run.json); shards of runs with different crop settings are refused.
 
 Writes to --out: train.json (settings), metrics.jsonl (loss, lr, samples/s,
 skips per step; val top-1/top-5), checkpoints/step-N/ every --save-every steps
@@ -53,20 +65,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--mode", choices=MODES, default="prompt",
                        help="prompt: CLIP frozen, only mask prompts train; full: image tower trains, no prompts; "
                        "full+prompt: both (default prompt)")
+    model.add_argument("--init", metavar="RUN",
+                       help="with --mode prompt: start from the finetuned CLIP of a `--mode full` run or "
+                       "export (its model.pt; the CLIP flags are then ignored): OVSeg's second stage")
     model.add_argument("--prompt-depth", type=int,
                        help="layers with mask prompts: 1 = input only, D > 1 adds deep prompts to layers 1..D-1 "
                        "(default 3 as OVSeg, capped at the number of vision layers)")
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--loss", choices=("clip", "vocab"), default="clip",
+    opt.add_argument("--loss", choices=("clip", "clip-plain", "vocab"), default="clip",
                      help="clip: in-batch contrastive loss against 'a photo of a {noun}.' with same-noun "
-                     "negatives masked (default, as OVSeg); vocab: cross-entropy over the whole vocabulary")
+                     "negatives masked (default; maskmine's choice); clip-plain: the same without the "
+                     "masking (OVSeg's ClipLoss; equal to clip when no noun repeats in a batch); "
+                     "vocab: cross-entropy over the whole vocabulary")
     opt.add_argument("--batch-size", type=int, default=256, help="crops per micro-batch (default 256)")
     opt.add_argument("--accum-steps", type=int, default=1,
                      help="micro-batches per optimizer step (gradient accumulation; default 1)")
-    opt.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate (default 2e-4)")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
-    opt.add_argument("--warmup-steps", type=int, default=100, help="linear warmup steps before the cosine decay (default 100)")
+    opt.add_argument("--lr", type=float,
+                     help="peak AdamW learning rate: of the CLIP weights in modes full and full+prompt "
+                     "(default 5e-6, OVSeg's finetuning rate for a pretrained ViT-L/14), of the prompts in "
+                     "mode prompt (default 0.05, OVSeg's mask prompt tuning rate)")
+    opt.add_argument("--prompt-lr", type=float,
+                     help="mode full+prompt only: the prompts' peak rate (default 0.05; maskmine's choice, "
+                     "OVSeg never trains both at once)")
+    opt.add_argument("--weight-decay", type=float, default=0.2,
+                     help="AdamW weight decay of the >= 2-D CLIP weights outside norm layers (default 0.2, "
+                     "as OVSeg); norms, biases, logit_scale and the prompts never decay")
+    opt.add_argument("--warmup-steps", type=int, default=100,
+                     help="linear warmup steps before the cosine decay (default 100, as OVSeg)")
     opt.add_argument("--steps", type=int,
                      help="optimizer steps in total (default 10000 unless --epochs is given)")
     opt.add_argument("--epochs", type=int,
@@ -95,9 +121,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         clip_pretrained=args.clip_pretrained,
         mode=args.mode,
         prompt_depth=args.prompt_depth,
+        init=args.init,
         batch_size=args.batch_size,
         accum_steps=args.accum_steps,
         lr=args.lr,
+        prompt_lr=args.prompt_lr,
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps,
         steps=steps,

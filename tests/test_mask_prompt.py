@@ -132,9 +132,9 @@ def reference_ovseg_forward(clip: CLIP, prompts: torch.Tensor, x: torch.Tensor, 
     return F.normalize(v.ln_post(t[:, 0]) @ v.proj, dim=-1)
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_masked_forward_matches_ovseg_reference(depth: int) -> None:
-    clip = tiny_clip()
+    clip = tiny_clip(layers=4)
     model = MaskPromptCLIP(clip, mode="prompt", prompt_depth=depth).eval()
     assert model.mask_prompts.shape == (depth, N_PATCHES, 64)
     x = images()
@@ -376,3 +376,25 @@ def test_grad_checkpointing_gives_same_output_and_prompt_grads() -> None:
     model.clip.set_grad_checkpointing(True)
     model.encode_image(images(), masks_with_holes()).sum().backward()
     torch.testing.assert_close(model.mask_prompts.grad, plain_grad, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_masked_forward_matches_ovseg_reference_on_random_masks(depth: int) -> None:
+    """Random pixel masks; the reference's per-patch keep flag is computed here independently
+    (a patch keeps its token when any of its pixels is in the mask, as OVSeg's mask embedding)."""
+    clip = tiny_clip(seed=depth, layers=4)
+    model = MaskPromptCLIP(clip, mode="prompt", prompt_depth=depth).eval()
+    gen = torch.Generator().manual_seed(10 + depth)
+    with torch.no_grad():
+        model.mask_prompts.normal_(0.0, 1.0, generator=gen)
+    coarse = torch.rand(3, IMAGE // 4, IMAGE // 4, generator=gen) < 0.35  # blobs of 4x4 pixels
+    masks = coarse.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
+    grid = IMAGE // PATCH
+    keep = masks.reshape(3, grid, PATCH, grid, PATCH).permute(0, 1, 3, 2, 4).reshape(3, grid * grid, -1)
+    keep = keep.any(dim=-1).float()
+    assert 0 < keep.mean() < 1
+    x = images(3, seed=depth)
+    with torch.no_grad():
+        ours = model.encode_image(x, masks)
+        ref = reference_ovseg_forward(clip, model.mask_prompts, x, keep)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)

@@ -68,6 +68,11 @@ def test_soft_mask_threshold_and_errors():
     assert masked_crop(image, soft, CropConfig(input_size=8, threshold=0.5)).box == (30, 10, 20, 10)
     with pytest.raises(ValueError, match="empty"):
         masked_crop(image, soft, CropConfig(input_size=8, threshold=0.7))
+    # strictly above the threshold, as OVSeg's ``mask > MASK_THR``: a pixel at exactly 0.5 is out at 0.5
+    half = mask.astype(np.float32) * 0.5
+    with pytest.raises(ValueError, match="empty"):
+        masked_crop(image, half, CropConfig(input_size=8, threshold=0.5))
+    assert masked_crop(image, half, CropConfig(input_size=8, threshold=0.4)).box == (30, 10, 20, 10)
     with pytest.raises(ValueError, match="does not match"):
         masked_crop(image, mask[:10], CropConfig(input_size=8))
     assert mask_box(mask) == (30, 10, 20, 10)

@@ -176,8 +176,8 @@ def test_loss_decreases_on_a_fixed_small_set(mined: Path, tmp_path: Path, mode: 
 
 @pytest.mark.parametrize("mode,workers", [("prompt", 0), ("full+prompt", 2)])
 def test_resume_after_a_stop_repeats_the_uninterrupted_trajectory(mined: Path, small_run: Path, tmp_path: Path, mode: str, workers: int) -> None:
-    # 100 pairs in batches of 16 (7-8 per epoch, partial ones included), 2 micro-batches per
-    # step: 10 steps run through about 3 epochs; the stop at step 5 falls inside the second.
+    # 100 pairs in batches of 16 (6 full batches per epoch, the partial one dropped), 2 micro-batches
+    # per step: 10 steps run through about 3 epochs; the stop at step 5 falls inside the second.
     kw = dict(mode=mode, workers=workers, accum_steps=2, batch_size=16, steps=10, save_every=3,
               vocabulary=str(mined))
     whole = train(config(tmp_path / "whole", shards(small_run), **kw))
@@ -199,7 +199,8 @@ def test_resume_after_a_stop_repeats_the_uninterrupted_trajectory(mined: Path, s
 def test_epochs_mode_runs_whole_passes_over_the_shards(mined: Path, small_run: Path, tmp_path: Path) -> None:
     result = train(config(tmp_path / "out", shards(small_run), vocabulary=str(mined), steps=None, epochs=2,
                           batch_size=16, workers=0, save_every=100))
-    assert result.finished and result.samples == 2 * 100  # every pair of both shards, twice
+    # every full batch of both shards, twice: 100 pairs give 6 batches of 16, the last 4 are dropped
+    assert result.finished and result.samples == 2 * 96
     metrics = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert {m["epoch"] for m in metrics} == {0, 1} and len(metrics) == result.step
     assert (tmp_path / "out" / "prompts.pt").is_file()
@@ -288,3 +289,92 @@ def test_expand_shards_accepts_local_globs(tmp_path):
     assert expand_shards(str(tmp_path / "pairs-*.tar")) == [str(tmp_path / f"pairs-{i:06d}.tar") for i in range(3)]
     with pytest.raises(UserError, match="no shards matched"):
         expand_shards(str(tmp_path / "other-*.tar"))
+
+
+# ---- OVSeg's recipe: defaults, parameter groups, drop_last, two stages, crop settings ---------
+
+def test_per_mode_defaults_are_ovsegs_and_flags_are_checked(tmp_path: Path) -> None:
+    from maskmine.finetune.train import check_config
+
+    for mode, lr, prompt_lr in (("full", 5e-6, None), ("prompt", 0.05, None), ("full+prompt", 5e-6, 0.05)):
+        c = TrainConfig(shards="x", out="y", mode=mode)
+        check_config(c)
+        assert (c.lr, c.prompt_lr, c.weight_decay, c.warmup_steps) == (lr, prompt_lr, 0.2, 100)
+    with pytest.raises(UserError, match="--prompt-lr"):
+        check_config(TrainConfig(shards="x", out="y", mode="prompt", prompt_lr=0.1))
+    with pytest.raises(UserError, match="--init"):
+        check_config(TrainConfig(shards="x", out="y", mode="full", init="runs/full"))
+
+
+@pytest.mark.parametrize("mode", ["full", "prompt", "full+prompt"])
+def test_parameter_groups_follow_ovsegs_rule(mode: str) -> None:
+    """Decay exactly where OVSeg's main.py decays (not: ndim < 2, 'bn'/'ln'/'bias'/'logit_scale' in the name)."""
+    from maskmine.finetune.model import MaskPromptCLIP
+    from maskmine.finetune.train import optimizer_param_groups
+
+    model = MaskPromptCLIP(load_clip("maskmine-tiny", "none").model, mode=mode)
+    groups = {g["name"]: g for g in optimizer_param_groups(model, 1e-3, 0.2, prompt_lr=0.05)}
+    names = {id(p): n.removeprefix("clip.") for n, p in model.named_parameters()}
+    ovseg_exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n != "mask_prompts"]
+    expect_decay = {n.removeprefix("clip.") for n, p in trainable if not ovseg_exclude(n, p)}
+    expect_plain = {n.removeprefix("clip.") for n, p in trainable if ovseg_exclude(n, p)}
+    got = {k: {names[id(p)] for p in g["params"]} for k, g in groups.items()}
+    assert got.get("decay", set()) == expect_decay and got.get("no_decay", set()) == expect_plain
+    if mode == "prompt":
+        assert set(groups) == {"prompts"} and groups["prompts"]["lr"] == 0.05
+    else:
+        assert groups["decay"]["weight_decay"] == 0.2 and groups["no_decay"]["weight_decay"] == 0.0
+        assert "visual.proj" in got["decay"] and "visual.ln_post.weight" in got["no_decay"]
+        assert "visual.class_embedding" in got["no_decay"]
+    if "prompts" in groups:
+        assert groups["prompts"]["weight_decay"] == 0.0 and got["prompts"] == {"mask_prompts"}
+
+
+def test_training_drops_the_last_partial_batch(mined: Path, small_run: Path, tmp_path: Path) -> None:
+    # 100 pairs in batches of 32: 3 full batches per epoch, the 4 left over are dropped (OVSeg: drop_last)
+    result = train(config(tmp_path / "out", shards(small_run), vocabulary=str(mined), steps=None, epochs=2,
+                          batch_size=32, save_every=100))
+    assert result.finished and result.step == 6 and result.samples == 2 * 96
+
+
+def _with_crop_fill(run: Path, dest: Path, fill: str) -> Path:
+    import shutil
+
+    shutil.copytree(run, dest)
+    data = json.loads((dest / "run.json").read_text())
+    data["identity"]["clip"]["crop"]["fill"] = fill
+    (dest / "run.json").write_text(json.dumps(data))
+    return dest
+
+
+def test_crop_settings_travel_from_the_mining_run_to_the_export(mined: Path, tmp_path: Path) -> None:
+    assert json.loads((mined / "run.json").read_text())["identity"]["clip"]["crop"]["fill"] == "mean"
+    zero = _with_crop_fill(mined, tmp_path / "zero-run", "zero")
+    train(config(tmp_path / "out", shards(zero), steps=2, save_every=100))
+    export = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert export["crop"]["fill"] == "zero" and export["crop"]["input_size"] == 64
+    assert load_adapted(tmp_path / "out").clip.crop_config.fill == "zero"  # what eval --adapted and the demo crop with
+    with pytest.raises(UserError, match="different crop settings"):
+        train(config(tmp_path / "mixed", f"{shards(mined)}::{shards(zero)}", steps=2, save_every=100))
+
+
+def test_two_stage_recipe_prompts_on_the_finetuned_model(mined: Path, tmp_path: Path) -> None:
+    full = train(config(tmp_path / "full", shards(mined), mode="full", lr=1e-3, steps=3, save_every=100))
+    assert main(["train", "--shards", shards(mined), "--out", str(tmp_path / "stage2"), "--mode", "prompt",
+                 "--init", str(tmp_path / "full"), "--lr", "1e-2", "--batch-size", "32", "--warmup-steps", "1",
+                 "--steps", "3", "--workers", "0", "--no-progress"]) == 0
+    export = json.loads((tmp_path / "stage2" / "config.json").read_text())
+    assert export["mode"] == "prompt" and export["clip_pretrained"] == str((tmp_path / "full" / MODEL_FILE).resolve())
+    adapted = load_adapted(tmp_path / "stage2")
+    finetuned = full.model.clip.state_dict()
+    assert all(torch.equal(v, finetuned[k]) for k, v in adapted.model.clip.state_dict().items())
+    with pytest.raises(UserError, match="stage 2 starts from a `--mode full` run"):
+        train(config(tmp_path / "bad", shards(mined), mode="prompt", init=str(tmp_path / "stage2"), steps=1))
+
+
+def test_fewer_samples_than_a_batch_is_a_clear_error(mined: Path, tmp_path: Path) -> None:
+    copy_samples(mined / "pairs-000000.tar", tmp_path / "pairs-000000.tar", limit=10)
+    with pytest.raises(UserError, match="no full batch"):
+        train(config(tmp_path / "out", str(tmp_path / "pairs-000000.tar"), vocabulary=str(mined), batch_size=32,
+                     steps=2))

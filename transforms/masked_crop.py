@@ -28,7 +28,9 @@ class CropConfig:
     "pad" pads the box to a square with the fill colour first, keeping aspect.
     expand_ratio: the box is scaled about its centre by this factor (clipped to
     the image) before cropping; 1.0 is the tight box.
-    threshold: soft masks are binarised with ``mask >= threshold``.
+    threshold: soft masks are binarised with ``mask > threshold`` (strictly, as OVSeg's
+    ``mask > MASK_THR``). Mining records it in run.json; ``maskmine eval`` binarises its
+    proposals itself with ``--mask-threshold`` (default 0.4, OVSeg's MASK_THR default).
     """
 
     input_size: int = 224
@@ -55,10 +57,11 @@ class MaskedCrop:
 
 
 def binarize(mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Boolean masks as they are; soft masks ``mask > threshold`` (OVSeg's strict test)."""
     mask = np.asarray(mask)
     if mask.dtype == bool:
         return mask
-    return mask >= threshold
+    return mask > threshold
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -78,6 +78,9 @@ class ProposalSet:
     backend: str
     checkpoint: str = ""
     labels: list[str] | None = None  # category names, where the backend knows them
+    # eval only: (K, H, W) float32 mask probabilities (MaskFormer's sigmoid) behind ``masks``;
+    # OVSeg's semantic inference sums these, and ``masks`` is then ``soft_masks > threshold``.
+    soft_masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])

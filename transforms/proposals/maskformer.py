@@ -47,7 +47,7 @@ def masks_to_image(
     padded_hw: tuple[int, int],
     valid_hw: tuple[int, int],
     image_hw: tuple[int, int],
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     chunk: int = 32,
 ) -> torch.Tensor:
     """``(Q, h, w)`` mask logits at the model's stride -> ``(Q, H, W)`` bool at the image size.
@@ -55,16 +55,19 @@ def masks_to_image(
     Upsample to the padded input, cut off the padding, resize to the original
     image, then binarise ``sigmoid >= threshold``. Queries go in chunks so a
     100-query model on a large image does not need all masks in float at once.
+    ``threshold=None`` returns the soft sigmoid probabilities (float32) instead,
+    what OVSeg's semantic inference sums (eval).
     """
     q = mask_logits.shape[0]
-    out = torch.zeros((q, *image_hw), dtype=torch.bool, device=mask_logits.device)
+    dtype = torch.bool if threshold is not None else torch.float32
+    out = torch.zeros((q, *image_hw), dtype=dtype, device=mask_logits.device)
     vh, vw = valid_hw
     for start in range(0, q, chunk):
         part = mask_logits[start : start + chunk].float()[None]
         part = F.interpolate(part, size=padded_hw, mode="bilinear", align_corners=False)
         part = part[:, :, :vh, :vw]
         part = F.interpolate(part, size=image_hw, mode="bilinear", align_corners=False)[0]
-        out[start : start + chunk] = part.sigmoid() >= threshold
+        out[start : start + chunk] = part.sigmoid() if threshold is None else part.sigmoid() >= threshold
     return out
 
 
