@@ -40,9 +40,22 @@ def chosen_command(argv: list[str]) -> str | None:
     return None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, ``maskmine COMMAND: error: ...`` (status 2), like every UserError."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def fail(command: str | None, message: str) -> int:
+    """The one place a command's user error is printed: one line on stderr; returns status 2."""
+    print(f"maskmine{' ' + command if command else ''}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; flags are added for the chosen subcommand only (all of them when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="maskmine",
         description="Mine mask-noun pairs from captioned images, adapt CLIP to masked "
         "regions, and evaluate open-vocabulary segmentation.",
@@ -79,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.run(args, extra) or 0)
     except UserError as exc:
-        print(f"maskmine {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(args.command, str(exc))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from maskmine.transforms import fileio
 from maskmine.transforms.clip_models import check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms.errors import UserError
+from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
 from maskmine.transforms.records import ImageRecord
@@ -60,6 +61,7 @@ class MineConfig:
     batch_size: int = 8
     max_batch_bytes: int | None = None  # byte budget of a GPU batch (image + masks); None: count only
     limit: int | None = None
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
 
     def identity(self, num_shards: int) -> dict:
         """The settings a resumed run must share with the run it continues."""
@@ -128,7 +130,7 @@ def build_pipeline(
         | "Read" >> beam.Create(list(records), reshuffle=True)
         | "Shard" >> beam.Map(to_item, num_shards)
         | "Nouns" >> beam.Map(extract_nouns_stage, config.labels)
-        | "Decode" >> beam.Map(load_image_stage, config.images)
+        | "Decode" >> beam.Map(load_image_stage, config.images, config.max_megapixels)
     )
     results = (
         items
@@ -164,14 +166,18 @@ def _progress(out_dir: str, total_images: int, already: set[int], stop: threadin
             stop.wait(1.0)
 
 
-def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: float, resumed_shards: int) -> dict:
+def summarize(
+    out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: float, resumed_shards: int,
+    input_skipped: dict[str, int] | None = None,
+) -> dict:
     """stats.json: images read = mined + skipped (by reason); pairs; nouns; drops; stage seconds."""
     skipped: dict[str, int] = {}
     dropped: dict[str, int] = {}
     seconds: dict[str, float] = {}
     nouns: dict[str, int] = {}
+    annotations: dict[str, int] = {}
     for m in manifests.values():
-        for bucket, source in ((skipped, m.skipped), (dropped, m.dropped), (nouns, m.nouns)):
+        for bucket, source in ((skipped, m.skipped), (dropped, m.dropped), (nouns, m.nouns), (annotations, m.annotations_skipped)):
             for k, v in source.items():
                 bucket[k] = bucket.get(k, 0) + v
         for k, v in m.seconds.items():
@@ -183,6 +189,8 @@ def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: f
         "pairs": sum(m.samples for m in manifests.values()),
         "unique_nouns": len(nouns),
         "pairs_dropped": dict(sorted(dropped.items())),
+        "annotations_skipped": dict(sorted(annotations.items())),  # bad-annotation / bad-caption, in rejects.jsonl
+        "input_skipped": dict(sorted((input_skipped or {}).items())),  # what the reader left out, by kind
         "shards": len(manifests),
         "shards_resumed": resumed_shards,
         "seconds_per_stage": {k: round(v, 3) for k, v in sorted(seconds.items())},
@@ -209,7 +217,10 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     for warning in runner_config.check_runner_options(beam_args, config.out, config.images, config.clip.device):
         log.warning(warning)
     started = time.perf_counter()
-    records = read_captioned_images(config.captions, config.instances, config.captions_per_image, config.limit)
+    input_skipped: dict[str, int] = {}  # filled by the reader's up-front check of the annotation files
+    records = read_captioned_images(
+        config.captions, config.instances, config.captions_per_image, config.limit, report=input_skipped
+    )
     if not records:
         raise UserError(f"{config.captions} has no captioned images")
     num_shards = config.num_shards or max(1, -(-len(records) // config.images_per_shard))
@@ -249,4 +260,4 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     missing = sorted(set(range(num_shards)) - set(manifests))
     if missing:
         raise RuntimeError(f"the pipeline finished but shards {missing[:10]} have no manifest entry")
-    return summarize(config.out, manifests, time.perf_counter() - started, resumed)
+    return summarize(config.out, manifests, time.perf_counter() - started, resumed, input_skipped)

@@ -17,7 +17,7 @@ from apache_beam.utils.shared import Shared
 
 from maskmine.transforms import fileio
 from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, load_clip
-from maskmine.transforms.image_io import ImageSkip, read_image
+from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
 from maskmine.transforms.proposals.device import resolve_device
@@ -63,12 +63,12 @@ def extract_nouns_stage(item: MiningItem, labels: str) -> MiningItem:
     return item
 
 
-def load_image_stage(item: MiningItem, images_dir: str) -> MiningItem:
+def load_image_stage(item: MiningItem, images_dir: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> MiningItem:
     if item.skipped:
         return item
     start = time.perf_counter()
     try:
-        item.image = read_image(fileio.join(images_dir, item.record.file_name))
+        item.image = read_record_image(images_dir, item.record, max_megapixels)
     except ImageSkip as exc:
         item.skip(exc.reason)
     _add_seconds([item], "decode", time.perf_counter() - start)
@@ -144,6 +144,7 @@ class MatchDoFn(beam.DoFn):
                 pairs=pairs,
                 dropped=dropped,
                 seconds=dict(item.seconds),
+                rejects=list(item.record.rejects),  # annotations/captions left out (counted, not fatal)
             )
 
 

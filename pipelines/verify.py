@@ -242,6 +242,12 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     for k, v in want.items():
         if stats.get(k) != v:
             report.add(STATS_FILE, "stats", f"{k} is {stats.get(k)}, the manifests give {v}")
+    annotations: dict[str, int] = {}
+    for m in ms:
+        for reason, n in getattr(m, "annotations_skipped", {}).items():
+            annotations[reason] = annotations.get(reason, 0) + n
+    if (stats.get("annotations_skipped") or {}) != annotations:
+        report.add(STATS_FILE, "stats", f"annotations_skipped is {stats.get('annotations_skipped')}, the manifests give {annotations}")
     skipped = sum((stats.get("images_skipped") or {}).values())
     if stats.get("images_mined", 0) + skipped != stats.get("images_read"):
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
@@ -257,7 +263,7 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
         lines = [line for line in fileio.read_bytes(rpath).decode().splitlines() if line.strip()]
         n_rejects = sum(len(m.rejects) for m in ms)
         if len(lines) != n_rejects:
-            report.add(REJECTS_FILE, "stats", f"{len(lines)} lines, the manifests list {n_rejects} rejected images")
+            report.add(REJECTS_FILE, "stats", f"{len(lines)} lines, the manifests list {n_rejects} rejected images, annotations and captions")
 
 
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:

@@ -138,6 +138,7 @@ class ShardManifest:
     nouns: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)
+    annotations_skipped: dict[str, int] = field(default_factory=dict)  # rejected annotations/captions by reason
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, indent=1).encode("utf-8")
@@ -181,6 +182,10 @@ def write_shard(out_dir: str, shard: int, results: Iterable[ImageResult]) -> Sha
         if r.status != "mined":
             manifest.skipped[r.reason] = manifest.skipped.get(r.reason, 0) + 1
             manifest.rejects.append({"image_id": r.image_id, "file_name": r.file_name, "reason": r.reason})
+        for rejected in r.rejects:  # an annotation or caption left out; the image may still be mined
+            manifest.rejects.append({"image_id": r.image_id, "file_name": r.file_name, **rejected})
+            reason = rejected["reason"]
+            manifest.annotations_skipped[reason] = manifest.annotations_skipped.get(reason, 0) + 1
         for reason, n in r.dropped.items():
             manifest.dropped[reason] = manifest.dropped.get(reason, 0) + n
         for stage, sec in r.seconds.items():
