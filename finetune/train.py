@@ -134,6 +134,8 @@ def check_config(c: TrainConfig) -> None:
         raise UserError("--steps and --epochs must be at least 1")
     if c.resample and c.steps is None:
         raise UserError("--resample streams forever: give --steps")
+    if not (math.isfinite(c.lr) and math.isfinite(c.weight_decay)):
+        raise UserError("--lr and --weight-decay must be finite numbers")
     if c.lr <= 0 or c.weight_decay < 0 or c.warmup_steps < 0 or c.shuffle_buffer < 0 or c.workers < 0:
         raise UserError("--lr must be positive; --weight-decay, --warmup-steps, --shuffle-buffer, --workers >= 0")
     if c.mode == "full" and c.prompt_depth not in (None, 0):
@@ -146,7 +148,10 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     identity = json.loads(json.dumps(c.identity()))
     train_file = out / TRAIN_FILE
     if train_file.is_file():
-        previous = json.loads(train_file.read_text()).get("identity", {})
+        try:
+            previous = json.loads(train_file.read_text()).get("identity", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise UserError(f"{train_file} is damaged ({exc}): use a new --out folder") from exc
         if previous != identity:
             changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
             raise UserError(
@@ -308,6 +313,10 @@ class _Progress:
             self.bar.close()
 
 
+def _skips_text(skips: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(skips.items())) or "nothing skipped"
+
+
 def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Iterator[tuple[int, int, Batch]]:
     """(epoch, position after this item, batch) forever (or until the epochs run out), skipping
     the first ``skip`` items of the starting epoch."""
@@ -315,14 +324,21 @@ def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Ite
         stream.set_epoch(epoch)
         position = 0
         produced = 0
+        skips: dict[str, int] = {}
         for batch in loader_for_epoch():
+            add_skips(skips, batch.skipped)
+            if batch.gave_up:
+                raise UserError(
+                    f"no sample could be read from the training shards in {stream.max_read_attempts} attempts "
+                    f"({_skips_text(skips)}): are they maskmine shards?"
+                )
             position += 1
             if position <= skip:
                 continue
-            produced += 1
+            produced += len(batch)
             yield epoch, position, batch
         if produced == 0 and skip == 0:
-            raise UserError("the training shards yielded no usable sample in a whole epoch")
+            raise UserError(f"the training shards yielded no usable sample in a whole epoch ({_skips_text(skips)})")
         epoch, skip = epoch + 1, 0
 
 

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from maskmine.finetune.model import MODES
-from maskmine.pipelines.cli_options import add_clip_arguments
+from maskmine.pipelines.cli_options import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments
 
 HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
 DESCRIPTION = """\
@@ -39,10 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--val-shards",
                       help="validation shards whose nouns are ground-truth classes (e.g. mined with "
                       "--labels categories): masked-region zero-shot top-1/top-5 over their own vocabulary")
-    data.add_argument("--val-every", type=int, default=500, help="validate every N optimizer steps (default 500)")
-    data.add_argument("--val-limit", type=int, help="validate on at most N regions (default: all)")
-    data.add_argument("--workers", type=int, default=4, help="DataLoader worker processes (default 4; 0: in process)")
-    data.add_argument("--shuffle-buffer", type=int, default=1000,
+    data.add_argument("--val-every", type=POSITIVE_INT, default=500, help="validate every N optimizer steps (default 500)")
+    data.add_argument("--val-limit", type=POSITIVE_INT, help="validate on at most N regions (default: all)")
+    data.add_argument("--workers", type=NON_NEGATIVE_INT, default=4, help="DataLoader worker processes (default 4; 0: in process)")
+    data.add_argument("--shuffle-buffer", type=NON_NEGATIVE_INT, default=1000,
                       help="samples in each worker's shuffle buffer; 0 disables shuffling (default 1000)")
     data.add_argument("--resample", action="store_true",
                       help="draw shards with replacement forever (step-based training); a resume then starts "
@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--mode", choices=MODES, default="prompt",
                        help="prompt: CLIP frozen, only mask prompts train; full: image tower trains, no prompts; "
                        "full+prompt: both (default prompt)")
-    model.add_argument("--prompt-depth", type=int,
+    model.add_argument("--prompt-depth", type=NON_NEGATIVE_INT,
                        help="layers with mask prompts: 1 = input only, D > 1 adds deep prompts to layers 1..D-1 "
                        "(default 3 as OVSeg, capped at the number of vision layers)")
 
@@ -61,24 +61,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--loss", choices=("clip", "vocab"), default="clip",
                      help="clip: in-batch contrastive loss against 'a photo of a {noun}.' with same-noun "
                      "negatives masked (default, as OVSeg); vocab: cross-entropy over the whole vocabulary")
-    opt.add_argument("--batch-size", type=int, default=256, help="crops per micro-batch (default 256)")
-    opt.add_argument("--accum-steps", type=int, default=1,
+    opt.add_argument("--batch-size", type=POSITIVE_INT, default=256, help="crops per micro-batch (default 256)")
+    opt.add_argument("--accum-steps", type=POSITIVE_INT, default=1,
                      help="micro-batches per optimizer step (gradient accumulation; default 1)")
-    opt.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate (default 2e-4)")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
-    opt.add_argument("--warmup-steps", type=int, default=100, help="linear warmup steps before the cosine decay (default 100)")
-    opt.add_argument("--steps", type=int,
+    opt.add_argument("--lr", type=POSITIVE_FLOAT, default=2e-4, help="peak AdamW learning rate (default 2e-4)")
+    opt.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.0, help="AdamW weight decay (default 0)")
+    opt.add_argument("--warmup-steps", type=NON_NEGATIVE_INT, default=100, help="linear warmup steps before the cosine decay (default 100)")
+    opt.add_argument("--steps", type=POSITIVE_INT,
                      help="optimizer steps in total (default 10000 unless --epochs is given)")
-    opt.add_argument("--epochs", type=int,
+    opt.add_argument("--epochs", type=POSITIVE_INT,
                      help="without --steps: stop after this many passes over the shards (the cosine "
                      "schedule's length is estimated from the manifests' sample counts); --steps wins if both are given")
     opt.add_argument("--seed", type=int, default=0, help="seed of the prompts' init, shard order and shuffle (default 0)")
 
     run = p.add_argument_group("execution")
-    run.add_argument("--save-every", type=int, default=1000, help="write a checkpoint every N steps (default 1000)")
-    run.add_argument("--keep-checkpoints", type=int, default=2, help="keep the newest N checkpoints (default 2; 0 keeps all)")
+    run.add_argument("--save-every", type=POSITIVE_INT, default=1000, help="write a checkpoint every N steps (default 1000)")
+    run.add_argument("--keep-checkpoints", type=NON_NEGATIVE_INT, default=2, help="keep the newest N checkpoints (default 2; 0 keeps all)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    run.add_argument("--stop-after", type=int,
+    run.add_argument("--stop-after", type=POSITIVE_INT,
                      help="end this invocation after step N with a checkpoint (for time-limited jobs; resume later)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
