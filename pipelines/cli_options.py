@@ -17,11 +17,11 @@ def add_clip_arguments(group: argparse._ActionsContainer) -> None:
 
 def add_sam_filter_arguments(group: argparse._ActionsContainer) -> None:
     """SAM's automatic-mask-generator grid and filters (its own defaults), for ``eval`` and ``demo``."""
-    group.add_argument("--sam-points-per-side", type=int, default=32, metavar="N",
+    group.add_argument("--sam-points-per-side", type=POSITIVE_INT, default=32, metavar="N",
                        help="SAM automatic mask generator point grid (default 32)")
-    group.add_argument("--sam-pred-iou-thresh", type=float, default=0.88, metavar="T",
+    group.add_argument("--sam-pred-iou-thresh", type=FRACTION, default=0.88, metavar="T",
                        help="SAM: drop masks whose predicted IoU is below T (default 0.88)")
-    group.add_argument("--sam-stability-thresh", type=float, default=0.95, metavar="T",
+    group.add_argument("--sam-stability-thresh", type=FRACTION, default=0.95, metavar="T",
                        help="SAM: drop masks whose stability score is below T (default 0.95)")
 
 
