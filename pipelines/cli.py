@@ -40,11 +40,19 @@ def chosen_command(argv: list[str]) -> str | None:
     return None
 
 
+class UsageError(Exception):
+    """A command-line error argparse found; ``main`` prints it as one line and returns 2."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, ``maskmine COMMAND: error: ...`` (status 2), like every UserError."""
 
     def error(self, message: str):  # noqa: D102 - argparse API
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise UsageError(self.prog, message)
 
 
 def fail(command: str | None, message: str) -> int:
@@ -81,14 +89,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args, extra = parser.parse_known_args(argv)
+    try:
+        parser = build_parser(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command not in PASSTHROUGH:
+            raise UsageError(f"maskmine {args.command}", f"unrecognized arguments: {' '.join(extra)}")
+    except UsageError as exc:
+        print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if extra and args.command not in PASSTHROUGH:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._module.run(args, extra) or 0)
     except UserError as exc:

@@ -229,7 +229,13 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     if not fileio.exists(path):
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
         return
-    stats = json.loads(fileio.read_bytes(path))
+    try:
+        stats = json.loads(fileio.read_bytes(path))
+        if not isinstance(stats, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        report.add(STATS_FILE, "damaged", f"stats.json cannot be read: {exc}")
+        return
     ms = manifests.values()
     nouns: set[str] = {n for m in ms for n in m.nouns}
     want = {
@@ -252,11 +258,17 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     if stats.get("images_mined", 0) + skipped != stats.get("images_read"):
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
     vpath = fileio.join(run_dir, VOCABULARY_FILE)
-    if fileio.exists(vpath):
-        vocab = json.loads(fileio.read_bytes(vpath))
+    try:
+        vocab = json.loads(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
+        if vocab is not None and not all(isinstance(v, dict) and isinstance(v.get("pairs"), int) for v in vocab):
+            raise ValueError("not a list of {noun, pairs}")
+    except (ValueError, TypeError) as exc:
+        report.add(VOCABULARY_FILE, "damaged", f"vocabulary.json cannot be read: {exc}")
+        vocab = "damaged"
+    if isinstance(vocab, list):
         if sum(v["pairs"] for v in vocab) != want["pairs"] or len(vocab) != want["unique_nouns"]:
             report.add(VOCABULARY_FILE, "stats", f"{len(vocab)} nouns, {sum(v['pairs'] for v in vocab)} pairs; the manifests give {want['unique_nouns']}, {want['pairs']}")
-    else:
+    elif vocab is None:
         report.add(VOCABULARY_FILE, "missing", "no vocabulary.json")
     rpath = fileio.join(run_dir, REJECTS_FILE)
     if fileio.exists(rpath):
@@ -275,7 +287,11 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     if not fileio.exists(run_path):
         report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
         return report
-    num_shards = int(json.loads(fileio.read_bytes(run_path))["identity"]["num_shards"])
+    try:
+        num_shards = int(json.loads(fileio.read_bytes(run_path))["identity"]["num_shards"])
+    except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        report.add("run", "not-a-run", f"{RUN_FILE} in {run_dir} is damaged ({type(exc).__name__}: {exc})")
+        return report
     report.shards = num_shards
     manifests = _read_manifests(str(run_dir), report)
     for shard in sorted(set(manifests) - set(range(num_shards))):
