@@ -141,8 +141,11 @@ def check_parquet(run_dir: str, manifest: ShardManifest, samples: list[TarSample
         report.add(manifest.parquet, "missing-parquet", "the manifest names it but it is not there")
         return
     try:
+        # single-threaded, no pre-buffering: Arrow's global thread pools are never started, so none
+        # is alive when the interpreter exits (their teardown aborted 'maskmine verify' now and then)
         table = pq.read_table(
-            io.BytesIO(fileio.read_bytes(path)), columns=["key", "shard", "tar_offset", "tar_size", "noun", "image_id"]
+            io.BytesIO(fileio.read_bytes(path)), columns=["key", "shard", "tar_offset", "tar_size", "noun", "image_id"],
+            use_threads=False, pre_buffer=False,
         ).to_pydict()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
         report.add(manifest.parquet, "unreadable", f"{type(exc).__name__}: {exc}")
@@ -223,7 +226,7 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
     """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
-    from maskmine.pipelines.mine import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
+    from maskmine.transforms.run_layout import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
 
     path = fileio.join(run_dir, STATS_FILE)
     if not fileio.exists(path):
@@ -280,7 +283,7 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
 
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     """Check every shard, Parquet part and summary file of a mining run folder."""
-    from maskmine.pipelines.mine import RUN_FILE
+    from maskmine.transforms.run_layout import RUN_FILE
 
     report = VerifyReport(run_dir=str(run_dir))
     run_path = fileio.join(str(run_dir), RUN_FILE)
