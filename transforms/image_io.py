@@ -7,8 +7,9 @@
   decoded, or one Pillow flags as a decompression bomb: ``too-large``;
 * an undecodable or truncated file: ``corrupt-image``;
 * an image whose decoded size differs from the width/height of its entry in
-  the annotation file: ``size-mismatch`` (its polygons and RLEs would land in
-  the wrong place, so it is skipped rather than mined with misplaced masks).
+  the annotation file (other than the two swapped by an EXIF rotation):
+  ``size-mismatch`` (its polygons and RLEs would land in the wrong place, so
+  it is skipped rather than mined with misplaced masks).
 """
 from __future__ import annotations
 
@@ -86,11 +87,14 @@ def read_image(path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGA
 
 
 def read_record_image(images_dir: str, record: ImageRecord, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
-    """The image of ``record``; ``size-mismatch`` when its size differs from the record's width/height."""
+    """The image of ``record``; ``size-mismatch`` when its size differs from the record's width/height
+    (in either orientation)."""
     from maskmine.transforms import fileio
 
     image = read_image(fileio.join(images_dir, record.file_name), max_megapixels)
-    if record.width and record.height and image.shape[:2] != (record.height, record.width):
+    entry = (record.height, record.width)
+    # width and height swapped is an EXIF rotation (decode_image applies it), not a mismatch
+    if record.width and record.height and image.shape[:2] not in (entry, entry[::-1]):
         raise ImageSkip(
             SKIP_SIZE_MISMATCH,
             f"{record.file_name} is {image.shape[1]}x{image.shape[0]}, its entry says {record.width}x{record.height}",
