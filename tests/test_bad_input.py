@@ -489,3 +489,100 @@ def test_spot_check_sheet_neutralises_formula_cells(tmp_path, cell):
     assert row["noun"] == "'" + cell and row["image"] == "'" + cell
     filled = path.read_text(encoding="utf-8").replace(",0.500000,", ",0.500000,correct")
     assert list(score_sheet(filled).by_noun) == [cell]  # read back as the noun it was
+
+
+# --- the demo: a read timeout and one segmentation at a time -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_server():
+    import threading
+
+    from test_demo import TINY as DEMO_TINY
+
+    from maskmine.eval.demo import DemoApp, DemoConfig, make_server
+
+    app = DemoApp(DemoConfig(**DEMO_TINY, max_upload_bytes=100_000, max_pixels=250_000, max_classes=5,
+                             read_timeout=1.0, max_queue=1, queue_timeout=1.0))
+    srv = make_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield app, srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_demo_answers_408_when_the_announced_body_never_comes(demo_server):
+    import socket
+    import time
+
+    _, port = demo_server
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 90000\r\n\r\n--b\r\n")  # 5 of 90000 bytes, then nothing
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert time.monotonic() - started < 8  # the 1 s read timeout, not the client's patience
+    head, _, page = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 408") or head.startswith(b"HTTP/1.1 408"), head
+    assert b"did not arrive within 1 s (5 of 90000 bytes)" in page
+
+
+def test_demo_runs_one_segmentation_at_a_time_and_says_busy(demo_server):
+    import threading
+
+    from test_demo import error_of, noise_png, post
+
+    app, port = demo_server
+    url = f"http://127.0.0.1:{port}"
+    replies = {}
+    assert app._lock.acquire(timeout=5)  # a segmentation is running
+    try:
+        waiting = threading.Thread(target=lambda: replies.update(first=post(url, noise_png(32, 32), "cat")))
+        waiting.start()
+        for _ in range(100):  # until the first request waits in the queue
+            if app._waiting:
+                break
+            threading.Event().wait(0.05)
+        status, page = post(url, noise_png(32, 32), "cat")  # the queue (1) is full: refused at once
+        assert status == 503 and "busy segmenting other images" in error_of(page)
+        waiting.join(10)
+        assert replies["first"][0] == 503  # it waited queue_timeout (1 s) and gave up
+    finally:
+        app._lock.release()
+    status, page = post(url, noise_png(32, 32), "cat")
+    assert status == 200 and not error_of(page)
+
+
+# --- every command exits with its own status ------------------------------------------------------------
+
+
+def test_run_layout_names_are_the_mining_jobs():
+    from maskmine.pipelines import mine
+    from maskmine.transforms import run_layout
+
+    for name in ("RUN_FILE", "STATS_FILE", "REJECTS_FILE", "VOCABULARY_FILE"):
+        assert getattr(run_layout, name) == getattr(mine, name)
+
+
+def test_console_script_exits_with_the_commands_status(broken_run, tmp_path):
+    """The console entry (console_main) ends with os._exit(status) after flushing: 0, 1 and 2 arrive intact."""
+    import shutil
+    import subprocess
+    import sys
+
+    code = "from maskmine.pipelines.cli import console_main; console_main()"
+    damaged = tmp_path / "damaged"
+    shutil.copytree(broken_run, damaged)
+    (damaged / "vocabulary.json").write_text("[]")
+    for args, status, needle in (
+        ([str(broken_run)], 0, "OK: "),
+        ([str(damaged)], 1, "FAILED: "),
+        ([str(tmp_path / "nowhere")], 2, "maskmine verify: error: run folder not found"),
+    ):
+        done = subprocess.run([sys.executable, "-c", code, "verify", *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == status, done.stderr[-2000:]
+        assert needle in done.stdout + done.stderr  # flushed before the process ended
+        assert "terminate called" not in done.stderr
