@@ -280,10 +280,32 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def check_ground_truth_shards(urls: list[str], spec: str) -> None:
+    """Validation shards must carry ground-truth classes: refuse those of a caption-noun run.
+
+    The run folder of each local shard says how it was labelled (``run.json``,
+    ``identity.labels``); shards outside a run folder are taken as they are.
+    """
+    for folder in sorted({Path(u).parent for u in urls if "://" not in u and not u.startswith("pipe:")}):
+        run_file = folder / "run.json"
+        if not run_file.is_file():
+            continue
+        try:
+            labels = (json.loads(run_file.read_bytes()).get("identity") or {}).get("labels")
+        except (ValueError, AttributeError) as exc:
+            raise UserError(f"{run_file} (of --val-shards) is damaged: {exc}") from exc
+        if labels is not None and labels != "categories":
+            raise UserError(
+                f"--val-shards {spec!r}: {folder} was mined with --labels {labels}, so its nouns are "
+                "caption guesses, not ground truth; mine validation shards with --proposals coco-gt --labels categories"
+            )
+
+
 def make_validator(c: TrainConfig, clip: LoadedClip) -> Validator | None:
     if not c.val_shards:
         return None
     urls = expand_shards(c.val_shards)
+    check_ground_truth_shards(urls, c.val_shards)
     vocabulary = vocabulary_for_shards(urls)
     if not vocabulary:
         raise UserError(f"the validation shards {c.val_shards!r} hold no pairs")

@@ -375,6 +375,8 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "train-workers-negative": (train + ["--workers", "-1"], "argument --workers: must be >= 0"),
         "train-shards-missing": (["train", "--shards", str(r / "none-*.tar"), "--out", str(r / "t2"), "--steps", "1"],
                                  "none-*.tar"),
+        "train-val-shards-with-noun-labels": (train + ["--val-shards", shards],
+                                              "was mined with --labels nouns, so its nouns are caption guesses"),
         "train-damaged-train-json": (train[:train.index("--out") + 1] + [str(r / "bad-train")]
                                      + train[train.index("--out") + 2:], "train.json is damaged"),
         # eval
