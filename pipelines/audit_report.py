@@ -304,6 +304,9 @@ def summary_body(
                    H.row("skipped", H.value_cell(sum(skipped.values()), "derived", "images_skipped_total"))]
     images_rows += [H.row(reason, S(f"images_skipped.{reason}", n), sub=True) for reason, n in sorted(skipped.items())]
     images_rows.append(H.row("with pairs in Parquet", P("images", pq_sum["images"])))
+    left_out = {k: int(v) for k, v in (st.get("annotations_skipped") or {}).items()}
+    images_rows += [H.row(f"{reason} (annotations/captions left out)", S(f"annotations_skipped.{reason}", n))
+                    for reason, n in sorted(left_out.items())]
 
     pair_rows = [H.row("pairs (stats.json)", S("pairs", int(st.get("pairs", 0)))),
                  H.row("rows in Parquet", P("rows", pq_sum["rows"])),
