@@ -14,7 +14,8 @@ each broken promise as a ``Problem`` (what, where, detail):
 * keys are unique across shards;
 * stats.json, vocabulary.json and rejects.jsonl agree with the manifests.
 
-``deep=True`` also decodes every crop and mask image (slower).
+``deep=True`` also decodes every crop and mask image and reports an all-zero
+crop mask (``empty-mask``: a crop that shows no region), slower.
 """
 from __future__ import annotations
 
@@ -129,7 +130,10 @@ def _decode_images(name: str, key: str, body: dict[str, bytes], report: VerifyRe
 
     for suffix in (".jpg", ".mask.png"):
         try:
-            Image.open(io.BytesIO(body[suffix])).load()
+            with Image.open(io.BytesIO(body[suffix])) as img:
+                img.load()
+                if suffix == ".mask.png" and img.getbbox() is None:  # all zero: the crop shows no region
+                    report.add(name, "empty-mask", f"{key}{suffix}: the crop mask is all zero")
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a broken sample
             report.add(name, "bad-image", f"{key}{suffix}: {type(exc).__name__}: {exc}")
 

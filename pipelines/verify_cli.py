@@ -23,7 +23,7 @@ Prints one line per problem. Exit status: 0 sound, 1 problems found, 2 not a run
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of 'maskmine mine'")
-    p.add_argument("--deep", action="store_true", help="also decode every crop and mask image (slower)")
+    p.add_argument("--deep", action="store_true", help="also decode every crop and mask image and flag all-zero masks (slower)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
 
 

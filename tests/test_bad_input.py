@@ -590,3 +590,19 @@ def test_console_script_exits_with_the_commands_status(broken_run, tmp_path):
         assert done.returncode == status, done.stderr[-2000:]
         assert needle in done.stdout + done.stderr  # flushed before the process ended
         assert "terminate called" not in done.stderr
+
+
+def test_verify_deep_flags_all_zero_crop_masks(coco_mini, nltk_data, tmp_path):
+    """What --crop-expand -1 used to produce (the CLI now refuses it): verify --deep says so."""
+    import dataclasses
+
+    from mining_helpers import TINY_CLIP, coco_mini_config
+
+    from maskmine.pipelines.mine import run_mining
+    from maskmine.transforms.masked_crop import CropConfig
+
+    clip = dataclasses.replace(TINY_CLIP, crop=CropConfig(expand_ratio=-1.0))
+    run_mining(coco_mini_config(coco_mini, tmp_path / "run", clip=clip, limit=2), progress=False)
+    report = verify_run(str(tmp_path / "run"), deep=True)
+    kinds = {p.what for p in report.problems}
+    assert kinds == {"empty-mask"}, [str(p) for p in report.problems][:5]
