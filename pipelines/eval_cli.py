@@ -9,6 +9,7 @@ from maskmine.pipelines.cli_options import (
     POSITIVE_INT,
     add_clip_arguments,
     add_sam_filter_arguments,
+    check_out_dir,
     number,
 )
 
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.eval.run import EvalConfig, run_eval
     from maskmine.transforms.errors import UserError
     from maskmine.transforms.proposals.factory import ProposalSpec
+
+    check_out_dir(args.out, "--out")
 
     if args.proposals != "sam" and args.sam_model_type != "vit_h":
         raise UserError("--sam-model-type applies to --proposals sam only")

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from maskmine.finetune.model import MODES
-from maskmine.pipelines.cli_options import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments
+from maskmine.pipelines.cli_options import check_out_dir, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments
 
 HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
 DESCRIPTION = """\
@@ -87,6 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.finetune.train import TrainConfig, train
 
+    check_out_dir(args.out, "--out")
     steps = args.steps if args.steps is not None else (None if args.epochs is not None else 10000)
     config = TrainConfig(
         shards=args.shards,

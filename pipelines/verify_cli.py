@@ -39,8 +39,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             "shards_checked": report.shards_checked, "samples": report.samples,
             "problems": [{"where": p.where, "what": p.what, "detail": p.detail} for p in report.problems],
         }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1)
+        except OSError as exc:
+            raise UserError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from exc
     if report.ok:
         print(f"OK: {report.run_dir}: {report.shards} shards, {report.samples} samples, no problems")
         return 0

@@ -359,6 +359,8 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "verify-missing-folder": (["verify", str(r / "nowhere")], "run folder not found"),
         "verify-not-a-run": (["verify", str(r / "empty-run")], "not the --out folder of maskmine mine"),
         "verify-truncated-run-json": (["verify", str(r / "truncated-run")], "run.json in"),
+        "verify-json-in-a-file": (["verify", str(run), "--json", str(r / "a-file" / "v.json")],
+                                  "--json " + str(r / "a-file" / "v.json") + ": cannot write it: Not a directory"),
         "verify-unknown-flag": (["verify", str(run), "--nope"], "unrecognized arguments: --nope"),
         # audit
         "audit-missing-folder": (["audit", str(r / "nowhere"), "--no-progress"], "run folder not found"),
@@ -376,6 +378,8 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "train-workers-negative": (train + ["--workers", "-1"], "argument --workers: must be >= 0"),
         "train-shards-missing": (["train", "--shards", str(r / "none-*.tar"), "--out", str(r / "t2"), "--steps", "1"],
                                  "none-*.tar"),
+        "train-out-is-a-file": (train[:train.index("--out") + 1] + [str(r / "a-file")] + train[train.index("--out") + 2:],
+                                "--out " + str(r / "a-file") + " is a file, not a folder"),
         "train-val-shards-with-noun-labels": (train + ["--val-shards", shards],
                                               "was mined with --labels nouns, so its nouns are caption guesses"),
         "train-damaged-train-json": (train[:train.index("--out") + 1] + [str(r / "bad-train")]
@@ -386,6 +390,8 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "eval-limit-0": (ev + ["--limit", "0"], "argument --limit: must be >= 1"),
         "eval-ensemble-lambda-2": (ev + ["--ensemble-lambda", "2"], "argument --ensemble-lambda: must be >= 0 and <= 1"),
         "eval-no-dataset-under-root": (ev, "no prepared dataset found under"),
+        "eval-out-is-a-file": (ev[:ev.index("--out") + 1] + [str(r / "a-file")] + ev[ev.index("--out") + 2:],
+                               "is a file, not a folder"),
         # demo
         "demo-port-70000": (["demo", "--port", "70000"], "argument --port: must be >= 0 and <= 65535"),
         "demo-read-timeout-0": (["demo", "--read-timeout", "0"], "argument --read-timeout: must be > 0"),
