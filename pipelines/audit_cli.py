@@ -10,7 +10,7 @@ from pathlib import Path
 from maskmine.pipelines.audit_report import QUERY, ReportOptions, build_report
 from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, POSITIVE_INT, number
 from maskmine.transforms.audit_access import locate, open_run
-from maskmine.transforms.audit_scoresheet import score_sheet_file
+from maskmine.transforms.audit_scoresheet import restore_cell, score_sheet_file
 from maskmine.transforms.audit_table import Query
 from maskmine.transforms.errors import UserError
 
@@ -78,10 +78,13 @@ def run_score_sheet(args: argparse.Namespace) -> int:
     if args.run_dir:  # the sheet must come from this run
         run = open_run(args.run_dir)
         rows = csv.DictReader(io.StringIO(Path(args.score_sheet).read_text(encoding="utf-8").lstrip("\ufeff")))
-        keys = [r["key"] for r in rows if r.get("key")]
+        keys = [restore_cell(r["key"]) for r in rows if r.get("key")]
         locate(run, keys)
     out = Path(args.json) if args.json else Path(args.score_sheet).with_suffix(".precision.json")
-    out.write_text(json.dumps({"sheet": str(args.score_sheet), **result.to_dict()}, indent=1), encoding="utf-8")
+    try:
+        out.write_text(json.dumps({"sheet": str(args.score_sheet), **result.to_dict()}, indent=1), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from exc
     print(result.describe())
     print(f"written to {out}")
     return 0

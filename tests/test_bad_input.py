@@ -612,3 +612,12 @@ def test_verify_deep_flags_all_zero_crop_masks(coco_mini, nltk_data, tmp_path):
     report = verify_run(str(tmp_path / "run"), deep=True)
     kinds = {p.what for p in report.problems}
     assert kinds == {"empty-mask"}, [str(p) for p in report.problems][:5]
+
+
+def test_per_class_csv_neutralises_a_formula_class_name():
+    from maskmine.eval.metrics import ConfusionMatrix, per_class_csv
+
+    cm = ConfusionMatrix(2, 255)
+    cm.update(np.array([[0, 1]]), np.array([[0, 1]]))
+    rows = per_class_csv(cm.compute(), ["=cmd|' /C calc'!A0", "dog"]).splitlines()
+    assert rows[1].startswith("0,'=cmd|' /C calc'!A0,") and rows[2].startswith("1,dog,")
