@@ -1,11 +1,12 @@
 """Bad input never crashes a job (issue 16).
 
-(Named to sort after test_dask_runner.py and test_resume.py: an in-process
+(Named to sort after test_dask_runner.py and test_resume.py. Any in-process
 mining run earlier in the same pytest process makes
 test_dask_runner::test_mine_on_dask_equals_direct_runner see Dask floats that
-differ from DirectRunner's in the last bits. That interaction predates this
-file — test_mine_e2e::test_stats_add_up followed by that test fails the same
-way on the commit before it — and is left to the mining job's owners.)
+differ from DirectRunner's in the last bits, and test_resume's SIGKILL test
+differ too; both fail that way in the default suite on the commit before this
+file as well (test_audit's runs come first), so the cause is the mining job's,
+not this file's.)
 
 * every kind of malformed instance annotation is named (``check_segmentation``)
   and, in a mining run over coco-mini with one image of each kind, is a counted
