@@ -5,7 +5,7 @@ mining run earlier in the same pytest process makes
 test_dask_runner::test_mine_on_dask_equals_direct_runner see Dask floats that
 differ from DirectRunner's in the last bits, and test_resume's SIGKILL test
 differ too; both fail that way in the default suite on the commit before this
-file as well (test_audit's runs come first), so the cause is the mining job's,
+file as well (earlier test files mine in process first), so the cause is the mining job's,
 not this file's.)
 
 * every kind of malformed instance annotation is named (``check_segmentation``)
