@@ -464,11 +464,17 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             left = length
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 16))
-                if not chunk:
-                    break
-                left -= len(chunk)
+            deadline = time.monotonic() + app.config.read_timeout
+            try:
+                while left > 0 and time.monotonic() < deadline:
+                    chunk = self.rfile.read1(min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            except (TimeoutError, OSError):  # the client stopped sending: answer anyway, then close
+                pass
+            if left > 0:
+                self.close_connection = True
 
     return Handler
 

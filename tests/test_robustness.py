@@ -629,3 +629,20 @@ def test_per_class_csv_neutralises_a_formula_class_name():
     cm.update(np.array([[0, 1]]), np.array([[0, 1]]))
     rows = per_class_csv(cm.compute(), ["=cmd|' /C calc'!A0", "dog"]).splitlines()
     assert rows[1].startswith("0,'=cmd|' /C calc'!A0,") and rows[2].startswith("1,dog,")
+
+
+def test_demo_answers_413_at_once_when_an_oversized_body_never_comes(demo_server):
+    import socket
+    import time
+
+    _, port = demo_server
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 2000000\r\n\r\n--b\r\n")  # 20x the 100 kB limit, announced, never sent
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert time.monotonic() - started < 8
+    head, _, page = reply.partition(b"\r\n\r\n")
+    assert b" 413 " in head.split(b"\r\n")[0] and b"Upload too large" in page
