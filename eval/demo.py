@@ -10,10 +10,18 @@ count (read from the header, before decoding, so a decompression bomb is
 refused cheaply), class list length and shape. Every problem comes back as a
 message on the page with a 4xx status; an unexpected failure is logged and
 shown as a one-line "internal error", never a stack trace.
+
+Limits that keep one client from blocking or exhausting the server: every
+socket read times out after ``read_timeout`` seconds and a request body must
+arrive whole within that time (else 408 and the connection is closed); one
+segmentation runs at a time, at most ``max_queue`` more requests wait for it,
+and a request beyond that, or one that waited ``queue_timeout`` seconds, is
+answered at once with 503 "busy, try again".
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.parser
 import email.policy
 import html
@@ -70,6 +78,9 @@ class DemoConfig:
     max_classes: int = 100
     default_classes: str = "person, dog, cat, car, tree, grass, sky, road, building, water"
     default_granularity: float = 0.8
+    read_timeout: float = 30.0  # seconds for any socket read, and for a whole request body
+    max_queue: int = 4  # requests that may wait while one segmentation runs; more get 503
+    queue_timeout: float = 300.0  # seconds a request waits for its turn before 503
 
 
 @dataclass
@@ -170,7 +181,9 @@ class DemoApp:
         self.classifier = classifier or build_classifier(
             config.clip_model, config.clip_pretrained, config.adapted, self.device
         )
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one segmentation at a time
+        self._queue_lock = threading.Lock()
+        self._waiting = 0  # requests waiting for ``_lock``
         self._generators: dict[str, Any] = {}
         self.backends: dict[str, str] = {"maskformer": "MaskFormer"}
         self.unavailable: dict[str, str] = {}
@@ -211,6 +224,26 @@ class DemoApp:
             raise DemoInputError(f"Granularity must be between 0 and 1, got {value:g}.")
         return value
 
+    @contextlib.contextmanager
+    def _turn(self):
+        """Hold the one segmentation slot; DemoInputError(503) when the queue is full or the wait too long."""
+        busy = "The server is busy segmenting other images; try again in a moment."
+        with self._queue_lock:
+            if self._lock.locked() and self._waiting >= self.config.max_queue:
+                raise DemoInputError(busy, HTTPStatus.SERVICE_UNAVAILABLE)
+            self._waiting += 1
+        try:
+            got = self._lock.acquire(timeout=self.config.queue_timeout)
+        finally:
+            with self._queue_lock:
+                self._waiting -= 1
+        if not got:
+            raise DemoInputError(busy, HTTPStatus.SERVICE_UNAVAILABLE)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def run(self, image_bytes: bytes, classes_text: str, backend: str, granularity_text: str) -> DemoResult:
         cfg = self.config
         if backend not in self._generators:
@@ -220,7 +253,7 @@ class DemoApp:
         granularity = self.parse_granularity(granularity_text) if backend == "sam" else None
         image = decode_upload(image_bytes, cfg.max_upload_bytes, cfg.max_pixels)
         started = time.monotonic()
-        with self._lock:
+        with self._turn():
             if backend == "maskformer":  # every query's soft mask, as the eval's semantic inference
                 proposals, _ = maskformer_eval_proposals(self._generators[backend], image)
             else:
@@ -357,6 +390,7 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
 def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "maskmine-demo"
+        timeout = app.config.read_timeout  # socketserver applies it to every read of the connection
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             log.info("%s %s", self.address_string(), format % args)
@@ -406,13 +440,13 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
                         f"{_megabytes(app.config.max_upload_bytes)}.",
                         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                     )
-                fields = parse_multipart(self.headers.get("Content-Type", ""), self.rfile.read(length))
+                fields = parse_multipart(self.headers.get("Content-Type", ""), self._read_body(length))
                 form.classes = fields.get("classes", b"").decode("utf-8", "replace")
                 form.backend = fields.get("proposals", b"maskformer").decode("utf-8", "replace")
                 form.granularity = fields.get("granularity", b"").decode("utf-8", "replace") or form.granularity
                 result = app.run(fields.get("image", b""), form.classes, form.backend, form.granularity)
             except DemoInputError as exc:
-                self._send(exc.status, render_page(app, form, error=str(exc)), close=exc.status >= 413)
+                self._send(exc.status, render_page(app, form, error=str(exc)), close=exc.status >= 408)
                 return
             except UserError as exc:
                 self._send(HTTPStatus.BAD_REQUEST, render_page(app, form, error=str(exc)))
@@ -424,17 +458,43 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(HTTPStatus.OK, render_page(app, form, result=result))
 
+        def _read_body(self, length: int) -> bytes:
+            """The request body, whole within ``read_timeout`` seconds, else DemoInputError(408)."""
+            deadline = time.monotonic() + app.config.read_timeout
+            chunks, left = [], length
+            try:
+                while left > 0:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                    chunk = self.rfile.read1(min(left, 1 << 16))  # what has arrived, at most one timed-out recv
+                    if not chunk:
+                        raise DemoInputError("The upload ended before its announced length.", HTTPStatus.BAD_REQUEST)
+                    chunks.append(chunk)
+                    left -= len(chunk)
+            except (TimeoutError, OSError):  # socket.timeout is a TimeoutError
+                raise DemoInputError(
+                    f"The upload did not arrive within {app.config.read_timeout:g} s "
+                    f"({length - left} of {length} bytes).", HTTPStatus.REQUEST_TIMEOUT,
+                ) from None
+            return b"".join(chunks)
+
         def _drain(self, length: int, limit: int) -> None:
             """Read and drop an oversized body (bounded), so the browser gets our answer, not a reset."""
             if length > limit * DRAIN_FACTOR:
                 self.close_connection = True
                 return
             left = length
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 16))
-                if not chunk:
-                    break
-                left -= len(chunk)
+            deadline = time.monotonic() + app.config.read_timeout
+            try:
+                while left > 0 and time.monotonic() < deadline:
+                    chunk = self.rfile.read1(min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            except (TimeoutError, OSError):  # the client stopped sending: answer anyway, then close
+                pass
+            if left > 0:
+                self.close_connection = True
 
     return Handler
 

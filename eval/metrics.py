@@ -200,6 +200,13 @@ class ConfusionMatrix:
 CSV_COLUMNS = ("class_id", "class_name", "iou", "acc", "gt_pixels", "pred_pixels", "tp_pixels")
 
 
+def neutralise_cell(value: str) -> str:
+    """See ``maskmine.transforms.audit_scoresheet.neutralise_cell`` (spreadsheet formula injection)."""
+    from maskmine.transforms.audit_scoresheet import neutralise_cell as neutralise
+
+    return neutralise(value)
+
+
 def per_class_csv(metrics: SegMetrics, class_names: Sequence[str]) -> str:
     """Per-class table as CSV text; IoU/ACC empty for classes absent from the ground truth."""
     names = _check_names(class_names, metrics.num_classes)
@@ -209,7 +216,7 @@ def per_class_csv(metrics: SegMetrics, class_names: Sequence[str]) -> str:
     for i, name in enumerate(names):
         writer.writerow([
             i,
-            name,
+            neutralise_cell(name),  # a class name from a user's classes.txt may start with = + - @
             _csv_float(metrics.iou[i]),
             _csv_float(metrics.acc[i]),
             int(metrics.pos_gt[i]),

@@ -75,6 +75,7 @@ class EvalConfig:
     sam_stability_thresh: float = 0.95
     sam_box_nms: float = 0.7
     progress: bool = True
+    unknown_labels: str = "error"  # a ground-truth value outside the classes: "error" or "ignore"
 
 
 @dataclass
@@ -247,6 +248,28 @@ def read_image_file(path: Path) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {exc}") from exc
 
 
+def check_labels(gt: np.ndarray, path: Path, dataset, policy: str, unknown: dict[str, int]) -> np.ndarray:
+    """Ground truth with every value a class id or the ignore value.
+
+    Another value stops the run with a one-line UserError naming the file
+    (``policy`` "error"), or becomes the ignore value and is counted in
+    ``unknown`` (``policy`` "ignore").
+    """
+    n = dataset.num_classes
+    bad = (gt != dataset.ignore_label) & ((gt < 0) | (gt >= n))
+    if not bad.any():
+        return gt
+    if policy != "ignore":
+        values = np.unique(gt[bad])[:10].tolist()
+        raise UserError(
+            f"{path}: label values {values} are neither class ids 0..{n - 1} of {dataset.name} nor its "
+            f"ignore value {dataset.ignore_label} (wrong --dataset? --unknown-labels ignore counts them as ignore)"
+        )
+    unknown["pixels"] = unknown.get("pixels", 0) + int(bad.sum())
+    unknown["files"] = unknown.get("files", 0) + 1
+    return np.where(bad, dataset.ignore_label, gt)
+
+
 def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> EvalResult:
     """Evaluate, reusing cached predictions; writes metrics.json, the CSV and visualisations."""
     if config.limit is not None and config.limit < 1:
@@ -269,13 +292,14 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
     predictor = _Predictor(config, dataset) if todo else None
     confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_label)
     computed = cached = 0
+    unknown: dict[str, int] = {}  # --unknown-labels ignore: pixels and files treated as ignore
     started = time.monotonic()
     from tqdm import tqdm
 
     for index, (image_path, label_path) in enumerate(
         tqdm(items, desc=f"eval {dataset.name}", unit="img", disable=not config.progress)
     ):
-        gt = load_label(label_path)
+        gt = check_labels(load_label(label_path), label_path, dataset, config.unknown_labels, unknown)
         pred_path = pred_dir / f"{label_path.stem}.png"
         image = None
         if pred_path.is_file():
@@ -312,6 +336,7 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
         "images": len(items),
         "images_computed": computed,
         "images_cached": cached,
+        "unknown_labels_ignored": unknown,  # --unknown-labels ignore: {"pixels", "files"}; {} otherwise
         "seconds": round(time.monotonic() - started, 3),
         "settings": json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8")),
         "per_class": metrics.as_dict(dataset.class_names),

@@ -20,7 +20,10 @@ tar read errors and nouns outside the vocabulary are skipped, never fatal, and
 counted in the worker; each batch carries the counts since the worker's
 previous batch (``Batch.skipped``), so the training loop can sum them across
 workers. A worker whose stream ends with unreported counts yields an empty
-batch carrying them.
+batch carrying them. A worker that fails ``MAX_READ_ATTEMPTS`` reads without
+reading a single sample yields a batch marked ``gave_up`` and stops; the
+training loop then ends with a one-line error (so does an epoch with no
+usable sample), instead of spinning on shards nobody can read.
 
 Every random choice is seeded from (seed, epoch, rank, worker), so with
 resampling off one epoch's batch sequence is a function of those alone: that
@@ -50,6 +53,9 @@ from maskmine.transforms.masked_crop import CropConfig, masked_crop, to_clip_ten
 SKIP_MALFORMED = "malformed_sample"  # a member missing or not decodable, or image/mask sizes differ
 SKIP_TAR_ERROR = "tar_read_error"  # the tar stream itself could not be read
 SKIP_UNKNOWN_NOUN = "noun_not_in_vocabulary"
+# A worker that has failed this many reads (tar errors, malformed samples) without reading one
+# sample gives up: with --resample the stream would otherwise spin forever on unreadable shards.
+MAX_READ_ATTEMPTS = 200
 
 
 def expand_shards(spec: str | Sequence[str]) -> list[str]:
@@ -84,6 +90,7 @@ class Batch:
     keys: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
     worker: int = 0
+    gave_up: bool = False  # the worker stopped: MAX_READ_ATTEMPTS failures and not one sample read
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -161,8 +168,10 @@ class PairStream(IterableDataset):
         resample: bool = False,
         seed: int = 0,
         partial: bool = True,
+        max_read_attempts: int = MAX_READ_ATTEMPTS,
     ) -> None:
         super().__init__()
+        self.max_read_attempts = max_read_attempts
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.urls = list(urls)
@@ -194,8 +203,22 @@ class PairStream(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         rank, world, worker, workers = pytorch_worker_info()
         counter = SkipCounter()
+        state = {"read_ok": False, "gave_up": False}
+
+        def failures() -> int:
+            return counter.pending.get(SKIP_TAR_ERROR, 0) + counter.pending.get(SKIP_MALFORMED, 0)
+
+        def bounded(urls: Iterator[dict]) -> Iterator[dict]:
+            # webdataset swallows a shard's read error inside its own loop, so the
+            # bound is checked here, before each shard is opened
+            for url in urls:
+                if not state["read_ok"] and failures() >= self.max_read_attempts:
+                    state["gave_up"] = True
+                    return
+                yield url
+
         samples: Iterator[dict] = wds.tarfile_to_samples(handler=counter.tar_handler)(
-            self._shard_urls(rank, world, worker, workers)
+            bounded(self._shard_urls(rank, world, worker, workers))
         )
         if self.shuffle_buffer > 0:
             rng = random.Random(_make_seed(self.seed, self.epoch, rank, worker, 2))
@@ -224,11 +247,15 @@ class PairStream(IterableDataset):
             return batch
 
         for sample in samples:
+            if not state["read_ok"] and failures() >= self.max_read_attempts:
+                state["gave_up"] = True
+                break
             try:
                 px, mk, noun = decode_pair(sample, self.crop)
             except ValueError:
                 counter.add(SKIP_MALFORMED)
                 continue
+            state["read_ok"] = True
             label = self.index.get(noun)
             if label is None:
                 counter.add(SKIP_UNKNOWN_NOUN)
@@ -243,8 +270,10 @@ class PairStream(IterableDataset):
         if keys and not self.partial:
             for buf in (pixels, masks, labels, nouns, keys):
                 buf.clear()
-        if keys or counter.pending:
-            yield emit()
+        if keys or counter.pending or state["gave_up"]:
+            batch = emit()
+            batch.gave_up = state["gave_up"]
+            yield batch
 
 
 def _identity(batch: Batch) -> Batch:

@@ -160,6 +160,8 @@ def check_config(c: TrainConfig) -> None:
         raise UserError("--steps and --epochs must be at least 1")
     if c.resample and c.steps is None:
         raise UserError("--resample streams forever: give --steps")
+    if not all(math.isfinite(v) for v in (c.lr, c.weight_decay) + ((c.prompt_lr,) if c.prompt_lr is not None else ())):
+        raise UserError("--lr, --prompt-lr and --weight-decay must be finite numbers")
     if c.lr <= 0 or (c.prompt_lr is not None and c.prompt_lr <= 0) or c.weight_decay < 0 or c.warmup_steps < 0 or c.shuffle_buffer < 0 or c.workers < 0:
         raise UserError("--lr and --prompt-lr must be positive; --weight-decay, --warmup-steps, --shuffle-buffer, --workers >= 0")
     if c.mode == "full" and c.prompt_depth not in (None, 0):
@@ -172,7 +174,10 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     identity = json.loads(json.dumps(c.identity()))
     train_file = out / TRAIN_FILE
     if train_file.is_file():
-        previous = json.loads(train_file.read_text()).get("identity", {})
+        try:
+            previous = json.loads(train_file.read_text()).get("identity", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise UserError(f"{train_file} is damaged ({exc}): use a new --out folder") from exc
         if previous != identity:
             changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
             raise UserError(
@@ -379,10 +384,32 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def check_ground_truth_shards(urls: list[str], spec: str) -> None:
+    """Validation shards must carry ground-truth classes: refuse those of a caption-noun run.
+
+    The run folder of each local shard says how it was labelled (``run.json``,
+    ``identity.labels``); shards outside a run folder are taken as they are.
+    """
+    for folder in sorted({Path(u).parent for u in urls if "://" not in u and not u.startswith("pipe:")}):
+        run_file = folder / "run.json"
+        if not run_file.is_file():
+            continue
+        try:
+            labels = (json.loads(run_file.read_bytes()).get("identity") or {}).get("labels")
+        except (ValueError, AttributeError) as exc:
+            raise UserError(f"{run_file} (of --val-shards) is damaged: {exc}") from exc
+        if labels is not None and labels != "categories":
+            raise UserError(
+                f"--val-shards {spec!r}: {folder} was mined with --labels {labels}, so its nouns are "
+                "caption guesses, not ground truth; mine validation shards with --proposals coco-gt --labels categories"
+            )
+
+
 def make_validator(c: TrainConfig, clip: LoadedClip) -> Validator | None:
     if not c.val_shards:
         return None
     urls = expand_shards(c.val_shards)
+    check_ground_truth_shards(urls, c.val_shards)
     vocabulary = vocabulary_for_shards(urls)
     if not vocabulary:
         raise UserError(f"the validation shards {c.val_shards!r} hold no pairs")
@@ -412,6 +439,10 @@ class _Progress:
             self.bar.close()
 
 
+def _skips_text(skips: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(skips.items())) or "nothing skipped"
+
+
 def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Iterator[tuple[int, int, Batch]]:
     """(epoch, position after this item, batch) forever (or until the epochs run out), skipping
     the first ``skip`` items of the starting epoch."""
@@ -419,16 +450,25 @@ def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Ite
         stream.set_epoch(epoch)
         position = 0
         produced = 0
+        skips: dict[str, int] = {}
         for batch in loader_for_epoch():
+            add_skips(skips, batch.skipped)
+            if batch.gave_up:
+                raise UserError(
+                    f"no sample could be read from the training shards in {stream.max_read_attempts} attempts "
+                    f"({_skips_text(skips)}): are they maskmine shards?"
+                )
             position += 1
             if position <= skip:
                 continue
-            produced += 1
+            produced += len(batch)
             yield epoch, position, batch
         if produced == 0 and skip == 0:
-            raise UserError("the training shards yielded no full batch in a whole epoch (each DataLoader "
-                            "worker drops its last partial batch: fewer usable samples per worker than "
-                            "--batch-size?)")
+            raise UserError(
+                f"the training shards yielded no full batch in a whole epoch ({_skips_text(skips)}): no sample "
+                "was readable, or each DataLoader worker had fewer usable samples than --batch-size "
+                "(a worker drops its last partial batch)"
+            )
         epoch, skip = epoch + 1, 0
 
 

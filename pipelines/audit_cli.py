@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 from maskmine.pipelines.audit_report import QUERY, ReportOptions, build_report
+from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, POSITIVE_INT, number
 from maskmine.transforms.audit_access import locate, open_run
-from maskmine.transforms.audit_scoresheet import score_sheet_file
+from maskmine.transforms.audit_scoresheet import restore_cell, score_sheet_file
 from maskmine.transforms.audit_table import Query
 from maskmine.transforms.errors import UserError
 
@@ -40,26 +41,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     g = p.add_argument_group("galleries")
-    g.add_argument("--top-nouns", type=int, default=20, help="gallery of the N most frequent nouns (default 20)")
-    g.add_argument("--rare-nouns", type=int, default=20, help="gallery of N randomly drawn rare nouns (default 20)")
-    g.add_argument("--rare-max-pairs", type=int, default=5, help="a noun with at most this many pairs is rare (default 5)")
-    g.add_argument("--per-noun", type=int, default=6, help="pairs shown per noun (default 6)")
-    g.add_argument("--suspicious", type=int, default=36, help="pairs in each list of the suspicious page (default 36)")
+    g.add_argument("--top-nouns", type=NON_NEGATIVE_INT, default=20, help="gallery of the N most frequent nouns (default 20)")
+    g.add_argument("--rare-nouns", type=NON_NEGATIVE_INT, default=20, help="gallery of N randomly drawn rare nouns (default 20)")
+    g.add_argument("--rare-max-pairs", type=POSITIVE_INT, default=5, help="a noun with at most this many pairs is rare (default 5)")
+    g.add_argument("--per-noun", type=POSITIVE_INT, default=6, help="pairs shown per noun (default 6)")
+    g.add_argument("--suspicious", type=NON_NEGATIVE_INT, default=36, help="pairs in each list of the suspicious page (default 36)")
     g.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
 
     s = p.add_argument_group("spot check")
-    s.add_argument("--sample", type=int, default=0, metavar="N", help="write a spot-check sheet of N random pairs")
+    s.add_argument("--sample", type=NON_NEGATIVE_INT, default=0, metavar="N", help="write a spot-check sheet of N random pairs")
     s.add_argument("--score-sheet", metavar="CSV", help="a filled spot-check sheet: print the precision with a Wilson interval")
-    s.add_argument("--confidence", type=float, default=0.95, help="interval confidence for --score-sheet (default 0.95)")
+    s.add_argument("--confidence", type=number(float, 0.0, 1.0, lo_open=True, hi_open=True), default=0.95, help="interval confidence for --score-sheet (default 0.95)")
     s.add_argument("--json", metavar="PATH", help="where --score-sheet writes its result (default CSV.precision.json)")
 
     q = p.add_argument_group("query")
     q.add_argument("--query", action="store_true", help="write only the filtered gallery (query.html), no full report")
     q.add_argument("--noun", action="append", default=[], help="only this noun (repeatable)")
-    q.add_argument("--min-score", type=float, help="only pairs scoring at least this")
-    q.add_argument("--max-margin", type=float, help="only pairs whose margin is at most this (pairs without a margin excluded)")
+    q.add_argument("--min-score", type=number(float), help="only pairs scoring at least this")
+    q.add_argument("--max-margin", type=number(float), help="only pairs whose margin is at most this (pairs without a margin excluded)")
     q.add_argument("--image-id", type=int, action="append", default=[], help="only pairs of this image (repeatable)")
-    q.add_argument("--max-pairs", type=int, default=200, help="most pairs the query page shows (default 200)")
+    q.add_argument("--max-pairs", type=POSITIVE_INT, default=200, help="most pairs the query page shows (default 200)")
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -77,10 +78,13 @@ def run_score_sheet(args: argparse.Namespace) -> int:
     if args.run_dir:  # the sheet must come from this run
         run = open_run(args.run_dir)
         rows = csv.DictReader(io.StringIO(Path(args.score_sheet).read_text(encoding="utf-8").lstrip("\ufeff")))
-        keys = [r["key"] for r in rows if r.get("key")]
+        keys = [restore_cell(r["key"]) for r in rows if r.get("key")]
         locate(run, keys)
     out = Path(args.json) if args.json else Path(args.score_sheet).with_suffix(".precision.json")
-    out.write_text(json.dumps({"sheet": str(args.score_sheet), **result.to_dict()}, indent=1), encoding="utf-8")
+    try:
+        out.write_text(json.dumps({"sheet": str(args.score_sheet), **result.to_dict()}, indent=1), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from exc
     print(result.describe())
     print(f"written to {out}")
     return 0

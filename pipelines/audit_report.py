@@ -162,6 +162,31 @@ def gallery_pages(ov: Overview, opts: ReportOptions, query_matches: np.ndarray |
 
 # --- thumbnails ---------------------------------------------------------------------------------
 
+MAX_NAME = 80  # longest sample key used as it is in a file name
+
+
+def bounded_name(key: str) -> str:
+    """``key`` as a file name: unchanged up to MAX_NAME safe characters, else a prefix plus a hash of the whole key."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+    if safe == key and len(key) <= MAX_NAME:
+        return key
+    return f"{safe[:MAX_NAME - 17]}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:16]}"
+
+
+def damaged_placeholder(size: int = 160) -> np.ndarray:
+    """A grey square with a red cross: the crop of a sample that cannot be decoded."""
+    img = np.full((size, size, 3), 200, np.uint8)
+    idx = np.arange(size)
+    for offset in (-1, 0, 1):
+        i = np.clip(idx + offset, 0, size - 1)
+        img[idx, i] = (200, 30, 30)
+        img[idx, size - 1 - i] = (200, 30, 30)
+    return img
+
+
 
 class ImageCache:
     """A few decoded source images (cards are rendered grouped by image)."""
@@ -185,6 +210,8 @@ class ImageCache:
             value = f"{file_name} not found in {self.folder}"
         except ImageSkip as exc:
             value = f"{file_name} cannot be decoded ({exc.reason})"
+        except OSError as exc:  # permission denied, a folder, ...
+            value = f"{file_name} cannot be read ({exc.strerror or exc})"
         self.cache[file_name] = value
         if len(self.cache) > self.size:
             self.cache.popitem(last=False)
@@ -192,9 +219,13 @@ class ImageCache:
 
 
 def render_cards(
-    run: RunFolder, ov: Overview, rows: Sequence[int], out: Path, images: ImageCache, thumb_side: int, progress: bool
+    run: RunFolder, ov: Overview, rows: Sequence[int], out: Path, images: ImageCache, thumb_side: int, progress: bool,
+    damaged: list[dict] | None = None,
 ) -> dict[int, H.Card]:
-    """Read the chosen samples by offset and write their thumbnails; row -> card."""
+    """Read the chosen samples by offset and write their thumbnails; row -> card.
+
+    A sample whose crop cannot be decoded gets a grey placeholder and an entry in ``damaged``.
+    """
     from tqdm import tqdm
 
     rows = sorted(set(int(r) for r in rows))
@@ -203,12 +234,18 @@ def render_cards(
     img_dir = out / IMG_DIR
     img_dir.mkdir(parents=True, exist_ok=True)
     cards: dict[int, H.Card] = {}
+    damaged = [] if damaged is None else damaged
     order = sorted(rows, key=lambda r: (details[r]["file_name"], details[r]["key"]))
     for r in tqdm(order, desc="gallery", unit="pair", disable=not progress):
         d = details[r]
         key = d["key"]
-        crop_name = f"{IMG_DIR}/{key}.crop.jpg"
-        (out / crop_name).write_bytes(encode_jpeg(crop_preview(samples[key].members["jpg"]), quality=90))
+        crop_name = f"{IMG_DIR}/{bounded_name(key)}.crop.jpg"
+        try:  # a damaged sample gets a placeholder and is counted, the report goes on
+            preview = crop_preview(samples[key].members["jpg"])
+        except (OSError, SyntaxError, ValueError, KeyError) as exc:  # PIL.UnidentifiedImageError is an OSError
+            preview = damaged_placeholder()
+            damaged.append({"key": key, "shard": int(d.get("shard", -1)), "error": f"{type(exc).__name__}: {exc}"[:200]})
+        (out / crop_name).write_bytes(encode_jpeg(preview, quality=90))
         image = images.get(d["file_name"])
         image_src = None
         note = ""
@@ -219,7 +256,7 @@ def render_cards(
             note = f"{d['file_name']} is {image.shape[1]}x{image.shape[0]}, the mask {d['width']}x{d['height']}"
         else:
             thumb = outlined_thumbnail(image, decode_rle(d["mask_rle"], d["height"], d["width"]), thumb_side)
-            image_src = f"{IMG_DIR}/{key}.src.jpg"
+            image_src = f"{IMG_DIR}/{bounded_name(key)}.src.jpg"
             (out / image_src).write_bytes(encode_jpeg(thumb))
             size = (thumb.shape[1], thumb.shape[0])
         cards[r] = H.Card(
@@ -250,7 +287,10 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
     return dict(zip(("min", "p10", "median", "p90", "max"), (float(round(v, 6)) for v in q)))
 
 
-def summary_body(run: RunFolder, ov: Overview, plots: dict[str, str], pages: list[GalleryPage], opts: ReportOptions) -> tuple[str, dict]:
+def summary_body(
+    run: RunFolder, ov: Overview, plots: dict[str, str], pages: list[GalleryPage], opts: ReportOptions,
+    damaged: Sequence[dict] = (),
+) -> tuple[str, dict]:
     st = run.stats
     pq_sum = parquet_summary(ov)
     skipped = {k: int(v) for k, v in (st.get("images_skipped") or {}).items()}
@@ -264,6 +304,9 @@ def summary_body(run: RunFolder, ov: Overview, plots: dict[str, str], pages: lis
                    H.row("skipped", H.value_cell(sum(skipped.values()), "derived", "images_skipped_total"))]
     images_rows += [H.row(reason, S(f"images_skipped.{reason}", n), sub=True) for reason, n in sorted(skipped.items())]
     images_rows.append(H.row("with pairs in Parquet", P("images", pq_sum["images"])))
+    left_out = {k: int(v) for k, v in (st.get("annotations_skipped") or {}).items()}
+    images_rows += [H.row(f"{reason} (annotations/captions left out)", S(f"annotations_skipped.{reason}", n))
+                    for reason, n in sorted(left_out.items())]
 
     pair_rows = [H.row("pairs (stats.json)", S("pairs", int(st.get("pairs", 0)))),
                  H.row("rows in Parquet", P("rows", pq_sum["rows"])),
@@ -271,6 +314,7 @@ def summary_body(run: RunFolder, ov: Overview, plots: dict[str, str], pages: lis
                  H.row("unique nouns in Parquet", P("unique_nouns", pq_sum["unique_nouns"])),
                  H.row("pairs dropped", H.value_cell(sum(dropped.values()), "derived", "pairs_dropped_total"))]
     pair_rows += [H.row(reason, S(f"pairs_dropped.{reason}", n), sub=True) for reason, n in sorted(dropped.items())]
+    pair_rows.append(H.row("shown but undecodable (placeholder)", H.value_cell(len(damaged), "derived", "damaged_samples")))
     pair_rows += [H.row("shards", S("shards", int(st.get("shards", 0)))),
                   H.row("shards resumed", S("shards_resumed", int(st.get("shards_resumed", 0))))]
 
@@ -282,6 +326,7 @@ def summary_body(run: RunFolder, ov: Overview, plots: dict[str, str], pages: lis
         ("unique nouns in stats.json = in Parquet", int(st.get("unique_nouns", -1)) == pq_sum["unique_nouns"]),
         ("images read = mined + skipped", int(st.get("images_read", -1)) == int(st.get("images_mined", 0)) + sum(skipped.values())),
         ("images with pairs = images mined", pq_sum["images"] == int(st.get("images_mined", -1))),
+        ("every sample shown decodes", not damaged),
     ]
     check_rows = [
         f'<tr><th>{escape(label)}</th><td class="{"ok" if good else "bad"}">{"ok" if good else "MISMATCH"}</td></tr>'
@@ -341,6 +386,7 @@ def summary_body(run: RunFolder, ov: Overview, plots: dict[str, str], pages: lis
         "parquet": pq_sum,
         "checks": {label: good for label, good in checks},
         "quantiles": quant,
+        "damaged_samples": list(damaged),  # shown with a placeholder: key, shard, error
     }
     return body, summary
 
@@ -398,14 +444,15 @@ def build_report(run: RunFolder, opts: ReportOptions) -> ReportResult:
         raise UserError("--query needs at least one filter: --noun, --min-score, --max-margin or --image-id")
     pages = gallery_pages(ov, opts, matches)
     wanted = [r for p in pages for s in p.sections for r in s.rows]
-    cards = render_cards(run, ov, wanted, out, ImageCache(resolve_images(opts)), opts.thumb_side, opts.progress)
+    damaged: list[dict] = []
+    cards = render_cards(run, ov, wanted, out, ImageCache(resolve_images(opts)), opts.thumb_side, opts.progress, damaged)
 
     nav = ([] if opts.query_only else [(INDEX, "Summary")]) + [(p.file, p.label) for p in pages]
     written: dict[str, Path] = {}
     summary: dict = {}
     if not opts.query_only:
         plots = write_plots(ov, out / PLOT_DIR)
-        body, summary = summary_body(run, ov, plots, pages, opts)
+        body, summary = summary_body(run, ov, plots, pages, opts, damaged)
         written[INDEX] = out / INDEX
         written[INDEX].write_text(H.page("Summary", nav, INDEX, body, run.path.name), encoding="utf-8")
     for p in pages:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def add_clip_arguments(group: argparse._ActionsContainer) -> None:
@@ -16,9 +17,78 @@ def add_clip_arguments(group: argparse._ActionsContainer) -> None:
 
 def add_sam_filter_arguments(group: argparse._ActionsContainer) -> None:
     """SAM's automatic-mask-generator grid and filters (its own defaults), for ``eval`` and ``demo``."""
-    group.add_argument("--sam-points-per-side", type=int, default=32, metavar="N",
+    group.add_argument("--sam-points-per-side", type=POSITIVE_INT, default=32, metavar="N",
                        help="SAM automatic mask generator point grid (default 32)")
-    group.add_argument("--sam-pred-iou-thresh", type=float, default=0.88, metavar="T",
+    group.add_argument("--sam-pred-iou-thresh", type=FRACTION, default=0.88, metavar="T",
                        help="SAM: drop masks whose predicted IoU is below T (default 0.88)")
-    group.add_argument("--sam-stability-thresh", type=float, default=0.95, metavar="T",
+    group.add_argument("--sam-stability-thresh", type=FRACTION, default=0.95, metavar="T",
                        help="SAM: drop masks whose stability score is below T (default 0.95)")
+
+
+def _bound_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    return " and ".join(parts)
+
+
+def number(kind: type = float, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False):
+    """An argparse ``type=`` for a finite ``kind`` (int or float) in a range.
+
+    A value outside it is an argparse error, so the command stops with one
+    line, ``maskmine COMMAND: error: argument --flag: must be ...``, before any work.
+    """
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        too_low = lo is not None and (value <= lo if lo_open else value < lo)
+        too_high = hi is not None and (value >= hi if hi_open else value > hi)
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(f"must be {_bound_text(lo, hi, lo_open, hi_open)}, got {text}")
+        return value
+
+    parse.__name__ = "integer" if kind is int else "number"
+    return parse
+
+
+POSITIVE_INT = number(int, lo=1)
+NON_NEGATIVE_INT = number(int, lo=0)
+FRACTION = number(float, lo=0.0, hi=1.0)
+POSITIVE_FLOAT = number(float, lo=0.0, lo_open=True)
+NON_NEGATIVE_FLOAT = number(float, lo=0.0)
+
+
+def check_out_dir(path: str, flag: str) -> None:
+    """An output folder must be a folder (or not exist yet) that this process can write in.
+
+    Raises UserError naming the problem, before any work starts.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from maskmine.transforms.errors import UserError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    existing = out
+    while not existing.exists():  # the nearest folder that exists is where it will be created
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
+    try:  # a real write, not os.access: root passes os.access on a read-only mount
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".maskmine-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write in {existing}: {exc.strerror or exc}") from None

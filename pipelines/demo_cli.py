@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskmine.pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
+from maskmine.pipelines.cli_options import FRACTION, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, number, add_clip_arguments, add_sam_filter_arguments
 
 HELP = "serve a local web page to segment an uploaded image into your own class names"
 DESCRIPTION = f"""{HELP}.
@@ -25,7 +25,7 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the page to the network)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
+    parser.add_argument("--port", type=number(int, 0, 65535), default=7860, help="port (default 7860; 0 = any free port)")
     add_clip_arguments(parser)
     parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
                         help="use the adapted CLIP of a `maskmine train` run instead (with the crop settings "
@@ -39,16 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sam-model-type", default="vit_h",
                         help="vit_h, vit_l, vit_b, or maskmine-tiny (tiny random SAM) (default vit_h)")
     add_sam_filter_arguments(parser)
-    parser.add_argument("--granularity", type=float, default=0.8, metavar="G",
+    parser.add_argument("--granularity", type=FRACTION, default=0.8, metavar="G",
                         help="the slider's starting value (default 0.8)")
     parser.add_argument("--classes", default=None,
                         help="the class field's starting text (comma-separated)")
-    parser.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
+    parser.add_argument("--max-upload-mb", type=POSITIVE_FLOAT, default=10.0, metavar="MB",
                         help="largest accepted image file (default 10)")
-    parser.add_argument("--max-megapixels", type=float, default=12.0, metavar="MP",
+    parser.add_argument("--max-megapixels", type=POSITIVE_FLOAT, default=12.0, metavar="MP",
                         help="largest accepted image size in megapixels (default 12)")
-    parser.add_argument("--max-classes", type=int, default=100, metavar="N",
+    parser.add_argument("--max-classes", type=POSITIVE_INT, default=100, metavar="N",
                         help="most class names per request (default 100)")
+    parser.add_argument("--read-timeout", type=POSITIVE_FLOAT, default=30.0, metavar="S",
+                        help="seconds for any read from a client, and for a whole upload to arrive (default 30)")
+    parser.add_argument("--max-queue", type=NON_NEGATIVE_INT, default=4, metavar="N",
+                        help="one image is segmented at a time; at most N requests wait, more get "
+                             "'busy, try again' (503) at once (default 4)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
 
 
@@ -77,6 +82,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         max_pixels=int(args.max_megapixels * 1_000_000),
         max_classes=args.max_classes,
         default_granularity=args.granularity,
+        read_timeout=args.read_timeout,
+        max_queue=args.max_queue,
     )
     if args.classes is not None:
         config.default_classes = args.classes

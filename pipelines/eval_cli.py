@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from maskmine.pipelines.cli_options import add_clip_arguments, add_sam_filter_arguments
+from maskmine.pipelines.cli_options import (
+    FRACTION,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    add_clip_arguments,
+    add_sam_filter_arguments,
+    check_out_dir,
+    number,
+)
 
 HELP = "evaluate two-stage open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"
 DATASET_CHOICES = (
@@ -35,23 +43,16 @@ example:
 """
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value:
-        raise argparse.ArgumentTypeError("NaN is not allowed")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("dataset")
     d.add_argument("--dataset", required=True, choices=DATASET_CHOICES,
                    help="which benchmark's validation split to evaluate")
+    d.add_argument("--unknown-labels", choices=("error", "ignore"), default="error",
+                   help="a ground-truth value that is neither a class id nor the dataset's ignore value: "
+                        "stop with an error naming the file (default), or count it as ignore")
     d.add_argument("--root", required=True, metavar="DATA",
                    help="datasets root holding the prepared dataset folder (or that folder itself)")
-    d.add_argument("--limit", type=int, default=None, metavar="N",
+    d.add_argument("--limit", type=POSITIVE_INT, default=None, metavar="N",
                    help="evaluate only the first N images (sorted by name)")
 
     p = parser.add_argument_group("proposals")
@@ -67,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "
                         "(tiny random model, no checkpoint needed) (default vit_h)")
     add_sam_filter_arguments(p)
-    p.add_argument("--sam-box-nms", type=float, default=0.7, metavar="T",
+    p.add_argument("--sam-box-nms", type=FRACTION, default=0.7, metavar="T",
                    help="SAM: box NMS IoU threshold between masks (default 0.7)")
-    p.add_argument("--mask-threshold", type=_fraction, default=0.4, metavar="T",
+    p.add_argument("--mask-threshold", type=FRACTION, default=0.4, metavar="T",
                    help="a proposal's pixels are those with mask probability > T: they make its crop, and a "
                         "mask without any is not classified (default 0.4, the default of OVSeg's MODEL.CLIP_ADAPTER.MASK_THR)")
     p.add_argument("--hard-masks", action="store_true",
@@ -78,11 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--proposal-filters", action="store_true",
                    help="apply maskmine's mining filters to the proposals (minimum objectness/area, IoU "
                         "de-duplication at 0.9, --top-k); default: none, as OVSeg")
-    p.add_argument("--top-k", type=int, default=None, metavar="K",
+    p.add_argument("--top-k", type=POSITIVE_INT, default=None, metavar="K",
                    help="with --proposal-filters: keep at most K proposals per image (default 100)")
-    p.add_argument("--min-area-fraction", type=float, default=None, metavar="F",
+    p.add_argument("--min-area-fraction", type=number(float, 0.0, 1.0, hi_open=True), default=None, metavar="F",
                    help="with --proposal-filters: drop proposals smaller than F of the image (default 0.0005)")
-    p.add_argument("--granularity", type=_fraction, default=None, metavar="G",
+    p.add_argument("--granularity", type=FRACTION, default=None, metavar="G",
                    help="SAM granularity fusion: per class keep the masks scoring >= G x the class's "
                         "best mask score and merge them. 1 = only the single best mask per class "
                         "(precision), lower = merge more parts (recall), 0 = every mask. Default 0.8 "
@@ -91,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-mode", choices=("assigned", "ovseg"), default="assigned",
                    help="granularity fusion variant: 'assigned' (one class per mask) or 'ovseg' "
                         "(OVSeg's SAM demo) (default assigned)")
-    p.add_argument("--ensemble-lambda", type=_fraction, default=None, metavar="L",
+    p.add_argument("--ensemble-lambda", type=FRACTION, default=None, metavar="L",
                    help="OVSeg's geometric ensemble p = p_proposal^(1-L) * p_clip^L with the proposal "
                         "model's own class scores (maskformer only; every class name must be in the "
                         "checkpoint's label set). OVSeg: 0.7 ADE, 0.6 PASCAL Context. Default: CLIP alone")
@@ -107,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("output and runtime")
     o.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: metrics.json, per_class_iou.csv, visualisations/, predictions/")
-    o.add_argument("--visualise", type=int, default=4, metavar="K",
+    o.add_argument("--visualise", type=NON_NEGATIVE_INT, default=4, metavar="K",
                    help="write image | ground truth | prediction PNGs for the first K images (default 4)")
     o.add_argument("--device", default="auto",
                    help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.eval.run import EvalConfig, run_eval
     from maskmine.transforms.errors import UserError
     from maskmine.transforms.proposals.factory import ProposalSpec
+
+    check_out_dir(args.out, "--out")
 
     if args.proposals != "sam" and args.sam_model_type != "vit_h":
         raise UserError("--sam-model-type applies to --proposals sam only")
@@ -164,6 +167,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         sam_stability_thresh=args.sam_stability_thresh,
         sam_box_nms=args.sam_box_nms,
         progress=not args.no_progress,
+        unknown_labels=args.unknown_labels,
     )
     result = run_eval(config, log_fn=print)
     return 0 if result.images else 1

@@ -29,11 +29,19 @@ from maskmine.transforms import fileio
 from maskmine.transforms.clip_models import check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms.errors import UserError
+from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
-from maskmine.transforms.records import ImageRecord
-from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
-from maskmine.transforms.shards import MANIFEST_DIR, PARQUET_DIR, ShardManifest, completed_shards, shard_of, write_shard
+from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE, ImageRecord
+from maskmine.transforms.shards import (
+    MANIFEST_DIR,
+    PARQUET_DIR,
+    ShardManifest,
+    completed_shards,
+    is_image_skip,
+    shard_of,
+    write_shard,
+)
 from maskmine.transforms.tasks import TASKS_DIR, task_path, write_task
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,7 @@ class MineConfig:
     limit: int | None = None
     torch_threads: int | None = None  # per worker process; None: cores ÷ worker processes on the machine
     retry_skipped: tuple[str, ...] = ()  # re-mine images skipped for these reasons (RETRYABLE_REASONS)
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
 
     def identity(self, num_shards: int) -> dict:
         """The settings a resumed run must share with the run it continues.
@@ -85,6 +94,7 @@ class MineConfig:
             "min_score": self.min_score,
             "num_shards": num_shards,
             "limit": self.limit,
+            "max_megapixels": self.max_megapixels,
         }
 
 
@@ -167,6 +177,7 @@ def shard_job(config: MineConfig, local_workers: int | None) -> ShardJob:
         max_batch_bytes=config.max_batch_bytes,
         torch_threads=config.torch_threads,
         local_workers=local_workers,
+        max_megapixels=config.max_megapixels,
     )
 
 
@@ -247,14 +258,18 @@ def clear_leftovers(out_dir: str) -> None:
     fileio.delete(fileio.glob(fileio.join(out_dir, PROGRESS_DIR, "pairs-*.json")))
 
 
-def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: float, resumed_shards: int) -> dict:
+def summarize(
+    out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: float, resumed_shards: int,
+    input_skipped: dict[str, int] | None = None,
+) -> dict:
     """stats.json: images read = mined + skipped (by reason); pairs; nouns; drops; stage seconds."""
     skipped: dict[str, int] = {}
     dropped: dict[str, int] = {}
     seconds: dict[str, float] = {}
     nouns: dict[str, int] = {}
+    annotations: dict[str, int] = {}
     for m in manifests.values():
-        for bucket, source in ((skipped, m.skipped), (dropped, m.dropped), (nouns, m.nouns)):
+        for bucket, source in ((skipped, m.skipped), (dropped, m.dropped), (nouns, m.nouns), (annotations, m.annotations_skipped)):
             for k, v in source.items():
                 bucket[k] = bucket.get(k, 0) + v
         for k, v in m.seconds.items():
@@ -266,6 +281,8 @@ def summarize(out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: f
         "pairs": sum(m.samples for m in manifests.values()),
         "unique_nouns": len(nouns),
         "pairs_dropped": dict(sorted(dropped.items())),
+        "annotations_skipped": dict(sorted(annotations.items())),  # bad-annotation / bad-caption, in rejects.jsonl
+        "input_skipped": dict(sorted((input_skipped or {}).items())),  # what the reader left out, by kind
         "shards": len(manifests),
         "shards_resumed": resumed_shards,
         "seconds_per_stage": {k: round(v, 3) for k, v in sorted(seconds.items())},
@@ -291,11 +308,15 @@ class RunPlan:
     resumed: int  # shards with images that a previous run completed and that stay as they are
     todo_images: int
     retry_images: int
+    input_skipped: dict[str, int] = field(default_factory=dict)  # what the reader left out, by kind
 
 
 def plan_run(config: MineConfig) -> RunPlan:
     """Read the annotations, check or create the run folder, write a task file per shard to mine."""
-    records = read_captioned_images(config.captions, config.instances, config.captions_per_image, config.limit)
+    input_skipped: dict[str, int] = {}  # filled by the reader's up-front check of the annotation files
+    records = read_captioned_images(
+        config.captions, config.instances, config.captions_per_image, config.limit, report=input_skipped
+    )
     if not records:
         raise UserError(f"{config.captions} has no captioned images")
     num_shards = config.num_shards or max(1, -(-len(records) // config.images_per_shard))
@@ -319,7 +340,7 @@ def plan_run(config: MineConfig) -> RunPlan:
     if config.retry_skipped:
         wanted = set(config.retry_skipped)
         for shard, manifest in sorted(done.items()):
-            ids = {r["image_id"] for r in manifest.rejects if r["reason"] in wanted}
+            ids = {r["image_id"] for r in manifest.rejects if r["reason"] in wanted and is_image_skip(r)}
             if ids:
                 write_task(config.out, shard, [r for r in by_shard[shard] if r.image_id in ids], retry=True)
                 pending[shard] = manifest.tar_sha256
@@ -330,7 +351,7 @@ def plan_run(config: MineConfig) -> RunPlan:
         "%d images in %d shards; %d shards already complete, %d images to mine (%d of them retried)",
         total, num_shards, resumed, todo, retry_images,
     )
-    return RunPlan(num_shards, total, pending, resumed, todo, retry_images)
+    return RunPlan(num_shards, total, pending, resumed, todo, retry_images, input_skipped)
 
 
 def _torch_threads(restore: int | None = None) -> int:
@@ -377,4 +398,4 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     if missing:
         raise RuntimeError(f"the pipeline finished but shards {missing[:10]} have no manifest entry")
     fileio.delete([task_path(config.out, s) for s in pending])  # inputs of committed shards
-    return summarize(config.out, manifests, time.perf_counter() - started, resumed)
+    return summarize(config.out, manifests, time.perf_counter() - started, resumed, plan.input_skipped)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from maskmine.pipelines.cli_options import add_clip_arguments
+from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
 from maskmine.pipelines.mine import MineConfig, run_mining
 from maskmine.pipelines.stages import ClipSpec
+from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
+from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import BACKENDS, ProposalSpec
@@ -42,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--images", required=True, help="folder of the images named in the captions file")
     io.add_argument("--out", required=True, help="run folder for shards, Parquet table and stats")
     io.add_argument("--instances", help="COCO instances JSON; needed by --proposals coco-gt and --labels categories")
-    io.add_argument("--captions-per-image", type=int, default=5, help="use the first N captions per image (OVSeg: 1 or 5; default 5)")
-    io.add_argument("--limit", type=int, help="mine only the first N images (by image id)")
+    io.add_argument("--captions-per-image", type=POSITIVE_INT, default=5, help="use the first N captions per image (OVSeg: 1 or 5; default 5)")
+    io.add_argument("--limit", type=POSITIVE_INT, help="mine only the first N images (by image id)")
     io.add_argument("--labels", choices=(LABELS_NOUNS, LABELS_CATEGORIES), default=LABELS_NOUNS,
                     help="nouns: pair caption nouns with proposals (default); categories: pair every "
                     "ground-truth mask with its category name (validation shards, OVSeg's COCO-GT set)")
@@ -56,33 +59,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "'maskmine-tiny' builds a small random Mask2Former for tests); sam: .pth file")
     prop.add_argument("--sam-model-type", default="vit_h", choices=("vit_h", "vit_l", "vit_b", "maskmine-tiny"),
                       help="SAM architecture of the checkpoint (maskmine-tiny: a small random SAM for tests, no checkpoint needed)")
-    prop.add_argument("--top-k", type=int, default=100, help="keep at most K proposals per image (default 100)")
-    prop.add_argument("--min-mask-area", type=float, default=0.0005, help="drop proposals smaller than this fraction of the image (default 0.0005)")
-    prop.add_argument("--dedup-iou", type=float, default=0.9, help="drop a proposal whose mask IoU with a better one reaches this (default 0.9)")
+    prop.add_argument("--top-k", type=POSITIVE_INT, default=100, help="keep at most K proposals per image (default 100)")
+    prop.add_argument("--min-mask-area", type=number(float, 0.0, 1.0, hi_open=True), default=0.0005, help="drop proposals smaller than this fraction of the image (default 0.0005)")
+    prop.add_argument("--dedup-iou", type=number(float, 0.0, 1.0, lo_open=True), default=0.9, help="drop a proposal whose mask IoU with a better one reaches this (default 0.9)")
 
     clip = p.add_argument_group("CLIP matching")
     add_clip_arguments(clip)
-    clip.add_argument("--min-score", type=float, help="drop pairs whose cosine score is below this (counted in stats.json)")
+    clip.add_argument("--min-score", type=number(float, -1.0, 1.0), help="drop pairs whose cosine score (-1..1) is below this (counted in stats.json)")
     clip.add_argument("--crop-fill", choices=("mean", "zero"), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
     clip.add_argument("--crop-resize", choices=("stretch", "pad"), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
-    clip.add_argument("--crop-expand", type=float, default=1.0, help="scale the mask's box by this ratio before cropping (default 1.0)")
-    clip.add_argument("--mask-threshold", type=float, default=0.5, help="binarise soft masks at this value (default 0.5)")
+    clip.add_argument("--crop-expand", type=number(float, 1.0, 10.0), default=1.0, help="scale the mask's box by this ratio (1..10) before cropping (default 1.0)")
+    clip.add_argument("--mask-threshold", type=number(float, 0.0, 1.0, hi_open=True), default=0.5, help="binarise soft masks at this value (default 0.5)")
 
     run = p.add_argument_group("execution")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="proposal model precision on GPU (auto: bf16 where supported)")
-    run.add_argument("--batch-size", type=int, default=8, help="images per GPU batch (default 8)")
-    run.add_argument("--max-batch-bytes", type=int,
+    run.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="images per GPU batch (default 8)")
+    run.add_argument("--max-batch-bytes", type=POSITIVE_INT,
                      help="byte budget of a GPU batch (decoded images plus proposal masks); an image over it "
                      "travels alone (default: no budget, --batch-size only)")
-    run.add_argument("--num-shards", type=int, help="number of output shards (default: images / --images-per-shard)")
-    run.add_argument("--images-per-shard", type=int, default=600, help="target images per shard when --num-shards is not given (default 600)")
-    run.add_argument("--torch-threads", type=int,
+    run.add_argument("--num-shards", type=POSITIVE_INT, help="number of output shards (default: images / --images-per-shard)")
+    run.add_argument("--images-per-shard", type=POSITIVE_INT, default=600, help="target images per shard when --num-shards is not given (default 600)")
+    run.add_argument("--torch-threads", type=POSITIVE_INT,
                      help="torch CPU threads per worker process (default: the machine's cores ÷ its worker "
                      "processes; byte-identical reruns need the same value)")
     run.add_argument("--retry-skipped", type=_reasons, default=(), metavar="REASONS",
                      help="comma-separated skip reasons (missing-image, corrupt-image): re-mine the images a previous "
                      "run in --out skipped for them (after restoring the files) and rewrite only their shards")
+    run.add_argument("--max-megapixels", type=POSITIVE_FLOAT, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
+                     help="skip images over MP megapixels as too-large, judged from the header before decoding "
+                     f"(default {DEFAULT_MAX_MEGAPIXELS:g})")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -128,10 +134,27 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
         limit=args.limit,
         torch_threads=args.torch_threads,
         retry_skipped=args.retry_skipped,
+        max_megapixels=args.max_megapixels,
     )
 
 
+def check_run_file(out: str) -> None:
+    """A run.json already in --out must be readable JSON with an identity (a resumed run compares them)."""
+    path = Path(out) / "run.json"
+    if not path.is_file():
+        return
+    try:
+        run = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is damaged ({exc}): remove it or use a new --out folder") from exc
+    if not isinstance(run, dict) or not isinstance(run.get("identity"), dict):
+        raise UserError(f"{path} is not a maskmine run file (no identity): use a new --out folder")
+
+
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    if "://" not in args.out:  # remote folders are checked by Beam's filesystem
+        check_out_dir(args.out, "--out")
+        check_run_file(args.out)
     stats = run_mining(config_from_args(args), extra, progress=not args.no_progress)
     print(json.dumps(stats, indent=1))
     return 0

@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 
+from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
 from maskmine.transforms.clip_models import SAMPLE_CHECKPOINT
 
 HELP = "train the small sample CLIP (--clip-model sample) on the sample set's whole images and captions"
@@ -23,12 +24,12 @@ Deterministic for a given seed and thread count; about 12 minutes on a busy 2-co
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data/sample", help="sample set folder (default data/sample)")
     p.add_argument("--out", default=str(SAMPLE_CHECKPOINT), help=f"checkpoint path (default {SAMPLE_CHECKPOINT})")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine schedule (default 1e-3)")
+    p.add_argument("--steps", type=POSITIVE_INT, default=1000, help="optimizer steps (default 1000)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="images per step (default 128)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3, help="peak learning rate, cosine schedule (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and crops (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a busy machine; results depend on it)")
-    p.add_argument("--eval-images", type=int, default=300, help="val images for the sanity metrics (0: skip)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="torch CPU threads (default 1: fastest on a busy machine; results depend on it)")
+    p.add_argument("--eval-images", type=NON_NEGATIVE_INT, default=300, help="val images for the sanity metrics (0: skip)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

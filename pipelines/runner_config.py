@@ -392,12 +392,28 @@ def find_problems(beam_args: Sequence[str], out: str, images: str, device: str =
         check_portable(options, found)
     elif runner in ("PrismRunner", "prism"):
         found.warnings.append("PrismRunner downloads Beam's Prism binary on first use; offline, use DirectRunner")
+    elif runner:
+        check_runner_name(runner, found)
     return found
+
+
+def check_runner_name(runner: str, found: Findings) -> None:
+    """A runner name Beam cannot resolve is an error here, in words, not Beam's ValueError mid-launch."""
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        create_runner(runner)
+    except (ValueError, ImportError, AttributeError) as exc:
+        known = "DirectRunner, DaskRunner, DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, PrismRunner"
+        found.errors.append(f"unknown --runner {runner!r} ({known}, or a PipelineRunner's full class name): "
+                            f"{str(exc).splitlines()[0][:120]}")
 
 
 def check_runner_options(beam_args: Sequence[str], out: str, images: str, device: str = "auto") -> list[str]:
     """Raise one UserError listing every problem; return the warnings."""
     found = find_problems(beam_args, out, images, device)
+    if len(found.errors) == 1:
+        raise UserError(found.errors[0])
     if found.errors:
         listing = "\n  - ".join(found.errors)
         raise UserError(f"the runner options have {len(found.errors)} problem(s):\n  - {listing}")

@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 
+from maskmine.pipelines.cli_options import NON_NEGATIVE_INT
 from maskmine.transforms.errors import UserError
 
 HELP = "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"
@@ -22,8 +23,8 @@ The same --seed gives the same files; val is drawn from --val-seed (default seed
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (e.g. data/sample)")
-    p.add_argument("--images", type=int, default=2000, help="train images (default 2000)")
-    p.add_argument("--val-images", type=int, default=300, help="val images (default 300)")
+    p.add_argument("--images", type=NON_NEGATIVE_INT, default=2000, help="train images (default 2000)")
+    p.add_argument("--val-images", type=NON_NEGATIVE_INT, default=300, help="val images (default 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train split (default 0)")
     p.add_argument("--val-seed", type=int, help="seed of the val split (default seed + 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

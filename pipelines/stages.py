@@ -26,7 +26,7 @@ from apache_beam.utils.shared import Shared
 
 from maskmine.transforms import fileio
 from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, load_clip
-from maskmine.transforms.image_io import ImageSkip, read_image
+from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
 from maskmine.transforms.proposals.device import resolve_device
@@ -39,7 +39,15 @@ from maskmine.transforms.records import (
     ImageResult,
     MiningItem,
 )
-from maskmine.transforms.shards import ShardManifest, ShardWriter, completed_shards, image_order, read_shard_pairs, shard_of
+from maskmine.transforms.shards import (
+    ShardManifest,
+    ShardWriter,
+    completed_shards,
+    image_order,
+    is_image_skip,
+    read_shard_pairs,
+    shard_of,
+)
 from maskmine.transforms.tasks import ShardTask
 
 log = logging.getLogger(__name__)
@@ -76,12 +84,12 @@ def extract_nouns_stage(item: MiningItem, labels: str) -> MiningItem:
     return item
 
 
-def load_image_stage(item: MiningItem, images_dir: str) -> MiningItem:
+def load_image_stage(item: MiningItem, images_dir: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> MiningItem:
     if item.skipped:
         return item
     start = time.perf_counter()
     try:
-        item.image = read_image(fileio.join(images_dir, item.record.file_name))
+        item.image = read_record_image(images_dir, item.record, max_megapixels)
     except ImageSkip as exc:
         item.skip(exc.reason)
     _add_seconds([item], "decode", time.perf_counter() - start)
@@ -198,6 +206,7 @@ class ShardJob:
     max_batch_bytes: int | None = None
     torch_threads: int | None = None  # None: cores ÷ local_workers
     local_workers: int | None = None  # worker processes on one machine, where the driver knows it
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
 
 
 class ShardMiner:
@@ -212,7 +221,7 @@ class ShardMiner:
     def _items(self, task: ShardTask) -> Iterator[MiningItem]:
         for record in task.records():
             item = extract_nouns_stage(MiningItem(record=record, shard=task.shard), self.job.labels)
-            yield load_image_stage(item, self.job.images)
+            yield load_image_stage(item, self.job.images, self.job.max_megapixels)
 
     def _results(self, batch: list[MiningItem]) -> list[ImageResult]:
         live = [item for item in batch if not item.skipped]
@@ -248,6 +257,7 @@ class ShardMiner:
                     pairs=pairs,
                     dropped=dropped,
                     seconds=dict(item.seconds),
+                    rejects=list(item.record.rejects),  # annotations/captions left out (counted, not fatal)
                 )
             )
             item.image = item.proposals = None  # done with the pixels
@@ -290,9 +300,14 @@ class ShardMiner:
         for image_id, pairs in old_pairs.items():
             carried[image_id] = ImageResult(image_id, pairs[0].file_name, shard, "mined", pairs=pairs)
         for reject in old.rejects:
-            if reject["image_id"] not in retried:
+            if reject["image_id"] not in retried and is_image_skip(reject):
                 carried[reject["image_id"]] = ImageResult(
                     reject["image_id"], reject["file_name"], shard, "skipped", reason=reject["reason"]
+                )
+        for reject in old.rejects:  # a carried image's left-out annotations and captions stay counted
+            if reject["image_id"] in carried and not is_image_skip(reject):
+                carried[reject["image_id"]].rejects.append(
+                    {k: v for k, v in reject.items() if k not in ("image_id", "file_name")}
                 )
         if set(carried) & set(retried):
             raise RuntimeError(f"shard {shard}: retried images already have samples in the shard")

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from maskmine.finetune.model import MODES
-from maskmine.pipelines.cli_options import add_clip_arguments
+from maskmine.pipelines.cli_options import check_out_dir, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments
 
 HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
 DESCRIPTION = """\
@@ -51,10 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--val-shards",
                       help="validation shards whose nouns are ground-truth classes (e.g. mined with "
                       "--labels categories): masked-region zero-shot top-1/top-5 over their own vocabulary")
-    data.add_argument("--val-every", type=int, default=500, help="validate every N optimizer steps (default 500)")
-    data.add_argument("--val-limit", type=int, help="validate on at most N regions (default: all)")
-    data.add_argument("--workers", type=int, default=4, help="DataLoader worker processes (default 4; 0: in process)")
-    data.add_argument("--shuffle-buffer", type=int, default=1000,
+    data.add_argument("--val-every", type=POSITIVE_INT, default=500, help="validate every N optimizer steps (default 500)")
+    data.add_argument("--val-limit", type=POSITIVE_INT, help="validate on at most N regions (default: all)")
+    data.add_argument("--workers", type=NON_NEGATIVE_INT, default=4, help="DataLoader worker processes (default 4; 0: in process)")
+    data.add_argument("--shuffle-buffer", type=NON_NEGATIVE_INT, default=1000,
                       help="samples in each worker's shuffle buffer; 0 disables shuffling (default 1000)")
     data.add_argument("--resample", action="store_true",
                       help="draw shards with replacement forever (step-based training); a resume then starts "
@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--init", metavar="RUN",
                        help="with --mode prompt: start from the finetuned CLIP of a `--mode full` run or "
                        "export (its model.pt; the CLIP flags are then ignored): OVSeg's second stage")
-    model.add_argument("--prompt-depth", type=int,
+    model.add_argument("--prompt-depth", type=NON_NEGATIVE_INT,
                        help="layers with mask prompts: 1 = input only, D > 1 adds deep prompts to layers 1..D-1 "
                        "(default 3 as OVSeg, capped at the number of vision layers)")
 
@@ -78,33 +78,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "negatives masked (default; maskmine's choice); clip-plain: the same without the "
                      "masking (OVSeg's ClipLoss; equal to clip when no noun repeats in a batch); "
                      "vocab: cross-entropy over the whole vocabulary")
-    opt.add_argument("--batch-size", type=int, default=256, help="crops per micro-batch (default 256)")
-    opt.add_argument("--accum-steps", type=int, default=1,
+    opt.add_argument("--batch-size", type=POSITIVE_INT, default=256, help="crops per micro-batch (default 256)")
+    opt.add_argument("--accum-steps", type=POSITIVE_INT, default=1,
                      help="micro-batches per optimizer step (gradient accumulation; default 1)")
-    opt.add_argument("--lr", type=float,
+    opt.add_argument("--lr", type=POSITIVE_FLOAT,
                      help="peak AdamW learning rate: of the CLIP weights in modes full and full+prompt "
                      "(default 5e-6, OVSeg's finetuning rate for a pretrained ViT-L/14), of the prompts in "
                      "mode prompt (default 0.05, OVSeg's mask prompt tuning rate)")
-    opt.add_argument("--prompt-lr", type=float,
+    opt.add_argument("--prompt-lr", type=POSITIVE_FLOAT,
                      help="mode full+prompt only: the prompts' peak rate (default 0.05; maskmine's choice, "
                      "OVSeg never trains both at once)")
-    opt.add_argument("--weight-decay", type=float, default=0.2,
+    opt.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.2,
                      help="AdamW weight decay of the >= 2-D CLIP weights outside norm layers (default 0.2, "
                      "as OVSeg); norms, biases, logit_scale and the prompts never decay")
-    opt.add_argument("--warmup-steps", type=int, default=100,
+    opt.add_argument("--warmup-steps", type=NON_NEGATIVE_INT, default=100,
                      help="linear warmup steps before the cosine decay (default 100, as OVSeg)")
-    opt.add_argument("--steps", type=int,
+    opt.add_argument("--steps", type=POSITIVE_INT,
                      help="optimizer steps in total (default 10000 unless --epochs is given)")
-    opt.add_argument("--epochs", type=int,
+    opt.add_argument("--epochs", type=POSITIVE_INT,
                      help="without --steps: stop after this many passes over the shards (the cosine "
                      "schedule's length is estimated from the manifests' sample counts); --steps wins if both are given")
     opt.add_argument("--seed", type=int, default=0, help="seed of the prompts' init, shard order and shuffle (default 0)")
 
     run = p.add_argument_group("execution")
-    run.add_argument("--save-every", type=int, default=1000, help="write a checkpoint every N steps (default 1000)")
-    run.add_argument("--keep-checkpoints", type=int, default=2, help="keep the newest N checkpoints (default 2; 0 keeps all)")
+    run.add_argument("--save-every", type=POSITIVE_INT, default=1000, help="write a checkpoint every N steps (default 1000)")
+    run.add_argument("--keep-checkpoints", type=NON_NEGATIVE_INT, default=2, help="keep the newest N checkpoints (default 2; 0 keeps all)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    run.add_argument("--stop-after", type=int,
+    run.add_argument("--stop-after", type=POSITIVE_INT,
                      help="end this invocation after step N with a checkpoint (for time-limited jobs; resume later)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -113,6 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.finetune.train import TrainConfig, train
 
+    check_out_dir(args.out, "--out")
     steps = args.steps if args.steps is not None else (None if args.epochs is not None else 10000)
     config = TrainConfig(
         shards=args.shards,

@@ -14,7 +14,8 @@ each broken promise as a ``Problem`` (what, where, detail):
 * keys are unique across shards;
 * stats.json, vocabulary.json and rejects.jsonl agree with the manifests.
 
-``deep=True`` also decodes every crop and mask image (slower).
+``deep=True`` also decodes every crop and mask image and reports an all-zero
+crop mask (``empty-mask``: a crop that shows no region), slower.
 """
 from __future__ import annotations
 
@@ -129,7 +130,10 @@ def _decode_images(name: str, key: str, body: dict[str, bytes], report: VerifyRe
 
     for suffix in (".jpg", ".mask.png"):
         try:
-            Image.open(io.BytesIO(body[suffix])).load()
+            with Image.open(io.BytesIO(body[suffix])) as img:
+                img.load()
+                if suffix == ".mask.png" and img.getbbox() is None:  # all zero: the crop shows no region
+                    report.add(name, "empty-mask", f"{key}{suffix}: the crop mask is all zero")
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a broken sample
             report.add(name, "bad-image", f"{key}{suffix}: {type(exc).__name__}: {exc}")
 
@@ -141,8 +145,11 @@ def check_parquet(run_dir: str, manifest: ShardManifest, samples: list[TarSample
         report.add(manifest.parquet, "missing-parquet", "the manifest names it but it is not there")
         return
     try:
+        # single-threaded, no pre-buffering: Arrow's global thread pools are never started, so none
+        # is alive when the interpreter exits (their teardown aborted 'maskmine verify' now and then)
         table = pq.read_table(
-            io.BytesIO(fileio.read_bytes(path)), columns=["key", "shard", "tar_offset", "tar_size", "noun", "image_id"]
+            io.BytesIO(fileio.read_bytes(path)), columns=["key", "shard", "tar_offset", "tar_size", "noun", "image_id"],
+            use_threads=False, pre_buffer=False,
         ).to_pydict()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
         report.add(manifest.parquet, "unreadable", f"{type(exc).__name__}: {exc}")
@@ -223,13 +230,19 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
     """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
-    from maskmine.pipelines.mine import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
+    from maskmine.transforms.run_layout import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
 
     path = fileio.join(run_dir, STATS_FILE)
     if not fileio.exists(path):
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
         return
-    stats = json.loads(fileio.read_bytes(path))
+    try:
+        stats = json.loads(fileio.read_bytes(path))
+        if not isinstance(stats, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        report.add(STATS_FILE, "damaged", f"stats.json cannot be read: {exc}")
+        return
     ms = manifests.values()
     nouns: set[str] = {n for m in ms for n in m.nouns}
     want = {
@@ -242,34 +255,50 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     for k, v in want.items():
         if stats.get(k) != v:
             report.add(STATS_FILE, "stats", f"{k} is {stats.get(k)}, the manifests give {v}")
+    annotations: dict[str, int] = {}
+    for m in ms:
+        for reason, n in getattr(m, "annotations_skipped", {}).items():
+            annotations[reason] = annotations.get(reason, 0) + n
+    if (stats.get("annotations_skipped") or {}) != annotations:
+        report.add(STATS_FILE, "stats", f"annotations_skipped is {stats.get('annotations_skipped')}, the manifests give {annotations}")
     skipped = sum((stats.get("images_skipped") or {}).values())
     if stats.get("images_mined", 0) + skipped != stats.get("images_read"):
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
     vpath = fileio.join(run_dir, VOCABULARY_FILE)
-    if fileio.exists(vpath):
-        vocab = json.loads(fileio.read_bytes(vpath))
+    try:
+        vocab = json.loads(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
+        if vocab is not None and not all(isinstance(v, dict) and isinstance(v.get("pairs"), int) for v in vocab):
+            raise ValueError("not a list of {noun, pairs}")
+    except (ValueError, TypeError) as exc:
+        report.add(VOCABULARY_FILE, "damaged", f"vocabulary.json cannot be read: {exc}")
+        vocab = "damaged"
+    if isinstance(vocab, list):
         if sum(v["pairs"] for v in vocab) != want["pairs"] or len(vocab) != want["unique_nouns"]:
             report.add(VOCABULARY_FILE, "stats", f"{len(vocab)} nouns, {sum(v['pairs'] for v in vocab)} pairs; the manifests give {want['unique_nouns']}, {want['pairs']}")
-    else:
+    elif vocab is None:
         report.add(VOCABULARY_FILE, "missing", "no vocabulary.json")
     rpath = fileio.join(run_dir, REJECTS_FILE)
     if fileio.exists(rpath):
         lines = [line for line in fileio.read_bytes(rpath).decode().splitlines() if line.strip()]
         n_rejects = sum(len(m.rejects) for m in ms)
         if len(lines) != n_rejects:
-            report.add(REJECTS_FILE, "stats", f"{len(lines)} lines, the manifests list {n_rejects} rejected images")
+            report.add(REJECTS_FILE, "stats", f"{len(lines)} lines, the manifests list {n_rejects} rejected images, annotations and captions")
 
 
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     """Check every shard, Parquet part and summary file of a mining run folder."""
-    from maskmine.pipelines.mine import RUN_FILE
+    from maskmine.transforms.run_layout import RUN_FILE
 
     report = VerifyReport(run_dir=str(run_dir))
     run_path = fileio.join(str(run_dir), RUN_FILE)
     if not fileio.exists(run_path):
         report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
         return report
-    num_shards = int(json.loads(fileio.read_bytes(run_path))["identity"]["num_shards"])
+    try:
+        num_shards = int(json.loads(fileio.read_bytes(run_path))["identity"]["num_shards"])
+    except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        report.add("run", "not-a-run", f"{RUN_FILE} in {run_dir} is damaged ({type(exc).__name__}: {exc})")
+        return report
     report.shards = num_shards
     manifests = _read_manifests(str(run_dir), report)
     for shard in sorted(set(manifests) - set(range(num_shards))):

@@ -23,7 +23,7 @@ Prints one line per problem. Exit status: 0 sound, 1 problems found, 2 not a run
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of 'maskmine mine'")
-    p.add_argument("--deep", action="store_true", help="also decode every crop and mask image (slower)")
+    p.add_argument("--deep", action="store_true", help="also decode every crop and mask image and flag all-zero masks (slower)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
 
 
@@ -39,8 +39,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             "shards_checked": report.shards_checked, "samples": report.samples,
             "problems": [{"where": p.where, "what": p.what, "detail": p.detail} for p in report.problems],
         }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1)
+        except OSError as exc:
+            raise UserError(f"--json {args.json}: cannot write it: {exc.strerror or exc}") from exc
     if report.ok:
         print(f"OK: {report.run_dir}: {report.shards} shards, {report.samples} samples, no problems")
         return 0

@@ -130,7 +130,7 @@ def test_unknown_page_and_parse_classes(server):
 
 def test_demo_cli_rejects_bad_flags(capsys):
     assert main(["demo", "--port", "70000", "--clip-model", "maskmine-tiny"]) == 2
-    assert "--port must be in 0..65535" in capsys.readouterr().err
+    assert "maskmine demo: error: argument --port: must be >= 0 and <= 65535, got 70000" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     text = capsys.readouterr().out

@@ -260,7 +260,7 @@ def torch_allclose_norm(t) -> bool:
         (["--root", "{missing}"], "is not a folder"),
         (["--root", "{empty}"], "no prepared dataset found"),
         (["--root", "{ade}", "--ensemble-lambda", "0.7", "--proposals", "coco-gt"], "only --proposals maskformer"),
-        (["--root", "{ade}", "--limit", "0"], "--limit must be at least 1"),
+        (["--root", "{ade}", "--limit", "0"], "argument --limit: must be >= 1, got 0"),
     ],
 )
 def test_clear_errors(ade_root, tmp_path, capsys, extra, message):

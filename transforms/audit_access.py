@@ -83,8 +83,8 @@ class Sample:
 
 def _read_json(path: Path, what: str) -> dict | list:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({what}): {exc}") from exc
 
 

@@ -23,14 +23,32 @@ _CORRECT = {"correct", "c", "y", "yes", "1", "true", "t", "ok", "✓", "✔", "�
 _INCORRECT = {"incorrect", "i", "n", "no", "0", "false", "f", "wrong", "✗", "✘", "☒"}
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: str) -> str:
+    """A text cell a spreadsheet would run as a formula (starting with = + - @, tab or CR) gets a leading '."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def restore_cell(value: str) -> str:
+    """Undo ``neutralise_cell`` when reading a sheet back."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
+
+
 def write_sheet(path: str | Path, rows: Iterable[dict]) -> int:
-    """CSV with SHEET_COLUMNS and an empty verdict column; returns the number of rows."""
+    """CSV with SHEET_COLUMNS and an empty verdict column; returns the number of rows.
+
+    Text cells (key, noun, image) are neutralised against spreadsheet formula
+    injection (``neutralise_cell``); ``score_sheet`` undoes it.
+    """
     n = 0
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(SHEET_COLUMNS)
         for row in rows:
-            writer.writerow([row["key"], row["noun"], row["image"], f"{row['score']:.6f}", ""])
+            writer.writerow([neutralise_cell(str(row["key"])), neutralise_cell(str(row["noun"])),
+                             neutralise_cell(str(row["image"])), f"{row['score']:.6f}", ""])
             n += 1
     return n
 
@@ -111,7 +129,7 @@ def score_sheet(text: str, confidence: float = 0.95, source: str = "score sheet"
         judged += 1
         correct += verdict
         if noun_col and row.get(noun_col):
-            tally = per_noun.setdefault(row[noun_col], [0, 0])
+            tally = per_noun.setdefault(restore_cell(row[noun_col]), [0, 0])
             tally[0] += verdict
             tally[1] += 1
     if judged == 0:

@@ -8,12 +8,23 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from maskmine.transforms.annotations import (
+    PROBLEM_BAD_FIELDS,
+    PROBLEM_UNKNOWN_CATEGORY,
+    AnnotationProblem,
+    check_segmentation,
+    reject,
+)
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.records import Caption, ImageRecord, Instance
+
+log = logging.getLogger(__name__)
+REJECT_BAD_CAPTION = "bad-caption"
 
 
 def load_coco(path: str | Path, kind: str, required_annotation_keys: tuple[str, ...]) -> COCO:
@@ -31,13 +42,27 @@ def load_coco(path: str | Path, kind: str, required_annotation_keys: tuple[str, 
     ):
         raise UserError(f"{kind} file {path} is not in COCO format: needs 'images' and 'annotations' lists")
     for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise UserError(f"{kind} file {path}: annotation #{i} is a {type(ann).__name__}, not an object")
+        bad_ids = [k for k in ("id", "image_id") if isinstance(ann.get(k), (list, dict))]
+        if bad_ids:
+            raise UserError(f"{kind} file {path}: annotation #{i} has a list or object as {', '.join(bad_ids)}")
         missing = [k for k in required_annotation_keys if k not in ann]
         if missing:
             raise UserError(f"{kind} file {path}: annotation #{i} lacks {', '.join(missing)}")
     for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict):
+            raise UserError(f"{kind} file {path}: image #{i} is a {type(img).__name__}, not an object")
+        if isinstance(img.get("id"), (list, dict)):
+            raise UserError(f"{kind} file {path}: image #{i} has a list or object as id")
         missing = [k for k in ("id", "file_name") if k not in img]
         if missing:
             raise UserError(f"{kind} file {path}: image #{i} lacks {', '.join(missing)}")
+    categories = data.get("categories", [])
+    if not isinstance(categories, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("id"), (int, str)) for c in categories
+    ):
+        raise UserError(f"{kind} file {path}: 'categories' must be a list of objects with an integer id")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -45,52 +70,132 @@ def load_coco(path: str | Path, kind: str, required_annotation_keys: tuple[str, 
     return coco
 
 
+def _as_int(value) -> int | None:
+    """``value`` as an int when it is an integer (or an integral float), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _dimension(value) -> int:
+    """An image entry's width/height: a positive int, or 0 (unknown) for anything else."""
+    n = _as_int(value)
+    return n if n is not None and n > 0 else 0
+
+
+def _id_order(ann: dict) -> tuple:
+    """Annotations in id order; ids that are not integers last, in text order."""
+    n = _as_int(ann["id"])
+    return (n is None, n or 0, str(ann["id"]))
+
+
+def parse_instance(ann: dict, categories: dict, height: int, width: int) -> Instance:
+    """One instance annotation, checked; raises AnnotationProblem naming what is wrong."""
+    category_id = _as_int(ann.get("category_id"))
+    if category_id is None:
+        raise AnnotationProblem(PROBLEM_BAD_FIELDS, f"category_id {ann.get('category_id')!r} is not an integer"[:200])
+    if category_id not in categories:
+        raise AnnotationProblem(PROBLEM_UNKNOWN_CATEGORY, f"category_id {category_id} is not among the categories")
+    bbox = ann.get("bbox", (0, 0, 0, 0))
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+        raise AnnotationProblem(PROBLEM_BAD_FIELDS, f"bbox {bbox!r} is not four numbers"[:200])
+    check_segmentation(ann.get("segmentation"), height, width)
+    return Instance(
+        annotation_id=int(ann["id"]),
+        category_id=category_id,
+        category=str(categories[category_id].get("name", category_id)),
+        segmentation=ann["segmentation"],
+        bbox=tuple(float(v) for v in bbox),
+        iscrowd=bool(ann.get("iscrowd", 0)),
+    )
+
+
 def read_captioned_images(
     captions_path: str | Path,
     instances_path: str | Path | None = None,
     captions_per_image: int = 5,
     limit: int | None = None,
+    report: dict | None = None,
 ) -> list[ImageRecord]:
     """One record per image that has at least one caption, in image-id order.
 
     Captions are taken in annotation-id order and cut to the first
     ``captions_per_image`` (the OVSeg paper uses 1 and 5). With an instances
     file, each record also carries its instance annotations.
+
+    Malformed parts are left out and accounted for, never a crash: a caption
+    that is not text and an instance annotation that pycocotools could not
+    decode (transforms/annotations.py) go to ``record.rejects``; captions whose
+    image has no entry and image entries whose id is not an integer are
+    counted in ``report`` (when a dict is given: ``{what: count}``, with the
+    rejects as ``reason:problem``), and a one-line summary of everything left
+    out is logged before mining starts.
     """
     if captions_per_image < 1:
         raise UserError("--captions-per-image must be at least 1")
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
     captions = load_coco(captions_path, "captions", ("image_id", "caption", "id"))
     instances = None
     if instances_path is not None:
         instances = load_coco(instances_path, "instances", ("image_id", "category_id", "segmentation", "id"))
-        if "categories" not in instances.dataset:
-            raise UserError(f"instances file {instances_path} has no 'categories'")
+        if not isinstance(instances.dataset.get("categories"), list):
+            raise UserError(f"instances file {instances_path} has no 'categories' list")
+    counts: dict[str, int] = {}
+
+    def count(what: str, n: int = 1) -> None:
+        if n:
+            counts[what] = counts.get(what, 0) + n
+
+    count("captions-without-image", sum(len(v) for k, v in captions.imgToAnns.items() if k not in captions.imgs))
+    count("image-entries-with-bad-id", sum(1 for k in captions.imgs if _as_int(k) is None))
     records = []
-    for image_id in sorted(captions.imgs):
+    for image_id in sorted((k for k in captions.imgs if _as_int(k) is not None), key=_as_int):
         info = captions.imgs[image_id]
-        anns = sorted(captions.imgToAnns.get(image_id, []), key=lambda a: a["id"])
+        anns = sorted(captions.imgToAnns.get(image_id, []), key=_id_order)
         if not anns:
             continue
         record = ImageRecord(
-            image_id=int(image_id),
+            image_id=_as_int(image_id),
             file_name=str(info["file_name"]),
-            width=int(info.get("width", 0)),
-            height=int(info.get("height", 0)),
-            captions=[Caption(int(a["id"]), str(a["caption"]).strip()) for a in anns[:captions_per_image]],
+            width=_dimension(info.get("width")),
+            height=_dimension(info.get("height")),
+            captions=[],
         )
+        for a in anns[:captions_per_image]:
+            caption_id = _as_int(a["id"])
+            if caption_id is None or not isinstance(a["caption"], str) or not a["caption"].strip():
+                what = "an id that is not an integer" if caption_id is None else (
+                    "empty" if isinstance(a["caption"], str) else f"a {type(a['caption']).__name__}, not text")
+                record.rejects.append({"caption_id": a["id"], "reason": REJECT_BAD_CAPTION,
+                                       "problem": "not-text" if caption_id is not None else "bad-id",
+                                       "detail": f"caption is {what}"})
+                continue
+            record.captions.append(Caption(caption_id, a["caption"].strip()))
         if instances is not None:
-            record.instances = [
-                Instance(
-                    annotation_id=int(a["id"]),
-                    category_id=int(a["category_id"]),
-                    category=str(instances.cats[a["category_id"]]["name"]),
-                    segmentation=a["segmentation"],
-                    bbox=tuple(float(v) for v in a.get("bbox", (0, 0, 0, 0))),
-                    iscrowd=bool(a.get("iscrowd", 0)),
-                )
-                for a in sorted(instances.imgToAnns.get(image_id, []), key=lambda a: a["id"])
-            ]
+            for a in sorted(instances.imgToAnns.get(image_id, []), key=_id_order):
+                try:
+                    if _as_int(a["id"]) is None:
+                        raise AnnotationProblem(PROBLEM_BAD_FIELDS, f"id {a['id']!r} is not an integer"[:200])
+                    record.instances.append(parse_instance(a, instances.cats, record.height, record.width))
+                except AnnotationProblem as exc:
+                    record.rejects.append(reject(a["id"], exc.problem, exc.detail))
         records.append(record)
         if limit is not None and len(records) >= limit:
             break
+    rejected = [r for rec in records for r in rec.rejects]
+    for r in rejected:
+        count(f"{r['reason']}:{r['problem']}")
+    if counts:
+        log.warning(
+            "left out of the input (listed in rejects.jsonl when in a mined image): %s",
+            ", ".join(f"{n} {what}" for what, n in sorted(counts.items())),
+        )
+    if report is not None:
+        report.update(counts)
     return records

@@ -1,13 +1,36 @@
-"""Reading images robustly: every failure becomes a skip reason, never a crash."""
+"""Reading images robustly: every failure becomes a skip reason, never a crash.
+
+* a file that does not exist: ``missing-image``; one that exists but cannot be
+  read (no permission): ``permission-denied``;
+* an image over the pixel cap (``--max-megapixels``, default
+  ``DEFAULT_MAX_MEGAPIXELS``), judged from its header before any pixel is
+  decoded, or one Pillow flags as a decompression bomb: ``too-large``;
+* an undecodable or truncated file: ``corrupt-image``;
+* an image whose decoded size differs from the width/height of its entry in
+  the annotation file (other than the two swapped by an EXIF rotation):
+  ``size-mismatch`` (its polygons and RLEs would land in the wrong place, so
+  it is skipped rather than mined with misplaced masks).
+"""
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
+from maskmine.transforms.records import (
+    SKIP_CORRUPT_IMAGE,
+    SKIP_MISSING_IMAGE,
+    SKIP_PERMISSION_DENIED,
+    SKIP_SIZE_MISMATCH,
+    SKIP_TOO_LARGE,
+    ImageRecord,
+)
+
+# 40 MP: a 7300x5500 photograph decodes to 120 MB of RGB; COCO images are about 0.3 MP.
+DEFAULT_MAX_MEGAPIXELS = 40.0
 
 
 class ImageSkip(Exception):
@@ -19,27 +42,61 @@ class ImageSkip(Exception):
         self.detail = detail
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Bytes → (H, W, 3) uint8 RGB, EXIF orientation applied; grayscale/CMYK/palette converted."""
+def decode_image(data: bytes, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+    """Bytes → (H, W, 3) uint8 RGB, EXIF orientation applied; grayscale/CMYK/palette converted.
+
+    An image of more than ``max_megapixels`` (None: no cap) is refused from its
+    header, before its pixels are decoded.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # truncated files fail here, not later
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if max_megapixels is not None and width * height > max_megapixels * 1e6:
+                    raise ImageSkip(
+                        SKIP_TOO_LARGE,
+                        f"{width}x{height} = {width * height / 1e6:.1f} MP, over --max-megapixels {max_megapixels:g}",
+                    )
+                img.load()  # truncated files fail here, not later
+                img = ImageOps.exif_transpose(img)
+                return np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageSkip(SKIP_TOO_LARGE, f"decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise ImageSkip(SKIP_CORRUPT_IMAGE, str(exc)) from exc
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file; missing → ImageSkip(missing-image), undecodable → corrupt-image."""
+def read_image(path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+    """Read an image file; missing → missing-image, unreadable → permission-denied, undecodable → corrupt-image."""
     from apache_beam.io.filesystems import FileSystems  # local paths and gs:// alike
 
     path = str(path)
     try:
         with FileSystems.open(path) as handle:
             data = handle.read()
+    except PermissionError as exc:
+        raise ImageSkip(SKIP_PERMISSION_DENIED, f"{path}: {exc.strerror or exc}") from exc
     except (FileNotFoundError, IOError, OSError) as exc:
         if not FileSystems.exists(path):
             raise ImageSkip(SKIP_MISSING_IMAGE, path) from exc
+        if isinstance(exc.__cause__ or exc.__context__, PermissionError) or "Permission denied" in str(exc):
+            raise ImageSkip(SKIP_PERMISSION_DENIED, f"{path}: permission denied") from exc
         raise ImageSkip(SKIP_CORRUPT_IMAGE, f"{path}: {exc}") from exc
-    return decode_image(data)
+    return decode_image(data, max_megapixels)
+
+
+def read_record_image(images_dir: str, record: ImageRecord, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+    """The image of ``record``; ``size-mismatch`` when its size differs from the record's width/height
+    (in either orientation)."""
+    from maskmine.transforms import fileio
+
+    image = read_image(fileio.join(images_dir, record.file_name), max_megapixels)
+    entry = (record.height, record.width)
+    # width and height swapped is an EXIF rotation (decode_image applies it), not a mismatch
+    if record.width and record.height and image.shape[:2] not in (entry, entry[::-1]):
+        raise ImageSkip(
+            SKIP_SIZE_MISMATCH,
+            f"{record.file_name} is {image.shape[1]}x{image.shape[0]}, its entry says {record.width}x{record.height}",
+        )
+    return image

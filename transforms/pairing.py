@@ -1,6 +1,7 @@
 """Turn matched (noun, proposal) choices into PairSamples ready for the shards."""
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from typing import Sequence
@@ -24,13 +25,20 @@ LABELS_NOUNS = "nouns"
 LABELS_CATEGORIES = "categories"
 
 
+MAX_SLUG = 64  # longest noun slug kept whole in a key (file names stay far below 255 bytes)
+
+
 def noun_slug(noun: str) -> str:
     """Key-safe form of a noun: lower case, runs of other characters become '_'.
 
     WebDataset splits a member name at its first dot, so keys hold no dots.
+    A slug longer than MAX_SLUG is cut and ends in 12 hex digits of the noun's
+    sha1, so keys (and the audit's file names) stay bounded and distinct.
     """
-    slug = re.sub(r"[^a-z0-9]+", "_", noun.lower()).strip("_")
-    return slug or "x"
+    slug = re.sub(r"[^a-z0-9]+", "_", noun.lower()).strip("_") or "x"
+    if len(slug) > MAX_SLUG:
+        slug = f"{slug[:MAX_SLUG - 13]}_{hashlib.sha1(noun.encode('utf-8')).hexdigest()[:12]}"
+    return slug
 
 
 def unique_keys(image_id: int, names: Sequence[str]) -> list[str]:

@@ -19,9 +19,15 @@ SKIP_CORRUPT_IMAGE = "corrupt-image"
 SKIP_NO_NOUNS = "no-nouns"
 SKIP_NO_PROPOSALS = "no-proposals"
 SKIP_NO_PAIRS = "no-pairs-kept"  # every pair was dropped (e.g. by --min-score)
+SKIP_PERMISSION_DENIED = "permission-denied"  # the file exists but cannot be read
+SKIP_TOO_LARGE = "too-large"  # over --max-megapixels, or a decompression bomb
+SKIP_SIZE_MISMATCH = "size-mismatch"  # decoded size differs from the annotation file's width/height
 SKIP_REASONS = (
     SKIP_MISSING_IMAGE,
     SKIP_CORRUPT_IMAGE,
+    SKIP_PERMISSION_DENIED,
+    SKIP_TOO_LARGE,
+    SKIP_SIZE_MISMATCH,
     SKIP_NO_NOUNS,
     SKIP_NO_PROPOSALS,
     SKIP_NO_PAIRS,
@@ -59,6 +65,9 @@ class ImageRecord:
     height: int
     captions: list[Caption]
     instances: list[Instance] = field(default_factory=list)
+    # Annotations and captions of this image left out as unusable, one dict each
+    # ({"annotation_id" or "caption_id", "reason", "problem", "detail"}); see transforms/annotations.py.
+    rejects: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,7 @@ class ImageResult:
     pairs: list[PairSample] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    rejects: list[dict] = field(default_factory=list)  # the record's rejected annotations/captions
 
 
 @dataclass

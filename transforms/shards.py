@@ -56,6 +56,11 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
+def is_image_skip(reject: dict) -> bool:
+    """A rejects entry for a skipped image, not for one annotation or caption left out of an image."""
+    return "annotation_id" not in reject and "caption_id" not in reject
+
+
 def shard_of(image_id: int, num_shards: int) -> int:
     """Stable shard index of an image (same on every machine and Python run)."""
     digest = hashlib.sha1(str(int(image_id)).encode("ascii")).digest()
@@ -139,6 +144,7 @@ class ShardManifest:
     nouns: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)
+    annotations_skipped: dict[str, int] = field(default_factory=dict)  # rejected annotations/captions by reason
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, indent=1).encode("utf-8")
@@ -202,6 +208,9 @@ class ShardWriter:
         else:
             m.skipped[result.reason] = m.skipped.get(result.reason, 0) + 1
             m.rejects.append({"image_id": result.image_id, "file_name": result.file_name, "reason": result.reason})
+        for rejected in result.rejects:  # an annotation or caption left out; the image may still be mined
+            m.rejects.append({"image_id": result.image_id, "file_name": result.file_name, **rejected})
+            m.annotations_skipped[rejected["reason"]] = m.annotations_skipped.get(rejected["reason"], 0) + 1
         for reason, n in result.dropped.items():
             m.dropped[reason] = m.dropped.get(reason, 0) + n
         for stage, sec in result.seconds.items():

@@ -6,13 +6,19 @@ from typing import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from maskmine.transforms.annotations import AnnotationProblem, check_segmentation, reject
 from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
 from maskmine.transforms.records import ImageRecord, Instance, ProposalSet
 
 
 def instance_mask(instance: Instance, height: int, width: int) -> np.ndarray:
-    """Decode a COCO polygon or RLE segmentation to a (H, W) bool mask."""
+    """Decode a COCO polygon or RLE segmentation to a (H, W) bool mask.
+
+    Raises AnnotationProblem (never a pycocotools error) when the
+    segmentation is malformed or an RLE's size is not ``height`` x ``width``.
+    """
     seg = instance.segmentation
+    check_segmentation(seg, height, width)
     if isinstance(seg, list):
         rles = mask_utils.frPyObjects(seg, height, width)
         rle = mask_utils.merge(rles)
@@ -23,6 +29,22 @@ def instance_mask(instance: Instance, height: int, width: int) -> np.ndarray:
         if isinstance(rle.get("counts"), str):
             rle["counts"] = rle["counts"].encode("ascii")
     return mask_utils.decode(rle).astype(bool)
+
+
+def instance_masks(record: ImageRecord, height: int, width: int, include_crowd: bool = False) -> tuple[list[Instance], list[np.ndarray]]:
+    """The record's usable instances and their masks; each malformed one goes to ``record.rejects``."""
+    kept, masks = [], []
+    for inst in record.instances:
+        if inst.iscrowd and not include_crowd:
+            continue
+        try:
+            masks.append(instance_mask(inst, height, width))
+        except AnnotationProblem as exc:
+            if not any(r.get("annotation_id") == inst.annotation_id for r in record.rejects):
+                record.rejects.append(reject(inst.annotation_id, exc.problem, exc.detail))
+            continue
+        kept.append(inst)
+    return kept, masks
 
 
 class CocoGtProposals(ProposalGenerator):
@@ -46,8 +68,7 @@ class CocoGtProposals(ProposalGenerator):
         out = []
         for image, record in zip(images, records):
             height, width = image.shape[:2]
-            kept = [i for i in record.instances if self.include_crowd or not i.iscrowd]
-            masks = [instance_mask(i, height, width) for i in kept]
+            kept, masks = instance_masks(record, height, width, self.include_crowd)
             labels = [i.category for i in kept]
             areas = [m.sum() for m in masks]
             min_area = max(1.0, self.min_area_fraction * height * width)
@@ -66,4 +87,4 @@ class CocoGtProposals(ProposalGenerator):
         return out
 
 
-__all__ = ["CocoGtProposals", "instance_mask", "filter_proposals"]
+__all__ = ["CocoGtProposals", "instance_mask", "instance_masks", "filter_proposals"]

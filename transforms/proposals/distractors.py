@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from maskmine.transforms.proposals.base import ProposalGenerator, mask_iou_matrix
-from maskmine.transforms.proposals.coco_gt import instance_mask
+from maskmine.transforms.proposals.coco_gt import instance_masks
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
 NAME = "coco-gt+distractors"
@@ -50,7 +50,7 @@ class CocoGtDistractorProposals(ProposalGenerator):
         out = []
         for image, record in zip(images, records):
             height, width = image.shape[:2]
-            gt = [instance_mask(i, height, width) for i in record.instances if not i.iscrowd]
+            gt = instance_masks(record, height, width)[1]
             gt = [m for m in gt if m.any()]
             masks, is_gt = self.proposals_for(record.image_id, gt, height, width)
             out.append(
