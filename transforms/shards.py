@@ -77,23 +77,16 @@ def sample_members(pair: PairSample) -> list[tuple[str, bytes]]:
     ]
 
 
-def build_tar(pairs: Sequence[PairSample]) -> tuple[bytes, list[tuple[int, int]]]:
-    """A deterministic tar (fixed mtime, owner, mode) and each sample's (offset, size)."""
-    buf = io.BytesIO()
-    spans = []
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for pair in pairs:
-            start = buf.tell()
-            for name, data in sample_members(pair):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o444
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
-            spans.append((start, buf.tell() - start))
-    return buf.getvalue(), spans
+def add_sample(tar: tarfile.TarFile, pair: PairSample) -> None:
+    """Append one sample's members with fixed metadata (mtime, owner, mode): identical bytes on every run."""
+    for name, data in sample_members(pair):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        info.mode = 0o444
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(data))
 
 
 def parquet_table(shard: int, pairs: Sequence[PairSample], spans: Sequence[tuple[int, int]]) -> pa.Table:
@@ -220,14 +213,7 @@ class ShardWriter:
                 raise ValueError(f"duplicate keys in shard {self.shard}: {pair.key}")
             self._last_key = pair.key
             offset = self._tar.offset
-            for name, data in sample_members(pair):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o444
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                self._tar.addfile(info, io.BytesIO(data))
+            add_sample(self._tar, pair)
             # keep the metadata only: the crop bytes are already in the tar
             meta = PairSample(**{**pair.__dict__, "crop_jpg": b"", "crop_mask_png": b""})
             self._pairs_meta.append((meta, (offset, self._tar.offset - offset)))
