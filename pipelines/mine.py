@@ -398,4 +398,6 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     if missing:
         raise RuntimeError(f"the pipeline finished but shards {missing[:10]} have no manifest entry")
     fileio.delete([task_path(config.out, s) for s in pending])  # inputs of committed shards
+    for folder in (TASKS_DIR, PROGRESS_DIR):  # a finished run keeps no empty working folders
+        fileio.remove_empty_folder(fileio.join(config.out, folder))
     return summarize(config.out, manifests, time.perf_counter() - started, resumed, plan.input_skipped)

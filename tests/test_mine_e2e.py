@@ -49,6 +49,14 @@ def test_stats_add_up(mined):
     assert len(rejects) == sum(stats["images_skipped"].values())
 
 
+def test_finished_run_keeps_only_its_outputs(mined):
+    out, stats = mined
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "manifest", "parquet", "pairs-000000.tar", "pairs-000001.tar", "pairs-000002.tar",
+        "rejects.jsonl", "run.json", "stats.json", "vocabulary.json",
+    ])  # no task or progress files or folders, no temporaries
+
+
 def test_shards_equal_parquet_rows_and_keys_unique(mined, coco_mini):
     out, stats = mined
     caption_image = {

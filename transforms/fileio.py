@@ -5,6 +5,7 @@ renamed, so a killed job never leaves a half-written file under a final name.
 """
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
 
@@ -122,6 +123,16 @@ def delete(paths: list[str]) -> None:
     paths = [str(p) for p in paths if FileSystems.exists(str(p))]
     if paths:
         FileSystems.delete(paths)
+
+
+def remove_empty_folder(path: str) -> None:
+    """Remove a local folder once nothing is left in it (object stores have no folders to remove)."""
+    if "://" in str(path):
+        return
+    try:
+        os.rmdir(str(path))
+    except OSError:  # not empty, or already gone
+        pass
 
 
 def sha256_of(path: str, chunk: int = 1 << 20) -> str:
