@@ -20,8 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, bu
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
 from maskmine.eval.templates import TEMPLATE_SETS
 from maskmine.eval.visualise import comparison_panel
+from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
 from maskmine.transforms.proposals.device import resolve_device
@@ -122,20 +121,6 @@ def _sam_options(config: EvalConfig) -> dict[str, Any]:
         "stability_score_thresh": config.sam_stability_thresh,
         "box_nms_thresh": config.sam_box_nms,
     }
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary sibling and a rename, so no half-written file gets the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def encode_prediction(labels: np.ndarray) -> bytes:

@@ -34,10 +34,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,6 +49,7 @@ from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
 from maskmine.finetune.model import MODES, MaskPromptCLIP
 from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from maskmine.transforms.atomic import atomic_write, atomic_write_json
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
@@ -194,9 +193,7 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
         log.warning("--resume: %s holds no run yet, starting from step 0", out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = train_file.with_name(f".{TRAIN_FILE}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, train_file)
+    atomic_write_json(train_file, data, indent=1, sort_keys=True)
     return None
 
 
@@ -264,9 +261,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 def _no_decay(name: str, param: torch.nn.Parameter, norm_params: set[int]) -> bool:

@@ -10,11 +10,10 @@ A saved vocabulary is a JSON list of nouns in index order.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.errors import UserError
 
 PARQUET_DIR = "parquet"
@@ -29,10 +28,7 @@ def make_vocabulary(nouns: Iterable[str]) -> list[str]:
 
 def write_vocabulary(path: str | Path, vocabulary: Sequence[str]) -> None:
     """Save ``vocabulary`` (already in index order) atomically as a JSON list."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(list(vocabulary), indent=0, ensure_ascii=False))
-    os.replace(tmp, path)
+    atomic_write_json(path, list(vocabulary), indent=0, ensure_ascii=False)
 
 
 def read_vocabulary_file(path: str | Path) -> list[str]:
