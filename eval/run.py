@@ -37,7 +37,7 @@ from maskmine.eval.visualise import comparison_panel
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
-from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
 

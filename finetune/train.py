@@ -51,6 +51,7 @@ from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
 from maskmine.transforms.atomic import atomic_write, atomic_write_json
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
 
@@ -126,15 +127,6 @@ class TrainResult:
 
 
 # ---- setup helpers --------------------------------------------------------------------
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
 
 def check_config(c: TrainConfig) -> None:
     if c.mode not in MODES:
@@ -472,7 +464,7 @@ def train(c: TrainConfig) -> TrainResult:
     check_config(c)
     init_crop = resolve_init(c)
     started = time.perf_counter()
-    device = pick_device(c.device)
+    device = resolve_device(c.device)
     urls = expand_shards(c.shards)
     crop = training_crop(c, urls, init_crop)
     vocabulary = resolve_vocabulary(c.vocabulary, urls)

@@ -29,7 +29,7 @@ from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, load
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
-from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import (
     SKIP_NO_NOUNS,
