@@ -49,6 +49,7 @@ from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
 from maskmine.finetune.model import MODES, MaskPromptCLIP
 from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write, atomic_write_json
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
 from maskmine.transforms.devices import resolve_device
@@ -208,7 +209,7 @@ def count_samples(urls: list[str]) -> int | None:
         if "://" in url or url.startswith("pipe:"):
             return None
         tar = Path(url)
-        manifest = tar.parent / "manifest" / f"{tar.name.removesuffix('.tar')}.json"
+        manifest = tar.parent / run_folder.sidecar_names(tar.name)[1]
         if manifest.is_file():
             total += int(json.loads(manifest.read_text())["samples"])
             continue
@@ -378,7 +379,7 @@ def check_ground_truth_shards(urls: list[str], spec: str) -> None:
     ``identity.labels``); shards outside a run folder are taken as they are.
     """
     for folder in sorted({Path(u).parent for u in urls if "://" not in u and not u.startswith("pipe:")}):
-        run_file = folder / "run.json"
+        run_file = folder / run_folder.RUN_FILE
         if not run_file.is_file():
             continue
         try:

@@ -22,12 +22,8 @@ import pyarrow.parquet as pq
 
 from maskmine.transforms import fileio
 from maskmine.transforms.records import ImageResult, PairSample
+from maskmine.transforms.run_folder import MANIFEST_DIR, MANIFEST_GLOB, PARQUET_DIR, manifest_name, parquet_name, tar_name
 
-TAR_NAME = "pairs-{:06d}.tar"
-PARQUET_DIR = "parquet"
-PARQUET_NAME = "pairs-{:06d}.parquet"
-MANIFEST_DIR = "manifest"
-MANIFEST_NAME = "pairs-{:06d}.json"
 
 PARQUET_SCHEMA = pa.schema(
     [
@@ -155,7 +151,7 @@ class ShardManifest:
 
 
 def manifest_path(out_dir: str, shard: int) -> str:
-    return fileio.join(out_dir, MANIFEST_DIR, MANIFEST_NAME.format(shard))
+    return fileio.join(out_dir, manifest_name(shard))
 
 
 def image_order(image_id: int) -> str:
@@ -183,7 +179,7 @@ class ShardWriter:
     def __init__(self, out_dir: str, shard: int) -> None:
         self.out_dir = out_dir
         self.shard = shard
-        self.tar_name = TAR_NAME.format(shard)
+        self.tar_name = tar_name(shard)
         self._file = fileio.AtomicWriter(fileio.join(out_dir, self.tar_name))
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
         self._pairs_meta: list[tuple[PairSample, tuple[int, int]]] = []
@@ -191,7 +187,7 @@ class ShardWriter:
         self._last_key: str | None = None
         self.seconds = 0.0
         self.manifest = ShardManifest(
-            shard=shard, tar=self.tar_name, parquet=f"{PARQUET_DIR}/{PARQUET_NAME.format(shard)}",
+            shard=shard, tar=self.tar_name, parquet=parquet_name(shard),
             samples=0, tar_bytes=0, tar_sha256="", images=0, mined=0,
         )
 
@@ -281,7 +277,7 @@ def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
 
     Rebuilt samples write back to the same tar members byte for byte.
     """
-    data = fileio.read_bytes(fileio.join(out_dir, TAR_NAME.format(shard)))
+    data = fileio.read_bytes(fileio.join(out_dir, tar_name(shard)))
     members: dict[str, dict[str, bytes]] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         for info in tar:
@@ -301,7 +297,7 @@ def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
 def completed_shards(out_dir: str) -> dict[int, ShardManifest]:
     """Manifest entries already on disk: the shards a rerun can skip."""
     done = {}
-    for path in fileio.glob(fileio.join(out_dir, MANIFEST_DIR, "pairs-*.json")):
+    for path in fileio.glob(fileio.join(out_dir, MANIFEST_GLOB)):
         manifest = ShardManifest.from_json(fileio.read_bytes(path))
         done[manifest.shard] = manifest
     return done

@@ -1,0 +1,90 @@
+"""The file and folder names of a mining run folder (``maskmine mine --out``), in one place.
+
+A run folder holds, per shard ``N`` (``pairs-NNNNNN``):
+
+- ``pairs-NNNNNN.tar``: the WebDataset shard;
+- ``parquet/pairs-NNNNNN.parquet``: one row per pair, with the sample's byte span in the tar;
+- ``manifest/pairs-NNNNNN.json``: written last, so a shard is complete exactly when it exists;
+- ``tasks/pairs-NNNNNN.jsonl``: the shard's input records (the task a worker mines);
+- ``progress/pairs-NNNNNN.json``: counts of a shard in flight, for the driver's progress bar;
+
+and, once per run, ``run.json`` (settings, written first), ``stats.json``,
+``rejects.jsonl`` and ``vocabulary.json`` (written by the driver at the end).
+
+Names only: the mining job, ``verify``, ``audit``, ``train`` (its vocabulary,
+sample counts and crop settings) and the sample world's scoring all read them
+from here. No Beam, torch or pyarrow import, so readers stay light. To add a
+run-folder file, name it here. Paths are relative to the run folder and use
+``/``, so callers join them onto a local path or a gs:// URL alike.
+"""
+from __future__ import annotations
+
+RUN_FILE = "run.json"
+STATS_FILE = "stats.json"
+REJECTS_FILE = "rejects.jsonl"
+VOCABULARY_FILE = "vocabulary.json"
+
+PARQUET_DIR = "parquet"
+MANIFEST_DIR = "manifest"
+TASKS_DIR = "tasks"
+PROGRESS_DIR = "progress"
+SHARD_FOLDERS = (PARQUET_DIR, MANIFEST_DIR, TASKS_DIR, PROGRESS_DIR)
+
+SHARD_PREFIX = "pairs-"
+TAR_SUFFIX = ".tar"
+PARQUET_SUFFIX = ".parquet"
+MANIFEST_SUFFIX = ".json"
+TASK_SUFFIX = ".jsonl"
+PROGRESS_SUFFIX = ".json"
+
+
+def shard_stem(shard: int) -> str:
+    """``pairs-NNNNNN``: the name every file of shard ``shard`` shares."""
+    return f"{SHARD_PREFIX}{shard:06d}"
+
+
+def tar_name(shard: int) -> str:
+    return shard_stem(shard) + TAR_SUFFIX
+
+
+def parquet_name(shard: int) -> str:
+    return f"{PARQUET_DIR}/{shard_stem(shard)}{PARQUET_SUFFIX}"
+
+
+def manifest_name(shard: int) -> str:
+    return f"{MANIFEST_DIR}/{shard_stem(shard)}{MANIFEST_SUFFIX}"
+
+
+def task_name(shard: int) -> str:
+    return f"{TASKS_DIR}/{shard_stem(shard)}{TASK_SUFFIX}"
+
+
+def progress_name(shard: int) -> str:
+    return f"{PROGRESS_DIR}/{shard_stem(shard)}{PROGRESS_SUFFIX}"
+
+
+def shard_glob(folder: str, suffix: str) -> str:
+    """A glob for every shard's file in ``folder`` (``""`` for the run folder itself)."""
+    name = f"{SHARD_PREFIX}*{suffix}"
+    return f"{folder}/{name}" if folder else name
+
+
+TAR_GLOB = shard_glob("", TAR_SUFFIX)
+PARQUET_GLOB = shard_glob(PARQUET_DIR, PARQUET_SUFFIX)
+MANIFEST_GLOB = shard_glob(MANIFEST_DIR, MANIFEST_SUFFIX)
+PROGRESS_GLOB = shard_glob(PROGRESS_DIR, PROGRESS_SUFFIX)
+
+
+def shard_from_name(name: str, suffix: str) -> int:
+    """The shard index in a file name such as ``pairs-000003.json``."""
+    return int(name[len(SHARD_PREFIX) : -len(suffix)])
+
+
+def sidecar_names(tar: str) -> tuple[str, str]:
+    """(Parquet part, manifest) of a tar file name, relative to its folder.
+
+    By the tar's own stem, so a shard passed as a path finds its tables
+    without parsing an index out of its name.
+    """
+    stem = tar.removesuffix(TAR_SUFFIX)
+    return f"{PARQUET_DIR}/{stem}{PARQUET_SUFFIX}", f"{MANIFEST_DIR}/{stem}{MANIFEST_SUFFIX}"
