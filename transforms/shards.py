@@ -73,53 +73,23 @@ def sample_members(pair: PairSample) -> list[tuple[str, bytes]]:
     ]
 
 
-def build_tar(pairs: Sequence[PairSample]) -> tuple[bytes, list[tuple[int, int]]]:
-    """A deterministic tar (fixed mtime, owner, mode) and each sample's (offset, size)."""
-    buf = io.BytesIO()
-    spans = []
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for pair in pairs:
-            start = buf.tell()
-            for name, data in sample_members(pair):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o444
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
-            spans.append((start, buf.tell() - start))
-    return buf.getvalue(), spans
+def parquet_row(shard: int, pair: PairSample, span: tuple[int, int]) -> dict:
+    """A pair's Parquet row: its metadata (the same dict as its tar ``json`` member) with
+    the RLE mask split into columns, plus where its bytes lie in the shard's tar."""
+    meta = pair.metadata()
+    rle = meta.pop("rle")
+    offset, size = span
+    return {
+        **meta, "shard": shard, "tar_offset": offset, "tar_size": size,
+        "mask_rle": rle["counts"], "height": rle["size"][0], "width": rle["size"][1],
+    }
 
 
 def parquet_table(shard: int, pairs: Sequence[PairSample], spans: Sequence[tuple[int, int]]) -> pa.Table:
-    rows = []
-    for pair, (offset, size) in zip(pairs, spans):
-        rows.append(
-            {
-                "key": pair.key,
-                "shard": shard,
-                "tar_offset": offset,
-                "tar_size": size,
-                "image_id": pair.image_id,
-                "file_name": pair.file_name,
-                "noun": pair.noun,
-                "caption_ids": list(pair.caption_ids),
-                "proposal_index": pair.proposal_index,
-                "box": list(pair.box),
-                "mask_rle": pair.rle["counts"],
-                "height": pair.rle["size"][0],
-                "width": pair.rle["size"][1],
-                "score": pair.score,
-                "probability": pair.probability,
-                "margin": pair.margin,
-                "proposal_backend": pair.proposal_backend,
-                "proposal_checkpoint": pair.proposal_checkpoint,
-                "clip_model": pair.clip_model,
-                "clip_pretrained": pair.clip_pretrained,
-                "label_source": pair.label_source,
-            }
-        )
+    rows = [parquet_row(shard, pair, span) for pair, span in zip(pairs, spans)]
+    if rows and set(rows[0]) != set(PARQUET_SCHEMA.names):
+        # a metadata key without a column (or the reverse) would be dropped (or null) silently
+        raise ValueError(f"PairSample.metadata and PARQUET_SCHEMA disagree: {sorted(set(rows[0]) ^ set(PARQUET_SCHEMA.names))}")
     return pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
 
 
