@@ -24,9 +24,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import runner_config, runners
-from maskmine.pipelines.stages import ClipSpec, MineShardDoFn, ShardJob, read_progress
+from maskmine.pipelines.stages import MineShardDoFn, ShardJob, read_progress
 from maskmine.transforms import fileio
-from maskmine.transforms.clip_models import check_clip, resolve_model
+from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
 from maskmine.pipelines.mine import MineConfig, run_mining
-from maskmine.pipelines.stages import ClipSpec
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig

@@ -25,11 +25,9 @@ import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
 from maskmine.transforms import fileio, run_folder
-from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, load_clip
+from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
-from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
-from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import (
     SKIP_NO_NOUNS,
@@ -52,14 +50,6 @@ from maskmine.transforms.shards import (
 from maskmine.transforms.tasks import ShardTask
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    model: str = "ViT-B-16"
-    pretrained: str = "openai"
-    device: str = "auto"
-    crop: CropConfig = CropConfig()
 
 
 def _add_seconds(items: Sequence[MiningItem], stage: str, seconds: float) -> None:
@@ -100,8 +90,7 @@ class _ClipWorker:
     """What one worker process keeps: the CLIP model and its text-embedding cache."""
 
     def __init__(self, spec: ClipSpec) -> None:
-        device = resolve_device(spec.device)
-        self.clip: LoadedClip = load_clip(spec.model, spec.pretrained, device, spec.crop)
+        self.clip: LoadedClip = spec.load()
         self.text_cache = TextEmbeddingCache(self.clip)
 
 
