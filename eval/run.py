@@ -40,6 +40,7 @@ from maskmine.transforms.image_io import ImageSkip, decode_image
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
+from maskmine.transforms.run_folder import changed_settings
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _check_settings(out: Path, identity: dict[str, Any]) -> None:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"{path} is unreadable ({exc}); delete it and {out / PRED_DIR} to start over")
         if old != json.loads(json.dumps(identity)):
-            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            changed = changed_settings(old, identity)
             raise UserError(
                 f"{out} holds predictions made with different settings ({', '.join(changed)} differ); "
                 f"use another --out, or delete {out / PRED_DIR} and {path} to start over"

@@ -171,7 +171,7 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
             raise UserError(f"{train_file} is damaged ({exc}): use a new --out folder") from exc
         if previous != identity:
-            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+            changed = run_folder.changed_settings(previous, identity)
             raise UserError(
                 f"{out} holds a different training run (settings differ: {', '.join(changed)}): "
                 "use a new --out folder"

@@ -42,6 +42,7 @@ from maskmine.transforms.run_folder import (
     STATS_FILE,
     TAR_GLOB,
     VOCABULARY_FILE,
+    changed_settings,
 )
 from maskmine.transforms.shards import (
     ShardManifest,
@@ -150,7 +151,7 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
     identity = json.loads(json.dumps(config.identity(num_shards)))
     if fileio.exists(path):
         previous = json.loads(fileio.read_bytes(path)).get("identity", {})
-        changed = sorted(k for k in set(identity) | set(previous) if k not in LOCATION_KEYS and previous.get(k) != identity.get(k))
+        changed = changed_settings(previous, identity, ignore=LOCATION_KEYS)
         if changed:
             raise UserError(
                 f"{config.out} holds a run with other settings ({', '.join(changed)}): "

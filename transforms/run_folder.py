@@ -11,6 +11,9 @@ A run folder holds, per shard ``N`` (``pairs-NNNNNN``):
 and, once per run, ``run.json`` (settings, written first), ``stats.json``,
 ``rejects.jsonl`` and ``vocabulary.json`` (written by the driver at the end).
 
+Also the one settings check of an output folder (:func:`changed_settings`),
+which ``mine``, ``train`` and ``eval`` use to refuse a folder made with other settings.
+
 Names only: the mining job, ``verify``, ``audit``, ``train`` (its vocabulary,
 sample counts and crop settings) and the sample world's scoring all read them
 from here. No Beam, torch or pyarrow import, so readers stay light. To add a
@@ -18,6 +21,9 @@ run-folder file, name it here. Paths are relative to the run folder and use
 ``/``, so callers join them onto a local path or a gs:// URL alike.
 """
 from __future__ import annotations
+
+import json
+from typing import Any, Collection, Mapping
 
 RUN_FILE = "run.json"
 STATS_FILE = "stats.json"
@@ -88,3 +94,13 @@ def sidecar_names(tar: str) -> tuple[str, str]:
     """
     stem = tar.removesuffix(TAR_SUFFIX)
     return f"{PARQUET_DIR}/{stem}{PARQUET_SUFFIX}", f"{MANIFEST_DIR}/{stem}{MANIFEST_SUFFIX}"
+
+
+def changed_settings(recorded: Mapping[str, Any], current: Mapping[str, Any], ignore: Collection[str] = ()) -> list[str]:
+    """The settings (sorted) in which an output folder's recorded identity and this run's differ.
+
+    Compared as JSON, so a tuple equals the list a JSON file holds; keys in
+    ``ignore`` (where the inputs lie, not how they are processed) never count.
+    """
+    current = json.loads(json.dumps(current))
+    return sorted(k for k in set(recorded) | set(current) if k not in ignore and recorded.get(k) != current.get(k))
