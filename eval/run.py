@@ -40,15 +40,17 @@ from maskmine.transforms.image_io import ImageSkip, decode_image
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
-from maskmine.transforms.run_folder import changed_settings
+from maskmine.transforms.run_folder import (
+    EVAL_CSV_FILE,
+    EVAL_METRICS_FILE,
+    EVAL_PRED_DIR,
+    EVAL_SETTINGS_FILE,
+    EVAL_VIS_DIR,
+    changed_settings,
+)
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "settings.json"
-PRED_DIR = "predictions"
-VIS_DIR = "visualisations"
-METRICS_FILE = "metrics.json"
-CSV_FILE = "per_class_iou.csv"
 
 
 @dataclass
@@ -135,17 +137,17 @@ def encode_prediction(labels: np.ndarray) -> bytes:
 
 
 def _check_settings(out: Path, identity: dict[str, Any]) -> None:
-    path = out / SETTINGS_FILE
+    path = out / EVAL_SETTINGS_FILE
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path} is unreadable ({exc}); delete it and {out / PRED_DIR} to start over")
+            raise UserError(f"{path} is unreadable ({exc}); delete it and {out / EVAL_PRED_DIR} to start over")
         if old != json.loads(json.dumps(identity)):
             changed = changed_settings(old, identity)
             raise UserError(
                 f"{out} holds predictions made with different settings ({', '.join(changed)} differ); "
-                f"use another --out, or delete {out / PRED_DIR} and {path} to start over"
+                f"use another --out, or delete {out / EVAL_PRED_DIR} and {path} to start over"
             )
     else:
         atomic_write(path, (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -271,7 +273,7 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings_identity(config, dataset))
-    pred_dir = out / PRED_DIR
+    pred_dir = out / EVAL_PRED_DIR
     pred_dir.mkdir(exist_ok=True)
 
     todo = [i for i, (_, lab) in enumerate(items) if not (pred_dir / f"{lab.stem}.png").is_file()]
@@ -305,7 +307,7 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
             raise UserError(f"cached prediction {pred_path} does not match {label_path}; delete it")
         confusion.update(pred, gt)
         if index < config.visualise:
-            vis_path = out / VIS_DIR / f"{label_path.stem}.png"
+            vis_path = out / EVAL_VIS_DIR / f"{label_path.stem}.png"
             if image is None:
                 image = read_image_file(image_path)
             panel = comparison_panel(image, _for_display(gt, dataset), _for_display(pred, dataset),
@@ -324,11 +326,11 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
         "images_cached": cached,
         "unknown_labels_ignored": unknown,  # --unknown-labels ignore: {"pixels", "files"}; {} otherwise
         "seconds": round(time.monotonic() - started, 3),
-        "settings": json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8")),
+        "settings": json.loads((out / EVAL_SETTINGS_FILE).read_text(encoding="utf-8")),
         "per_class": metrics.as_dict(dataset.class_names),
     }
-    atomic_write(out / METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    atomic_write(out / CSV_FILE, per_class_csv(metrics, dataset.class_names).encode("utf-8"))
+    atomic_write(out / EVAL_METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    atomic_write(out / EVAL_CSV_FILE, per_class_csv(metrics, dataset.class_names).encode("utf-8"))
     log_fn(
         f"{dataset.name}: mIoU {metrics.miou:.2f}  fwIoU {metrics.fwiou:.2f}  mACC {metrics.macc:.2f}  "
         f"pACC {metrics.pacc:.2f} over {len(items)} images ({computed} computed, {cached} cached) → {out}"

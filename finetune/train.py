@@ -68,8 +68,6 @@ DEFAULT_LR = {"prompt": 0.05, "full": 5e-6, "full+prompt": 5e-6}
 ADAM_BETAS = (0.9, 0.98)
 ADAM_EPS = 1e-6
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
-TRAIN_FILE = "train.json"
-METRICS_FILE = "metrics.jsonl"
 # Settings that may change between a run and its resume: they do not change the trajectory.
 RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
                      "device", "resume", "out", "val_limit")
@@ -164,7 +162,7 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     """Create OUT or check it; returns the checkpoint to resume from (None: start fresh)."""
     out = Path(c.out)
     identity = json.loads(json.dumps(c.identity()))
-    train_file = out / TRAIN_FILE
+    train_file = out / run_folder.TRAIN_FILE
     if train_file.is_file():
         try:
             previous = json.loads(train_file.read_text()).get("identity", {})
@@ -505,7 +503,7 @@ def train(c: TrainConfig) -> TrainResult:
             stream_seed, epoch, position = c.seed + 1_000_003 * step, 0, 0
         set_rng_state(state["rng"])
         log.info("resuming %s from step %d (epoch %d, batch %d)", out, step, epoch, position)
-    metrics_path = out / METRICS_FILE
+    metrics_path = out / run_folder.TRAIN_METRICS_FILE
     _truncate_metrics(metrics_path, step)
 
     stream = PairStream(  # partial=False: drop_last, as OVSeg's training loaders

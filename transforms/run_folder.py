@@ -1,6 +1,6 @@
-"""The file and folder names of a mining run folder (``maskmine mine --out``), in one place.
+"""The file and folder names of the output folders of ``mine``, ``train`` and ``eval``, in one place.
 
-A run folder holds, per shard ``N`` (``pairs-NNNNNN``):
+A mining run folder (``maskmine mine --out``) holds, per shard ``N`` (``pairs-NNNNNN``):
 
 - ``pairs-NNNNNN.tar``: the WebDataset shard;
 - ``parquet/pairs-NNNNNN.parquet``: one row per pair, with the sample's byte span in the tar;
@@ -11,13 +11,19 @@ A run folder holds, per shard ``N`` (``pairs-NNNNNN``):
 and, once per run, ``run.json`` (settings, written first), ``stats.json``,
 ``rejects.jsonl`` and ``vocabulary.json`` (written by the driver at the end).
 
+A training folder (``maskmine train --out``) holds ``train.json`` (its
+settings), ``metrics.jsonl`` and ``checkpoints/``; the layout of a checkpoint
+or export folder is :mod:`maskmine.finetune.checkpoint`'s. An eval folder
+(``maskmine eval --out``) holds ``settings.json``, ``predictions/``,
+``visualisations/``, ``metrics.json`` and ``per_class_iou.csv``.
+
 Also the one settings check of an output folder (:func:`changed_settings`),
 which ``mine``, ``train`` and ``eval`` use to refuse a folder made with other settings.
 
-Names only: the mining job, ``verify``, ``audit``, ``train`` (its vocabulary,
-sample counts and crop settings) and the sample world's scoring all read them
-from here. No Beam, torch or pyarrow import, so readers stay light. To add a
-run-folder file, name it here. Paths are relative to the run folder and use
+The mining job, ``verify``, ``audit``, ``train`` (its vocabulary, sample
+counts and crop settings), ``eval`` and the sample world's scoring all read
+these names from here. No Beam, torch or pyarrow import, so readers stay
+light. To add a file to one of these folders, name it here. Paths are relative to the run folder and use
 ``/``, so callers join them onto a local path or a gs:// URL alike.
 """
 from __future__ import annotations
@@ -35,6 +41,15 @@ MANIFEST_DIR = "manifest"
 TASKS_DIR = "tasks"
 PROGRESS_DIR = "progress"
 SHARD_FOLDERS = (PARQUET_DIR, MANIFEST_DIR, TASKS_DIR, PROGRESS_DIR)
+
+TRAIN_FILE = "train.json"
+TRAIN_METRICS_FILE = "metrics.jsonl"
+
+EVAL_SETTINGS_FILE = "settings.json"
+EVAL_PRED_DIR = "predictions"
+EVAL_VIS_DIR = "visualisations"
+EVAL_METRICS_FILE = "metrics.json"
+EVAL_CSV_FILE = "per_class_iou.csv"
 
 SHARD_PREFIX = "pairs-"
 TAR_SUFFIX = ".tar"
