@@ -41,7 +41,7 @@ from maskmine.eval.inference import RegionClassifier, build_classifier, segment
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
 

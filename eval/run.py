@@ -20,8 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,19 +34,23 @@ from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, bu
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
 from maskmine.eval.templates import TEMPLATE_SETS
 from maskmine.eval.visualise import comparison_panel
+from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
-from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
+from maskmine.transforms.run_folder import (
+    EVAL_CSV_FILE,
+    EVAL_METRICS_FILE,
+    EVAL_PRED_DIR,
+    EVAL_SETTINGS_FILE,
+    EVAL_VIS_DIR,
+    changed_settings,
+)
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "settings.json"
-PRED_DIR = "predictions"
-VIS_DIR = "visualisations"
-METRICS_FILE = "metrics.json"
-CSV_FILE = "per_class_iou.csv"
 
 
 @dataclass
@@ -124,20 +126,6 @@ def _sam_options(config: EvalConfig) -> dict[str, Any]:
     }
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary sibling and a rename, so no half-written file gets the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def encode_prediction(labels: np.ndarray) -> bytes:
     """Label map → 16-bit PNG bytes (class ids up to 847 and the 65535 ignore value fit)."""
     labels = np.asarray(labels)
@@ -149,17 +137,17 @@ def encode_prediction(labels: np.ndarray) -> bytes:
 
 
 def _check_settings(out: Path, identity: dict[str, Any]) -> None:
-    path = out / SETTINGS_FILE
+    path = out / EVAL_SETTINGS_FILE
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path} is unreadable ({exc}); delete it and {out / PRED_DIR} to start over")
+            raise UserError(f"{path} is unreadable ({exc}); delete it and {out / EVAL_PRED_DIR} to start over")
         if old != json.loads(json.dumps(identity)):
-            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            changed = changed_settings(old, identity)
             raise UserError(
                 f"{out} holds predictions made with different settings ({', '.join(changed)} differ); "
-                f"use another --out, or delete {out / PRED_DIR} and {path} to start over"
+                f"use another --out, or delete {out / EVAL_PRED_DIR} and {path} to start over"
             )
     else:
         atomic_write(path, (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -285,7 +273,7 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings_identity(config, dataset))
-    pred_dir = out / PRED_DIR
+    pred_dir = out / EVAL_PRED_DIR
     pred_dir.mkdir(exist_ok=True)
 
     todo = [i for i, (_, lab) in enumerate(items) if not (pred_dir / f"{lab.stem}.png").is_file()]
@@ -319,7 +307,7 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
             raise UserError(f"cached prediction {pred_path} does not match {label_path}; delete it")
         confusion.update(pred, gt)
         if index < config.visualise:
-            vis_path = out / VIS_DIR / f"{label_path.stem}.png"
+            vis_path = out / EVAL_VIS_DIR / f"{label_path.stem}.png"
             if image is None:
                 image = read_image_file(image_path)
             panel = comparison_panel(image, _for_display(gt, dataset), _for_display(pred, dataset),
@@ -338,11 +326,11 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
         "images_cached": cached,
         "unknown_labels_ignored": unknown,  # --unknown-labels ignore: {"pixels", "files"}; {} otherwise
         "seconds": round(time.monotonic() - started, 3),
-        "settings": json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8")),
+        "settings": json.loads((out / EVAL_SETTINGS_FILE).read_text(encoding="utf-8")),
         "per_class": metrics.as_dict(dataset.class_names),
     }
-    atomic_write(out / METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    atomic_write(out / CSV_FILE, per_class_csv(metrics, dataset.class_names).encode("utf-8"))
+    atomic_write(out / EVAL_METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    atomic_write(out / EVAL_CSV_FILE, per_class_csv(metrics, dataset.class_names).encode("utf-8"))
     log_fn(
         f"{dataset.name}: mIoU {metrics.miou:.2f}  fwIoU {metrics.fwiou:.2f}  mACC {metrics.macc:.2f}  "
         f"pACC {metrics.pacc:.2f} over {len(items)} images ({computed} computed, {cached} cached) → {out}"

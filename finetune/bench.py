@@ -25,9 +25,10 @@ import torch
 
 from maskmine.finetune.data import PairStream, expand_shards, make_loader
 from maskmine.finetune.model import MODES, MaskPromptCLIP
-from maskmine.finetune.train import CLIP_LOSS_TEMPLATE, _loss, pick_device
+from maskmine.finetune.train import CLIP_LOSS_TEMPLATE, _loss
 from maskmine.finetune.vocab import resolve_vocabulary
 from maskmine.transforms.clip_models import encode_texts, load_clip
+from maskmine.transforms.devices import resolve_device
 
 
 def loader_rate(stream: PairStream, workers: int, max_batches: int | None) -> dict:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     urls = expand_shards(args.shards)
     vocabulary = resolve_vocabulary(args.vocabulary, urls)
     crop = load_clip(args.clip_model, args.clip_pretrained).crop_config

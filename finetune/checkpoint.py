@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from maskmine.finetune.model import MaskPromptCLIP
+from maskmine.transforms.atomic import atomic_torch_save, atomic_write, temporary_sibling
 from maskmine.transforms.masked_crop import CropConfig
 
 FORMAT = "maskmine-adapted-clip/1"
@@ -87,35 +87,23 @@ def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_export(
     folder: Path, model: MaskPromptCLIP, config: ExportConfig, vocabulary: Sequence[str]
 ) -> None:
     """Write (or overwrite) an export folder in place; config.json goes last."""
     folder.mkdir(parents=True, exist_ok=True)
     if model.mode in ("full", "full+prompt"):
-        _atomic_torch_save(cpu_state_dict(model.clip), folder / MODEL_FILE)
+        atomic_torch_save(cpu_state_dict(model.clip), folder / MODEL_FILE)
     else:
         (folder / MODEL_FILE).unlink(missing_ok=True)
     if model.uses_prompts:
-        _atomic_torch_save(model.prompt_state_dict(), folder / PROMPTS_FILE)
+        atomic_torch_save(model.prompt_state_dict(), folder / PROMPTS_FILE)
     else:
         (folder / PROMPTS_FILE).unlink(missing_ok=True)
     from maskmine.finetune.vocab import write_vocabulary  # local: vocab imports pyarrow lazily too
 
     write_vocabulary(folder / VOCAB_FILE, vocabulary)
-    _atomic_write_text(folder / CONFIG_FILE, json.dumps(asdict(config), indent=1, sort_keys=True))
+    atomic_write(folder / CONFIG_FILE, json.dumps(asdict(config), indent=1, sort_keys=True))
 
 
 def write_checkpoint(
@@ -130,14 +118,14 @@ def write_checkpoint(
     root = out_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     name = STEP_NAME.format(config.step)
-    tmp = root / f".{name}.tmp-{uuid.uuid4().hex}"
+    tmp = temporary_sibling(root / name)
     write_export(tmp, model, config, vocabulary)
     torch.save(dict(train_state), tmp / TRAIN_STATE_FILE)
     final = root / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _atomic_write_text(root / LATEST_FILE, name + "\n")
+    atomic_write(root / LATEST_FILE, name + "\n")
     if keep > 0:
         steps = sorted(p for p in root.glob("step-*") if p.is_dir())
         for old in steps[:-keep]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from maskmine.transforms.atomic import atomic_torch_save, atomic_write
 from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import OPENAI_MEAN, OPENAI_STD, CropConfig, masked_crop, to_clip_tensor
@@ -135,16 +135,8 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, keep_tokens: torch
     keep = torch.zeros(emb.shape[0], dtype=torch.bool)
     keep[keep_tokens] = True
     emb[~keep] = 0
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(state, path)
     return path.stat().st_size
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @torch.inference_mode()
@@ -286,7 +278,7 @@ def pretrain(config: PretrainConfig, progress: bool = True, command: str | None 
         "kept_token_rows": int(keep.numel()),
         "sanity": metrics,
     }
-    _atomic_json(Path(config.out).with_suffix(".json"), record)
+    atomic_write(Path(config.out).with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     return record
 
 

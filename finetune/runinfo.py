@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.run_folder import RUN_FILE
 
-RUN_FILE = "run.json"  # written by maskmine.pipelines.mine
 CROP_FIELDS = ("fill", "resize", "expand_ratio", "threshold")
 
 

@@ -34,10 +34,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,7 +49,10 @@ from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
 from maskmine.finetune.model import MODES, MaskPromptCLIP
 from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from maskmine.transforms import run_folder
+from maskmine.transforms.atomic import atomic_write, atomic_write_json
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
 
@@ -67,8 +68,6 @@ DEFAULT_LR = {"prompt": 0.05, "full": 5e-6, "full+prompt": 5e-6}
 ADAM_BETAS = (0.9, 0.98)
 ADAM_EPS = 1e-6
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
-TRAIN_FILE = "train.json"
-METRICS_FILE = "metrics.jsonl"
 # Settings that may change between a run and its resume: they do not change the trajectory.
 RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
                      "device", "resume", "out", "val_limit")
@@ -128,15 +127,6 @@ class TrainResult:
 
 # ---- setup helpers --------------------------------------------------------------------
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def check_config(c: TrainConfig) -> None:
     if c.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}")
@@ -172,14 +162,14 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     """Create OUT or check it; returns the checkpoint to resume from (None: start fresh)."""
     out = Path(c.out)
     identity = json.loads(json.dumps(c.identity()))
-    train_file = out / TRAIN_FILE
+    train_file = out / run_folder.TRAIN_FILE
     if train_file.is_file():
         try:
             previous = json.loads(train_file.read_text()).get("identity", {})
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
             raise UserError(f"{train_file} is damaged ({exc}): use a new --out folder") from exc
         if previous != identity:
-            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+            changed = run_folder.changed_settings(previous, identity)
             raise UserError(
                 f"{out} holds a different training run (settings differ: {', '.join(changed)}): "
                 "use a new --out folder"
@@ -194,9 +184,7 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
         log.warning("--resume: %s holds no run yet, starting from step 0", out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = train_file.with_name(f".{TRAIN_FILE}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, train_file)
+    atomic_write_json(train_file, data, indent=1, sort_keys=True)
     return None
 
 
@@ -219,7 +207,7 @@ def count_samples(urls: list[str]) -> int | None:
         if "://" in url or url.startswith("pipe:"):
             return None
         tar = Path(url)
-        manifest = tar.parent / "manifest" / f"{tar.name.removesuffix('.tar')}.json"
+        manifest = tar.parent / run_folder.sidecar_names(tar.name)[1]
         if manifest.is_file():
             total += int(json.loads(manifest.read_text())["samples"])
             continue
@@ -264,9 +252,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 def _no_decay(name: str, param: torch.nn.Parameter, norm_params: set[int]) -> bool:
@@ -391,7 +377,7 @@ def check_ground_truth_shards(urls: list[str], spec: str) -> None:
     ``identity.labels``); shards outside a run folder are taken as they are.
     """
     for folder in sorted({Path(u).parent for u in urls if "://" not in u and not u.startswith("pipe:")}):
-        run_file = folder / "run.json"
+        run_file = folder / run_folder.RUN_FILE
         if not run_file.is_file():
             continue
         try:
@@ -477,7 +463,7 @@ def train(c: TrainConfig) -> TrainResult:
     check_config(c)
     init_crop = resolve_init(c)
     started = time.perf_counter()
-    device = pick_device(c.device)
+    device = resolve_device(c.device)
     urls = expand_shards(c.shards)
     crop = training_crop(c, urls, init_crop)
     vocabulary = resolve_vocabulary(c.vocabulary, urls)
@@ -517,7 +503,7 @@ def train(c: TrainConfig) -> TrainResult:
             stream_seed, epoch, position = c.seed + 1_000_003 * step, 0, 0
         set_rng_state(state["rng"])
         log.info("resuming %s from step %d (epoch %d, batch %d)", out, step, epoch, position)
-    metrics_path = out / METRICS_FILE
+    metrics_path = out / run_folder.TRAIN_METRICS_FILE
     _truncate_metrics(metrics_path, step)
 
     stream = PairStream(  # partial=False: drop_last, as OVSeg's training loaders

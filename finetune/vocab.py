@@ -10,16 +10,13 @@ A saved vocabulary is a JSON list of nouns in index order.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.errors import UserError
+from maskmine.transforms.run_folder import PARQUET_DIR, PARQUET_SUFFIX, VOCABULARY_FILE, sidecar_names
 
-PARQUET_DIR = "parquet"
-MANIFEST_DIR = "manifest"
-RUN_VOCABULARY = "vocabulary.json"
 
 
 def make_vocabulary(nouns: Iterable[str]) -> list[str]:
@@ -29,10 +26,7 @@ def make_vocabulary(nouns: Iterable[str]) -> list[str]:
 
 def write_vocabulary(path: str | Path, vocabulary: Sequence[str]) -> None:
     """Save ``vocabulary`` (already in index order) atomically as a JSON list."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(list(vocabulary), indent=0, ensure_ascii=False))
-    os.replace(tmp, path)
+    atomic_write_json(path, list(vocabulary), indent=0, ensure_ascii=False)
 
 
 def read_vocabulary_file(path: str | Path) -> list[str]:
@@ -92,18 +86,17 @@ def vocabulary_for_shards(shard_urls: Sequence[str]) -> list[str]:
         )
     nouns: list[str] = []
     for tar in paths:
-        run_dir, stem = tar.parent, tar.name.removesuffix(".tar")
-        parquet = run_dir / PARQUET_DIR / f"{stem}.parquet"
-        manifest = run_dir / MANIFEST_DIR / f"{stem}.json"
+        run_dir = tar.parent
+        parquet, manifest = (run_dir / name for name in sidecar_names(tar.name))
         if parquet.is_file():
             nouns.extend(_parquet_nouns([parquet]))
         elif manifest.is_file():
             nouns.extend(json.loads(manifest.read_text()).get("nouns", {}))
-        elif (run_dir / RUN_VOCABULARY).is_file():
-            nouns.extend(read_vocabulary_file(run_dir / RUN_VOCABULARY))
+        elif (run_dir / VOCABULARY_FILE).is_file():
+            nouns.extend(read_vocabulary_file(run_dir / VOCABULARY_FILE))
         else:
             raise UserError(
-                f"no Parquet part, manifest entry or {RUN_VOCABULARY} next to {tar}: "
+                f"no Parquet part, manifest entry or {VOCABULARY_FILE} next to {tar}: "
                 "pass --vocabulary (a vocabulary.json or Parquet file)"
             )
     return make_vocabulary(nouns)
@@ -116,13 +109,13 @@ def resolve_vocabulary(source: str | None, shard_urls: Sequence[str]) -> list[st
     else:
         path = Path(source)
         if path.is_dir():
-            parts = sorted((path / PARQUET_DIR).glob("*.parquet"))
+            parts = sorted((path / PARQUET_DIR).glob(f"*{PARQUET_SUFFIX}"))
             if parts:
                 vocabulary = make_vocabulary(_parquet_nouns(parts))
-            elif (path / RUN_VOCABULARY).is_file():
-                vocabulary = read_vocabulary_file(path / RUN_VOCABULARY)
+            elif (path / VOCABULARY_FILE).is_file():
+                vocabulary = read_vocabulary_file(path / VOCABULARY_FILE)
             else:
-                raise UserError(f"{path} has neither {PARQUET_DIR}/*.parquet nor {RUN_VOCABULARY}")
+                raise UserError(f"{path} has neither {PARQUET_DIR}/*.parquet nor {VOCABULARY_FILE}")
         else:
             vocabulary = read_vocabulary_file(path)
     if not vocabulary:

@@ -98,7 +98,7 @@ class RssSampler:
 
 def mine_config(coco: Path, out: Path, limit: int, labels: str):
     from maskmine.pipelines.mine import MineConfig
-    from maskmine.pipelines.stages import ClipSpec
+    from maskmine.transforms.clip_models import ClipSpec
     from maskmine.transforms.proposals.factory import ProposalSpec
 
     return MineConfig(

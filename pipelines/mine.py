@@ -24,31 +24,38 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import runner_config, runners
-from maskmine.pipelines.stages import PROGRESS_DIR, ClipSpec, MineShardDoFn, ShardJob, read_progress
+from maskmine.pipelines.stages import MineShardDoFn, ShardJob, read_progress
 from maskmine.transforms import fileio
-from maskmine.transforms.clip_models import check_clip, resolve_model
+from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
 from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE, ImageRecord
+from maskmine.transforms.run_folder import (
+    MANIFEST_GLOB,
+    PROGRESS_DIR,
+    PROGRESS_GLOB,
+    REJECTS_FILE,
+    RUN_FILE,
+    SHARD_FOLDERS,
+    STATS_FILE,
+    TAR_GLOB,
+    TASKS_DIR,
+    VOCABULARY_FILE,
+    changed_settings,
+)
 from maskmine.transforms.shards import (
-    MANIFEST_DIR,
-    PARQUET_DIR,
     ShardManifest,
     completed_shards,
     is_image_skip,
     shard_of,
     write_shard,
 )
-from maskmine.transforms.tasks import TASKS_DIR, task_path, write_task
+from maskmine.transforms.tasks import task_path, write_task
 
 log = logging.getLogger(__name__)
-RUN_FILE = "run.json"
-STATS_FILE = "stats.json"
-REJECTS_FILE = "rejects.jsonl"
-VOCABULARY_FILE = "vocabulary.json"
 # --retry-skipped: reasons that depend on the image file, so restoring the file can change the outcome.
 RETRYABLE_REASONS = (SKIP_MISSING_IMAGE, SKIP_CORRUPT_IMAGE)
 
@@ -146,16 +153,14 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
     identity = json.loads(json.dumps(config.identity(num_shards)))
     if fileio.exists(path):
         previous = json.loads(fileio.read_bytes(path)).get("identity", {})
-        changed = sorted(k for k in set(identity) | set(previous) if k not in LOCATION_KEYS and previous.get(k) != identity.get(k))
+        changed = changed_settings(previous, identity, ignore=LOCATION_KEYS)
         if changed:
             raise UserError(
                 f"{config.out} holds a run with other settings ({', '.join(changed)}): "
                 "use a new --out folder to mine with these settings"
             )
         return
-    leftovers = fileio.glob(fileio.join(config.out, MANIFEST_DIR, "pairs-*.json")) + fileio.glob(
-        fileio.join(config.out, "pairs-*.tar")
-    )
+    leftovers = fileio.glob(fileio.join(config.out, MANIFEST_GLOB)) + fileio.glob(fileio.join(config.out, TAR_GLOB))
     if leftovers:
         raise UserError(
             f"{config.out} holds shards but no {RUN_FILE}, so nothing says how they were mined: use a new --out folder"
@@ -253,9 +258,9 @@ def local_worker_processes(options: PipelineOptions) -> int | None:
 
 def clear_leftovers(out_dir: str) -> None:
     """Delete what killed workers left: temporary files and progress files of shards in flight."""
-    for folder in ("", PARQUET_DIR, MANIFEST_DIR, TASKS_DIR, PROGRESS_DIR):
+    for folder in ("", *SHARD_FOLDERS):
         fileio.remove_temporaries(fileio.join(out_dir, folder) if folder else out_dir)
-    fileio.delete(fileio.glob(fileio.join(out_dir, PROGRESS_DIR, "pairs-*.json")))
+    fileio.delete(fileio.glob(fileio.join(out_dir, PROGRESS_GLOB)))
 
 
 def summarize(

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
 from maskmine.pipelines.mine import MineConfig, run_mining
-from maskmine.pipelines.stages import ClipSpec
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import BACKENDS, ProposalSpec
+from maskmine.transforms.run_folder import RUN_FILE
 
 HELP = "mine (masked crop, noun) pairs from COCO Captions into WebDataset shards (Apache Beam)"
 DESCRIPTION = """\
@@ -140,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
 
 def check_run_file(out: str) -> None:
     """A run.json already in --out must be readable JSON with an identity (a resumed run compares them)."""
-    path = Path(out) / "run.json"
+    path = Path(out) / RUN_FILE
     if not path.is_file():
         return
     try:

@@ -24,12 +24,10 @@ from typing import Iterable, Iterator, Sequence
 import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
-from maskmine.transforms import fileio
-from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, load_clip
+from maskmine.transforms import fileio, run_folder
+from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
-from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
-from maskmine.transforms.proposals.device import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import (
     SKIP_NO_NOUNS,
@@ -45,21 +43,13 @@ from maskmine.transforms.shards import (
     completed_shards,
     image_order,
     is_image_skip,
+    manifest_path,
     read_shard_pairs,
     shard_of,
 )
 from maskmine.transforms.tasks import ShardTask
 
 log = logging.getLogger(__name__)
-PROGRESS_DIR = "progress"
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    model: str = "ViT-B-16"
-    pretrained: str = "openai"
-    device: str = "auto"
-    crop: CropConfig = CropConfig()
 
 
 def _add_seconds(items: Sequence[MiningItem], stage: str, seconds: float) -> None:
@@ -100,8 +90,7 @@ class _ClipWorker:
     """What one worker process keeps: the CLIP model and its text-embedding cache."""
 
     def __init__(self, spec: ClipSpec) -> None:
-        device = resolve_device(spec.device)
-        self.clip: LoadedClip = load_clip(spec.model, spec.pretrained, device, spec.crop)
+        self.clip: LoadedClip = spec.load()
         self.text_cache = TextEmbeddingCache(self.clip)
 
 
@@ -324,18 +313,12 @@ class ShardMiner:
             for stage, sec in old.seconds.items():
                 m.seconds[stage] = m.seconds.get(stage, 0.0) + sec
             # A kill from here on leaves the shard without a manifest: a plain rerun re-mines it whole.
-            manifest = writer.close(before_commit=lambda: fileio.delete([manifest_path_of(out, shard)]))
+            manifest = writer.close(before_commit=lambda: fileio.delete([manifest_path(out, shard)]))
         except BaseException:
             writer.abort()
             raise
         progress.remove()
         return manifest
-
-
-def manifest_path_of(out: str, shard: int) -> str:
-    from maskmine.transforms.shards import manifest_path
-
-    return manifest_path(out, shard)
 
 
 class ProgressFile:
@@ -346,13 +329,13 @@ class ProgressFile:
     """
 
     def __init__(self, out: str, shard: int, total: int, interval: float = 1.0) -> None:
-        self.path = fileio.join(out, PROGRESS_DIR, f"pairs-{shard:06d}.json")
+        self.path = fileio.join(out, run_folder.progress_name(shard))
         self.total = total
         self.images = 0
         self.pairs = 0
         self.interval = interval
         self._last = 0.0
-        fileio.makedirs(fileio.join(out, PROGRESS_DIR))
+        fileio.makedirs(fileio.join(out, run_folder.PROGRESS_DIR))
 
     def add(self, result: ImageResult) -> None:
         self.images += 1
@@ -370,12 +353,12 @@ class ProgressFile:
 def read_progress(out: str) -> dict[int, dict]:
     """Progress files of the shards in flight: shard -> {"images", "pairs", "total"}."""
     found = {}
-    for path in fileio.glob(fileio.join(out, PROGRESS_DIR, "pairs-*.json")):
+    for path in fileio.glob(fileio.join(out, run_folder.PROGRESS_GLOB)):
         try:
             body = json.loads(fileio.read_bytes(path))
         except (OSError, ValueError):  # renamed away between glob and read
             continue
-        found[int(fileio.basename(path)[len("pairs-"):-len(".json")])] = body
+        found[run_folder.shard_from_name(fileio.basename(path), run_folder.PROGRESS_SUFFIX)] = body
     return found
 
 

@@ -28,12 +28,17 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from maskmine.transforms import fileio
-from maskmine.transforms.shards import (
+from maskmine.transforms.run_folder import (
     MANIFEST_DIR,
-    ShardManifest,
-    TAR_NAME,
-    shard_of,
+    MANIFEST_GLOB,
+    REJECTS_FILE,
+    RUN_FILE,
+    STATS_FILE,
+    VOCABULARY_FILE,
+    manifest_name,
+    tar_name,
 )
+from maskmine.transforms.shards import ShardManifest, shard_of
 
 MEMBER_SUFFIXES = (".jpg", ".mask.png", ".txt", ".json")
 BLOCK = tarfile.BLOCKSIZE
@@ -181,7 +186,7 @@ def check_parquet(run_dir: str, manifest: ShardManifest, samples: list[TarSample
 def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: VerifyReport, deep: bool) -> list[str]:
     """Check one complete shard; return its keys (for the cross-shard check)."""
     name = manifest.tar
-    expected_name = TAR_NAME.format(manifest.shard)
+    expected_name = tar_name(manifest.shard)
     if name != expected_name:
         report.add(name, "bad-manifest", f"manifest of shard {manifest.shard} names {name}, expected {expected_name}")
     path = fileio.join(run_dir, name)
@@ -217,7 +222,7 @@ def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: 
 
 def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManifest]:
     manifests: dict[int, ShardManifest] = {}
-    for path in sorted(fileio.glob(fileio.join(run_dir, MANIFEST_DIR, "pairs-*.json"))):
+    for path in sorted(fileio.glob(fileio.join(run_dir, MANIFEST_GLOB))):
         where = f"{MANIFEST_DIR}/{fileio.basename(path)}"
         try:
             manifest = ShardManifest.from_json(fileio.read_bytes(path))
@@ -230,8 +235,6 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
     """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
-    from maskmine.transforms.run_layout import REJECTS_FILE, STATS_FILE, VOCABULARY_FILE
-
     path = fileio.join(run_dir, STATS_FILE)
     if not fileio.exists(path):
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
@@ -287,8 +290,6 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
 
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     """Check every shard, Parquet part and summary file of a mining run folder."""
-    from maskmine.transforms.run_layout import RUN_FILE
-
     report = VerifyReport(run_dir=str(run_dir))
     run_path = fileio.join(str(run_dir), RUN_FILE)
     if not fileio.exists(run_path):
@@ -302,12 +303,12 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     report.shards = num_shards
     manifests = _read_manifests(str(run_dir), report)
     for shard in sorted(set(manifests) - set(range(num_shards))):
-        report.add(f"{MANIFEST_DIR}/pairs-{shard:06d}.json", "bad-manifest", f"shard {shard} is outside 0..{num_shards - 1}")
+        report.add(manifest_name(shard), "bad-manifest", f"shard {shard} is outside 0..{num_shards - 1}")
     owner: dict[str, int] = {}
     for shard in range(num_shards):
         if shard not in manifests:
             report.add(
-                TAR_NAME.format(shard), "missing-shard",
+                tar_name(shard), "missing-shard",
                 "no manifest entry: the shard was never finished (rerun maskmine mine with the same --out)",
             )
             continue
@@ -315,7 +316,7 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
         report.shards_checked += 1
         for key in keys:
             if key in owner and owner[key] != shard:
-                report.add(TAR_NAME.format(shard), "duplicate-key", f"{key} is also in {TAR_NAME.format(owner[key])}")
+                report.add(tar_name(shard), "duplicate-key", f"{key} is also in {tar_name(owner[key])}")
             owner.setdefault(key, shard)
     check_summary(str(run_dir), {s: m for s, m in manifests.items() if s < num_shards}, report)
     return report

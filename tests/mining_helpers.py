@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maskmine.pipelines.mine import MineConfig
-from maskmine.pipelines.stages import ClipSpec
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.proposals.factory import ProposalSpec
 
 TINY_CLIP = ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu")

@@ -7,6 +7,7 @@ import torch
 from maskmine.transforms.clip_models import (
     MINING_TEMPLATES,
     SAMPLE_CHECKPOINT,
+    ClipSpec,
     TextEmbeddingCache,
     check_clip,
     encode_crops,
@@ -94,3 +95,11 @@ def test_crop_embeddings_are_normalised_in_any_chunking(tiny):
     assert whole.shape == (5, tiny.model.text_projection.shape[1])
     assert torch.allclose(whole.norm(dim=-1), torch.ones(5), atol=1e-5)
     assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_clip_spec_defaults_to_the_models_default_and_loads_where_it_says():
+    assert ClipSpec().pretrained is None  # like an omitted --clip-pretrained
+    assert resolve_model(ClipSpec().model, None)[2] == "openai"
+    crop = CropConfig(fill="zero", resize=32)
+    clip = ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu", crop=crop).load()
+    assert clip.device == torch.device("cpu") and clip.crop_config.fill == "zero"

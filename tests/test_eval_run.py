@@ -19,7 +19,8 @@ from maskmine.eval.datasets import get_dataset, load_label
 from maskmine.eval.gt_proposals import label_map_proposals
 from maskmine.eval.inference import build_classifier, segment
 from maskmine.eval.proposal_classes import class_columns, maskformer_eval_proposals
-from maskmine.eval.run import PRED_DIR, encode_prediction
+from maskmine.eval.run import encode_prediction
+from maskmine.transforms.run_folder import EVAL_PRED_DIR as PRED_DIR
 from maskmine.eval.semantic import semantic_inference
 from maskmine.eval.visualise import colour_table, colourise, comparison_panel
 from maskmine.pipelines.cli import main

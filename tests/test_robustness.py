@@ -577,12 +577,12 @@ def test_demo_runs_one_segmentation_at_a_time_and_says_busy(demo_server):
 # --- every command exits with its own status ------------------------------------------------------------
 
 
-def test_run_layout_names_are_the_mining_jobs():
+def test_run_folder_names_are_the_mining_jobs():
     from maskmine.pipelines import mine
-    from maskmine.transforms import run_layout
+    from maskmine.transforms import run_folder
 
     for name in ("RUN_FILE", "STATS_FILE", "REJECTS_FILE", "VOCABULARY_FILE"):
-        assert getattr(run_layout, name) == getattr(mine, name)
+        assert getattr(run_folder, name) == getattr(mine, name)
 
 
 def test_console_script_exits_with_the_commands_status(broken_run, tmp_path):

@@ -228,7 +228,7 @@ def test_pretrain_is_deterministic_and_loads_as_sample_clip(small_set, tmp_path)
 def mined_val20(tmp_path_factory, nltk_data) -> Path:
     """20 val scenes mined with the committed sample CLIP and coco-gt+distractors proposals."""
     from maskmine.pipelines.mine import MineConfig, run_mining
-    from maskmine.pipelines.stages import ClipSpec
+    from maskmine.transforms.clip_models import ClipSpec
     from maskmine.transforms.clip_models import SAMPLE_CHECKPOINT
 
     if not SAMPLE_CHECKPOINT.is_file():

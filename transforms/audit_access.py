@@ -24,11 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.shards import PARQUET_DIR, PARQUET_NAME, TAR_NAME, shard_of
-
-RUN_FILE = "run.json"
-STATS_FILE = "stats.json"
-VOCABULARY_FILE = "vocabulary.json"
+from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, parquet_name, tar_name
+from maskmine.transforms.shards import shard_of
 
 # Columns a gallery card or spot-check row needs, fetched only for chosen rows.
 DETAIL_COLUMNS = (
@@ -49,10 +46,10 @@ class RunFolder:
     parquet_parts: dict[int, Path]  # shard -> Parquet part
 
     def tar_path(self, shard: int) -> Path:
-        return self.path / TAR_NAME.format(shard)
+        return self.path / tar_name(shard)
 
     def parquet_path(self, shard: int) -> Path:
-        return self.path / PARQUET_DIR / PARQUET_NAME.format(shard)
+        return self.path / parquet_name(shard)
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,7 @@ def open_run(path: str | Path) -> RunFolder:
     num_shards = int(identity.get("num_shards") or stats.get("shards") or 0)
     parts = {}
     for shard in range(num_shards):
-        part = root / PARQUET_DIR / PARQUET_NAME.format(shard)
+        part = root / parquet_name(shard)
         if not part.is_file():
             raise UserError(f"{root} is missing {part.relative_to(root)}: the run is incomplete")
         parts[shard] = part

@@ -57,6 +57,25 @@ class LoadedClip:
         return float(self.model.logit_scale.exp().item())
 
 
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which CLIP to load, where, and how its crops are cut: picklable, so Beam workers load their own.
+
+    ``pretrained=None`` is the model's default, as when ``--clip-pretrained`` is
+    omitted (see :func:`resolve_model`).
+    """
+
+    model: str = "ViT-B-16"
+    pretrained: str | None = None
+    device: str = "auto"
+    crop: CropConfig = CropConfig()
+
+    def load(self) -> "LoadedClip":
+        from maskmine.transforms.devices import resolve_device
+
+        return load_clip(self.model, self.pretrained, resolve_device(self.device), self.crop)
+
+
 def default_pretrained(name: str) -> str:
     """What an omitted ``--clip-pretrained`` means: OpenAI's weights where open_clip has them."""
     register_configs()

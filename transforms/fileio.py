@@ -2,6 +2,8 @@
 
 Every output file is written atomically: to a temporary name first, then
 renamed, so a killed job never leaves a half-written file under a final name.
+Writers of local files that must not import Beam (train, eval, the sample
+world) use :mod:`maskmine.transforms.atomic` instead.
 """
 from __future__ import annotations
 
@@ -35,14 +37,10 @@ def read_bytes(path: str) -> bytes:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and a rename."""
-    path = str(path)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with FileSystems.create(tmp) as handle:
-        handle.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    """Write ``data`` to ``path`` via a temporary sibling and a rename (an :class:`AtomicWriter`)."""
+    with AtomicWriter(path) as writer:
+        writer.write(data)
+        writer.commit()
 
 
 def glob(pattern: str) -> list[str]:

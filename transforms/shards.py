@@ -22,12 +22,8 @@ import pyarrow.parquet as pq
 
 from maskmine.transforms import fileio
 from maskmine.transforms.records import ImageResult, PairSample
+from maskmine.transforms.run_folder import MANIFEST_DIR, MANIFEST_GLOB, PARQUET_DIR, manifest_name, parquet_name, tar_name
 
-TAR_NAME = "pairs-{:06d}.tar"
-PARQUET_DIR = "parquet"
-PARQUET_NAME = "pairs-{:06d}.parquet"
-MANIFEST_DIR = "manifest"
-MANIFEST_NAME = "pairs-{:06d}.json"
 
 PARQUET_SCHEMA = pa.schema(
     [
@@ -89,34 +85,23 @@ def add_sample(tar: tarfile.TarFile, pair: PairSample) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
+def parquet_row(shard: int, pair: PairSample, span: tuple[int, int]) -> dict:
+    """A pair's Parquet row: its metadata (the same dict as its tar ``json`` member) with
+    the RLE mask split into columns, plus where its bytes lie in the shard's tar."""
+    meta = pair.metadata()
+    rle = meta.pop("rle")
+    offset, size = span
+    return {
+        **meta, "shard": shard, "tar_offset": offset, "tar_size": size,
+        "mask_rle": rle["counts"], "height": rle["size"][0], "width": rle["size"][1],
+    }
+
+
 def parquet_table(shard: int, pairs: Sequence[PairSample], spans: Sequence[tuple[int, int]]) -> pa.Table:
-    rows = []
-    for pair, (offset, size) in zip(pairs, spans):
-        rows.append(
-            {
-                "key": pair.key,
-                "shard": shard,
-                "tar_offset": offset,
-                "tar_size": size,
-                "image_id": pair.image_id,
-                "file_name": pair.file_name,
-                "noun": pair.noun,
-                "caption_ids": list(pair.caption_ids),
-                "proposal_index": pair.proposal_index,
-                "box": list(pair.box),
-                "mask_rle": pair.rle["counts"],
-                "height": pair.rle["size"][0],
-                "width": pair.rle["size"][1],
-                "score": pair.score,
-                "probability": pair.probability,
-                "margin": pair.margin,
-                "proposal_backend": pair.proposal_backend,
-                "proposal_checkpoint": pair.proposal_checkpoint,
-                "clip_model": pair.clip_model,
-                "clip_pretrained": pair.clip_pretrained,
-                "label_source": pair.label_source,
-            }
-        )
+    rows = [parquet_row(shard, pair, span) for pair, span in zip(pairs, spans)]
+    if rows and set(rows[0]) != set(PARQUET_SCHEMA.names):
+        # a metadata key without a column (or the reverse) would be dropped (or null) silently
+        raise ValueError(f"PairSample.metadata and PARQUET_SCHEMA disagree: {sorted(set(rows[0]) ^ set(PARQUET_SCHEMA.names))}")
     return pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
 
 
@@ -148,7 +133,7 @@ class ShardManifest:
 
 
 def manifest_path(out_dir: str, shard: int) -> str:
-    return fileio.join(out_dir, MANIFEST_DIR, MANIFEST_NAME.format(shard))
+    return fileio.join(out_dir, manifest_name(shard))
 
 
 def image_order(image_id: int) -> str:
@@ -176,7 +161,7 @@ class ShardWriter:
     def __init__(self, out_dir: str, shard: int) -> None:
         self.out_dir = out_dir
         self.shard = shard
-        self.tar_name = TAR_NAME.format(shard)
+        self.tar_name = tar_name(shard)
         self._file = fileio.AtomicWriter(fileio.join(out_dir, self.tar_name))
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
         self._pairs_meta: list[tuple[PairSample, tuple[int, int]]] = []
@@ -184,7 +169,7 @@ class ShardWriter:
         self._last_key: str | None = None
         self.seconds = 0.0
         self.manifest = ShardManifest(
-            shard=shard, tar=self.tar_name, parquet=f"{PARQUET_DIR}/{PARQUET_NAME.format(shard)}",
+            shard=shard, tar=self.tar_name, parquet=parquet_name(shard),
             samples=0, tar_bytes=0, tar_sha256="", images=0, mined=0,
         )
 
@@ -267,7 +252,7 @@ def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
 
     Rebuilt samples write back to the same tar members byte for byte.
     """
-    data = fileio.read_bytes(fileio.join(out_dir, TAR_NAME.format(shard)))
+    data = fileio.read_bytes(fileio.join(out_dir, tar_name(shard)))
     members: dict[str, dict[str, bytes]] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         for info in tar:
@@ -287,7 +272,7 @@ def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
 def completed_shards(out_dir: str) -> dict[int, ShardManifest]:
     """Manifest entries already on disk: the shards a rerun can skip."""
     done = {}
-    for path in fileio.glob(fileio.join(out_dir, MANIFEST_DIR, "pairs-*.json")):
+    for path in fileio.glob(fileio.join(out_dir, MANIFEST_GLOB)):
         manifest = ShardManifest.from_json(fileio.read_bytes(path))
         done[manifest.shard] = manifest
     return done

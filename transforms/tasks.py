@@ -19,14 +19,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from maskmine.transforms import fileio
 from maskmine.transforms.records import Caption, ImageRecord, Instance
+from maskmine.transforms.run_folder import TASKS_DIR, task_name
 from maskmine.transforms.shards import image_order
 
-TASKS_DIR = "tasks"
-TASK_NAME = "pairs-{:06d}.jsonl"
 
 
 def task_path(out_dir: str, shard: int) -> str:
-    return fileio.join(out_dir, TASKS_DIR, TASK_NAME.format(shard))
+    return fileio.join(out_dir, task_name(shard))
 
 
 def record_to_json(record: ImageRecord) -> dict:

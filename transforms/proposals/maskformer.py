@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
-from maskmine.transforms.proposals.device import autocast_dtype, resolve_device
+from maskmine.transforms.devices import autocast_dtype, resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
 DEFAULT_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"

@@ -20,7 +20,7 @@ import torch
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
-from maskmine.transforms.proposals.device import resolve_device
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b")

@@ -16,8 +16,6 @@ come from different seeds.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.sample_world.captions import CaptionText, write_captions
 from maskmine.transforms.sample_world.coco import caption_annotations, coco_file, image_entry, instance_annotations
 from maskmine.transforms.sample_world.scene import Scene, generate_scene
@@ -76,10 +75,7 @@ def render(seed: int, split: str, index: int, captions_per_image: int = 5) -> tu
 
 
 def _atomic_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, separators=(",", ":"))
 
 
 def generate_split(

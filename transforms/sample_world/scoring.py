@@ -28,6 +28,7 @@ from maskmine.transforms.image_io import read_image
 from maskmine.transforms.proposals.base import mask_iou_matrix
 from maskmine.transforms.proposals.coco_gt import instance_mask
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.run_folder import PARQUET_GLOB, RUN_FILE
 from maskmine.transforms.sample_world.vocabulary import noun_to_class
 
 NOT_IN_VOCABULARY = "noun-names-no-class"
@@ -64,9 +65,9 @@ def _right(masks: np.ndarray, gt: list[np.ndarray], iou: float) -> np.ndarray:
 
 
 def load_pairs(run_dir: str | Path) -> pd.DataFrame:
-    files = sorted((Path(run_dir) / "parquet").glob("pairs-*.parquet"))
+    files = sorted(Path(run_dir).glob(PARQUET_GLOB))
     if not files:
-        raise UserError(f"{run_dir} has no parquet/pairs-*.parquet: is it a mining run folder?")
+        raise UserError(f"{run_dir} has no {PARQUET_GLOB}: is it a mining run folder?")
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
@@ -75,7 +76,7 @@ def pair_precision(
 ) -> PairPrecision:
     """Score a mining run; ``instances``/``images`` default to those recorded in run.json."""
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text())
+    run = json.loads((run_dir / RUN_FILE).read_text())
     identity = run["identity"]
     instances = instances or identity.get("instances")
     images = images or run.get("images")

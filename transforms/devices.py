@@ -1,7 +1,8 @@
-"""Where a proposal model runs and in which precision, from a user's string.
+"""Where a model runs and in which precision, from a user's ``--device`` / ``--precision`` string.
 
-Backends take ``device="auto"`` and ``precision="auto"`` so the same CLI flags
-work on a laptop (CPU, fp32) and on a GPU worker (CUDA, bf16/fp16 autocast).
+The one device resolver of every command (mine, train, eval, demo, the
+benchmarks): each takes ``device="auto"`` and ``precision="auto"`` so the same
+CLI flags work on a laptop (CPU, fp32) and on a GPU worker (CUDA, bf16/fp16 autocast).
 """
 from __future__ import annotations
 

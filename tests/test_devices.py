@@ -1,11 +1,11 @@
-"""Device and precision strings for the proposal backends."""
+"""Device and precision strings: the one resolver of mine, train, eval and demo."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.device import autocast_dtype, resolve_device
+from maskmine.transforms.devices import autocast_dtype, resolve_device
 
 
 def test_auto_picks_cuda_only_when_present() -> None:
