@@ -145,6 +145,42 @@ def test_retry_skipped_remines_a_restored_image_and_leaves_other_shards_alone(co
     assert run_mining(config, progress=False)["shards_resumed"] == 3 and digests(run) == after
 
 
+def test_retry_keeps_the_annotation_rejects_of_the_shards_it_rewrites(coco_mini, tmp_path):
+    """A rewritten shard keeps every left-out annotation of its carried images, and retried images count theirs."""
+    images = tmp_path / "images"
+    shutil.copytree(coco_mini / "train2017", images)
+    instances = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())
+    captions = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
+    ids = sorted(i["id"] for i in captions["images"])[:24]
+    first = ids[0]
+    same_shard = next(i for i in ids[1:] if shard_of(i, 3) == shard_of(first, 3))
+    broken = []
+    for image_id in (first, same_shard):  # one broken polygon in the retried image and one in a carried image
+        ann = next(a for a in instances["annotations"] if a["image_id"] == image_id and isinstance(a["segmentation"], list))
+        ann["segmentation"] = [[1.0, 2.0, 3.0, 4.0]]
+        broken.append(ann["id"])
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    settings = dict(labels="categories", num_shards=3, limit=24, batch_size=4, torch_threads=1,
+                    instances=str(tmp_path / "instances.json"), images=str(images))
+    reference = tmp_path / "reference"
+    expected = run_mining(coco_mini_config(coco_mini, reference, **settings), progress=False)
+    assert sum(expected["annotations_skipped"].values()) == 2
+    file_name = next(i["file_name"] for i in captions["images"] if i["id"] == first)
+    shutil.move(images / file_name, tmp_path / "hidden.jpg")
+    run = tmp_path / "run"
+    config = coco_mini_config(coco_mini, run, **settings)
+    run_mining(config, progress=False)
+    shutil.move(tmp_path / "hidden.jpg", images / file_name)
+    config.retry_skipped = (SKIP_MISSING_IMAGE,)
+    again = run_mining(config, progress=False)
+    assert digests(run) == digests(reference)
+    assert again["annotations_skipped"] == expected["annotations_skipped"] and again["images_skipped"] == {}
+    rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["annotation_id"] for r in rejects) == sorted(broken)
+    assert (run / "rejects.jsonl").read_text() == (reference / "rejects.jsonl").read_text()
+    assert verify_run(str(run)).ok
+
+
 def test_retry_skipped_takes_only_file_reasons(coco_mini, tmp_path):
     with pytest.raises(UserError, match="--retry-skipped"):
         run_mining(coco_mini_config(coco_mini, tmp_path / "o", retry_skipped=("no-nouns",)), progress=False)
