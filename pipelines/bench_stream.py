@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     small, large = runs[sizes[0]], runs[sizes[-1]]
-    mid = runs[sizes[len(sizes) // 2]]
+    mid = runs[sizes[-2] if len(sizes) > 1 else sizes[0]]  # the next size below the largest
     ratios = {
         f"worker_rss_{sizes[-1]}_over_{sizes[0]}": round(large.worker_peak_rss_mib / small.worker_peak_rss_mib, 3),
         f"driver_rss_{sizes[-1]}_over_{sizes[0]}": round(large.driver_peak_rss_mib / small.driver_peak_rss_mib, 3),
