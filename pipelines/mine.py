@@ -218,18 +218,12 @@ def progress_counts(out_dir: str, pending: dict[int, str], totals: dict[int, int
     return images, pairs
 
 
-def _progress(out_dir: str, pending: dict[int, str], stop: threading.Event, interval: float = 1.0) -> None:
+def _progress(
+    out_dir: str, pending: dict[int, str], totals: dict[int, int], stop: threading.Event, interval: float = 1.0
+) -> None:
     """Advance a progress bar per batch (any runner whose workers share --out with the driver)."""
     from tqdm import tqdm
 
-    from maskmine.transforms.tasks import ShardTask
-
-    totals = {}
-    for shard in pending:
-        try:
-            totals[shard] = ShardTask(out_dir, shard).images
-        except (OSError, ValueError):
-            totals[shard] = 0
     with tqdm(total=sum(totals.values()), desc="mining", unit="img") as bar:
         shown = 0
         while True:
@@ -311,7 +305,7 @@ class RunPlan:
     images: int
     pending: dict[int, str]  # shard -> tar sha256 of its manifest now ("": no manifest; else a retry)
     resumed: int  # shards with images that a previous run completed and that stay as they are
-    todo_images: int
+    totals: dict[int, int]  # shard -> images its worker mines now (all of them; a retry: the retried ones)
     retry_images: int
     input_skipped: dict[str, int] = field(default_factory=dict)  # what the reader left out, by kind
 
@@ -336,11 +330,11 @@ def plan_run(config: MineConfig) -> RunPlan:
     for shard, members in by_shard.items():
         if not members and shard not in done:
             done[shard] = write_shard(config.out, shard, [])
-    pending = {}
+    pending, totals = {}, {}
     for shard, members in by_shard.items():
         if shard not in done:
             write_task(config.out, shard, members)
-            pending[shard] = ""
+            pending[shard], totals[shard] = "", len(members)
     retry_images = 0
     if config.retry_skipped:
         wanted = set(config.retry_skipped)
@@ -348,15 +342,15 @@ def plan_run(config: MineConfig) -> RunPlan:
             ids = {r["image_id"] for r in manifest.rejects if r["reason"] in wanted and is_image_skip(r)}
             if ids:
                 write_task(config.out, shard, [r for r in by_shard[shard] if r.image_id in ids], retry=True)
-                pending[shard] = manifest.tar_sha256
+                pending[shard], totals[shard] = manifest.tar_sha256, len(ids)
                 retry_images += len(ids)
     resumed = sum(1 for s in done if by_shard[s] and s not in pending)
-    todo = sum(len(by_shard[s]) for s in pending if not pending[s]) + retry_images
+    todo = sum(totals.values())
     log.info(
         "%d images in %d shards; %d shards already complete, %d images to mine (%d of them retried)",
         total, num_shards, resumed, todo, retry_images,
     )
-    return RunPlan(num_shards, total, pending, resumed, todo, retry_images, input_skipped)
+    return RunPlan(num_shards, total, pending, resumed, totals, retry_images, input_skipped)
 
 
 def _torch_threads(restore: int | None = None) -> int:
@@ -387,7 +381,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
         stop = threading.Event()
         watcher = None
         if progress:
-            watcher = threading.Thread(target=_progress, args=(config.out, pending, stop), daemon=True)
+            watcher = threading.Thread(target=_progress, args=(config.out, pending, plan.totals, stop), daemon=True)
             watcher.start()
         threads = _torch_threads()
         try:

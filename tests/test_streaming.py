@@ -77,7 +77,7 @@ def test_task_file_round_trip(tmp_path):
     for shard in plan.pending:
         task = ShardTask(str(out), shard)
         records = list(task.records())
-        assert task.images == len(records) and not task.retry
+        assert task.images == len(records) == plan.totals[shard] and not task.retry
         assert all(shard_of(r.image_id, 3) == shard for r in records)
         assert [str(r.image_id) + "-" for r in records] == sorted(str(r.image_id) + "-" for r in records)
         assert records[0].instances[0].bbox == (8.0, 8.0, 24.0, 24.0) and len(records[0].captions) == 5
