@@ -33,7 +33,6 @@ from maskmine.transforms.records import (
     SKIP_NO_NOUNS,
     SKIP_NO_PAIRS,
     SKIP_NO_PROPOSALS,
-    ImageRecord,
     ImageResult,
     MiningItem,
 )
@@ -45,7 +44,6 @@ from maskmine.transforms.shards import (
     is_image_skip,
     manifest_path,
     read_shard_pairs,
-    shard_of,
 )
 from maskmine.transforms.tasks import ShardTask
 
@@ -56,10 +54,6 @@ def _add_seconds(items: Sequence[MiningItem], stage: str, seconds: float) -> Non
     share = seconds / max(1, len(items))
     for item in items:
         item.seconds[stage] = item.seconds.get(stage, 0.0) + share
-
-
-def to_item(record: ImageRecord, num_shards: int) -> MiningItem:
-    return MiningItem(record=record, shard=shard_of(record.image_id, num_shards))
 
 
 def extract_nouns_stage(item: MiningItem, labels: str) -> MiningItem:
