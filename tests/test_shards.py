@@ -6,7 +6,7 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
-from maskmine.transforms.records import ImageResult, PairSample
+from maskmine.transforms.records import METADATA_FIELDS, ImageResult, PairSample, pair_columns
 from maskmine.transforms.run_folder import manifest_name, parquet_name, tar_name
 from maskmine.transforms.shards import PARQUET_SCHEMA, ShardManifest, ShardWriter, completed_shards, read_shard_pairs
 
@@ -67,3 +67,14 @@ def test_images_must_arrive_in_order(tmp_path):
     with pytest.raises(ValueError, match="out of order or twice"):
         writer.add(_result(2, "dog"))
     writer.abort()
+
+
+def test_the_pair_schema_has_one_definition():
+    """json keys, Parquet columns and their types all come from PairSample's column() fields."""
+    meta = _pair(1, "dog").metadata()
+    assert list(meta) == list(METADATA_FIELDS)
+    assert "crop_jpg" not in meta and "crop_mask_png" not in meta
+    parquet_pair_columns = [n for n in PARQUET_SCHEMA.names if n not in {"shard", "tar_offset", "tar_size"}]
+    assert parquet_pair_columns == [n for n, _ in pair_columns()]
+    assert parquet_pair_columns == [c for k in meta for c in (["mask_rle", "height", "width"] if k == "rle" else [k])]
+    assert str(PARQUET_SCHEMA.field("score").type) == "float" and str(PARQUET_SCHEMA.field("caption_ids").type) == "list<item: int64>"

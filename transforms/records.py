@@ -7,7 +7,7 @@ uint8 RGB, masks ``(H, W)`` or ``(K, H, W)`` bool.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -106,49 +106,71 @@ class Match:
     margin: float | None  # score minus the runner-up's score; None with one proposal
 
 
+def column(parquet_type: str) -> Any:
+    """A :class:`PairSample` field that is a column of the pair schema, with its Parquet type.
+
+    Types are names (``string``, ``int32``, ``int64``, ``float32``,
+    ``list<int32>``, ``list<int64>``) so this module needs no pyarrow;
+    :mod:`maskmine.transforms.shards` turns them into its Parquet schema.
+    """
+    return field(metadata={"parquet": parquet_type})
+
+
+# The run-length mask is one ``rle`` object in a sample's ``json`` member and
+# three Parquet columns (COCO RLE counts, mask height, mask width).
+RLE_COLUMNS: tuple[tuple[str, str], ...] = (("mask_rle", "string"), ("height", "int32"), ("width", "int32"))
+
+
 @dataclass
 class PairSample:
-    """One mined (masked crop, noun) pair, ready to be written."""
+    """One mined (masked crop, noun) pair, ready to be written.
 
-    key: str
-    image_id: int
-    file_name: str
-    noun: str
-    caption_ids: list[int]
-    proposal_index: int
-    box: list[int]  # tight box of the mask in image pixels: x, y, w, h
-    rle: dict  # full-image mask as COCO RLE: {"size": [h, w], "counts": str}
-    score: float
-    probability: float
-    margin: float | None
-    proposal_backend: str
-    proposal_checkpoint: str
-    clip_model: str
-    clip_pretrained: str
-    label_source: str  # "caption" (nouns) or "category" (ground-truth labels)
-    crop_jpg: bytes
+    The one definition of the pair schema: every field declared with
+    :func:`column` is a key of the sample's ``json`` member and a Parquet column
+    (``rle`` becomes :data:`RLE_COLUMNS`), in this order. A new metadata column
+    is a new field here, nothing else.
+    """
+
+    key: str = column("string")
+    image_id: int = column("int64")
+    file_name: str = column("string")
+    noun: str = column("string")
+    caption_ids: list[int] = column("list<int64>")
+    proposal_index: int = column("int32")
+    box: list[int] = column("list<int32>")  # tight box of the mask in image pixels: x, y, w, h
+    rle: dict = column("rle")  # full-image mask as COCO RLE: {"size": [h, w], "counts": str}
+    score: float = column("float32")
+    probability: float = column("float32")
+    margin: float | None = column("float32")
+    proposal_backend: str = column("string")
+    proposal_checkpoint: str = column("string")
+    clip_model: str = column("string")
+    clip_pretrained: str = column("string")
+    label_source: str = column("string")  # "caption" (nouns) or "category" (ground-truth labels)
+    crop_jpg: bytes  # tar members, not metadata
     crop_mask_png: bytes
 
     def metadata(self) -> dict:
-        """What goes into the sample's ``json`` member and the Parquet row."""
-        return {
-            "key": self.key,
-            "image_id": self.image_id,
-            "file_name": self.file_name,
-            "noun": self.noun,
-            "caption_ids": list(self.caption_ids),
-            "proposal_index": self.proposal_index,
-            "box": list(self.box),
-            "rle": self.rle,
-            "score": self.score,
-            "probability": self.probability,
-            "margin": self.margin,
-            "proposal_backend": self.proposal_backend,
-            "proposal_checkpoint": self.proposal_checkpoint,
-            "clip_model": self.clip_model,
-            "clip_pretrained": self.clip_pretrained,
-            "label_source": self.label_source,
-        }
+        """What goes into the sample's ``json`` member and (``rle`` split) the Parquet row."""
+        meta = {name: getattr(self, name) for name in METADATA_FIELDS}
+        meta["caption_ids"] = list(self.caption_ids)
+        meta["box"] = list(self.box)
+        return meta
+
+
+METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PairSample) if "parquet" in f.metadata)
+
+
+def pair_columns() -> list[tuple[str, str]]:
+    """(name, Parquet type name) of each pair-metadata column of the Parquet table, in order."""
+    out: list[tuple[str, str]] = []
+    for f in fields(PairSample):
+        kind = f.metadata.get("parquet")
+        if kind == "rle":
+            out.extend(RLE_COLUMNS)
+        elif kind is not None:
+            out.append((f.name, kind))
+    return out
 
 
 @dataclass

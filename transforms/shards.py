@@ -21,35 +21,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maskmine.transforms import fileio
-from maskmine.transforms.records import ImageResult, PairSample
+from maskmine.transforms.records import ImageResult, PairSample, pair_columns
 from maskmine.transforms.run_folder import MANIFEST_DIR, MANIFEST_GLOB, PARQUET_DIR, manifest_name, parquet_name, tar_name
 
 
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("shard", pa.int32()),
-        ("tar_offset", pa.int64()),  # byte offset of the sample's first tar header
-        ("tar_size", pa.int64()),  # bytes from there through its last member
-        ("image_id", pa.int64()),
-        ("file_name", pa.string()),
-        ("noun", pa.string()),
-        ("caption_ids", pa.list_(pa.int64())),
-        ("proposal_index", pa.int32()),
-        ("box", pa.list_(pa.int32())),  # x, y, w, h of the mask in image pixels
-        ("mask_rle", pa.string()),  # COCO RLE counts of the full-image mask
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("score", pa.float32()),
-        ("probability", pa.float32()),
-        ("margin", pa.float32()),
-        ("proposal_backend", pa.string()),
-        ("proposal_checkpoint", pa.string()),
-        ("clip_model", pa.string()),
-        ("clip_pretrained", pa.string()),
-        ("label_source", pa.string()),
-    ]
-)
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "list<int32>": pa.list_(pa.int32()),
+    "list<int64>": pa.list_(pa.int64()),
+}
+
+# Where a sample's bytes lie: the shard and the span from its first tar header
+# through its last member. The writer's columns, not the pair's; they follow
+# the key, as in every run folder written so far.
+LOCATION_COLUMNS = [("shard", pa.int32()), ("tar_offset", pa.int64()), ("tar_size", pa.int64())]
+
+
+def _parquet_schema() -> pa.Schema:
+    columns: list[tuple[str, pa.DataType]] = []
+    for name, kind in pair_columns():
+        columns.append((name, _ARROW_TYPES[kind]))
+        if name == "key":
+            columns.extend(LOCATION_COLUMNS)
+    return pa.schema(columns)
+
+
+# Derived from PairSample (transforms/records.py), the one definition of the pair schema.
+PARQUET_SCHEMA = _parquet_schema()
 
 
 def is_image_skip(reject: dict) -> bool:
@@ -99,9 +100,6 @@ def parquet_row(shard: int, pair: PairSample, span: tuple[int, int]) -> dict:
 
 def parquet_table(shard: int, pairs: Sequence[PairSample], spans: Sequence[tuple[int, int]]) -> pa.Table:
     rows = [parquet_row(shard, pair, span) for pair, span in zip(pairs, spans)]
-    if rows and set(rows[0]) != set(PARQUET_SCHEMA.names):
-        # a metadata key without a column (or the reverse) would be dropped (or null) silently
-        raise ValueError(f"PairSample.metadata and PARQUET_SCHEMA disagree: {sorted(set(rows[0]) ^ set(PARQUET_SCHEMA.names))}")
     return pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
 
 
