@@ -201,8 +201,8 @@ CSV_COLUMNS = ("class_id", "class_name", "iou", "acc", "gt_pixels", "pred_pixels
 
 
 def neutralise_cell(value: str) -> str:
-    """See ``maskmine.transforms.audit_scoresheet.neutralise_cell`` (spreadsheet formula injection)."""
-    from maskmine.transforms.audit_scoresheet import neutralise_cell as neutralise
+    """See ``maskmine.transforms.audit.scoresheet.neutralise_cell`` (spreadsheet formula injection)."""
+    from maskmine.transforms.audit.scoresheet import neutralise_cell as neutralise
 
     return neutralise(value)
 

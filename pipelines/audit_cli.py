@@ -7,11 +7,11 @@ import io
 import json
 from pathlib import Path
 
-from maskmine.pipelines.audit_report import QUERY, ReportOptions, build_report
+from maskmine.transforms.audit.report import QUERY, ReportOptions, build_report
 from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, POSITIVE_INT, number
-from maskmine.transforms.audit_access import locate, open_run
-from maskmine.transforms.audit_scoresheet import restore_cell, score_sheet_file
-from maskmine.transforms.audit_table import Query
+from maskmine.transforms.audit.access import locate, open_run
+from maskmine.transforms.audit.scoresheet import restore_cell, score_sheet_file
+from maskmine.transforms.audit.table import Query
 from maskmine.transforms.errors import UserError
 
 HELP = "write an HTML report (stats, plots, galleries, spot-check sheet) of a mining run"

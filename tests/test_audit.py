@@ -17,10 +17,10 @@ from pycocotools import mask as mask_utils
 
 from maskmine.pipelines.cli import main
 from maskmine.pipelines.mine import run_mining
-from maskmine.transforms.audit_access import locate, open_run, read_by_key, read_rows
-from maskmine.transforms.audit_scoresheet import parse_verdict, score_sheet, wilson_interval
-from maskmine.transforms.audit_table import Query, load_overview, query_rows, rare_nouns, spot_check_rows, top_nouns
-from maskmine.transforms.audit_thumbs import OUTLINE_RGB, boundary, erode, outlined_thumbnail
+from maskmine.transforms.audit.access import locate, open_run, read_by_key, read_rows
+from maskmine.transforms.audit.scoresheet import parse_verdict, score_sheet, wilson_interval
+from maskmine.transforms.audit.table import Query, load_overview, query_rows, rare_nouns, spot_check_rows, top_nouns
+from maskmine.transforms.audit.thumbs import OUTLINE_RGB, boundary, erode, outlined_thumbnail
 from maskmine.transforms.errors import UserError
 from mining_helpers import coco_mini_config
 

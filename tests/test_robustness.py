@@ -499,7 +499,7 @@ def test_eval_out_of_range_labels_are_one_line_or_ignored(tmp_path, capsys):
 def test_spot_check_sheet_neutralises_formula_cells(tmp_path, cell):
     import csv
 
-    from maskmine.transforms.audit_scoresheet import score_sheet, write_sheet
+    from maskmine.transforms.audit.scoresheet import score_sheet, write_sheet
 
     path = tmp_path / "sheet.csv"
     write_sheet(path, [{"key": "1-x", "noun": cell, "image": cell, "score": 0.5}])

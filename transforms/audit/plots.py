@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskmine.transforms.audit_table import Overview
+from maskmine.transforms.audit.table import Overview
 
 PLOTS = {
     "noun_rank.png": "Noun frequency by rank (log-log): the long tail of the vocabulary",

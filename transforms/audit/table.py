@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from pycocotools import mask as mask_utils
 
-from maskmine.transforms.audit_access import DETAIL_COLUMNS, Location, RunFolder, iter_batches, read_rows
+from maskmine.transforms.audit.access import DETAIL_COLUMNS, Location, RunFolder, iter_batches, read_rows
 
 OVERVIEW_COLUMNS = ("noun", "score", "margin", "image_id", "mask_rle", "height", "width")
 

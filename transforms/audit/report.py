@@ -18,11 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from maskmine.pipelines import audit_html as H
-from maskmine.pipelines.audit_plots import write_plots
-from maskmine.transforms.audit_access import RunFolder, read_samples
-from maskmine.transforms.audit_scoresheet import write_sheet
-from maskmine.transforms.audit_table import (
+from maskmine.transforms.audit import html as H
+from maskmine.transforms.audit.plots import write_plots
+from maskmine.transforms.audit.access import RunFolder, read_samples
+from maskmine.transforms.audit.scoresheet import write_sheet
+from maskmine.transforms.audit.table import (
     Overview,
     Query,
     fetch_details,
@@ -35,7 +35,7 @@ from maskmine.transforms.audit_table import (
     spot_check_rows,
     top_nouns,
 )
-from maskmine.transforms.audit_thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
+from maskmine.transforms.audit.thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
 
