@@ -154,6 +154,69 @@ def test_suspicious_page_lists_lowest_margins_first(report, table):
     assert keys == expected
 
 
+SCRIPT = "<script>alert(1)</script>"
+
+
+class PageText(HTMLParser):
+    """The tags of a page and its text, entities decoded."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text: list[str] = []
+        self.attrs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += [v for _, v in attrs if v]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def read_markup(html: str) -> PageText:
+    page = PageText()
+    page.feed(html)
+    return page
+
+
+def test_text_from_the_run_is_escaped_on_every_page(run_dir, tmp_path):
+    """A run folder name and a query noun with markup in them reach the pages as text."""
+    link = tmp_path / 'run<img src=x onerror="alert(1)">'
+    link.symlink_to(run_dir, target_is_directory=True)
+    out = tmp_path / "report"
+    assert main(["audit", str(link), "--out", str(out), "--top-nouns", "2", "--rare-nouns", "1", "--per-noun", "1",
+                 "--suspicious", "1", "--sample", "2", "--noun", SCRIPT, "--noun", "dog", "--no-progress"]) == 0
+    for page in sorted(out.glob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        parsed = read_markup(html)
+        assert "script" not in parsed.tags and parsed.tags.count("img") == html.count("<img "), page.name
+        assert link.name in "".join(parsed.text), page.name  # the header names the run, as text
+    assert SCRIPT in "".join(read_markup((out / "query.html").read_text(encoding="utf-8")).text)
+    index = read_markup((out / "index.html").read_text(encoding="utf-8"))
+    assert str(link) in "".join(index.text)
+    # the spot-check lead's own markup stays markup
+    spot = read_markup((out / "spot-check.html").read_text(encoding="utf-8"))
+    assert "spot-check.csv" in spot.attrs and "code" in spot.tags
+
+
+def test_gallery_cards_escape_every_field():
+    from maskmine.transforms.audit import html as H
+    from maskmine.transforms.audit.report import GalleryPage, Section
+
+    card = H.Card(key=f'k"{SCRIPT}', noun=SCRIPT, score=0.5, margin=None, image_id=1, file_name=f"{SCRIPT}.jpg",
+                  crop_src='img/a".jpg', image_src=None, image_note=SCRIPT)
+    page = GalleryPage("x.html", SCRIPT, SCRIPT, SCRIPT, [Section(SCRIPT, [0], "a", SCRIPT), Section("b", [], "b")],
+                       numbered=True)
+    html = H.render("gallery.html", title=SCRIPT, nav=[("x.html", SCRIPT)], current="x.html", run_name=SCRIPT,
+                    page=page, cards={0: card})
+    parsed = read_markup(html)
+    assert "script" not in parsed.tags and html.count(SCRIPT) == 0
+    assert "".join(parsed.text).count(SCRIPT) >= 8  # title, run name, nav, h1, lead, section, note, noun, note, file
+    assert card.key in parsed.attrs and card.crop_src in parsed.attrs
+    assert "#1" in parsed.text  # the numbered page badges its card
+
+
 # --- random access ------------------------------------------------------------------------------------
 
 

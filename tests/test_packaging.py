@@ -30,6 +30,11 @@ def test_wheel_has_one_top_level_name_and_its_data_files(tmp_path):
         "maskmine/pipelines/cli.py",
         "maskmine/pipelines/benchmarks/stream.py",
         "maskmine/transforms/audit/report.py",
+        "maskmine/transforms/audit/templates/page.html",
+        "maskmine/transforms/audit/templates/summary.html",
+        "maskmine/transforms/audit/templates/gallery.html",
+        "maskmine/transforms/audit/templates/macros.html",
+        "maskmine/transforms/audit/templates/report.css",
         "maskmine/finetune/train.py",
     ):
         assert needed in names, needed

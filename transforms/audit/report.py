@@ -12,11 +12,11 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from markupsafe import Markup
 
 from maskmine.transforms.audit import html as H
 from maskmine.transforms.audit.plots import write_plots
@@ -84,8 +84,8 @@ class Section:
 class GalleryPage:
     file: str
     label: str
-    title: str
-    lead: str
+    title: str  # text
+    lead: str  # text, or Markup where the lead links or marks up
     sections: list[Section]
     numbered: bool = False  # badge each card with its 1-based position (spot-check rows)
     compact: bool = False  # small sections flow side by side (rare nouns have a pair or two each)
@@ -145,15 +145,15 @@ def gallery_pages(ov: Overview, opts: ReportOptions, query_matches: np.ndarray |
             sample = list(spot_check_rows(ov, opts.sample, opts.seed))
             pages.append(GalleryPage(
                 SPOT_CHECK, "Spot check", f"Spot-check sample: {len(sample)} pairs (seed {opts.seed})",
-                f'Mark each pair in <a href="{SHEET}">{SHEET}</a> (verdict: correct / incorrect), '
-                "then run <code>maskmine audit --score-sheet FILLED.csv</code> for the precision. "
-                "The badge is the pair's row in the sheet.",
+                Markup('Mark each pair in <a href="{sheet}">{sheet}</a> (verdict: correct / incorrect), '
+                       "then run <code>maskmine audit --score-sheet FILLED.csv</code> for the precision. "
+                       "The badge is the pair's row in the sheet.").format(sheet=SHEET),
                 [Section("Sample", sample, "sample")], numbered=True,
             ))
     if query_matches is not None:
         shown = query_matches[np.lexsort((query_matches, ov.score[query_matches]))][: opts.max_pairs]
         pages.append(GalleryPage(
-            QUERY, "Query", f"Query: {escape(opts.query.describe())}",
+            QUERY, "Query", f"Query: {opts.query.describe()}",
             f"{len(query_matches):,} pairs match; showing {len(shown):,}, lowest score first.",
             [Section("Matches", list(shown), "matches")],
         ))
@@ -279,47 +279,53 @@ def parquet_summary(ov: Overview) -> dict:
     }
 
 
+QUANTILES = ("min", "p10", "median", "p90", "max")
+
+
 def _quantiles(values: np.ndarray) -> dict[str, float]:
     values = values[~np.isnan(values)]
     if not len(values):
         return {}
     q = np.quantile(values, [0, 0.1, 0.5, 0.9, 1.0])
-    return dict(zip(("min", "p10", "median", "p90", "max"), (float(round(v, 6)) for v in q)))
+    return dict(zip(QUANTILES, (float(round(v, 6)) for v in q)))
 
 
-def summary_body(
+def summary_context(
     run: RunFolder, ov: Overview, plots: dict[str, str], pages: list[GalleryPage], opts: ReportOptions,
     damaged: Sequence[dict] = (),
-) -> tuple[str, dict]:
+) -> tuple[dict, dict]:
+    """What the summary page (``templates/summary.html``) shows, and the report.json summary."""
     st = run.stats
     pq_sum = parquet_summary(ov)
     skipped = {k: int(v) for k, v in (st.get("images_skipped") or {}).items()}
     dropped = {k: int(v) for k, v in (st.get("pairs_dropped") or {}).items()}
     seconds = {k: float(v) for k, v in (st.get("seconds_per_stage") or {}).items()}
-    S = lambda name, value: H.value_cell(value, "stat", name)  # noqa: E731
-    P = lambda name, value: H.value_cell(value, "parquet", name)  # noqa: E731
+    S = lambda name, value: H.Cell(value, "stat", name)  # noqa: E731
+    P = lambda name, value: H.Cell(value, "parquet", name)  # noqa: E731
+    D = lambda name, value: H.Cell(value, "derived", name)  # noqa: E731
+    R = H.Row
 
-    images_rows = [H.row("images read", S("images_read", int(st.get("images_read", 0)))),
-                   H.row("mined", S("images_mined", int(st.get("images_mined", 0)))),
-                   H.row("skipped", H.value_cell(sum(skipped.values()), "derived", "images_skipped_total"))]
-    images_rows += [H.row(reason, S(f"images_skipped.{reason}", n), sub=True) for reason, n in sorted(skipped.items())]
-    images_rows.append(H.row("with pairs in Parquet", P("images", pq_sum["images"])))
+    images_rows = [R("images read", S("images_read", int(st.get("images_read", 0)))),
+                   R("mined", S("images_mined", int(st.get("images_mined", 0)))),
+                   R("skipped", D("images_skipped_total", sum(skipped.values())))]
+    images_rows += [R(reason, S(f"images_skipped.{reason}", n), sub=True) for reason, n in sorted(skipped.items())]
+    images_rows.append(R("with pairs in Parquet", P("images", pq_sum["images"])))
     left_out = {k: int(v) for k, v in (st.get("annotations_skipped") or {}).items()}
-    images_rows += [H.row(f"{reason} (annotations/captions left out)", S(f"annotations_skipped.{reason}", n))
+    images_rows += [R(f"{reason} (annotations/captions left out)", S(f"annotations_skipped.{reason}", n))
                     for reason, n in sorted(left_out.items())]
 
-    pair_rows = [H.row("pairs (stats.json)", S("pairs", int(st.get("pairs", 0)))),
-                 H.row("rows in Parquet", P("rows", pq_sum["rows"])),
-                 H.row("unique nouns (stats.json)", S("unique_nouns", int(st.get("unique_nouns", 0)))),
-                 H.row("unique nouns in Parquet", P("unique_nouns", pq_sum["unique_nouns"])),
-                 H.row("pairs dropped", H.value_cell(sum(dropped.values()), "derived", "pairs_dropped_total"))]
-    pair_rows += [H.row(reason, S(f"pairs_dropped.{reason}", n), sub=True) for reason, n in sorted(dropped.items())]
-    pair_rows.append(H.row("shown but undecodable (placeholder)", H.value_cell(len(damaged), "derived", "damaged_samples")))
-    pair_rows += [H.row("shards", S("shards", int(st.get("shards", 0)))),
-                  H.row("shards resumed", S("shards_resumed", int(st.get("shards_resumed", 0))))]
+    pair_rows = [R("pairs (stats.json)", S("pairs", int(st.get("pairs", 0)))),
+                 R("rows in Parquet", P("rows", pq_sum["rows"])),
+                 R("unique nouns (stats.json)", S("unique_nouns", int(st.get("unique_nouns", 0)))),
+                 R("unique nouns in Parquet", P("unique_nouns", pq_sum["unique_nouns"])),
+                 R("pairs dropped", D("pairs_dropped_total", sum(dropped.values())))]
+    pair_rows += [R(reason, S(f"pairs_dropped.{reason}", n), sub=True) for reason, n in sorted(dropped.items())]
+    pair_rows.append(R("shown but undecodable (placeholder)", D("damaged_samples", len(damaged))))
+    pair_rows += [R("shards", S("shards", int(st.get("shards", 0)))),
+                  R("shards resumed", S("shards_resumed", int(st.get("shards_resumed", 0))))]
 
-    time_rows = [H.row(stage, S(f"seconds_per_stage.{stage}", sec)) for stage, sec in seconds.items()]
-    time_rows.append(H.row("wall clock", S("wall_seconds", float(st.get("wall_seconds", 0.0)))))
+    time_rows = [R(stage, S(f"seconds_per_stage.{stage}", sec)) for stage, sec in seconds.items()]
+    time_rows.append(R("wall clock", S("wall_seconds", float(st.get("wall_seconds", 0.0)))))
 
     checks = [
         ("pairs in stats.json = rows in Parquet", int(st.get("pairs", -1)) == pq_sum["rows"]),
@@ -328,16 +334,7 @@ def summary_body(
         ("images with pairs = images mined", pq_sum["images"] == int(st.get("images_mined", -1))),
         ("every sample shown decodes", not damaged),
     ]
-    check_rows = [
-        f'<tr><th>{escape(label)}</th><td class="{"ok" if good else "bad"}">{"ok" if good else "MISMATCH"}</td></tr>'
-        for label, good in checks
-    ]
-
     quant = {"score": _quantiles(ov.score), "margin": _quantiles(ov.margin)}
-    q_rows = ["<tr><th></th>" + "".join(f"<th>{k}</th>" for k in ("min", "p10", "median", "p90", "max")) + "</tr>"]
-    for name, q in quant.items():
-        cells = "".join(f'<td class="num">{q[k]:.3f}</td>' for k in ("min", "p10", "median", "p90", "max")) if q else '<td colspan="5">none</td>'
-        q_rows.append(f"<tr><th>{name}</th>{cells}</tr>")
 
     ident = run.identity
     settings = [
@@ -349,38 +346,30 @@ def summary_body(
         ("captions", ident.get("captions", "?")),
         ("images", opts.images or "(not given)"),
     ]
-    settings_rows = [f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in settings]
 
     counts = ov.noun_counts()
-    top = top_nouns(ov, 25)
     gallery_nouns = {s.anchor for p in pages if p.file == FREQUENT for s in p.sections}
-    top_rows = []
-    for rank, c in enumerate(top, 1):
-        name = escape(ov.nouns[c])
-        link = f'<a href="{FREQUENT}#{anchor(ov.nouns[c])}">{name}</a>' if anchor(ov.nouns[c]) in gallery_nouns else name
-        top_rows.append(f'<tr><td class="num">{rank}</td><td>{link}</td><td class="num">{int(counts[c]):,}</td></tr>')
-
-    links = "".join(f'<a href="{p.file}">{escape(p.label)}</a>' for p in pages)
-    if opts.sample > 0:
-        links += f'<a href="{SHEET}">{SHEET} (spot-check sheet)</a>'
-    figs = "".join(
-        f'<figure><img src="{PLOT_DIR}/{name}" width="640" height="380" alt="{escape(caption)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-        for name, caption in plots.items()
-    )
-    body = (
-        f"<h1>Mining run <code>{escape(run.path.name)}</code></h1>"
-        f'<p class="lead">{escape(str(run.path))}</p>'
-        f'<div class="links">{links}</div>'
-        "<h2>Summary</h2><div class=\"tables\">"
-        + H.table("Images", images_rows) + H.table("Pairs", pair_rows)
-        + H.table("Stage timings (seconds, summed over workers)", time_rows)
-        + "</div><div class=\"tables\" style=\"margin-top:16px\">"
-        + H.table("Checks", check_rows) + H.table("Score and margin", q_rows) + H.table("Settings", settings_rows)
-        + H.table("Most frequent nouns", ["<tr><th>#</th><th>noun</th><th>pairs</th></tr>"] + top_rows)
-        + "</div>"
-        + f'<h2>Plots</h2><div class="plots">{figs}</div>'
-    )
+    top = [
+        {"noun": ov.nouns[c], "pairs": int(counts[c]),
+         "link": f"{FREQUENT}#{anchor(ov.nouns[c])}" if anchor(ov.nouns[c]) in gallery_nouns else None}
+        for c in top_nouns(ov, 25)
+    ]
+    context = {
+        "run_name": run.path.name,
+        "run_path": str(run.path),
+        "pages": pages,
+        "sheet": SHEET if opts.sample > 0 else None,
+        "images_rows": images_rows,
+        "pair_rows": pair_rows,
+        "time_rows": time_rows,
+        "checks": checks,
+        "quantile_names": QUANTILES,
+        "quantiles": quant,
+        "settings": [(k, str(v)) for k, v in settings],
+        "top": top,
+        "plot_dir": PLOT_DIR,
+        "plots": plots,
+    }
     summary = {
         "stats": st,
         "parquet": pq_sum,
@@ -388,38 +377,10 @@ def summary_body(
         "quantiles": quant,
         "damaged_samples": list(damaged),  # shown with a placeholder: key, shard, error
     }
-    return body, summary
+    return context, summary
 
 
 # --- writing ---------------------------------------------------------------------------------------
-
-
-def gallery_body(page: GalleryPage, cards: dict[int, H.Card]) -> str:
-    parts = [f"<h1>{page.title}</h1>", f'<p class="lead">{page.lead}</p>']
-    if len(page.sections) > 1:
-        parts.append('<div class="links">' + "".join(
-            f'<a href="#{s.anchor}">{escape(s.title)}</a>' for s in page.sections) + "</div>")
-    if not any(s.rows for s in page.sections):
-        parts.append('<p class="note">No pairs to show.</p>')
-    if page.compact:
-        parts.append('<div class="groups">')
-    for section in page.sections:
-        note = f" <small>{escape(section.note)}</small>" if section.note else ""
-        shown = []
-        for i, r in enumerate(section.rows, 1):
-            card = cards[int(r)]
-            if page.numbered:
-                card = H.Card(**{**card.__dict__, "badge": f"#{i}"})
-            shown.append(card)
-        if page.compact:
-            parts.append(f'<section class="group" id="{section.anchor}"><h3>{escape(section.title)}{note}</h3>'
-                         + '<div class="cards">' + "".join(H.card_html(c) for c in shown) + "</div></section>")
-        else:
-            parts.append(f'<h2 id="{section.anchor}">{escape(section.title)}{note}</h2>')
-            parts.append(H.grid(shown))
-    if page.compact:
-        parts.append("</div>")
-    return "\n".join(parts)
 
 
 def resolve_images(opts: ReportOptions) -> Path | None:
@@ -452,12 +413,14 @@ def build_report(run: RunFolder, opts: ReportOptions) -> ReportResult:
     summary: dict = {}
     if not opts.query_only:
         plots = write_plots(ov, out / PLOT_DIR)
-        body, summary = summary_body(run, ov, plots, pages, opts, damaged)
+        context, summary = summary_context(run, ov, plots, pages, opts, damaged)
         written[INDEX] = out / INDEX
-        written[INDEX].write_text(H.page("Summary", nav, INDEX, body, run.path.name), encoding="utf-8")
+        html = H.render("summary.html", title="Summary", nav=nav, current=INDEX, **context)
+        written[INDEX].write_text(html, encoding="utf-8")
     for p in pages:
         written[p.file] = out / p.file
-        written[p.file].write_text(H.page(p.label, nav, p.file, gallery_body(p, cards), run.path.name), encoding="utf-8")
+        html = H.render("gallery.html", title=p.label, nav=nav, current=p.file, run_name=run.path.name, page=p, cards=cards)
+        written[p.file].write_text(html, encoding="utf-8")
 
     sheet = None
     spot = next((p for p in pages if p.file == SPOT_CHECK), None)
