@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -259,7 +258,6 @@ class ShardMiner:
                 for result in self._results(batch):
                     writer.add(result)
                     progress.add(result)
-                _after_images_for_test(len(batch))
             if writer.manifest.images != task.images:
                 raise RuntimeError(f"shard {shard}: {writer.manifest.images} of {task.images} images were mined")
             manifest = writer.close()
@@ -378,41 +376,7 @@ class MineShardDoFn(beam.DoFn):
         self.miner = ShardMiner(self.job, generator, worker)
 
     def process(self, shard: int) -> Iterable[tuple[int, int, int]]:
-        _maybe_fail_for_test(shard)
         manifest = self.miner.mine(shard)
         log.info("shard %d committed: %d images, %d pairs (worker pid %d)", shard, manifest.images, manifest.samples, os.getpid())
-        global _images_written
-        _images_written += manifest.images
         yield shard, manifest.images, manifest.samples
 
-
-# Test hooks for interrupted runs (tests/test_resume.py). Not for users.
-# MASKMINE_FAIL_AFTER_IMAGES=K: a worker process that has committed shards holding
-# K or more images fails before starting its next shard. MASKMINE_FAIL_MODE says
-# how: "raise" (default: the pipeline fails with an error) or "hang" (it blocks,
-# so a test can SIGKILL the job from outside while some shards are complete).
-# MASKMINE_KILL_AFTER_IMAGES=K: the worker process SIGKILLs itself once it has
-# mined K images (counted per batch), wherever its shards are at that moment.
-FAIL_AFTER_ENV = "MASKMINE_FAIL_AFTER_IMAGES"
-FAIL_MODE_ENV = "MASKMINE_FAIL_MODE"
-KILL_AFTER_ENV = "MASKMINE_KILL_AFTER_IMAGES"
-_images_written = 0
-_images_mined = 0
-
-
-def _maybe_fail_for_test(shard: int) -> None:
-    limit = os.environ.get(FAIL_AFTER_ENV)
-    if limit is None or _images_written < int(limit):
-        return
-    if os.environ.get(FAIL_MODE_ENV, "raise") == "hang":
-        while True:
-            time.sleep(3600)
-    raise RuntimeError(f"{FAIL_AFTER_ENV}={limit}: failing before shard {shard} (test hook)")
-
-
-def _after_images_for_test(count: int) -> None:
-    global _images_mined
-    _images_mined += count
-    limit = os.environ.get(KILL_AFTER_ENV)
-    if limit is not None and _images_mined >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)

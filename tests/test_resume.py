@@ -3,10 +3,10 @@
 A shard is a task, committed as soon as its own images are done: a job
 killed after its first shard keeps that shard, and a job killed at any point
 loses only the shards in flight. Interruptions covered: the worker raises
-after its first shard (test hook MASKMINE_FAIL_AFTER_IMAGES, in process), and
+after its first shard (``mining_hooks.FailAfterImages``, in process), and
 `maskmine mine` subprocesses SIGKILLed from inside a worker after K mined
-images (test hook MASKMINE_KILL_AFTER_IMAGES), right after the first shard
-and at a random K. Every run compared byte for byte is made under the same
+images (``tests/mining_hooks.py --kill-after-images K``), right after the first
+shard and at a random K. Every run compared byte for byte is made under the same
 conditions: the same process (in-process test) or fresh processes, with
 --torch-threads 1.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import signal
@@ -24,13 +23,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from maskmine.pipelines import stages
+from maskmine.pipelines import mine as mine_module
 from maskmine.pipelines.mine import MineConfig, progress_counts, run_mining
 from maskmine.pipelines.verify import verify_run
 from maskmine.transforms.shards import shard_of
 from mining_helpers import coco_mini_config, mine_command
+from mining_hooks import FailAfterImages
 
 REPO = Path(__file__).resolve().parents[1]
+HOOKS = Path(__file__).resolve().parent / "mining_hooks.py"
 SHARDS = 4
 LIMIT = 32
 ARGS = ("--labels", "categories", "--num-shards", str(SHARDS), "--limit", str(LIMIT), "--batch-size", "4")
@@ -55,11 +56,13 @@ def manifests(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "manifest").glob("pairs-*.json")) if (out / "manifest").is_dir() else []
 
 
-def mine(coco_mini: Path, out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        mine_command(coco_mini, out, *ARGS), cwd=REPO, env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
-    )
+def mine(coco_mini: Path, out: Path, kill_after: int | None = None) -> subprocess.CompletedProcess:
+    """`maskmine mine` in a fresh process; with ``kill_after``, one that SIGKILLs itself after that many mined images."""
+    cmd = mine_command(coco_mini, out, *ARGS)
+    if kill_after is not None:
+        assert cmd[1:3] == ["-m", "maskmine.pipelines.cli"]
+        cmd[1:3] = [str(HOOKS), "--kill-after-images", str(kill_after)]
+    return subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +88,15 @@ def test_writer_failure_then_resume(coco_mini, tmp_path, monkeypatch):
     whole = tmp_path / "whole"
     stats = run_mining(config(coco_mini, whole), progress=False)  # the same process as the runs it is compared with
     run = tmp_path / "run"
-    monkeypatch.setattr(stages, "_images_written", 0)
-    monkeypatch.setenv(stages.FAIL_AFTER_ENV, "1")
-    with pytest.raises(Exception, match="test hook"):
-        run_mining(config(coco_mini, run), progress=False)
+    with monkeypatch.context() as patch:  # the worker fails before its next shard once it has committed 1 image
+        patch.setattr(FailAfterImages, "limit", 1)
+        patch.setattr(FailAfterImages, "written", 0)
+        patch.setattr(mine_module, "MineShardDoFn", FailAfterImages)
+        with pytest.raises(Exception, match="test hook"):
+            run_mining(config(coco_mini, run), progress=False)
     done = manifests(run)
     assert len(done) == 1  # the first shard was committed, then the job failed
     assert not (run / "stats.json").exists()
-    monkeypatch.delenv(stages.FAIL_AFTER_ENV)
     again = run_mining(config(coco_mini, run), progress=False)
     assert again["shards_resumed"] == 1
     assert {k: again[k] for k in ("images_read", "images_mined", "pairs", "unique_nouns")} == {
@@ -112,7 +116,7 @@ def shard_sizes(coco_mini: Path) -> list[int]:
 
 def killed_then_resumed(coco_mini: Path, run: Path, kill_after: int) -> list[str]:
     """Mine with a worker that SIGKILLs its process after ``kill_after`` images; return the shards it committed."""
-    killed = mine(coco_mini, run, {stages.KILL_AFTER_ENV: str(kill_after)})
+    killed = mine(coco_mini, run, kill_after=kill_after)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert not (run / "stats.json").exists()
     return manifests(run)
