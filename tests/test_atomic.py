@@ -1,5 +1,10 @@
-"""The one local atomic writer: content lands whole under the final name, or not at all."""
+"""The one home of atomic writes: content lands whole under the final name, or not at all; local or remote."""
+import hashlib
+import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,3 +33,82 @@ def test_failed_write_keeps_old_content_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("killed")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_streamed_writer_commits_whole_or_nothing(tmp_path):
+    from maskmine.transforms.atomic import AtomicWriter
+
+    path = tmp_path / "sub" / "s.tar"
+    with AtomicWriter(path) as writer:  # creates the parent folder
+        writer.write(b"ab")
+        writer.write(b"c")
+        assert writer.tell() == 3 and not path.exists()
+        assert [p.name for p in path.parent.iterdir()] == [Path(writer.tmp).name]  # visible s.tar.tmp-<uuid>
+        assert Path(writer.tmp).name.startswith("s.tar.tmp-")
+        writer.commit()
+    assert path.read_bytes() == b"abc" and writer.sha256 == hashlib.sha256(b"abc").hexdigest()
+    with pytest.raises(RuntimeError):
+        with AtomicWriter(path) as writer:
+            writer.write(b"half")
+            raise RuntimeError("killed")
+    assert path.read_bytes() == b"abc" and [p.name for p in path.parent.iterdir()] == ["s.tar"]
+
+
+class FakeRemote:
+    """Beam's FileSystems API over a dict, to see what a remote write does."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.calls: list[str] = []
+
+    def create(self, path):
+        self.calls.append(f"create {path}")
+        fs = self
+
+        class Handle(io.BytesIO):
+            def close(self):
+                if not self.closed:
+                    fs.files[path] = self.getvalue()
+                super().close()
+
+        return Handle()
+
+    def exists(self, path):
+        return path in self.files
+
+    def delete(self, paths):
+        self.calls += [f"delete {p}" for p in paths]
+        for p in paths:
+            del self.files[p]
+
+    def rename(self, sources, destinations):
+        self.calls += [f"rename {s} {d}" for s, d in zip(sources, destinations)]
+        for s, d in zip(sources, destinations):
+            self.files[d] = self.files.pop(s)
+
+
+def test_remote_paths_go_through_beam_filesystems(monkeypatch):
+    from maskmine.transforms import atomic, fileio
+
+    fake = FakeRemote()
+    monkeypatch.setattr(atomic, "_filesystems", lambda: fake)
+    fileio.atomic_write_bytes("gs://b/run/stats.json", b"{}")
+    atomic_write("gs://b/run/stats.json", "{ }")
+    assert fake.files == {"gs://b/run/stats.json": b"{ }"}
+    tmp = [c.split()[1] for c in fake.calls if c.startswith("create")]
+    assert len(tmp) == 2 and all(t.startswith("gs://b/run/stats.json.tmp-") for t in tmp)
+    assert fake.calls[-2:] == ["delete gs://b/run/stats.json", f"rename {tmp[1]} gs://b/run/stats.json"]
+
+
+def test_local_writes_and_run_folder_imports_do_not_load_beam(tmp_path):
+    code = (
+        "import sys, maskmine.transforms.shards, maskmine.transforms.tasks, maskmine.transforms.fileio as f, "
+        "maskmine.transforms.atomic as a; "
+        f"f.atomic_write_bytes({str(tmp_path / 'x.json')!r}, b'1'); "
+        f"w = a.AtomicWriter({str(tmp_path / 'y.tar')!r}); w.write(b'2'); w.commit(); "
+        "print('apache_beam' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+    assert (tmp_path / "x.json").read_bytes() == b"1" and (tmp_path / "y.tar").read_bytes() == b"2"

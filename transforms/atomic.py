@@ -1,13 +1,15 @@
-"""Atomic writes of local files: bytes, text, JSON and torch objects.
+"""Atomic writes, the one home: bytes, text, JSON, torch objects, and files streamed in pieces.
 
-Each writer fills a hidden temporary sibling (``.NAME.tmp-<uuid>``) and
-renames it over ``path`` with ``os.replace``, so a killed process never leaves
-a half-written file under a final name and readers see the old or the new
-content, never a mix. On an exception the temporary file is removed.
+A writer fills a temporary sibling and renames it over ``path``, so a killed
+process never leaves a half-written file under a final name and readers see
+the old or the new content, never a mix. On an exception the temporary file
+is removed; after a SIGKILL it stays, as ``.NAME.tmp-<uuid>`` (a whole local
+file) or ``NAME.tmp-<uuid>`` (streamed with :class:`AtomicWriter`, or remote): both match
+``*.tmp-*``, which a mining rerun deletes in its run folder (``fileio.remove_temporaries``).
 
-Local paths only, and no Beam import: training, eval and the sample world
-use this. The mining job's outputs may live on gs://, so it writes through
-:mod:`maskmine.transforms.fileio` (Beam's FileSystems) instead.
+Local paths are written here with ``os.replace``; a remote path (``scheme://``,
+e.g. gs://) goes through Beam's FileSystems, imported only for it, so
+training, eval and the sample world never import Beam.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 
 def temporary_sibling(path: str | Path) -> Path:
@@ -43,10 +45,26 @@ def replacing(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def is_remote(path: str | Path) -> bool:
+    """Whether ``path`` names a remote file (``scheme://...``) rather than a local one."""
+    return "://" in str(path)
+
+
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems  # remote paths only: Beam is imported for them alone
+
+    return FileSystems
+
+
 def atomic_write(path: str | Path, data: bytes | str, encoding: str = "utf-8") -> None:
-    """Write ``data`` (bytes, or text encoded with ``encoding``) to ``path`` atomically."""
+    """Write ``data`` (bytes, or text encoded with ``encoding``) to ``path`` (local or remote) atomically."""
     if isinstance(data, str):
         data = data.encode(encoding)
+    if is_remote(path):
+        with AtomicWriter(str(path)) as writer:
+            writer.write(data)
+            writer.commit()
+        return
     with replacing(path) as tmp:
         tmp.write_bytes(data)
 
@@ -62,3 +80,71 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
     with replacing(path) as tmp:
         torch.save(obj, tmp)
+
+
+class AtomicWriter:
+    """A file written in pieces under a temporary sibling name, renamed to ``path`` by ``commit()``.
+
+    ``tell()`` counts the bytes written and ``sha256`` hashes them, so a
+    streamed tar knows its size and checksum without being read back.
+    ``abort()`` (or leaving a ``with`` block on an exception) deletes the
+    temporary file; a SIGKILL leaves it behind as ``PATH.tmp-<uuid>``, which
+    ``fileio.remove_temporaries`` clears before a rerun. The parent folder is
+    created for a local path.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import hashlib
+
+        self.path = str(path)
+        self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
+        self.remote = is_remote(self.path)
+        if self.remote:
+            self._handle: BinaryIO = _filesystems().create(self.tmp)
+        else:
+            os.makedirs(os.path.dirname(self.tmp) or ".", exist_ok=True)
+            self._handle = open(self.tmp, "wb")
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data: bytes) -> int:
+        self._handle.write(data)
+        self._hash.update(data)
+        self._size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def commit(self) -> None:
+        self._handle.close()
+        if not self.remote:
+            os.replace(self.tmp, self.path)
+            return
+        fs = _filesystems()
+        if fs.exists(self.path):
+            fs.delete([self.path])
+        fs.rename([self.tmp], [self.path])
+
+    def abort(self) -> None:
+        try:
+            self._handle.close()
+        finally:
+            if not self.remote:
+                Path(self.tmp).unlink(missing_ok=True)
+            elif _filesystems().exists(self.tmp):
+                _filesystems().delete([self.tmp])
+
+    def __enter__(self) -> "AtomicWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,51 +1,65 @@
-"""Small file helpers over Beam's FileSystems, so outputs may live on gs:// too.
+"""Small file helpers for run folders, which may live on gs:// too: Beam's FileSystems underneath.
 
-Every output file is written atomically: to a temporary name first, then
-renamed, so a killed job never leaves a half-written file under a final name.
-Writers of local files that must not import Beam (train, eval, the sample
-world) use :mod:`maskmine.transforms.atomic` instead.
+Beam is imported when a helper first needs it, not by importing this module, so code that
+only imports the run-folder modules (shards, tasks) does not load Beam.
+Atomic writes have one home, :mod:`maskmine.transforms.atomic` (local paths
+written there directly, remote ones through Beam); ``atomic_write_bytes`` here
+is its name for run-folder files, and shards stream through its ``AtomicWriter``.
 """
 from __future__ import annotations
 
 import os
 import posixpath
-import uuid
 
-from apache_beam.io.filesystems import FileSystems
+from maskmine.transforms.atomic import atomic_write
+
+__all__ = [
+    "atomic_write_bytes", "basename", "delete", "exists", "glob", "join", "makedirs", "open_read", "read_bytes",
+    "remove_empty_folder", "remove_temporaries", "sha256_of",
+]
+
+
+def _fs():
+    from apache_beam.io.filesystems import FileSystems  # local paths and gs:// alike
+
+    return FileSystems
 
 
 def join(base: str, *parts: str) -> str:
-    return FileSystems.join(str(base), *parts)
+    return _fs().join(str(base), *parts)
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(str(path))
+    return _fs().exists(str(path))
 
 
 def makedirs(path: str) -> None:
-    if not FileSystems.exists(str(path)):
+    if not _fs().exists(str(path)):
         try:
-            FileSystems.mkdirs(str(path))
+            _fs().mkdirs(str(path))
         except OSError:
-            if not FileSystems.exists(str(path)):
+            if not _fs().exists(str(path)):
                 raise
 
 
+def open_read(path: str):
+    """A binary file object reading ``path``."""
+    return _fs().open(str(path))
+
+
 def read_bytes(path: str) -> bytes:
-    with FileSystems.open(str(path)) as handle:
+    with open_read(path) as handle:
         return handle.read()
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and a rename (an :class:`AtomicWriter`)."""
-    with AtomicWriter(path) as writer:
-        writer.write(data)
-        writer.commit()
+    """Write ``data`` to the run-folder file ``path`` atomically (:func:`maskmine.transforms.atomic.atomic_write`)."""
+    atomic_write(path, data)
 
 
 def glob(pattern: str) -> list[str]:
     """Sorted paths matching a glob pattern (no error when nothing matches)."""
-    result = FileSystems.match([str(pattern)])[0]
+    result = _fs().match([str(pattern)])[0]
     return sorted(m.path for m in result.metadata_list)
 
 
@@ -53,74 +67,18 @@ def basename(path: str) -> str:
     return posixpath.basename(str(path).rstrip("/"))
 
 
-class AtomicWriter:
-    """A file written in pieces under a temporary sibling name, renamed to ``path`` by ``commit()``.
-
-    ``tell()`` counts the bytes written and ``sha256`` hashes them, so a
-    streamed tar knows its size and checksum without being read back.
-    ``abort()`` (or leaving a ``with`` block on an exception) deletes the
-    temporary file; a SIGKILL leaves it behind under its ``.tmp-`` name,
-    which ``remove_temporaries`` clears before a rerun.
-    """
-
-    def __init__(self, path: str) -> None:
-        import hashlib
-
-        self.path = str(path)
-        self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
-        self._handle = FileSystems.create(self.tmp)
-        self._hash = hashlib.sha256()
-        self._size = 0
-
-    def write(self, data: bytes) -> int:
-        self._handle.write(data)
-        self._hash.update(data)
-        self._size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._size
-
-    def flush(self) -> None:
-        pass
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-    def commit(self) -> None:
-        self._handle.close()
-        if FileSystems.exists(self.path):
-            FileSystems.delete([self.path])
-        FileSystems.rename([self.tmp], [self.path])
-
-    def abort(self) -> None:
-        try:
-            self._handle.close()
-        finally:
-            if FileSystems.exists(self.tmp):
-                FileSystems.delete([self.tmp])
-
-    def __enter__(self) -> "AtomicWriter":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is not None:
-            self.abort()
-
-
 def remove_temporaries(folder: str) -> int:
     """Delete the ``*.tmp-*`` files a killed writer left directly in ``folder``; returns how many."""
     stale = glob(join(folder, "*.tmp-*"))
     if stale:
-        FileSystems.delete(stale)
+        _fs().delete(stale)
     return len(stale)
 
 
 def delete(paths: list[str]) -> None:
-    paths = [str(p) for p in paths if FileSystems.exists(str(p))]
+    paths = [str(p) for p in paths if _fs().exists(str(p))]
     if paths:
-        FileSystems.delete(paths)
+        _fs().delete(paths)
 
 
 def remove_empty_folder(path: str) -> None:
@@ -138,7 +96,7 @@ def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    with FileSystems.open(str(path)) as handle:
+    with open_read(path) as handle:
         while True:
             block = handle.read(chunk)
             if not block:

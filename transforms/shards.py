@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maskmine.transforms import fileio
+from maskmine.transforms.atomic import AtomicWriter
 from maskmine.transforms.records import ImageResult, PairSample, pair_columns
 from maskmine.transforms.run_folder import MANIFEST_DIR, MANIFEST_GLOB, PARQUET_DIR, manifest_name, parquet_name, tar_name
 
@@ -160,7 +161,7 @@ class ShardWriter:
         self.out_dir = out_dir
         self.shard = shard
         self.tar_name = tar_name(shard)
-        self._file = fileio.AtomicWriter(fileio.join(out_dir, self.tar_name))
+        self._file = AtomicWriter(fileio.join(out_dir, self.tar_name))
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
         self._pairs_meta: list[tuple[PairSample, tuple[int, int]]] = []
         self._last_order: str | None = None

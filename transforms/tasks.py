@@ -15,8 +15,6 @@ import json
 from dataclasses import asdict
 from typing import Iterator, Sequence
 
-from apache_beam.io.filesystems import FileSystems
-
 from maskmine.transforms import fileio
 from maskmine.transforms.records import Caption, ImageRecord, Instance
 from maskmine.transforms.run_folder import TASKS_DIR, task_name
@@ -56,7 +54,7 @@ class ShardTask:
 
     def __init__(self, out_dir: str, shard: int) -> None:
         self.path = task_path(out_dir, shard)
-        self._handle = io.TextIOWrapper(FileSystems.open(self.path), encoding="utf-8")
+        self._handle = io.TextIOWrapper(fileio.open_read(self.path), encoding="utf-8")
         header = json.loads(self._handle.readline())
         if int(header["shard"]) != shard:
             raise ValueError(f"{self.path} is the task of shard {header['shard']}, not {shard}")
