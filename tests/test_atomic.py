@@ -112,3 +112,17 @@ def test_local_writes_and_run_folder_imports_do_not_load_beam(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
     assert (tmp_path / "x.json").read_bytes() == b"1" and (tmp_path / "y.tar").read_bytes() == b"2"
+
+
+def test_a_rerun_sweeps_both_kinds_of_temporaries(tmp_path):
+    """What a SIGKILL leaves: a whole file's hidden .NAME.tmp-<uuid>, a streamed file's NAME.tmp-<uuid>."""
+    from maskmine.transforms import fileio
+    from maskmine.transforms.atomic import AtomicWriter, temporary_sibling
+
+    whole = temporary_sibling(tmp_path / "stats.json")
+    whole.write_bytes(b"half")
+    streamed = AtomicWriter(tmp_path / "pairs-000000.tar")
+    streamed.write(b"half")
+    (tmp_path / "stats.json").write_bytes(b"{}")
+    assert fileio.remove_temporaries(str(tmp_path)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["stats.json"]
