@@ -32,7 +32,7 @@ from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
-from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE, ImageRecord
+from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE, ImageRecord, SkipReason
 from maskmine.transforms.run_folder import (
     MANIFEST_GLOB,
     PROGRESS_DIR,
@@ -57,7 +57,7 @@ from maskmine.transforms.tasks import task_path, write_task
 
 log = logging.getLogger(__name__)
 # --retry-skipped: reasons that depend on the image file, so restoring the file can change the outcome.
-RETRYABLE_REASONS = (SKIP_MISSING_IMAGE, SKIP_CORRUPT_IMAGE)
+RETRYABLE_REASONS: tuple[SkipReason, ...] = (SKIP_MISSING_IMAGE, SKIP_CORRUPT_IMAGE)
 
 
 @dataclass
@@ -77,7 +77,7 @@ class MineConfig:
     max_batch_bytes: int | None = None  # byte budget of a GPU batch (image + masks); None: count only
     limit: int | None = None
     torch_threads: int | None = None  # per worker process; None: cores ÷ worker processes on the machine
-    retry_skipped: tuple[str, ...] = ()  # re-mine images skipped for these reasons (RETRYABLE_REASONS)
+    retry_skipped: tuple[SkipReason, ...] = ()  # re-mine images skipped for these reasons (RETRYABLE_REASONS)
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
 
     def identity(self, num_shards: int) -> dict:

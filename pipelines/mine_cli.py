@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import get_args
 
 from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
-from maskmine.pipelines.mine import MineConfig, run_mining
+from maskmine.pipelines.mine import RETRYABLE_REASONS, MineConfig, run_mining
 from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.masked_crop import CropConfig
-from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
+from maskmine.transforms.devices import PRECISIONS
+from maskmine.transforms.masked_crop import CropConfig, CropFill, CropResize
+from maskmine.transforms.pairing import LABELS, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import BACKENDS, ProposalSpec
 from maskmine.transforms.run_folder import RUN_FILE
 
@@ -48,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--instances", help="COCO instances JSON; needed by --proposals coco-gt and --labels categories")
     io.add_argument("--captions-per-image", type=POSITIVE_INT, default=5, help="use the first N captions per image (OVSeg: 1 or 5; default 5)")
     io.add_argument("--limit", type=POSITIVE_INT, help="mine only the first N images (by image id)")
-    io.add_argument("--labels", choices=(LABELS_NOUNS, LABELS_CATEGORIES), default=LABELS_NOUNS,
+    io.add_argument("--labels", choices=LABELS, default=LABELS_NOUNS,
                     help="nouns: pair caption nouns with proposals (default); categories: pair every "
                     "ground-truth mask with its category name (validation shards, OVSeg's COCO-GT set)")
 
@@ -67,14 +69,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     clip = p.add_argument_group("CLIP matching")
     add_clip_arguments(clip)
     clip.add_argument("--min-score", type=number(float, -1.0, 1.0), help="drop pairs whose cosine score (-1..1) is below this (counted in stats.json)")
-    clip.add_argument("--crop-fill", choices=("mean", "zero"), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
-    clip.add_argument("--crop-resize", choices=("stretch", "pad"), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
+    clip.add_argument("--crop-fill", choices=get_args(CropFill), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
+    clip.add_argument("--crop-resize", choices=get_args(CropResize), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
     clip.add_argument("--crop-expand", type=number(float, 1.0, 10.0), default=1.0, help="scale the mask's box by this ratio (1..10) before cropping (default 1.0)")
     clip.add_argument("--mask-threshold", type=number(float, 0.0, 1.0, hi_open=True), default=0.5, help="binarise soft masks at this value (default 0.5)")
 
     run = p.add_argument_group("execution")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    run.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="proposal model precision on GPU (auto: bf16 where supported)")
+    run.add_argument("--precision", default="auto", choices=PRECISIONS, help="proposal model precision on GPU (auto: bf16 where supported)")
     run.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="images per GPU batch (default 8)")
     run.add_argument("--max-batch-bytes", type=POSITIVE_INT,
                      help="byte budget of a GPU batch (decoded images plus proposal masks); an image over it "
@@ -85,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="torch CPU threads per worker process (default: the machine's cores ÷ its worker "
                      "processes; byte-identical reruns need the same value)")
     run.add_argument("--retry-skipped", type=_reasons, default=(), metavar="REASONS",
-                     help="comma-separated skip reasons (missing-image, corrupt-image): re-mine the images a previous "
+                     help=f"comma-separated skip reasons ({', '.join(RETRYABLE_REASONS)}): re-mine the images a previous "
                      "run in --out skipped for them (after restoring the files) and rewrite only their shards")
     run.add_argument("--max-megapixels", type=POSITIVE_FLOAT, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
                      help="skip images over MP megapixels as too-large, judged from the header before decoding "

@@ -6,11 +6,14 @@ CLI flags work on a laptop (CPU, fp32) and on a GPU worker (CUDA, bf16/fp16 auto
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from maskmine.transforms.errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:

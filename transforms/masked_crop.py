@@ -19,6 +19,10 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+CropFill = Literal["mean", "zero"]  # the background of a masked crop
+CropResize = Literal["stretch", "pad"]  # how the box becomes a square
+
+
 @dataclass(frozen=True)
 class CropConfig:
     """How a region becomes CLIP's input.
@@ -36,8 +40,8 @@ class CropConfig:
     input_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
-    fill: Literal["mean", "zero"] = "mean"
-    resize: Literal["stretch", "pad"] = "stretch"
+    fill: CropFill = "mean"
+    resize: CropResize = "stretch"
     expand_ratio: float = 1.0
     threshold: float = 0.5
 

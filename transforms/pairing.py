@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -21,8 +21,10 @@ from maskmine.transforms.records import (
     PairSample,
 )
 
-LABELS_NOUNS = "nouns"
-LABELS_CATEGORIES = "categories"
+Labels = Literal["nouns", "categories"]  # what a pair's label comes from: caption nouns or COCO categories
+LABELS_NOUNS: Labels = "nouns"
+LABELS_CATEGORIES: Labels = "categories"
+LABELS: tuple[Labels, ...] = get_args(Labels)
 
 
 MAX_SLUG = 64  # longest noun slug kept whole in a key (file names stay far below 255 bytes)

@@ -8,30 +8,31 @@ uint8 RGB, masks ``(H, W)`` or ``(K, H, W)`` bool.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 # Why an image ends without pairs. Every image read ends as "mined" or as
 # skipped with exactly one of these reasons, so the counts in stats.json add up.
-SKIP_MISSING_IMAGE = "missing-image"
-SKIP_CORRUPT_IMAGE = "corrupt-image"
-SKIP_NO_NOUNS = "no-nouns"
-SKIP_NO_PROPOSALS = "no-proposals"
-SKIP_NO_PAIRS = "no-pairs-kept"  # every pair was dropped (e.g. by --min-score)
-SKIP_PERMISSION_DENIED = "permission-denied"  # the file exists but cannot be read
-SKIP_TOO_LARGE = "too-large"  # over --max-megapixels, or a decompression bomb
-SKIP_SIZE_MISMATCH = "size-mismatch"  # decoded size differs from the annotation file's width/height
-SKIP_REASONS = (
-    SKIP_MISSING_IMAGE,
-    SKIP_CORRUPT_IMAGE,
-    SKIP_PERMISSION_DENIED,
-    SKIP_TOO_LARGE,
-    SKIP_SIZE_MISMATCH,
-    SKIP_NO_NOUNS,
-    SKIP_NO_PROPOSALS,
-    SKIP_NO_PAIRS,
-)
+SkipReason = Literal[
+    "missing-image",
+    "corrupt-image",
+    "permission-denied",  # the file exists but cannot be read
+    "too-large",  # over --max-megapixels, or a decompression bomb
+    "size-mismatch",  # decoded size differs from the annotation file's width/height
+    "no-nouns",
+    "no-proposals",
+    "no-pairs-kept",  # every pair was dropped (e.g. by --min-score)
+]
+SKIP_MISSING_IMAGE: SkipReason = "missing-image"
+SKIP_CORRUPT_IMAGE: SkipReason = "corrupt-image"
+SKIP_NO_NOUNS: SkipReason = "no-nouns"
+SKIP_NO_PROPOSALS: SkipReason = "no-proposals"
+SKIP_NO_PAIRS: SkipReason = "no-pairs-kept"
+SKIP_PERMISSION_DENIED: SkipReason = "permission-denied"
+SKIP_TOO_LARGE: SkipReason = "too-large"
+SKIP_SIZE_MISMATCH: SkipReason = "size-mismatch"
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 
 # Why a single pair is dropped while its image may still be mined.
 DROP_BELOW_MIN_SCORE = "below-min-score"
@@ -197,14 +198,14 @@ class MiningItem:
     nouns: list[NounOccurrence] = field(default_factory=list)
     image: np.ndarray | None = None
     proposals: ProposalSet | None = None
-    skip_reason: str | None = None
+    skip_reason: SkipReason | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def skipped(self) -> bool:
         return self.skip_reason is not None
 
-    def skip(self, reason: str) -> "MiningItem":
+    def skip(self, reason: SkipReason) -> "MiningItem":
         self.skip_reason = reason
         self.image = None
         self.proposals = None
