@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from maskmine.pipelines.cli import main as maskmine
+from maskmine.transforms.run_folder import TAR_GLOB
 
 MODELS = ("sample CLIP", "prompt", "full", "full+prompt", "full, then prompt",
           "GT pairs: full", "GT pairs: full, then prompt")
@@ -103,7 +104,7 @@ def crop_accuracy(model_dir: Path | None, val_shards: str) -> dict[str, float]:
 
 
 def shard_pattern(run: Path) -> str:
-    tars = sorted(run.glob("pairs-*.tar"))
+    tars = sorted(run.glob(TAR_GLOB))
     if not tars:
         raise SystemExit(f"{run} holds no shards")
     first, last = tars[0].stem.split("-")[1], tars[-1].stem.split("-")[1]

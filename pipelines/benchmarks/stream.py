@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from maskmine.transforms.run_folder import MANIFEST_GLOB, STATS_FILE, TAR_GLOB
+
 
 @dataclass
 class Run:
@@ -79,7 +81,7 @@ class Watch:
                         pass
             except psutil.Error:
                 pass
-            if self.first_shard is None and (self.out / "manifest").is_dir() and any((self.out / "manifest").glob("pairs-*.json")):
+            if self.first_shard is None and any(self.out.glob(MANIFEST_GLOB)):
                 self.first_shard = time.perf_counter() - self.start
             self._stop.wait(interval)
 
@@ -118,7 +120,7 @@ def run_once(cmd: list[str], out: Path, kill_after: float | None = None) -> tupl
 
 
 def shards_kept(out: Path) -> int:
-    return len(list((out / "manifest").glob("pairs-*.json"))) if (out / "manifest").is_dir() else 0
+    return len(list(out.glob(MANIFEST_GLOB)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"fresh-{n}"
             shutil.rmtree(out, ignore_errors=True)
             wall, watch, _ = run_once(mine_command(sample, out, n, args.images_per_shard, args.torch_threads), out)
-            stats = json.loads((out / "stats.json").read_text())
+            stats = json.loads((out / STATS_FILE).read_text())
             runs[n] = Run(
                 images=stats["images_read"], wall_seconds=round(wall, 2),
                 images_per_second=round(stats["images_read"] / wall, 2), ms_per_image=round(1000 * wall / stats["images_read"], 1),
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = shards_kept(out)
         rerun, _, _ = run_once(cmd, out)
         same = all(
-            (out / t.name).read_bytes() == t.read_bytes() for t in sorted((work / f"fresh-{kill_size}").glob("pairs-*.tar"))
+            (out / t.name).read_bytes() == t.read_bytes() for t in sorted((work / f"fresh-{kill_size}").glob(TAR_GLOB))
         )
         kill = {
             "images": kill_size, "killed_at_seconds": round(kill_at, 1), "returncode": code,

@@ -168,7 +168,6 @@ MAX_NAME = 80  # longest sample key used as it is in a file name
 def bounded_name(key: str) -> str:
     """``key`` as a file name: unchanged up to MAX_NAME safe characters, else a prefix plus a hash of the whole key."""
     import hashlib
-    import re
 
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
     if safe == key and len(key) <= MAX_NAME:
