@@ -47,6 +47,7 @@ from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
 from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
 from maskmine.finetune.model import MODES, MaskPromptCLIP
+from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
 from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
 from maskmine.transforms import run_folder
@@ -64,9 +65,6 @@ LOSSES = ("clip", "clip-plain", "vocab")
 # full+prompt is maskmine's own mode (OVSeg runs the two stages one after the other):
 # its CLIP weights take the full rate and its prompts the prompt rate (``prompt_lr``).
 DEFAULT_LR = {"prompt": 0.05, "full": 5e-6, "full+prompt": 5e-6}
-# AdamW betas/eps of OVSeg's training/params.py get_default_params for ViT models.
-ADAM_BETAS = (0.9, 0.98)
-ADAM_EPS = 1e-6
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
 # Settings that may change between a run and its resume: they do not change the trajectory.
 RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
@@ -188,15 +186,6 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     return None
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup from ~0 to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def count_samples(urls: list[str]) -> int | None:
     """Samples in local shards: from their manifest entries, else from the tar headers
     (distinct keys; no member is read). None when a shard is not a local file."""
@@ -253,43 +242,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
     atomic_write(path, "".join(line + "\n" for line in kept))
-
-
-def _no_decay(name: str, param: torch.nn.Parameter, norm_params: set[int]) -> bool:
-    """OVSeg's (open_clip's) rule: no weight decay on gains, biases, norms and the temperature."""
-    return param.ndim < 2 or id(param) in norm_params or "bias" in name or "logit_scale" in name
-
-
-def optimizer_param_groups(model: MaskPromptCLIP, lr: float, weight_decay: float,
-                           prompt_lr: float | None = None) -> list[dict[str, Any]]:
-    """AdamW parameter groups as OVSeg's training/main.py and main_mask_prompt_tuning.py build them.
-
-    * CLIP weights with >= 2 dimensions that are not in a norm layer: ``weight_decay`` (OVSeg's --wd 0.2);
-    * the rest (1-D gains and biases, LayerNorm/BatchNorm/GroupNorm parameters, ``logit_scale``): no decay;
-    * the mask prompts: no decay (OVSeg's --mask_wd 0.0), at ``prompt_lr`` (default: ``lr``).
-
-    OVSeg finds norms by the substrings "bn"/"ln" in the parameter name; here they are found by
-    module type, which selects the same parameters in open_clip's ViT (``ln_*``) and does not
-    depend on names. Only parameters that require grad are included; empty groups are left out.
-    """
-    norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
-    norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
-    decay, no_decay, prompts = [], [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if model.mask_prompts is not None and param is model.mask_prompts:
-            prompts.append(param)
-        elif _no_decay(name, param, norm_params):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [
-        {"name": "decay", "params": decay, "weight_decay": weight_decay, "lr": lr},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": lr},
-        {"name": "prompts", "params": prompts, "weight_decay": 0.0, "lr": lr if prompt_lr is None else prompt_lr},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 def resolve_init(c: TrainConfig) -> CropConfig | None:
