@@ -22,6 +22,12 @@ def _check(image_emb: Tensor, text_emb: Tensor, labels: Tensor) -> None:
         raise ValueError(f"labels must be (B,) with B={image_emb.shape[0]}, got {tuple(labels.shape)}")
 
 
+LossKind = Literal["clip", "clip-plain", "vocab"]
+"""``maskmine train --loss``: :func:`clip_contrastive_loss` with same-noun negatives masked
+(``clip``) or with every other row a negative (``clip-plain``, OVSeg's ClipLoss), or
+:func:`vocab_cross_entropy` (``vocab``)."""
+LOSSES: tuple[str, ...] = get_args(LossKind)
+
 DuplicateTexts = Literal["mask", "share"]
 """What :func:`clip_contrastive_loss` does with in-batch entries of the same label: ``"mask"``
 drops them from the softmax (``maskmine train``); ``"share"`` makes them positives too

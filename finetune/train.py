@@ -45,8 +45,8 @@ import torch
 
 from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
-from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
-from maskmine.finetune.model import MODES, MaskPromptCLIP
+from maskmine.finetune.losses import LOSSES, LossKind, clip_contrastive_loss, vocab_cross_entropy
+from maskmine.finetune.model import MODES, MaskPromptCLIP, Mode, trains_clip
 from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
 from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
@@ -59,7 +59,6 @@ from maskmine.transforms.masked_crop import CropConfig
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("clip", "clip-plain", "vocab")
 # OVSeg's open_clip_training scripts: coco_proposal_1cap_finetune_VitL.sh / coco_gt_171cls_finetune_VitL.sh
 # (--lr 0.000005) and coco_proposal_1cap_mask_prompt_tuning_VitL.sh (--lr 0.05 --mask_wd 0.0).
 # full+prompt is maskmine's own mode (OVSeg runs the two stages one after the other):
@@ -77,7 +76,7 @@ class TrainConfig:
     out: str
     clip_model: str = "ViT-B-16"
     clip_pretrained: str | None = None  # None: the model's default (see clip_models.resolve_model)
-    mode: str = "prompt"
+    mode: Mode = "prompt"
     prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
     init: str | None = None  # a `full` run/export whose finetuned CLIP is the base (OVSeg's stage 2)
     batch_size: int = 256
@@ -88,7 +87,7 @@ class TrainConfig:
     warmup_steps: int = 100
     steps: int | None = 10000
     epochs: int | None = None
-    loss: str = "clip"
+    loss: LossKind = "clip"
     vocabulary: str | None = None
     val_shards: str | None = None
     val_every: int = 500
@@ -575,7 +574,7 @@ def train(c: TrainConfig) -> TrainResult:
     )
 
 
-def _loss(kind: str, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _loss(kind: LossKind, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tensor, device: torch.device) -> torch.Tensor:
     labels = batch.labels.to(device, non_blocking=True)
     with _autocast(device):
         emb = model.encode_image(batch.pixels.to(device, non_blocking=True), batch.masks.to(device, non_blocking=True))
@@ -590,7 +589,7 @@ def _loss(kind: str, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tens
 
 def _load_weights(model: MaskPromptCLIP, folder: Path, device: torch.device) -> None:
     """Put a checkpoint's trained weights into the freshly built model."""
-    if model.mode in ("full", "full+prompt"):
+    if trains_clip(model.mode):
         state = torch.load(folder / ckpt.MODEL_FILE, map_location=device, weights_only=True)
         model.clip.load_state_dict(state)
     if model.uses_prompts:
