@@ -36,7 +36,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,7 +52,7 @@ from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write, atomic_write_json
-from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
+from maskmine.transforms.clip_models import MINING_TEMPLATES, ClipSpec, LoadedClip, encode_texts
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
@@ -102,6 +102,15 @@ class TrainConfig:
     device: str = "auto"
     stop_after: int | None = None  # end this invocation after this step (a checkpoint is written)
     progress: bool = True
+
+    @property
+    def clip(self) -> ClipSpec:
+        """The CLIP to load (crops: the defaults; training sets the shards' crop settings on it).
+
+        ``clip_model``, ``clip_pretrained`` and ``device`` stay fields of their own: they are
+        keys of ``train.json``'s identity (which a resume compares) and of the export's
+        ``train`` record, and ``TrainConfig(clip_model=..., ...)`` is how callers build it."""
+        return ClipSpec(model=self.clip_model, pretrained=self.clip_pretrained, device=self.device)
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
@@ -443,7 +452,7 @@ class Trainer:
         resume_from = prepare_out_dir(c)
         self.out = Path(c.out)
 
-        clip = load_clip(c.clip_model, c.clip_pretrained, device=self.device, crop=crop)
+        clip = replace(c.clip, crop=crop or CropConfig()).load()
         base_fingerprint = ckpt.weights_fingerprint(clip.model)
         torch.manual_seed(c.seed)  # the prompts' initialisation
         try:

@@ -12,6 +12,7 @@ from maskmine.finetune.data import make_loader
 from maskmine.finetune.optim import lr_factor
 from maskmine.finetune.train import RunState, TrainConfig, Trainer, check_config
 from maskmine.pipelines.mine import run_mining
+from maskmine.transforms.clip_models import ClipSpec
 from mining_helpers import coco_mini_config
 
 
@@ -121,3 +122,15 @@ def test_validate_returns_the_models_real_accuracy(run: Path, tmp_path: Path) ->
     assert json.loads((tmp_path / "out" / "metrics.jsonl").read_text()) == record
     assert trainer.model.training  # validation puts the model back in training mode
     assert _trainer(run, tmp_path / "no-val").validate() is None
+
+
+def test_config_gives_its_clip_spec_and_keeps_the_identity_keys() -> None:
+    c = TrainConfig(shards="s", out="o", clip_model="maskmine-tiny", clip_pretrained="none", device="cpu")
+    assert c.clip == ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu")
+    assert TrainConfig(shards="s", out="o").clip == ClipSpec()  # ViT-B-16, its default weights, device auto
+    # train.json's identity: what a resume compares, so an existing run folder is still resumed
+    assert sorted(c.identity()) == sorted([
+        "shards", "clip_model", "clip_pretrained", "mode", "prompt_depth", "init", "batch_size", "accum_steps",
+        "lr", "prompt_lr", "weight_decay", "warmup_steps", "steps", "epochs", "loss", "vocabulary", "val_shards",
+        "shuffle_buffer", "resample", "seed",
+    ])
