@@ -1,11 +1,13 @@
 """The finetuning loop: mined shards -> CLIP adapted to masked crops (OVSeg recipe).
 
-``train(TrainConfig) -> TrainResult``. One optimizer step = ``accum_steps``
+``train(TrainConfig) -> TrainResult`` builds a :class:`Trainer` (model, optimizer,
+schedule, data stream, validator, run folder) and feeds it the stream's batches,
+validating and saving at their intervals. One optimizer step = ``accum_steps``
 micro-batches of ``batch_size`` crops (the in-batch contrastive negatives are
 those of one micro-batch; each worker's last partial batch is dropped, as OVSeg's
 training loaders do). AdamW over the trainable parameters of ``MaskPromptCLIP``
 (prompts and/or image tower; the text tower is always locked) in OVSeg's parameter
-groups (:func:`optimizer_param_groups`) with OVSeg's per-mode defaults
+groups (``maskmine.finetune.optim``) with OVSeg's per-mode defaults
 (``DEFAULT_LR``, weight decay 0.2, betas (0.9, 0.98), eps 1e-6), linear warmup then
 cosine decay to 0, bf16 autocast on CUDA only. ``init`` starts prompt tuning from a
 `full` run's finetuned CLIP (OVSeg's two stages). The crop settings come from the
