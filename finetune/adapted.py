@@ -27,7 +27,7 @@ from maskmine.finetune.checkpoint import (
     resolve_export,
     weights_fingerprint,
 )
-from maskmine.finetune.model import MaskPromptCLIP
+from maskmine.finetune.model import MaskPromptCLIP, Mode, trains_clip, uses_prompts
 from maskmine.finetune.vocab import read_vocabulary_file
 from maskmine.transforms.clip_models import LoadedClip, load_clip
 
@@ -40,7 +40,7 @@ class AdaptedClip:
     clip: LoadedClip
     model: MaskPromptCLIP
     vocabulary: list[str]
-    mode: str
+    mode: Mode
     config: ExportConfig
     folder: Path
 
@@ -77,7 +77,7 @@ def load_adapted(path: str | Path, device: str = "cpu") -> AdaptedClip:
     folder = resolve_export(path)
     config = read_export_config(folder)
     crop = config.crop_config()
-    if config.mode in ("full", "full+prompt"):
+    if trains_clip(config.mode):
         weights = folder / MODEL_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"{folder} is a {config.mode!r} export without {MODEL_FILE}")
@@ -91,7 +91,7 @@ def load_adapted(path: str | Path, device: str = "cpu") -> AdaptedClip:
                 "the one its prompts were trained on (weights fingerprint differs)"
             )
     clip.crop_config = crop
-    depth = config.prompt_depth if config.mode != "full" else None
+    depth = config.prompt_depth if uses_prompts(config.mode) else None
     model = MaskPromptCLIP(clip.model, mode=config.mode, prompt_depth=depth)
     if model.uses_prompts:
         prompts = folder / PROMPTS_FILE

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from maskmine.finetune.model import MaskPromptCLIP
+from maskmine.finetune.model import MaskPromptCLIP, Mode, trains_clip
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write, temporary_sibling
 from maskmine.transforms.masked_crop import CropConfig
 
@@ -50,7 +50,7 @@ class ExportConfig:
 
     clip_model: str
     clip_pretrained: str  # the base weights the training started from
-    mode: str
+    mode: Mode
     prompt_depth: int
     step: int
     crop: dict[str, Any]
@@ -92,7 +92,7 @@ def write_export(
 ) -> None:
     """Write (or overwrite) an export folder in place; config.json goes last."""
     folder.mkdir(parents=True, exist_ok=True)
-    if model.mode in ("full", "full+prompt"):
+    if trains_clip(model.mode):
         atomic_torch_save(cpu_state_dict(model.clip), folder / MODEL_FILE)
     else:
         (folder / MODEL_FILE).unlink(missing_ok=True)

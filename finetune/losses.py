@@ -1,10 +1,12 @@
-"""Losses for finetuning CLIP on (masked crop, noun) pairs.
+"""Losses for finetuning CLIP on (masked crop, noun) pairs (and pretraining the sample CLIP on (image, caption) pairs).
 
 Both take ``logit_scale`` as the similarity *multiplier* (``exp`` of CLIP's
 learnable log temperature, e.g. ``MaskPromptCLIP.logit_scale``), as a float or
 a 0-d tensor, and embeddings that are already L2-normalised.
 """
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +22,22 @@ def _check(image_emb: Tensor, text_emb: Tensor, labels: Tensor) -> None:
         raise ValueError(f"labels must be (B,) with B={image_emb.shape[0]}, got {tuple(labels.shape)}")
 
 
+LossKind = Literal["clip", "clip-plain", "vocab"]
+"""``maskmine train --loss``: :func:`clip_contrastive_loss` with same-noun negatives masked
+(``clip``) or with every other row a negative (``clip-plain``, OVSeg's ClipLoss), or
+:func:`vocab_cross_entropy` (``vocab``)."""
+LOSSES: tuple[str, ...] = get_args(LossKind)
+
+DuplicateTexts = Literal["mask", "share"]
+"""What :func:`clip_contrastive_loss` does with in-batch entries of the same label: ``"mask"``
+drops them from the softmax (``maskmine train``); ``"share"`` makes them positives too
+(``pretrain-sample-clip``, whose identical captions of different images are such entries)."""
+DUPLICATE_TEXTS: tuple[str, ...] = get_args(DuplicateTexts)
+
+
 def clip_contrastive_loss(
-    image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float, labels: Tensor
+    image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float, labels: Tensor,
+    duplicates: DuplicateTexts = "mask",
 ) -> Tensor:
     """CLIP's symmetric in-batch InfoNCE, with same-noun false negatives masked out.
 
@@ -38,13 +54,26 @@ def clip_contrastive_loss(
     text column i the rows j != i with the same label. The positive (diagonal)
     is always kept, so with all-distinct labels this is exactly CLIP's loss, and
     each row's loss is -log(exp(s_ii) / sum_{j: j==i or labels[j]!=labels[i]} exp(s_ij)).
+
+    ``duplicates="share"`` keeps every entry in the softmax and spreads each
+    row's target evenly over the entries of its label instead (soft targets):
+    row i's loss is -mean_{j: labels[j]==labels[i]} log softmax_j(s_i.), in
+    both directions. This is ``pretrain-sample-clip``'s loss, computed op for
+    op as it always was, so its checkpoint's training is unchanged.
     """
     _check(image_emb, text_emb, labels)
     if text_emb.shape[0] != image_emb.shape[0]:
         raise ValueError(f"text_emb must have one row per crop: {text_emb.shape[0]} != {image_emb.shape[0]}")
+    if duplicates not in DUPLICATE_TEXTS:
+        raise ValueError(f"duplicates must be one of {DUPLICATE_TEXTS}, got {duplicates!r}")
     logits = logit_scale * image_emb @ text_emb.t()
     b = logits.shape[0]
     same = labels[:, None] == labels[None, :]
+    if duplicates == "share":
+        weights = same.to(logits.device).float()
+        target = weights / weights.sum(1, keepdim=True)
+        return 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                      + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
     eye = torch.eye(b, dtype=torch.bool, device=logits.device)
     false_neg = same.to(logits.device) & ~eye  # symmetric, so the same mask serves both directions
     logits = logits.masked_fill(false_neg, float("-inf"))

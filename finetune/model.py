@@ -24,7 +24,7 @@ code and are checked against open_clip 3.3.0's ``VisionTransformer``:
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +32,20 @@ from open_clip.transformer import PatchDropout, VisionTransformer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-MODES = ("prompt", "full", "full+prompt")
+Mode = Literal["prompt", "full", "full+prompt"]
+MODES: tuple[str, ...] = get_args(Mode)
 DEFAULT_PROMPT_DEPTH = 3  # OVSeg's MASK_PROMPT_DEPTH for its released ViT-L/14 model
 PROMPT_KEY = "mask_prompts"
+
+
+def trains_clip(mode: Mode) -> bool:
+    """Whether ``mode`` trains CLIP's image tower (so an export holds ``model.pt``)."""
+    return mode in ("full", "full+prompt")
+
+
+def uses_prompts(mode: Mode) -> bool:
+    """Whether ``mode`` has mask prompts (so an export holds ``prompts.pt``)."""
+    return mode in ("prompt", "full+prompt")
 MAX_LOGIT_SCALE = 100.0  # open_clip clamps exp(logit_scale) at 100 during training
 
 
@@ -80,7 +91,7 @@ class MaskPromptCLIP(nn.Module):
     def __init__(
         self,
         clip: nn.Module,
-        mode: str = "prompt",
+        mode: Mode = "prompt",
         prompt_depth: int | None = None,
         prompt_init_std: float = 0.02,
         train_logit_scale: bool = False,
@@ -90,7 +101,7 @@ class MaskPromptCLIP(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.clip = clip
         self.mode = mode
-        self.uses_prompts = mode != "full"
+        self.uses_prompts = uses_prompts(mode)
         self.train_logit_scale = train_logit_scale
         if self.uses_prompts:
             self._check_vit(clip.visual)
@@ -127,7 +138,7 @@ class MaskPromptCLIP(nn.Module):
             raise ValueError("patch dropout that may drop the class token is not supported")
 
     def _set_trainable(self) -> None:
-        train_visual = self.mode in ("full", "full+prompt")
+        train_visual = trains_clip(self.mode)
         for name, p in self.clip.named_parameters():
             p.requires_grad = train_visual and name.startswith("visual.")
         self.clip.logit_scale.requires_grad = self.train_logit_scale

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from maskmine.finetune.losses import clip_contrastive_loss
+from maskmine.finetune.model import MAX_LOGIT_SCALE
+from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write
 from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
 from maskmine.transforms.errors import UserError
@@ -95,27 +98,18 @@ def build_model(seed: int) -> torch.nn.Module:
 
 
 def _normalise(batch: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
-    return (batch.float() / 255.0 - mean) / std
+    """uint8 images ``(N, 3, H, W)`` -> CLIP-normalised float, as every crop is (``to_clip_tensor``, OpenAI's
+    mean and std); the two permutes cancel, so the result has the input's strides."""
+    return to_clip_tensor(batch.permute(0, 2, 3, 1), CropConfig(mean=OPENAI_MEAN, std=OPENAI_STD))
 
 
-def _lr_at(step: int, config: PretrainConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+def batch_labels(text: torch.Tensor) -> torch.Tensor:
+    """One label per caption row of ``text`` (B, L): equal token rows get the same label.
 
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No decay on gains, biases, embeddings and the temperature (open_clip's recipe)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.ndim < 2 or "embedding" in name or "logit_scale" in name or "token_embedding" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    Captions of different images can be identical ("a red circle"): the loss
+    counts such pairs as positives, not negatives to push apart.
+    """
+    return torch.unique(text, dim=0, return_inverse=True)[1]
 
 
 def used_tokens(tokenizer, texts: list[str]) -> torch.Tensor:
@@ -221,7 +215,8 @@ def pretrain(config: PretrainConfig, progress: bool = True, command: str | None 
     keep = used_tokens(tokenizer, flat + [t.format("") for t in MINING_TEMPLATES])
     load_seconds = time.perf_counter() - started
 
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    groups = optimizer_param_groups(model, config.lr, config.weight_decay, no_decay_names=("embedding",))
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
     losses: list[float] = []
@@ -238,21 +233,15 @@ def pretrain(config: PretrainConfig, progress: bool = True, command: str | None 
         dx, dy = torch.randint(0, 2 * config.jitter + 1, (2,), generator=gen).tolist()
         images = _normalise(train.images[idx, :, dy : dy + size, dx : dx + size])
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, config)
+            group["lr"] = lr_factor(step, config.warmup, config.steps, peak=config.lr)
         img = F.normalize(model.encode_image(images), dim=-1)
         txt = F.normalize(model.encode_text(text), dim=-1)
-        logits = model.logit_scale.exp() * img @ txt.T
-        # Captions of different images can be identical ("a red circle"): such
-        # pairs are positives too, not negatives to push apart.
-        same = (text[:, None, :] == text[None, :, :]).all(-1).float()
-        target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                      + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
+        loss = clip_contrastive_loss(img, txt, model.logit_scale.exp(), batch_labels(text), duplicates="share")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+            model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")

@@ -20,12 +20,13 @@ from maskmine.transforms.run_folder import RUN_FILE
 CROP_FIELDS = ("fill", "resize", "expand_ratio", "threshold")
 
 
-def _local_run_dir(url: str) -> Path | None:
+def local_shard(url: str) -> Path | None:
+    """The local file a shard URL names (a path or ``file://PATH``); None for other URLs and ``pipe:`` commands."""
     if url.startswith("file://"):
         url = url[len("file://"):]
     if "://" in url or url.startswith("pipe:"):
         return None
-    return Path(url).parent
+    return Path(url)
 
 
 def crop_settings(crop: CropConfig | Mapping) -> dict:
@@ -57,10 +58,10 @@ def crop_for_shards(urls: Sequence[str]) -> tuple[CropConfig | None, list[Path]]
     """
     runs: dict[Path, dict | None] = {}
     for url in urls:
-        run_dir = _local_run_dir(url)
-        if run_dir is None:
+        shard = local_shard(url)
+        if shard is None:
             continue
-        run_dir = run_dir.resolve()
+        run_dir = shard.parent.resolve()
         if run_dir not in runs:
             runs[run_dir] = run_crop_settings(run_dir)
     recorded = {d: s for d, s in runs.items() if s is not None}

@@ -1,11 +1,13 @@
 """The finetuning loop: mined shards -> CLIP adapted to masked crops (OVSeg recipe).
 
-``train(TrainConfig) -> TrainResult``. One optimizer step = ``accum_steps``
+``train(TrainConfig) -> TrainResult`` builds a :class:`Trainer` (model, optimizer,
+schedule, data stream, validator, run folder) and feeds it the stream's batches,
+validating and saving at their intervals. One optimizer step = ``accum_steps``
 micro-batches of ``batch_size`` crops (the in-batch contrastive negatives are
 those of one micro-batch; each worker's last partial batch is dropped, as OVSeg's
 training loaders do). AdamW over the trainable parameters of ``MaskPromptCLIP``
 (prompts and/or image tower; the text tower is always locked) in OVSeg's parameter
-groups (:func:`optimizer_param_groups`) with OVSeg's per-mode defaults
+groups (``maskmine.finetune.optim``) with OVSeg's per-mode defaults
 (``DEFAULT_LR``, weight decay 0.2, betas (0.9, 0.98), eps 1e-6), linear warmup then
 cosine decay to 0, bf16 autocast on CUDA only. ``init`` starts prompt tuning from a
 `full` run's finetuned CLIP (OVSeg's two stages). The crop settings come from the
@@ -36,7 +38,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,28 +47,25 @@ import torch
 
 from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
-from maskmine.finetune.losses import clip_contrastive_loss, vocab_cross_entropy
-from maskmine.finetune.model import MODES, MaskPromptCLIP
+from maskmine.finetune.losses import LOSSES, LossKind, clip_contrastive_loss, vocab_cross_entropy
+from maskmine.finetune.model import MODES, MaskPromptCLIP, Mode, trains_clip
+from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
 from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write, atomic_write_json
-from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts, load_clip
+from maskmine.transforms.clip_models import MINING_TEMPLATES, ClipSpec, LoadedClip, encode_texts
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("clip", "clip-plain", "vocab")
 # OVSeg's open_clip_training scripts: coco_proposal_1cap_finetune_VitL.sh / coco_gt_171cls_finetune_VitL.sh
 # (--lr 0.000005) and coco_proposal_1cap_mask_prompt_tuning_VitL.sh (--lr 0.05 --mask_wd 0.0).
 # full+prompt is maskmine's own mode (OVSeg runs the two stages one after the other):
 # its CLIP weights take the full rate and its prompts the prompt rate (``prompt_lr``).
 DEFAULT_LR = {"prompt": 0.05, "full": 5e-6, "full+prompt": 5e-6}
-# AdamW betas/eps of OVSeg's training/params.py get_default_params for ViT models.
-ADAM_BETAS = (0.9, 0.98)
-ADAM_EPS = 1e-6
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
 # Settings that may change between a run and its resume: they do not change the trajectory.
 RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
@@ -79,7 +78,7 @@ class TrainConfig:
     out: str
     clip_model: str = "ViT-B-16"
     clip_pretrained: str | None = None  # None: the model's default (see clip_models.resolve_model)
-    mode: str = "prompt"
+    mode: Mode = "prompt"
     prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
     init: str | None = None  # a `full` run/export whose finetuned CLIP is the base (OVSeg's stage 2)
     batch_size: int = 256
@@ -90,7 +89,7 @@ class TrainConfig:
     warmup_steps: int = 100
     steps: int | None = 10000
     epochs: int | None = None
-    loss: str = "clip"
+    loss: LossKind = "clip"
     vocabulary: str | None = None
     val_shards: str | None = None
     val_every: int = 500
@@ -105,6 +104,15 @@ class TrainConfig:
     device: str = "auto"
     stop_after: int | None = None  # end this invocation after this step (a checkpoint is written)
     progress: bool = True
+
+    @property
+    def clip(self) -> ClipSpec:
+        """The CLIP to load (crops: the defaults; training sets the shards' crop settings on it).
+
+        ``clip_model``, ``clip_pretrained`` and ``device`` stay fields of their own: they are
+        keys of ``train.json``'s identity (which a resume compares) and of the export's
+        ``train`` record, and ``TrainConfig(clip_model=..., ...)`` is how callers build it."""
+        return ClipSpec(model=self.clip_model, pretrained=self.clip_pretrained, device=self.device)
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
@@ -188,15 +196,6 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     return None
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup from ~0 to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def count_samples(urls: list[str]) -> int | None:
     """Samples in local shards: from their manifest entries, else from the tar headers
     (distinct keys; no member is read). None when a shard is not a local file."""
@@ -253,43 +252,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
     atomic_write(path, "".join(line + "\n" for line in kept))
-
-
-def _no_decay(name: str, param: torch.nn.Parameter, norm_params: set[int]) -> bool:
-    """OVSeg's (open_clip's) rule: no weight decay on gains, biases, norms and the temperature."""
-    return param.ndim < 2 or id(param) in norm_params or "bias" in name or "logit_scale" in name
-
-
-def optimizer_param_groups(model: MaskPromptCLIP, lr: float, weight_decay: float,
-                           prompt_lr: float | None = None) -> list[dict[str, Any]]:
-    """AdamW parameter groups as OVSeg's training/main.py and main_mask_prompt_tuning.py build them.
-
-    * CLIP weights with >= 2 dimensions that are not in a norm layer: ``weight_decay`` (OVSeg's --wd 0.2);
-    * the rest (1-D gains and biases, LayerNorm/BatchNorm/GroupNorm parameters, ``logit_scale``): no decay;
-    * the mask prompts: no decay (OVSeg's --mask_wd 0.0), at ``prompt_lr`` (default: ``lr``).
-
-    OVSeg finds norms by the substrings "bn"/"ln" in the parameter name; here they are found by
-    module type, which selects the same parameters in open_clip's ViT (``ln_*``) and does not
-    depend on names. Only parameters that require grad are included; empty groups are left out.
-    """
-    norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
-    norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
-    decay, no_decay, prompts = [], [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if model.mask_prompts is not None and param is model.mask_prompts:
-            prompts.append(param)
-        elif _no_decay(name, param, norm_params):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [
-        {"name": "decay", "params": decay, "weight_decay": weight_decay, "lr": lr},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr": lr},
-        {"name": "prompts", "params": prompts, "weight_decay": 0.0, "lr": lr if prompt_lr is None else prompt_lr},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 def resolve_init(c: TrainConfig) -> CropConfig | None:
@@ -458,172 +420,247 @@ def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Ite
         epoch, skip = epoch + 1, 0
 
 
+@dataclass
+class RunState:
+    """Where a run stands: what ``train_state.pt`` records besides the optimizer, scheduler and RNG states."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch of the last batch consumed
+    position: int = 0  # batches consumed in that epoch (what a resume skips)
+    samples: int = 0  # crops consumed over the whole run
+    skipped: dict[str, int] = field(default_factory=dict)  # over the whole run
+    stream_seed: int = 0  # the data stream's seed (a resumed --resample run draws a fresh one)
+
+
+class Trainer:
+    """One training run: the model, its optimizer and schedule, the data stream, the validator,
+    ``metrics.jsonl`` and the run folder, built from a config :func:`check_config` accepted.
+
+    Building it prepares ``OUT`` (``train.json``; a resume restores the newest checkpoint's
+    weights, optimizer, scheduler, RNG states and data position). Then :meth:`step` takes
+    the batches of :meth:`batches`, and :meth:`validate`, :meth:`save` and :meth:`export`
+    write what their names say at the current step (:func:`train` runs the loop).
+    """
+
+    def __init__(self, c: TrainConfig) -> None:
+        init_crop = resolve_init(c)
+        self.started = time.perf_counter()
+        self.config = c
+        self.device = resolve_device(c.device)
+        urls = expand_shards(c.shards)
+        crop = training_crop(c, urls, init_crop)
+        self.vocabulary = resolve_vocabulary(c.vocabulary, urls)
+        self.total_steps = total_steps(c, urls)
+        resume_from = prepare_out_dir(c)
+        self.out = Path(c.out)
+
+        clip = replace(c.clip, crop=crop or CropConfig()).load()
+        base_fingerprint = ckpt.weights_fingerprint(clip.model)
+        torch.manual_seed(c.seed)  # the prompts' initialisation
+        try:
+            self.model = MaskPromptCLIP(clip.model, mode=c.mode, prompt_depth=c.prompt_depth)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"--mode {c.mode} on {c.clip_model}: {exc}") from exc
+        self.model.to(self.device).train()
+        groups = optimizer_param_groups(self.model, c.lr, c.weight_decay, c.prompt_lr)
+        self.optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+        schedule_steps = self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, c.warmup_steps, schedule_steps)
+        )
+        templates = CLIP_LOSS_TEMPLATE if c.loss == "clip" else MINING_TEMPLATES
+        # text tower locked: embedded once; cloned out of inference mode so autograd may use it
+        self.text_table = encode_texts(clip, self.vocabulary, templates).clone().to(self.device)
+        self.validator = make_validator(c, clip)
+
+        self.state = RunState(stream_seed=c.seed)
+        if resume_from is not None:
+            self._resume(resume_from)
+        self.metrics_path = self.out / run_folder.TRAIN_METRICS_FILE
+        _truncate_metrics(self.metrics_path, self.state.step)
+        self.stream = PairStream(  # partial=False: drop_last, as OVSeg's training loaders
+            urls, self.vocabulary, clip.crop_config, c.batch_size, c.shuffle_buffer, c.resample,
+            self.state.stream_seed, partial=False,
+        )
+        self.export_config = ckpt.ExportConfig(
+            clip_model=c.clip_model,
+            clip_pretrained=clip.pretrained,  # the resolved tag, not the CLI's None default
+            mode=c.mode,
+            prompt_depth=self.model.prompt_depth,
+            step=self.state.step,
+            crop=asdict(clip.crop_config),
+            base_fingerprint=base_fingerprint,
+            train=asdict(c),
+        )
+        self.losses: list[float] = []  # one per optimizer step of this invocation
+        self.validations: list[dict] = []
+        self.progress = _Progress(False, self.total_steps, self.state.step)  # see start()
+        self._micro, self._accum_loss, self._step_samples = 0, 0.0, 0
+        self._tick = time.perf_counter()
+
+    def _resume(self, folder: Path) -> None:
+        """Restore a checkpoint: weights, optimizer, scheduler, run state, then the RNG states."""
+        c = self.config
+        saved = torch.load(folder / ckpt.TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
+        _load_weights(self.model, folder, self.device)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        state = RunState(step=saved["step"], epoch=saved["epoch"], position=saved["position"],
+                         samples=saved["samples"], skipped=dict(saved["skipped"]), stream_seed=saved["stream_seed"])
+        if c.resample:  # a fresh infinite stream (see the module docstring)
+            state.stream_seed, state.epoch, state.position = c.seed + 1_000_003 * state.step, 0, 0
+        self.state = state
+        set_rng_state(saved["rng"])
+        log.info("resuming %s from step %d (epoch %d, batch %d)", self.out, state.step, state.epoch, state.position)
+
+    def batches(self) -> Iterator[tuple[int, int, Batch]]:
+        """(epoch, position after this batch, batch) from the run state's epoch and position on
+        (see :func:`_batches`); close it to shut the DataLoader's workers down."""
+        c, device = self.config, self.device
+        return _batches(lambda: make_loader(self.stream, c.workers, pin_memory=device.type == "cuda"),
+                        self.state.epoch, self.state.position, self.stream)
+
+    def start(self, progress: bool) -> None:
+        """Open the progress bar (when ``progress``) and start the samples/s clock: call it
+        right before the first batch is drawn."""
+        self.progress = _Progress(progress, self.total_steps, self.state.step)
+        self._tick = time.perf_counter()
+
+    def step(self, batch: Batch) -> float | None:
+        """Count the batch's skips and add its gradients; every ``accum_steps``-th non-empty
+        batch also steps the optimizer and the schedule, appends the step's line to
+        ``metrics.jsonl``, advances the progress bar and returns the step's loss (the sum of
+        its micro-batches' losses over ``accum_steps``). None for the other batches: an empty
+        one carries only skip counts."""
+        c, state = self.config, self.state
+        add_skips(state.skipped, batch.skipped)
+        if len(batch) == 0:
+            return None
+        loss = _loss(c.loss, self.model, batch, self.text_table, self.device) / c.accum_steps
+        loss.backward()
+        self._accum_loss += float(loss.detach())
+        self._step_samples += len(batch)
+        self._micro += 1
+        if self._micro < c.accum_steps:
+            return None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lrs = dict(zip((g["name"] for g in self.optimizer.param_groups), self.scheduler.get_last_lr()))
+        lr = lrs.get("decay", lrs.get("no_decay", lrs.get("prompts")))
+        self.scheduler.step()
+        state.step += 1
+        state.samples += self._step_samples
+        now = time.perf_counter()
+        rate = self._step_samples / max(now - self._tick, 1e-9)
+        loss_value = self._accum_loss
+        self.losses.append(loss_value)
+        _append_metrics(self.metrics_path, {
+            "step": state.step, "epoch": state.epoch, "loss": loss_value, "lr": lr,
+            **({"prompt_lr": lrs["prompts"]} if "prompts" in lrs and lr != lrs["prompts"] else {}),
+            "samples": state.samples,
+            "samples_per_s": round(rate, 2), "skipped": dict(state.skipped),
+        })
+        self.progress.update(loss_value, rate)
+        self._micro, self._accum_loss, self._step_samples, self._tick = 0, 0.0, 0, now
+        return loss_value
+
+    def validate(self) -> dict | None:
+        """Validate at the current step and log the record (``metrics.jsonl``); None without ``--val-shards``."""
+        if self.validator is None:
+            return None
+        step = self.state.step
+        record = {"step": step, **self.validator(self.model, self.device)}
+        self.validations.append(record)
+        _append_metrics(self.metrics_path, record)
+        log.info("step %d: val top-1 %.3f top-5 %.3f (%d regions)", step, record["val_top1"],
+                 record["val_top5"], record["val_samples"])
+        return record
+
+    def save(self) -> Path:
+        """Write the checkpoint of the current step (``checkpoints/step-N``) and return its folder."""
+        state = self.state
+        self.export_config.step = state.step
+        return ckpt.write_checkpoint(
+            self.out, self.model, self.export_config, self.vocabulary,
+            {
+                "step": state.step, "epoch": state.epoch, "position": state.position, "samples": state.samples,
+                "skipped": state.skipped, "stream_seed": state.stream_seed, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+            },
+            keep=self.config.keep_checkpoints,
+        )
+
+    def saved(self) -> bool:
+        """Whether the run folder's newest checkpoint is of the current step."""
+        latest = ckpt.latest_checkpoint(self.out)
+        return latest is not None and latest.name == ckpt.STEP_NAME.format(self.state.step)
+
+    def export(self) -> None:
+        """Write the adapted model of the current step into the run folder itself (the final export)."""
+        self.export_config.step = self.state.step
+        ckpt.write_export(self.out, self.model, self.export_config, self.vocabulary)
+
+    def close(self) -> None:
+        self.progress.close()
+
+    def result(self, finished: bool) -> TrainResult:
+        state = self.state
+        return TrainResult(
+            out=self.out, step=state.step, total_steps=self.total_steps, losses=self.losses,
+            skipped=state.skipped, samples=state.samples, validations=self.validations,
+            seconds=time.perf_counter() - self.started, finished=finished, model=self.model.eval(),
+        )
+
+
 def train(c: TrainConfig) -> TrainResult:
     """Run (or resume) a finetuning job; see the module docstring."""
     check_config(c)
-    init_crop = resolve_init(c)
-    started = time.perf_counter()
-    device = resolve_device(c.device)
-    urls = expand_shards(c.shards)
-    crop = training_crop(c, urls, init_crop)
-    vocabulary = resolve_vocabulary(c.vocabulary, urls)
-    steps_total = total_steps(c, urls)
-    resume_from = prepare_out_dir(c)
-    out = Path(c.out)
-
-    clip = load_clip(c.clip_model, c.clip_pretrained, device=device, crop=crop)
-    base_fingerprint = ckpt.weights_fingerprint(clip.model)
-    torch.manual_seed(c.seed)  # the prompts' initialisation
-    try:
-        model = MaskPromptCLIP(clip.model, mode=c.mode, prompt_depth=c.prompt_depth)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"--mode {c.mode} on {c.clip_model}: {exc}") from exc
-    model.to(device).train()
-    groups = optimizer_param_groups(model, c.lr, c.weight_decay, c.prompt_lr)
-    optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, c.warmup_steps, steps_total)
-    )
-    templates = CLIP_LOSS_TEMPLATE if c.loss == "clip" else MINING_TEMPLATES
-    # text tower locked: embedded once; cloned out of inference mode so autograd may use it
-    text_table = encode_texts(clip, vocabulary, templates).clone().to(device)
-    validator = make_validator(c, clip)
-
-    step, epoch, position, samples = 0, 0, 0, 0
-    skipped: dict[str, int] = {}
-    stream_seed = c.seed
-    if resume_from is not None:
-        state = torch.load(resume_from / ckpt.TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
-        _load_weights(model, resume_from, device)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, position = state["step"], state["epoch"], state["position"]
-        samples, skipped, stream_seed = state["samples"], dict(state["skipped"]), state["stream_seed"]
-        if c.resample:  # a fresh infinite stream (see the module docstring)
-            stream_seed, epoch, position = c.seed + 1_000_003 * step, 0, 0
-        set_rng_state(state["rng"])
-        log.info("resuming %s from step %d (epoch %d, batch %d)", out, step, epoch, position)
-    metrics_path = out / run_folder.TRAIN_METRICS_FILE
-    _truncate_metrics(metrics_path, step)
-
-    stream = PairStream(  # partial=False: drop_last, as OVSeg's training loaders
-        urls, vocabulary, clip.crop_config, c.batch_size, c.shuffle_buffer, c.resample, stream_seed,
-        partial=False,
-    )
-
-    def loader_for_epoch():
-        return make_loader(stream, c.workers, pin_memory=device.type == "cuda")
-
-    export_config = ckpt.ExportConfig(
-        clip_model=c.clip_model,
-        clip_pretrained=clip.pretrained,  # the resolved tag, not the CLI's None default
-        mode=c.mode,
-        prompt_depth=model.prompt_depth,
-        step=step,
-        crop=asdict(clip.crop_config),
-        base_fingerprint=base_fingerprint,
-        train=asdict(c),
-    )
-
-    def save(at_step: int) -> None:
-        export_config.step = at_step
-        ckpt.write_checkpoint(
-            out, model, export_config, vocabulary,
-            {
-                "step": at_step, "epoch": epoch, "position": position, "samples": samples,
-                "skipped": skipped, "stream_seed": stream_seed, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(),
-            },
-            keep=c.keep_checkpoints,
-        )
-
-    validations: list[dict] = []
-
-    def validate(at_step: int) -> None:
-        if validator is None:
-            return
-        record = {"step": at_step, **validator(model, device)}
-        validations.append(record)
-        _append_metrics(metrics_path, record)
-        log.info("step %d: val top-1 %.3f top-5 %.3f (%d regions)", at_step, record["val_top1"],
-                 record["val_top5"], record["val_samples"])
-
-    if step == 0:
-        validate(0)
-    losses: list[float] = []
-    bar = _Progress(c.progress, steps_total, step)
+    trainer = Trainer(c)
+    if trainer.state.step == 0:
+        trainer.validate()
+    trainer.start(c.progress)
     # --steps ends the run at that step; --epochs alone ends it when the epochs are done
-    # (steps_total is then only the schedule's length, estimated from the manifests).
+    # (the schedule's length is then only estimated from the manifests).
     stop_at: float = math.inf if c.stop_after is None else c.stop_after
     if c.steps is not None:
         stop_at = min(stop_at, c.steps)
-    finished = c.steps is not None and step >= c.steps
-    micro, accum_loss, step_samples = 0, 0.0, 0
-    tick = time.perf_counter()
+    finished = c.steps is not None and trainer.state.step >= c.steps
     max_epochs = c.epochs if c.steps is None else None
-    data = _batches(loader_for_epoch, epoch, position, stream)
+    data = trainer.batches()
     try:
-        while step < stop_at:
+        while trainer.state.step < stop_at:
             try:
-                batch_epoch, batch_position, batch = next(data)
+                epoch, position, batch = next(data)
             except StopIteration:
                 break
-            if max_epochs is not None and batch_epoch >= max_epochs:
+            if max_epochs is not None and epoch >= max_epochs:
                 finished = True
                 break
-            add_skips(skipped, batch.skipped)
-            epoch, position = batch_epoch, batch_position
-            if len(batch) == 0:
+            trainer.state.epoch, trainer.state.position = epoch, position
+            if trainer.step(batch) is None:
                 continue
-            loss = _loss(c.loss, model, batch, text_table, device) / c.accum_steps
-            loss.backward()
-            accum_loss += float(loss.detach())
-            step_samples += len(batch)
-            micro += 1
-            if micro < c.accum_steps:
-                continue
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            lrs = dict(zip((g["name"] for g in optimizer.param_groups), scheduler.get_last_lr()))
-            lr = lrs.get("decay", lrs.get("no_decay", lrs.get("prompts")))
-            scheduler.step()
-            step += 1
-            samples += step_samples
-            now = time.perf_counter()
-            rate = step_samples / max(now - tick, 1e-9)
-            losses.append(accum_loss)
-            _append_metrics(metrics_path, {
-                "step": step, "epoch": epoch, "loss": accum_loss, "lr": lr,
-                **({"prompt_lr": lrs["prompts"]} if "prompts" in lrs and lr != lrs["prompts"] else {}),
-                "samples": samples,
-                "samples_per_s": round(rate, 2), "skipped": dict(skipped),
-            })
-            bar.update(accum_loss, rate)
-            micro, accum_loss, step_samples, tick = 0, 0.0, 0, now
+            step = trainer.state.step
             if step % c.val_every == 0 or step == c.steps:
-                validate(step)
+                trainer.validate()
             if step % c.save_every == 0 or step == stop_at:
-                save(step)
+                trainer.save()
+        step = trainer.state.step
         finished = finished or (c.steps is not None and step >= c.steps)
         if finished and step % c.val_every != 0 and step != c.steps:
-            validate(step)  # the epochs ran out between validations
-        if finished and (ckpt.latest_checkpoint(out) is None or ckpt.latest_checkpoint(out).name != ckpt.STEP_NAME.format(step)):
-            save(step)
+            trainer.validate()  # the epochs ran out between validations
+        if finished and not trainer.saved():
+            trainer.save()
     finally:
         data.close()  # shuts the DataLoader's workers down
-        bar.close()
+        trainer.close()
     if finished:
-        export_config.step = step
-        ckpt.write_export(out, model, export_config, vocabulary)
-    if any(skipped.values()):
-        log.warning("skipped samples: %s", skipped)
-    return TrainResult(
-        out=out, step=step, total_steps=steps_total, losses=losses, skipped=skipped, samples=samples,
-        validations=validations, seconds=time.perf_counter() - started, finished=finished, model=model.eval(),
-    )
+        trainer.export()
+    if any(trainer.state.skipped.values()):
+        log.warning("skipped samples: %s", trainer.state.skipped)
+    return trainer.result(finished)
 
 
-def _loss(kind: str, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _loss(kind: LossKind, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tensor, device: torch.device) -> torch.Tensor:
     labels = batch.labels.to(device, non_blocking=True)
     with _autocast(device):
         emb = model.encode_image(batch.pixels.to(device, non_blocking=True), batch.masks.to(device, non_blocking=True))
@@ -638,7 +675,7 @@ def _loss(kind: str, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tens
 
 def _load_weights(model: MaskPromptCLIP, folder: Path, device: torch.device) -> None:
     """Put a checkpoint's trained weights into the freshly built model."""
-    if model.mode in ("full", "full+prompt"):
+    if trains_clip(model.mode):
         state = torch.load(folder / ckpt.MODEL_FILE, map_location=device, weights_only=True)
         model.clip.load_state_dict(state)
     if model.uses_prompts:

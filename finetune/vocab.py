@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from maskmine.finetune.runinfo import local_shard
 from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.run_folder import PARQUET_DIR, PARQUET_SUFFIX, VOCABULARY_FILE, sidecar_names
@@ -68,17 +69,9 @@ def _parquet_nouns(paths: Sequence[Path]) -> list[str]:
     return nouns
 
 
-def _local_path(url: str) -> Path | None:
-    if url.startswith("file://"):
-        return Path(url[len("file://"):])
-    if "://" in url or url.startswith("pipe:"):
-        return None
-    return Path(url)
-
-
 def vocabulary_for_shards(shard_urls: Sequence[str]) -> list[str]:
     """The nouns of exactly these mined shards, from their run folder's tables."""
-    paths = [_local_path(u) for u in shard_urls]
+    paths = [local_shard(u) for u in shard_urls]
     if any(p is None for p in paths):
         raise UserError(
             "the shards are not local files, so their run folder's Parquet table cannot be read: "

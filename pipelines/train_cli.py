@@ -5,6 +5,7 @@ import argparse
 import json
 
 from maskmine.finetune.model import MODES
+from maskmine.finetune.losses import LOSSES
 from maskmine.pipelines.cli_options import check_out_dir, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments
 
 HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
@@ -73,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        "(default 3 as OVSeg, capped at the number of vision layers)")
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--loss", choices=("clip", "clip-plain", "vocab"), default="clip",
+    opt.add_argument("--loss", choices=LOSSES, default="clip",
                      help="clip: in-batch contrastive loss against 'a photo of a {noun}.' with same-noun "
                      "negatives masked (default; maskmine's choice); clip-plain: the same without the "
                      "masking (OVSeg's ClipLoss; equal to clip when no noun repeats in a batch); "
