@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from maskmine.finetune.model import MaskPromptCLIP, Mode, trains_clip
-from maskmine.transforms.atomic import atomic_torch_save, atomic_write, temporary_sibling
+from maskmine.transforms.atomic import atomic_torch_save, atomic_write, replacing_folder
 from maskmine.transforms.masked_crop import CropConfig
 
 FORMAT = "maskmine-adapted-clip/1"
@@ -118,13 +117,10 @@ def write_checkpoint(
     root = out_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     name = STEP_NAME.format(config.step)
-    tmp = temporary_sibling(root / name)
-    write_export(tmp, model, config, vocabulary)
-    torch.save(dict(train_state), tmp / TRAIN_STATE_FILE)
     final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with replacing_folder(final) as tmp:
+        write_export(tmp, model, config, vocabulary)
+        torch.save(dict(train_state), tmp / TRAIN_STATE_FILE)
     atomic_write(root / LATEST_FILE, name + "\n")
     if keep > 0:
         steps = sorted(p for p in root.glob("step-*") if p.is_dir())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskmine.transforms.atomic import atomic_torch_save, atomic_write, atomic_write_json, replacing
+from maskmine.transforms.atomic import atomic_torch_save, atomic_write, atomic_write_json, replacing, replacing_folder
 
 
 def test_bytes_text_json_and_torch(tmp_path):
@@ -126,3 +126,19 @@ def test_a_rerun_sweeps_both_kinds_of_temporaries(tmp_path):
     (tmp_path / "stats.json").write_bytes(b"{}")
     assert fileio.remove_temporaries(str(tmp_path)) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["stats.json"]
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "step-3"
+    with replacing_folder(target) as tmp:
+        (tmp / "a.txt").write_text("new")
+    (target / "old.txt").write_text("stale")
+    with replacing_folder(target) as tmp:  # replacing drops what the new folder does not hold
+        (tmp / "a.txt").write_text("newer")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"] and (target / "a.txt").read_text() == "newer"
+    with pytest.raises(RuntimeError):
+        with replacing_folder(target) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (target / "a.txt").read_text() == "newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-3"]  # no temporary folder left

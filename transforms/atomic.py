@@ -45,6 +45,30 @@ def replacing(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def replacing_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it replaces the folder ``path``, on error it is removed.
+
+    A folder cannot be renamed over a non-empty one, so an existing ``path`` is
+    deleted just before the rename: a kill in that instant leaves no ``path``
+    (and the complete temporary folder), never a mix of old and new files.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def is_remote(path: str | Path) -> bool:
     """Whether ``path`` names a remote file (``scheme://...``) rather than a local one."""
     return "://" in str(path)
