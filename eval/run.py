@@ -21,7 +21,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -58,7 +58,7 @@ class EvalConfig:
     dataset: str
     root: str
     out: str
-    proposals: ProposalSpec = field(default_factory=ProposalSpec)
+    proposals: ProposalSpec = field(default_factory=ProposalSpec)  # SAM's grid and filters in proposals.sam
     clip_model: str = "ViT-B-16"
     clip_pretrained: Optional[str] = None  # None: the model's default
     adapted: Optional[str] = None
@@ -71,11 +71,7 @@ class EvalConfig:
     proposal_filters: bool = False  # maskmine's mining filters (top-k, min area, de-dup); OVSeg: none
     limit: Optional[int] = None
     visualise: int = 4
-    device: str = "auto"
-    sam_points_per_side: int = 32
-    sam_pred_iou_thresh: float = 0.88  # SAM's own mask filters (its defaults)
-    sam_stability_thresh: float = 0.95
-    sam_box_nms: float = 0.7
+    device: str = "auto"  # where both models run (the specs' own device fields are not used)
     progress: bool = True
     unknown_labels: str = "error"  # a ground-truth value outside the classes: "error" or "ignore"
 
@@ -92,8 +88,8 @@ class EvalResult:
 def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, Any]:
     """Everything that changes a prediction (not --limit, --visualise, --device)."""
     names = "\n".join(dataset.class_names).encode("utf-8")
-    spec = asdict(config.proposals)
-    for key in ("device", "precision"):
+    spec = config.proposals.identity()
+    for key in ("device", "precision", "sam"):  # SAM's options have their own entry
         spec.pop(key, None)
     if not config.proposal_filters:
         for key in ("top_k", "min_area_fraction", "dedup_iou"):
@@ -103,7 +99,7 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
         "class_names_sha1": hashlib.sha1(names).hexdigest(),
         "num_classes": dataset.num_classes,
         "proposals": spec,
-        "sam": _sam_options(config) if config.proposals.backend == "sam" else None,
+        "sam": asdict(config.proposals.sam) if config.proposals.backend == "sam" else None,
         "clip_model": None if config.adapted else config.clip_model,
         "clip_pretrained": None if config.adapted else config.clip_pretrained,
         "adapted": str(Path(config.adapted).resolve()) if config.adapted else None,
@@ -114,15 +110,6 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
         "mask_threshold": config.mask_threshold,
         "hard_masks": config.hard_masks,
         "proposal_filters": config.proposal_filters,
-    }
-
-
-def _sam_options(config: EvalConfig) -> dict[str, Any]:
-    return {
-        "points_per_side": config.sam_points_per_side,
-        "pred_iou_thresh": config.sam_pred_iou_thresh,
-        "stability_score_thresh": config.sam_stability_thresh,
-        "box_nms_thresh": config.sam_box_nms,
     }
 
 
@@ -176,22 +163,8 @@ class _Predictor:
             from maskmine.eval.proposal_classes import NO_FILTERS
 
             # OVSeg applies no proposal filter in eval; maskmine's mining filters only on request
-            spec = ProposalSpec(**{**asdict(config.proposals), "device": str(device),
-                                   **({} if config.proposal_filters else NO_FILTERS)})
-            if backend == "sam":
-                from maskmine.transforms.proposals.sam import SamProposals
-
-                self.generator = SamProposals(
-                    checkpoint=spec.checkpoint or None,
-                    model_type=spec.sam_model_type,
-                    device=device,
-                    **_sam_options(config),
-                    top_k=spec.top_k,
-                    min_area_fraction=spec.min_area_fraction,
-                    dedup_iou=spec.dedup_iou,
-                )
-            else:
-                self.generator = build_proposal_generator(spec)
+            spec = replace(config.proposals, device=str(device), **({} if config.proposal_filters else NO_FILTERS))
+            self.generator = build_proposal_generator(spec)
         if config.ensemble_lambda is not None:
             from maskmine.eval.proposal_classes import class_columns, model_labels
 

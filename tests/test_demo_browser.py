@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from maskmine.eval.demo import DemoApp, DemoConfig, make_server
+from maskmine.transforms.proposals.factory import ProposalSpec, SamOptions
 from test_audit_browser import CHROMIUM, Chromium, is_blank
 
 pytestmark = [
@@ -24,9 +25,14 @@ pytestmark = [
                        ".ci/run installs it"),
 ]
 
-TINY = dict(clip_model="maskmine-tiny", clip_pretrained="none", proposal_checkpoint="maskmine-tiny",
-            sam_model_type="maskmine-tiny", sam_points_per_side=4, sam_pred_iou_thresh=0.0,
-            sam_stability_thresh=0.0, device="cpu")
+TINY = dict(
+    clip_model="maskmine-tiny",
+    clip_pretrained="none",
+    maskformer=ProposalSpec(backend="maskformer", checkpoint="maskmine-tiny"),
+    sam=ProposalSpec(backend="sam", sam_model_type="maskmine-tiny",
+                     sam=SamOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)),
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="module")

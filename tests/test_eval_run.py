@@ -161,6 +161,11 @@ def test_eval_sam_path_with_granularity(ade_root, tmp_path):
     assert metrics["images"] == 2
     settings = json.loads((out / "settings.json").read_text())
     assert settings["granularity"] == 0.5 and settings["proposals"]["backend"] == "sam"
+    # the keys stored eval folders hold: a change would refuse them as "other settings"
+    assert settings["proposals"] == {"backend": "sam", "checkpoint": "", "sam_model_type": "maskmine-tiny"}
+    assert settings["sam"] == {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+                               "box_nms_thresh": 1.0}
+    assert (settings["clip_model"], settings["clip_pretrained"]) == ("maskmine-tiny", "none")
     pred = load_label(out / PRED_DIR / "ADE_val_00000000.png")
     assert pred.shape == (48, 64)
     assert set(np.unique(pred).tolist()) <= set(range(150)) | {255}
