@@ -42,6 +42,7 @@ from maskmine.eval.proposal_classes import maskformer_eval_proposals
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import resolve_device
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
 
@@ -63,9 +64,8 @@ class DemoInputError(Exception):
 
 @dataclass
 class DemoConfig:
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: Optional[str] = None  # None: the model's default
-    adapted: Optional[str] = None
+    clip: ClipSpec = field(default_factory=ClipSpec)  # pretrained None: the model's default
+    adapted: Optional[str] = None  # a `maskmine train` run: its adapted CLIP instead of ``clip``
     maskformer: ProposalSpec = field(default_factory=lambda: ProposalSpec(backend="maskformer"))
     sam: ProposalSpec = field(default_factory=lambda: ProposalSpec(backend="sam"))  # offered when loadable
     device: str = "auto"  # where every model runs (the specs' own device fields are not used)
@@ -174,9 +174,7 @@ class DemoApp:
     def __init__(self, config: DemoConfig, classifier: Optional[RegionClassifier] = None) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.classifier = classifier or build_classifier(
-            config.clip_model, config.clip_pretrained, config.adapted, self.device
-        )
+        self.classifier = classifier or build_classifier(replace(config.clip, device=str(self.device)), config.adapted)
         self._lock = threading.Lock()  # one segmentation at a time
         self._queue_lock = threading.Lock()
         self._waiting = 0  # requests waiting for ``_lock``

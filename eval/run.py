@@ -35,8 +35,10 @@ from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
 from maskmine.eval.templates import TEMPLATE_SETS
 from maskmine.eval.visualise import comparison_panel
 from maskmine.transforms.atomic import atomic_write
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
+from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
@@ -59,9 +61,8 @@ class EvalConfig:
     root: str
     out: str
     proposals: ProposalSpec = field(default_factory=ProposalSpec)  # SAM's grid and filters in proposals.sam
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: Optional[str] = None  # None: the model's default
-    adapted: Optional[str] = None
+    clip: ClipSpec = field(default_factory=ClipSpec)  # pretrained None: the model's default
+    adapted: Optional[str] = None  # a `maskmine train` run: its adapted CLIP instead of ``clip``
     granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
     ensemble_lambda: Optional[float] = None
     templates: str = "vild"
@@ -94,14 +95,14 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
     if not config.proposal_filters:
         for key in ("top_k", "min_area_fraction", "dedup_iou"):
             spec.pop(key, None)
-    return {
+    identity = {
         "dataset": dataset.name,
         "class_names_sha1": hashlib.sha1(names).hexdigest(),
         "num_classes": dataset.num_classes,
         "proposals": spec,
         "sam": asdict(config.proposals.sam) if config.proposals.backend == "sam" else None,
-        "clip_model": None if config.adapted else config.clip_model,
-        "clip_pretrained": None if config.adapted else config.clip_pretrained,
+        "clip_model": None if config.adapted else config.clip.model,
+        "clip_pretrained": None if config.adapted else config.clip.pretrained,
         "adapted": str(Path(config.adapted).resolve()) if config.adapted else None,
         "granularity": config.granularity,
         "ensemble_lambda": config.ensemble_lambda,
@@ -111,6 +112,9 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
         "hard_masks": config.hard_masks,
         "proposal_filters": config.proposal_filters,
     }
+    if not config.adapted and config.clip.crop != CropConfig():  # not settable from the command line
+        identity["clip_crop"] = asdict(config.clip.crop)
+    return identity
 
 
 def encode_prediction(labels: np.ndarray) -> bytes:
@@ -156,7 +160,7 @@ class _Predictor:
                 f"--proposals maskformer has a class head (got {backend})"
             )
         self.classifier: RegionClassifier = build_classifier(
-            config.clip_model, config.clip_pretrained, config.adapted, device, TEMPLATE_SETS[config.templates]
+            replace(config.clip, device=str(device)), config.adapted, TEMPLATE_SETS[config.templates]
         )
         self.generator = None
         if backend != "coco-gt":

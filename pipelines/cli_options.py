@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from maskmine.transforms.clip_models import ClipSpec
     from maskmine.transforms.proposals.factory import SamOptions
 
 
@@ -17,6 +18,13 @@ def add_clip_arguments(group: argparse._ActionsContainer) -> None:
                        help="open_clip pretrained tag, checkpoint file, or 'none' for random weights "
                             "(default: openai where open_clip has it, the committed checkpoint for "
                             "--clip-model sample, random otherwise)")
+
+
+def clip_spec(args: argparse.Namespace) -> "ClipSpec":
+    """The ClipSpec of ``--clip-model``, ``--clip-pretrained`` and ``--device``."""
+    from maskmine.transforms.clip_models import ClipSpec
+
+    return ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, device=args.device)
 
 
 def add_sam_filter_arguments(group: argparse._ActionsContainer) -> None:

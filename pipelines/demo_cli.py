@@ -10,6 +10,7 @@ from maskmine.pipelines.cli_options import (
     POSITIVE_INT,
     add_clip_arguments,
     add_sam_filter_arguments,
+    clip_spec,
     number,
     sam_options,
 )
@@ -78,8 +79,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if not 0 <= args.granularity <= 1:
         raise UserError(f"--granularity must be between 0 and 1, got {args.granularity}")
     config = DemoConfig(
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
+        clip=clip_spec(args),
         adapted=args.adapted,
         maskformer=ProposalSpec(backend="maskformer", checkpoint=args.proposal_checkpoint, device=args.device),
         sam=ProposalSpec(backend="sam", checkpoint=args.sam_checkpoint, device=args.device,

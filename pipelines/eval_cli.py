@@ -10,6 +10,7 @@ from maskmine.pipelines.cli_options import (
     add_clip_arguments,
     add_sam_filter_arguments,
     check_out_dir,
+    clip_spec,
     sam_options,
     number,
 )
@@ -151,8 +152,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             sam_model_type=args.sam_model_type,
             sam=sam_options(args, box_nms_thresh=args.sam_box_nms),
         ),
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
+        clip=clip_spec(args),
         adapted=args.adapted,
         granularity=granularity,
         ensemble_lambda=args.ensemble_lambda,

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from maskmine.eval.demo import DemoApp, DemoConfig, make_server
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.proposals.factory import ProposalSpec, SamOptions
 from test_audit_browser import CHROMIUM, Chromium, is_blank
 
@@ -26,8 +27,7 @@ pytestmark = [
 ]
 
 TINY = dict(
-    clip_model="maskmine-tiny",
-    clip_pretrained="none",
+    clip=ClipSpec(model="maskmine-tiny", pretrained="none"),
     maskformer=ProposalSpec(backend="maskformer", checkpoint="maskmine-tiny"),
     sam=ProposalSpec(backend="sam", sam_model_type="maskmine-tiny",
                      sam=SamOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)),

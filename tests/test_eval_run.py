@@ -24,7 +24,7 @@ from maskmine.transforms.run_folder import EVAL_PRED_DIR as PRED_DIR
 from maskmine.eval.semantic import semantic_inference
 from maskmine.eval.visualise import colour_table, colourise, comparison_panel
 from maskmine.pipelines.cli import main
-from maskmine.transforms.clip_models import load_clip
+from maskmine.transforms.clip_models import ClipSpec, load_clip
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
 from maskmine.transforms.records import ProposalSet
@@ -63,7 +63,7 @@ def ade_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier():
-    return build_classifier("maskmine-tiny", "none", device="cpu")
+    return build_classifier(ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -234,7 +234,7 @@ def test_eval_with_adapted_clip(ade_root, tmp_path, classifier):
     write_export(export, model.eval(), ExportConfig(
         clip_model="maskmine-tiny", clip_pretrained="none", mode="prompt", prompt_depth=model.prompt_depth,
         step=1, crop=asdict(base.crop_config), base_fingerprint=fingerprint), ["wall", "floor"])
-    adapted = build_classifier("ignored", "ignored", adapted=str(export), device="cpu")
+    adapted = build_classifier(ClipSpec(model="ignored", pretrained="ignored", device="cpu"), adapted=str(export))
     assert isinstance(adapted.encoder, AdaptedClip)
     dataset = get_dataset("ade20k-150", ade_root)
     gt = load_label(dataset.items[0][1])
@@ -305,3 +305,20 @@ def test_help_explains_every_flag(capsys):
                  "--limit", "--device", "--visualise"):
         assert flag in text
     assert "recall" in text and "precision" in text
+
+
+def test_settings_identity_takes_clip_from_the_clip_spec(ade_root, tmp_path):
+    """The CLIP of EvalConfig.clip under the keys eval folders hold; its crop geometry (not a
+    command-line setting) is recorded only where it is not the default."""
+    from maskmine.eval.run import EvalConfig, settings_identity
+    from maskmine.transforms.masked_crop import CropConfig
+
+    dataset = get_dataset("ade20k-150", str(ade_root))
+    config = EvalConfig(dataset="ade20k-150", root=str(ade_root), out=str(tmp_path),
+                        clip=ClipSpec(model="ViT-B-32", pretrained="laion2b_s34b_b79k"))
+    identity = settings_identity(config, dataset)
+    assert (identity["clip_model"], identity["clip_pretrained"]) == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert "clip_crop" not in identity
+    wider = EvalConfig(dataset="ade20k-150", root=str(ade_root), out=str(tmp_path),
+                       clip=ClipSpec(model="ViT-B-32", crop=CropConfig(expand_ratio=0.5)))
+    assert settings_identity(wider, dataset)["clip_crop"]["expand_ratio"] == 0.5
