@@ -145,7 +145,13 @@ def _check_settings(out: Path, identity: dict[str, Any]) -> None:
 
 
 class _Predictor:
-    """Builds the models once, then segments one image at a time."""
+    """Builds the models once, then segments one image at a time.
+
+    Both model stages load from their spec as mining's do (``build_classifier`` from
+    ``config.clip``, ``build_proposal_generator`` from ``config.proposals``); the batch
+    is one image, as OVSeg's eval runs (a batch pads images to one size, which changes
+    MaskFormer's output).
+    """
 
     def __init__(self, config: EvalConfig, dataset: SemSegDataset) -> None:
         self.config = config
