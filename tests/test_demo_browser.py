@@ -16,23 +16,14 @@ import pytest
 from PIL import Image
 
 from maskmine.eval.demo import DemoApp, DemoConfig, make_server
-from maskmine.transforms.clip_models import ClipSpec
-from maskmine.transforms.proposals.factory import ProposalSpec, SamOptions
 from test_audit_browser import CHROMIUM, Chromium, is_blank
+from test_demo import TINY
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian: apt-get install chromium); "
                        ".ci/run installs it"),
 ]
-
-TINY = dict(
-    clip=ClipSpec(model="maskmine-tiny", pretrained="none"),
-    maskformer=ProposalSpec(backend="maskformer", checkpoint="maskmine-tiny"),
-    sam=ProposalSpec(backend="sam", sam_model_type="maskmine-tiny",
-                     sam=SamOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)),
-    device="cpu",
-)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -89,21 +89,12 @@ def select_proposals(
     return order[kept].astype(np.int64)
 
 
-def filter_proposals(
-    masks: np.ndarray,
-    scores: np.ndarray,
-    *,
-    top_k: int = 100,
-    min_area_fraction: float = 0.0005,
-    dedup_iou: float = 0.9,
-    min_score: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The rows :func:`select_proposals` keeps: ``(masks, scores)`` (bool, float32), best first."""
+def filter_proposals(masks: np.ndarray, scores: np.ndarray, **settings: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The rows :func:`select_proposals` keeps (``settings`` are its keyword arguments):
+    ``(masks, scores)`` as bool and float32 copies, best first."""
     masks = np.asarray(masks, dtype=bool)
     scores = np.asarray(scores, dtype=np.float32)
-    rows = select_proposals(
-        masks, scores, top_k=top_k, min_area_fraction=min_area_fraction, dedup_iou=dedup_iou, min_score=min_score
-    )
+    rows = select_proposals(masks, scores, **settings)
     return masks[rows], scores[rows]
 
 
@@ -118,11 +109,4 @@ class ProposalFilter:
 
     def select(self, masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """The kept rows, best first (:func:`select_proposals`)."""
-        return select_proposals(
-            masks,
-            scores,
-            top_k=self.top_k,
-            min_area_fraction=self.min_area_fraction,
-            dedup_iou=self.dedup_iou,
-            min_score=self.min_score,
-        )
+        return select_proposals(masks, scores, **asdict(self))

@@ -14,7 +14,6 @@ from maskmine.transforms.proposals.base import ProposalGenerator
 
 Backend = Literal["coco-gt", "maskformer", "sam", "coco-gt+distractors"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
-DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class ProposalSpec:
     """
 
     backend: Backend = "maskformer"
-    checkpoint: str = ""  # hub id or local folder (maskformer), .pth file (sam)
+    checkpoint: str = ""  # hub id or local folder (maskformer; "": maskformer.DEFAULT_CHECKPOINT), .pth file (sam)
     device: str = "auto"
     precision: str = "auto"
     top_k: int = 100
@@ -78,7 +77,7 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
         from maskmine.transforms.proposals.maskformer import MaskFormerProposals
 
         return MaskFormerProposals(
-            checkpoint=spec.checkpoint or DEFAULT_MASKFORMER_CHECKPOINT,
+            checkpoint=spec.checkpoint or None,
             device=spec.device,
             precision=spec.precision,
             **filters,
