@@ -26,7 +26,8 @@ from maskmine.eval.visualise import colour_table, colourise, comparison_panel
 from maskmine.pipelines.cli import main
 from maskmine.transforms.clip_models import ClipSpec, load_clip
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.proposals.maskformer import TINY_CHECKPOINT
 from maskmine.transforms.records import ProposalSet
 
 ADE = "ADEChallengeData2016"
@@ -205,8 +206,9 @@ def test_granularity_one_uses_each_class_best_mask_only(classifier):
 
 def test_ensemble_with_maskformer_class_scores(classifier):
     """λ = 0 is the proposal classifier alone, λ = 1 CLIP alone; names must be in the label set."""
-    model, processor = build_tiny_mask2former()
-    generator = MaskFormerProposals(model=model, processor=processor, device="cpu", min_area_fraction=0.0)
+    generator = build_proposal_generator(
+        ProposalSpec(backend="maskformer", checkpoint=TINY_CHECKPOINT, device="cpu", min_area_fraction=0.0)
+    )
     image = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     names = ["LABEL_3", "label_0", "LABEL_1"]
     proposals, probs = maskformer_eval_proposals(generator, image, names)

@@ -20,7 +20,8 @@ import pytest
 from maskmine.eval.inference import build_classifier, segment
 from maskmine.transforms.clip_models import ClipSpec
 from maskmine.eval.proposal_classes import maskformer_eval_proposals, restricted_class_probs
-from maskmine.transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.proposals.maskformer import TINY_CHECKPOINT
 from maskmine.transforms.records import ProposalSet
 
 
@@ -109,8 +110,8 @@ def test_hard_masks_keep_the_earlier_behaviour(classifier) -> None:
 
 
 def test_maskformer_eval_proposals_keep_every_soft_query_and_restricted_softmax() -> None:
-    model, processor = build_tiny_mask2former()
-    generator = MaskFormerProposals(model=model, processor=processor, device="cpu")
+    generator = build_proposal_generator(ProposalSpec(backend="maskformer", checkpoint=TINY_CHECKPOINT, device="cpu"))
+    model, processor = generator.model, generator.processor
     image = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     names = ["LABEL_3", "label_0", "LABEL_1"]
     proposals, probs = maskformer_eval_proposals(generator, image, names)
