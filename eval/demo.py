@@ -29,7 +29,7 @@ import io
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
@@ -42,7 +42,8 @@ from maskmine.eval.proposal_classes import maskformer_eval_proposals
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import resolve_device
-from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, ProposalSpec, build_proposal_generator
+from maskmine.transforms.clip_models import ClipSpec
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,11 @@ class DemoInputError(Exception):
 
 @dataclass
 class DemoConfig:
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: Optional[str] = None  # None: the model's default
-    adapted: Optional[str] = None
-    proposal_checkpoint: str = DEFAULT_MASKFORMER_CHECKPOINT  # MaskFormer/Mask2Former
-    sam_checkpoint: str = ""
-    sam_model_type: str = "vit_h"
-    sam_points_per_side: int = 32
-    sam_pred_iou_thresh: float = 0.88
-    sam_stability_thresh: float = 0.95
-    device: str = "auto"
+    clip: ClipSpec = field(default_factory=ClipSpec)  # pretrained None: the model's default
+    adapted: Optional[str] = None  # a `maskmine train` run: its adapted CLIP instead of ``clip``
+    maskformer: ProposalSpec = field(default_factory=lambda: ProposalSpec(backend="maskformer"))
+    sam: ProposalSpec = field(default_factory=lambda: ProposalSpec(backend="sam"))  # offered when loadable
+    device: str = "auto"  # where every model runs (the specs' own device fields are not used)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 12_000_000
     max_classes: int = 100
@@ -178,32 +174,19 @@ class DemoApp:
     def __init__(self, config: DemoConfig, classifier: Optional[RegionClassifier] = None) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.classifier = classifier or build_classifier(
-            config.clip_model, config.clip_pretrained, config.adapted, self.device
-        )
+        self.classifier = classifier or build_classifier(replace(config.clip, device=str(self.device)), config.adapted)
         self._lock = threading.Lock()  # one segmentation at a time
         self._queue_lock = threading.Lock()
         self._waiting = 0  # requests waiting for ``_lock``
         self._generators: dict[str, Any] = {}
         self.backends: dict[str, str] = {"maskformer": "MaskFormer"}
         self.unavailable: dict[str, str] = {}
-        self._generators["maskformer"] = build_proposal_generator(
-            ProposalSpec(backend="maskformer", checkpoint=config.proposal_checkpoint, device=str(self.device))
-        )
+        self._generators["maskformer"] = build_proposal_generator(replace(config.maskformer, device=str(self.device)))
         reason = self._sam_unavailable()
         if reason:
             self.unavailable["sam"] = reason
         else:
-            from maskmine.transforms.proposals.sam import SamProposals
-
-            self._generators["sam"] = SamProposals(
-                checkpoint=config.sam_checkpoint or None,
-                model_type=config.sam_model_type,
-                device=self.device,
-                points_per_side=config.sam_points_per_side,
-                pred_iou_thresh=config.sam_pred_iou_thresh,
-                stability_score_thresh=config.sam_stability_thresh,
-            )
+            self._generators["sam"] = build_proposal_generator(replace(config.sam, device=str(self.device)))
             self.backends["sam"] = "SAM"
 
     def _sam_unavailable(self) -> str:
@@ -211,7 +194,7 @@ class DemoApp:
 
         if importlib.util.find_spec("segment_anything") is None:
             return "SAM needs the segment-anything package (pip install 'maskmine[sam]')"
-        if not self.config.sam_checkpoint and self.config.sam_model_type != "maskmine-tiny":
+        if not self.config.sam.checkpoint and self.config.sam.sam_model_type != "maskmine-tiny":
             return "SAM needs --sam-checkpoint (a SAM .pth file)"
         return ""
 

@@ -25,7 +25,8 @@ import torch
 from maskmine.eval.fusion import granularity_fusion
 from maskmine.eval.semantic import argmax_labels, ensemble_probs, semantic_map
 from maskmine.eval.templates import VILD_TEMPLATES
-from maskmine.transforms.clip_models import LoadedClip, encode_crops, encode_texts, load_clip
+from maskmine.transforms.clip_models import ClipSpec, LoadedClip, encode_crops, encode_texts
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
 from maskmine.transforms.records import ProposalSet
@@ -199,17 +200,15 @@ def segment(
 
 
 def build_classifier(
-    clip_model: str,
-    clip_pretrained: Optional[str],
+    clip: ClipSpec,
     adapted: Optional[str] = None,
-    device: str | torch.device = "cpu",
     templates: Sequence[str] = VILD_TEMPLATES,
     temperature: Optional[float] = None,
 ) -> RegionClassifier:
-    """Plain CLIP from ``clip_model``/``clip_pretrained``, or the adapted CLIP of a finetune run.
+    """Plain CLIP as ``clip`` says, or the adapted CLIP of a finetune run, on ``clip.device``.
 
-    With ``adapted`` (a ``maskmine train`` export or run folder) the model names are
-    taken from that run and the CLIP flags are ignored.
+    With ``adapted`` (a ``maskmine train`` export or run folder) the model names and crop
+    settings are taken from that run and ``clip``'s model, pretrained and crop are ignored.
     """
     if adapted:
         try:
@@ -218,9 +217,9 @@ def build_classifier(
             raise UserError(
                 "--adapted needs finetune/adapted.py (the adapted-CLIP loader), which is not installed"
             ) from exc
-        model = load_adapted(adapted, device=str(device))
+        model = load_adapted(adapted, device=str(resolve_device(clip.device)))
         return RegionClassifier(encoder=model, clip=model.clip, templates=tuple(templates),
                                 temperature=temperature)
-    loaded = load_clip(clip_model, clip_pretrained, device=device)
+    loaded = clip.load()
     return RegionClassifier(encoder=PlainClipEncoder(loaded), clip=loaded, templates=tuple(templates),
                             temperature=temperature)

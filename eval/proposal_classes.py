@@ -1,9 +1,10 @@
 """MaskFormer proposals as OVSeg's eval uses them: soft masks and class scores.
 
-:func:`maskformer_eval_proposals` runs the same forward pass as
-:class:`maskmine.transforms.proposals.maskformer.MaskFormerProposals` (reusing its
-helpers) but keeps every query's soft sigmoid mask, with no mining filter by
-default, for OVSeg's soft-mask semantic inference.
+:func:`maskformer_eval_proposals` takes every query's soft sigmoid mask and class
+logits from one forward pass of
+:class:`maskmine.transforms.proposals.maskformer.MaskFormerProposals`
+(:meth:`~maskmine.transforms.proposals.maskformer.MaskFormerProposals.predict_queries`),
+with no mining filter by default, for OVSeg's soft-mask semantic inference.
 
 Only MaskFormer/Mask2Former has a class head, for OVSeg's geometric ensemble with
 CLIP. Its columns are the checkpoint's label set (``config.id2label``), so the
@@ -22,13 +23,7 @@ import torch
 
 from maskmine.eval.semantic import proposal_class_probs
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.base import filter_proposals
-from maskmine.transforms.proposals.maskformer import (
-    MaskFormerProposals,
-    masks_to_image,
-    objectness_from_class_logits,
-    valid_region,
-)
+from maskmine.transforms.proposals.maskformer import MaskFormerProposals
 from maskmine.transforms.records import ProposalSet
 
 
@@ -66,25 +61,6 @@ def model_labels(generator: MaskFormerProposals) -> list[str]:
     return [str(id2label[k]) for k in sorted(id2label, key=int)]
 
 
-def _trace_indices(
-    all_masks: np.ndarray, all_scores: np.ndarray, kept_masks: np.ndarray, kept_scores: np.ndarray
-) -> list[int]:
-    """Which input row each kept (mask, score) came from (filter_proposals copies rows)."""
-    used: set[int] = set()
-    out: list[int] = []
-    for mask, score in zip(kept_masks, kept_scores):
-        candidates = np.flatnonzero(all_scores == score)
-        hit = next(
-            (int(i) for i in candidates if int(i) not in used and np.array_equal(all_masks[i], mask)),
-            None,
-        )
-        if hit is None:
-            raise RuntimeError("a kept proposal does not match any query (filter changed masks)")
-        used.add(hit)
-        out.append(hit)
-    return out
-
-
 # "no filter" settings for the generators' own filters (maskmine's mining filters are off in eval)
 NO_FILTERS = {"top_k": 10**9, "min_area_fraction": 0.0, "dedup_iou": 1.01}
 
@@ -118,46 +94,17 @@ def maskformer_eval_proposals(
     the (Q, C) class probabilities of :func:`restricted_class_probs` (else None).
 
     ``filters=False`` (OVSeg): all queries, no filter. ``filters=True`` (maskmine's mining filters):
-    the generator's ``min_objectness``, minimum area, IoU de-duplication and top-k, applied to
+    the generator's ``filter`` (minimum objectness and area, IoU de-duplication, top-k), applied to
     the binarised masks; the soft masks of the kept queries are returned.
     """
     columns = class_columns(model_labels(generator), class_names) if class_names is not None else None
-    arr = np.array(image, dtype=np.uint8, copy=True)
-    inputs = generator.processor(images=[arr], return_tensors="pt", input_data_format="channels_last")
-    pixel_values = inputs["pixel_values"].to(generator.device)
-    pixel_mask = inputs.get("pixel_mask")
-    pixel_mask = pixel_mask.to(generator.device) if pixel_mask is not None else None
-    padded_hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
-    with torch.inference_mode(), generator._autocast():
-        outputs = generator.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
-        logits = outputs.class_queries_logits[0].float()
-        objectness = objectness_from_class_logits(logits)
-        soft = masks_to_image(
-            outputs.masks_queries_logits[0],
-            padded_hw,
-            valid_region(pixel_mask[0] if pixel_mask is not None else None, padded_hw),
-            (int(image.shape[0]), int(image.shape[1])),
-            threshold=None,
-        ).cpu().numpy()
-    scores = objectness.float().cpu().numpy().astype(np.float32)
+    queries = generator.predict_queries([image])[0]
+    soft, scores = queries.soft_masks, queries.objectness
     binary = soft > mask_threshold
-    rows = list(range(soft.shape[0]))
-    if filters:
-        keep = np.flatnonzero(scores >= generator.min_objectness)
-        kept_masks, kept_scores = filter_proposals(
-            binary[keep],
-            scores[keep],
-            top_k=generator.top_k,
-            min_area_fraction=generator.min_area_fraction,
-            dedup_iou=generator.dedup_iou,
-            min_score=generator.min_objectness,
-        )
-        rows = [int(keep[i]) for i in _trace_indices(binary[keep], scores[keep], kept_masks, kept_scores)]
+    rows = generator.filter.select(binary, scores) if filters else np.arange(soft.shape[0])
     class_probs = None
     if columns is not None:
-        probs = restricted_class_probs(logits.cpu(), columns)
-        class_probs = probs[rows] if rows else np.zeros((0, len(columns)), np.float32)
-        class_probs = class_probs.astype(np.float32)
+        class_probs = restricted_class_probs(queries.class_logits, columns)[rows].astype(np.float32)
     proposals = ProposalSet(
         masks=binary[rows],
         scores=scores[rows],

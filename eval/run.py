@@ -21,7 +21,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -35,8 +35,10 @@ from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
 from maskmine.eval.templates import TEMPLATE_SETS
 from maskmine.eval.visualise import comparison_panel
 from maskmine.transforms.atomic import atomic_write
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
+from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
@@ -58,10 +60,9 @@ class EvalConfig:
     dataset: str
     root: str
     out: str
-    proposals: ProposalSpec = field(default_factory=ProposalSpec)
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: Optional[str] = None  # None: the model's default
-    adapted: Optional[str] = None
+    proposals: ProposalSpec = field(default_factory=ProposalSpec)  # SAM's grid and filters in proposals.sam
+    clip: ClipSpec = field(default_factory=ClipSpec)  # pretrained None: the model's default
+    adapted: Optional[str] = None  # a `maskmine train` run: its adapted CLIP instead of ``clip``
     granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
     ensemble_lambda: Optional[float] = None
     templates: str = "vild"
@@ -71,11 +72,7 @@ class EvalConfig:
     proposal_filters: bool = False  # maskmine's mining filters (top-k, min area, de-dup); OVSeg: none
     limit: Optional[int] = None
     visualise: int = 4
-    device: str = "auto"
-    sam_points_per_side: int = 32
-    sam_pred_iou_thresh: float = 0.88  # SAM's own mask filters (its defaults)
-    sam_stability_thresh: float = 0.95
-    sam_box_nms: float = 0.7
+    device: str = "auto"  # where both models run (the specs' own device fields are not used)
     progress: bool = True
     unknown_labels: str = "error"  # a ground-truth value outside the classes: "error" or "ignore"
 
@@ -92,20 +89,20 @@ class EvalResult:
 def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, Any]:
     """Everything that changes a prediction (not --limit, --visualise, --device)."""
     names = "\n".join(dataset.class_names).encode("utf-8")
-    spec = asdict(config.proposals)
-    for key in ("device", "precision"):
+    spec = config.proposals.identity()
+    for key in ("device", "precision", "sam"):  # SAM's options have their own entry
         spec.pop(key, None)
     if not config.proposal_filters:
         for key in ("top_k", "min_area_fraction", "dedup_iou"):
             spec.pop(key, None)
-    return {
+    identity = {
         "dataset": dataset.name,
         "class_names_sha1": hashlib.sha1(names).hexdigest(),
         "num_classes": dataset.num_classes,
         "proposals": spec,
-        "sam": _sam_options(config) if config.proposals.backend == "sam" else None,
-        "clip_model": None if config.adapted else config.clip_model,
-        "clip_pretrained": None if config.adapted else config.clip_pretrained,
+        "sam": asdict(config.proposals.sam) if config.proposals.backend == "sam" else None,
+        "clip_model": None if config.adapted else config.clip.model,
+        "clip_pretrained": None if config.adapted else config.clip.pretrained,
         "adapted": str(Path(config.adapted).resolve()) if config.adapted else None,
         "granularity": config.granularity,
         "ensemble_lambda": config.ensemble_lambda,
@@ -115,15 +112,9 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
         "hard_masks": config.hard_masks,
         "proposal_filters": config.proposal_filters,
     }
-
-
-def _sam_options(config: EvalConfig) -> dict[str, Any]:
-    return {
-        "points_per_side": config.sam_points_per_side,
-        "pred_iou_thresh": config.sam_pred_iou_thresh,
-        "stability_score_thresh": config.sam_stability_thresh,
-        "box_nms_thresh": config.sam_box_nms,
-    }
+    if not config.adapted and config.clip.crop != CropConfig():  # not settable from the command line
+        identity["clip_crop"] = asdict(config.clip.crop)
+    return identity
 
 
 def encode_prediction(labels: np.ndarray) -> bytes:
@@ -154,7 +145,13 @@ def _check_settings(out: Path, identity: dict[str, Any]) -> None:
 
 
 class _Predictor:
-    """Builds the models once, then segments one image at a time."""
+    """Builds the models once, then segments one image at a time.
+
+    Both model stages load from their spec as mining's do (``build_classifier`` from
+    ``config.clip``, ``build_proposal_generator`` from ``config.proposals``); the batch
+    is one image, as OVSeg's eval runs (a batch pads images to one size, which changes
+    MaskFormer's output).
+    """
 
     def __init__(self, config: EvalConfig, dataset: SemSegDataset) -> None:
         self.config = config
@@ -169,29 +166,15 @@ class _Predictor:
                 f"--proposals maskformer has a class head (got {backend})"
             )
         self.classifier: RegionClassifier = build_classifier(
-            config.clip_model, config.clip_pretrained, config.adapted, device, TEMPLATE_SETS[config.templates]
+            replace(config.clip, device=str(device)), config.adapted, TEMPLATE_SETS[config.templates]
         )
         self.generator = None
         if backend != "coco-gt":
             from maskmine.eval.proposal_classes import NO_FILTERS
 
             # OVSeg applies no proposal filter in eval; maskmine's mining filters only on request
-            spec = ProposalSpec(**{**asdict(config.proposals), "device": str(device),
-                                   **({} if config.proposal_filters else NO_FILTERS)})
-            if backend == "sam":
-                from maskmine.transforms.proposals.sam import SamProposals
-
-                self.generator = SamProposals(
-                    checkpoint=spec.checkpoint or None,
-                    model_type=spec.sam_model_type,
-                    device=device,
-                    **_sam_options(config),
-                    top_k=spec.top_k,
-                    min_area_fraction=spec.min_area_fraction,
-                    dedup_iou=spec.dedup_iou,
-                )
-            else:
-                self.generator = build_proposal_generator(spec)
+            spec = replace(config.proposals, device=str(device), **({} if config.proposal_filters else NO_FILTERS))
+            self.generator = build_proposal_generator(spec)
         if config.ensemble_lambda is not None:
             from maskmine.eval.proposal_classes import class_columns, model_labels
 

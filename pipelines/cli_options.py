@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maskmine.transforms.clip_models import ClipSpec
+    from maskmine.transforms.proposals.factory import SamOptions
 
 
 def add_clip_arguments(group: argparse._ActionsContainer) -> None:
@@ -15,6 +20,13 @@ def add_clip_arguments(group: argparse._ActionsContainer) -> None:
                             "--clip-model sample, random otherwise)")
 
 
+def clip_spec(args: argparse.Namespace) -> "ClipSpec":
+    """The ClipSpec of ``--clip-model``, ``--clip-pretrained`` and ``--device``."""
+    from maskmine.transforms.clip_models import ClipSpec
+
+    return ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, device=args.device)
+
+
 def add_sam_filter_arguments(group: argparse._ActionsContainer) -> None:
     """SAM's automatic-mask-generator grid and filters (its own defaults), for ``eval`` and ``demo``."""
     group.add_argument("--sam-points-per-side", type=POSITIVE_INT, default=32, metavar="N",
@@ -23,6 +35,18 @@ def add_sam_filter_arguments(group: argparse._ActionsContainer) -> None:
                        help="SAM: drop masks whose predicted IoU is below T (default 0.88)")
     group.add_argument("--sam-stability-thresh", type=FRACTION, default=0.95, metavar="T",
                        help="SAM: drop masks whose stability score is below T (default 0.95)")
+
+
+def sam_options(args: argparse.Namespace, box_nms_thresh: float | None = None) -> "SamOptions":
+    """The SamOptions of :func:`add_sam_filter_arguments`'s flags; ``box_nms_thresh`` None is SAM's default."""
+    from maskmine.transforms.proposals.factory import SamOptions
+
+    return SamOptions(
+        points_per_side=args.sam_points_per_side,
+        pred_iou_thresh=args.sam_pred_iou_thresh,
+        stability_score_thresh=args.sam_stability_thresh,
+        **({} if box_nms_thresh is None else {"box_nms_thresh": box_nms_thresh}),
+    )
 
 
 def _bound_text(lo, hi, lo_open: bool, hi_open: bool) -> str:

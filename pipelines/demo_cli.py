@@ -3,7 +3,17 @@ from __future__ import annotations
 
 import argparse
 
-from maskmine.pipelines.cli_options import FRACTION, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, number, add_clip_arguments, add_sam_filter_arguments
+from maskmine.pipelines.cli_options import (
+    FRACTION,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_clip_arguments,
+    add_sam_filter_arguments,
+    clip_spec,
+    number,
+    sam_options,
+)
 
 HELP = "serve a local web page to segment an uploaded image into your own class names"
 DESCRIPTION = f"""{HELP}.
@@ -60,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.eval.demo import DemoApp, DemoConfig, make_server
     from maskmine.transforms.errors import UserError
+    from maskmine.transforms.proposals.factory import ProposalSpec
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
@@ -68,15 +79,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if not 0 <= args.granularity <= 1:
         raise UserError(f"--granularity must be between 0 and 1, got {args.granularity}")
     config = DemoConfig(
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
+        clip=clip_spec(args),
         adapted=args.adapted,
-        proposal_checkpoint=args.proposal_checkpoint,
-        sam_checkpoint=args.sam_checkpoint,
-        sam_model_type=args.sam_model_type,
-        sam_points_per_side=args.sam_points_per_side,
-        sam_pred_iou_thresh=args.sam_pred_iou_thresh,
-        sam_stability_thresh=args.sam_stability_thresh,
+        maskformer=ProposalSpec(backend="maskformer", checkpoint=args.proposal_checkpoint, device=args.device),
+        sam=ProposalSpec(backend="sam", checkpoint=args.sam_checkpoint, device=args.device,
+                         sam_model_type=args.sam_model_type, sam=sam_options(args)),
         device=args.device,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1_000_000),

@@ -10,6 +10,8 @@ from maskmine.pipelines.cli_options import (
     add_clip_arguments,
     add_sam_filter_arguments,
     check_out_dir,
+    clip_spec,
+    sam_options,
     number,
 )
 
@@ -148,9 +150,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             top_k=top_k,
             min_area_fraction=min_area_fraction,
             sam_model_type=args.sam_model_type,
+            sam=sam_options(args, box_nms_thresh=args.sam_box_nms),
         ),
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
+        clip=clip_spec(args),
         adapted=args.adapted,
         granularity=granularity,
         ensemble_lambda=args.ensemble_lambda,
@@ -162,10 +164,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         limit=args.limit,
         visualise=args.visualise,
         device=args.device,
-        sam_points_per_side=args.sam_points_per_side,
-        sam_pred_iou_thresh=args.sam_pred_iou_thresh,
-        sam_stability_thresh=args.sam_stability_thresh,
-        sam_box_nms=args.sam_box_nms,
         progress=not args.no_progress,
         unknown_labels=args.unknown_labels,
     )

@@ -94,7 +94,7 @@ class MineConfig:
             "instances": normalise_path(self.instances) if self.instances else None,
             "captions_sha256": fileio.sha256_of(self.captions),
             "instances_sha256": fileio.sha256_of(self.instances) if self.instances else None,
-            "proposals": asdict(self.proposals),
+            "proposals": self.proposals.identity(),
             "clip": {"model": self.clip.model, "pretrained": resolve_model(self.clip.model, self.clip.pretrained)[2], "crop": asdict(self.clip.crop)},
             "labels": self.labels,
             "captions_per_image": self.captions_per_image,

@@ -15,10 +15,16 @@ from PIL import Image
 
 from maskmine.eval.demo import DemoApp, DemoConfig, make_server, parse_classes, DemoInputError
 from maskmine.pipelines.cli import main
+from maskmine.transforms.clip_models import ClipSpec
+from maskmine.transforms.proposals.factory import ProposalSpec, SamOptions
 
-TINY = dict(clip_model="maskmine-tiny", clip_pretrained="none", proposal_checkpoint="maskmine-tiny",
-            sam_model_type="maskmine-tiny", sam_points_per_side=4, sam_pred_iou_thresh=0.0,
-            sam_stability_thresh=0.0, device="cpu")
+TINY = dict(
+    clip=ClipSpec(model="maskmine-tiny", pretrained="none"),
+    maskformer=ProposalSpec(backend="maskformer", checkpoint="maskmine-tiny"),
+    sam=ProposalSpec(backend="sam", sam_model_type="maskmine-tiny",
+                     sam=SamOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)),
+    device="cpu",
+)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -17,16 +17,13 @@ from PIL import Image
 
 from maskmine.eval.demo import DemoApp, DemoConfig, make_server
 from test_audit_browser import CHROMIUM, Chromium, is_blank
+from test_demo import TINY
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian: apt-get install chromium); "
                        ".ci/run installs it"),
 ]
-
-TINY = dict(clip_model="maskmine-tiny", clip_pretrained="none", proposal_checkpoint="maskmine-tiny",
-            sam_model_type="maskmine-tiny", sam_points_per_side=4, sam_pred_iou_thresh=0.0,
-            sam_stability_thresh=0.0, device="cpu")
 
 
 @pytest.fixture(scope="module")

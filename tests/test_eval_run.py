@@ -24,9 +24,10 @@ from maskmine.transforms.run_folder import EVAL_PRED_DIR as PRED_DIR
 from maskmine.eval.semantic import semantic_inference
 from maskmine.eval.visualise import colour_table, colourise, comparison_panel
 from maskmine.pipelines.cli import main
-from maskmine.transforms.clip_models import load_clip
+from maskmine.transforms.clip_models import ClipSpec, load_clip
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.proposals.maskformer import TINY_CHECKPOINT
 from maskmine.transforms.records import ProposalSet
 
 ADE = "ADEChallengeData2016"
@@ -63,7 +64,7 @@ def ade_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier():
-    return build_classifier("maskmine-tiny", "none", device="cpu")
+    return build_classifier(ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -161,6 +162,11 @@ def test_eval_sam_path_with_granularity(ade_root, tmp_path):
     assert metrics["images"] == 2
     settings = json.loads((out / "settings.json").read_text())
     assert settings["granularity"] == 0.5 and settings["proposals"]["backend"] == "sam"
+    # the keys stored eval folders hold: a change would refuse them as "other settings"
+    assert settings["proposals"] == {"backend": "sam", "checkpoint": "", "sam_model_type": "maskmine-tiny"}
+    assert settings["sam"] == {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+                               "box_nms_thresh": 1.0}
+    assert (settings["clip_model"], settings["clip_pretrained"]) == ("maskmine-tiny", "none")
     pred = load_label(out / PRED_DIR / "ADE_val_00000000.png")
     assert pred.shape == (48, 64)
     assert set(np.unique(pred).tolist()) <= set(range(150)) | {255}
@@ -200,8 +206,9 @@ def test_granularity_one_uses_each_class_best_mask_only(classifier):
 
 def test_ensemble_with_maskformer_class_scores(classifier):
     """λ = 0 is the proposal classifier alone, λ = 1 CLIP alone; names must be in the label set."""
-    model, processor = build_tiny_mask2former()
-    generator = MaskFormerProposals(model=model, processor=processor, device="cpu", min_area_fraction=0.0)
+    generator = build_proposal_generator(
+        ProposalSpec(backend="maskformer", checkpoint=TINY_CHECKPOINT, device="cpu", min_area_fraction=0.0)
+    )
     image = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     names = ["LABEL_3", "label_0", "LABEL_1"]
     proposals, probs = maskformer_eval_proposals(generator, image, names)
@@ -229,7 +236,7 @@ def test_eval_with_adapted_clip(ade_root, tmp_path, classifier):
     write_export(export, model.eval(), ExportConfig(
         clip_model="maskmine-tiny", clip_pretrained="none", mode="prompt", prompt_depth=model.prompt_depth,
         step=1, crop=asdict(base.crop_config), base_fingerprint=fingerprint), ["wall", "floor"])
-    adapted = build_classifier("ignored", "ignored", adapted=str(export), device="cpu")
+    adapted = build_classifier(ClipSpec(model="ignored", pretrained="ignored", device="cpu"), adapted=str(export))
     assert isinstance(adapted.encoder, AdaptedClip)
     dataset = get_dataset("ade20k-150", ade_root)
     gt = load_label(dataset.items[0][1])
@@ -300,3 +307,20 @@ def test_help_explains_every_flag(capsys):
                  "--limit", "--device", "--visualise"):
         assert flag in text
     assert "recall" in text and "precision" in text
+
+
+def test_settings_identity_takes_clip_from_the_clip_spec(ade_root, tmp_path):
+    """The CLIP of EvalConfig.clip under the keys eval folders hold; its crop geometry (not a
+    command-line setting) is recorded only where it is not the default."""
+    from maskmine.eval.run import EvalConfig, settings_identity
+    from maskmine.transforms.masked_crop import CropConfig
+
+    dataset = get_dataset("ade20k-150", str(ade_root))
+    config = EvalConfig(dataset="ade20k-150", root=str(ade_root), out=str(tmp_path),
+                        clip=ClipSpec(model="ViT-B-32", pretrained="laion2b_s34b_b79k"))
+    identity = settings_identity(config, dataset)
+    assert (identity["clip_model"], identity["clip_pretrained"]) == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert "clip_crop" not in identity
+    wider = EvalConfig(dataset="ade20k-150", root=str(ade_root), out=str(tmp_path),
+                       clip=ClipSpec(model="ViT-B-32", crop=CropConfig(expand_ratio=0.5)))
+    assert settings_identity(wider, dataset)["clip_crop"]["expand_ratio"] == 0.5

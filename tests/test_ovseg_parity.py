@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from maskmine.eval.inference import build_classifier, segment
+from maskmine.transforms.clip_models import ClipSpec
 from maskmine.eval.proposal_classes import maskformer_eval_proposals, restricted_class_probs
-from maskmine.transforms.proposals.maskformer import MaskFormerProposals, build_tiny_mask2former
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.proposals.maskformer import TINY_CHECKPOINT
 from maskmine.transforms.records import ProposalSet
 
 
@@ -47,7 +49,7 @@ def ovseg_semantic_labels(soft: np.ndarray, p_prop: np.ndarray | None, p_clip_va
 
 @pytest.fixture(scope="module")
 def classifier():
-    return build_classifier("maskmine-tiny", "none", device="cpu")
+    return build_classifier(ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"))
 
 
 def random_case(seed: int, q: int = 6, h: int = 24, w: int = 30):
@@ -108,8 +110,8 @@ def test_hard_masks_keep_the_earlier_behaviour(classifier) -> None:
 
 
 def test_maskformer_eval_proposals_keep_every_soft_query_and_restricted_softmax() -> None:
-    model, processor = build_tiny_mask2former()
-    generator = MaskFormerProposals(model=model, processor=processor, device="cpu")
+    generator = build_proposal_generator(ProposalSpec(backend="maskformer", checkpoint=TINY_CHECKPOINT, device="cpu"))
+    model, processor = generator.model, generator.processor
     image = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     names = ["LABEL_3", "label_0", "LABEL_1"]
     proposals, probs = maskformer_eval_proposals(generator, image, names)
@@ -141,7 +143,7 @@ def test_demo_with_one_class_adds_others_and_leaves_its_pixels_unpainted() -> No
     probabilities over [name, others] of every valid soft mask, einsum, argmax; "others" pixels unpainted."""
     from maskmine.eval.demo import NO_CLASS, OTHERS, demo_labels
 
-    sample = build_classifier("sample", None, device="cpu")  # the committed, trained sample CLIP
+    sample = build_classifier(ClipSpec(model="sample", device="cpu"))  # the committed, trained sample CLIP
     shares = []
     for seed in range(3):
         rng = np.random.default_rng(seed)

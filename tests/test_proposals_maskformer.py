@@ -172,6 +172,39 @@ def test_generate_rejects_mismatched_inputs(tiny, coco_images) -> None:
         generator.generate([gray], records_for([coco_images[0]]))
 
 
+def test_predict_queries_is_the_model_output_of_one_forward_pass(tiny, coco_images) -> None:
+    """Soft masks, class logits and objectness equal the processor + model run by hand (the
+    path the eval took before the generator exposed them), and generate's masks are those
+    soft masks binarised and filtered."""
+    model, processor = tiny
+    images = [np.array(coco_images[0]), np.array(coco_images[1][:300, :400])]  # writable, as torch wants
+    generator = MaskFormerProposals(model=model, processor=processor, device="cpu", batch_size=1,
+                                    dedup_iou=0.8, min_area_fraction=0.01, top_k=5)
+    predictions = generator.predict_queries(images)
+    queries = model.config.num_queries
+    for image, pred in zip(images, predictions):
+        inputs = processor(images=[image], return_tensors="pt", input_data_format="channels_last")
+        with torch.inference_mode():
+            out = model(pixel_values=inputs["pixel_values"], pixel_mask=inputs["pixel_mask"])
+        logits = out.class_queries_logits[0].float()
+        assert pred.class_logits.shape == (queries, model.config.num_labels + 1)
+        assert pred.class_logits.dtype == np.float32
+        np.testing.assert_array_equal(pred.class_logits, logits.numpy())
+        np.testing.assert_array_equal(pred.objectness, objectness_from_class_logits(logits).numpy())
+        padded = tuple(inputs["pixel_values"].shape[-2:])
+        soft = masks_to_image(out.masks_queries_logits[0], padded, valid_region(inputs["pixel_mask"][0], padded),
+                              image.shape[:2], threshold=None).numpy()
+        assert pred.soft_masks.shape == (queries, *image.shape[:2]) and pred.soft_masks.dtype == np.float32
+        np.testing.assert_array_equal(pred.soft_masks, soft)
+        # generate: the same queries binarised at mask_threshold, then the filter's rows
+        (result,) = generator.generate([image], records_for([image]))
+        binary = pred.soft_masks >= generator.mask_threshold
+        rows = generator.filter.select(binary, pred.objectness)
+        assert 1 <= len(rows) <= 5
+        np.testing.assert_array_equal(result.masks, binary[rows])
+        np.testing.assert_array_equal(result.scores, pred.objectness[rows])
+
+
 def test_checkpoint_folder_round_trip(tiny, coco_images, tmp_path) -> None:
     model, processor = tiny
     model.save_pretrained(tmp_path)

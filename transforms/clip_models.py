@@ -62,7 +62,10 @@ class ClipSpec:
     """Which CLIP to load, where, and how its crops are cut: picklable, so Beam workers load their own.
 
     ``pretrained=None`` is the model's default, as when ``--clip-pretrained`` is
-    omitted (see :func:`resolve_model`).
+    omitted (see :func:`resolve_model`). Every command (mine, train, eval, demo)
+    describes its CLIP with one; :meth:`load` is the "load" half of a Beam
+    ``ModelHandler``, the returned :class:`LoadedClip` runs on batches of crops
+    (:func:`encode_crops`) and names (:func:`encode_texts`).
     """
 
     model: str = "ViT-B-16"

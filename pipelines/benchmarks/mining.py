@@ -30,7 +30,7 @@ from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
 from maskmine.transforms.nouns import extract_nouns
 from maskmine.transforms.pairing import encode_jpg, encode_png, mask_to_rle
-from maskmine.transforms.proposals.coco_gt import CocoGtProposals
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.image_io import read_image
 from maskmine.transforms.records import ImageResult, PairSample
 from maskmine.transforms.shards import sample_members, write_shard
@@ -62,7 +62,7 @@ def bench_nouns(records, repeat: int) -> tuple[float, float]:
 
 def bench_clip(records, images_dir: str, model: str, pretrained: str, n_images: int) -> tuple[int, float, float]:
     clip = load_clip(model, pretrained, "cpu")
-    gen = CocoGtProposals()
+    gen = build_proposal_generator(ProposalSpec(backend="coco-gt"))
     crops = []
     for record in records[:n_images]:
         image = read_image(Path(images_dir) / record.file_name)

@@ -188,7 +188,7 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     from maskmine.transforms.image_io import read_image
     from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
     from maskmine.transforms.pairing import encode_jpg, encode_png, mask_to_rle
-    from maskmine.transforms.proposals.coco_gt import CocoGtProposals
+    from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 
     torch.set_num_threads(threads)
     records = read_captioned_images(
@@ -205,7 +205,7 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     for r in records:
         extract_nouns(r.captions)
     nouns_s = (time.perf_counter() - start) / len(records)
-    proposals = CocoGtProposals().generate(images, records)
+    proposals = build_proposal_generator(ProposalSpec(backend="coco-gt")).generate(images, records)
     clip = load_clip("ViT-L-14", "none", "cpu")  # random weights: the arithmetic of the real model
     config = clip.crop_config
     crops, n_props = [], 0

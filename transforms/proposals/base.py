@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -12,8 +13,10 @@ from maskmine.transforms.records import ImageRecord, ProposalSet
 class ProposalGenerator(ABC):
     """A batch of images in, class-agnostic masks with scores out.
 
-    Backends load their model in ``__init__`` (once per worker: the Beam
-    wrapper keeps one instance per process) and may batch on a GPU.
+    The shape of Beam's ``ModelHandler``: the model is loaded in ``__init__``
+    (:func:`maskmine.transforms.proposals.factory.build_proposal_generator`
+    builds one from a picklable ``ProposalSpec``, once per worker process),
+    and :meth:`generate` runs it on a batch (backends may batch on a GPU).
     """
 
     name: str = ""
@@ -26,6 +29,20 @@ class ProposalGenerator(ABC):
         """One ProposalSet per image; masks at each image's own resolution."""
 
 
+def check_batch(images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> None:
+    """ValueError unless there is one record per image and every image is ``(H, W, 3)`` RGB."""
+    if len(images) != len(records):
+        raise ValueError(f"{len(images)} images but {len(records)} records")
+    check_images(images)
+
+
+def check_images(images: Sequence[np.ndarray]) -> None:
+    """ValueError unless every image is ``(H, W, 3)`` RGB."""
+    for image in images:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+
+
 def mask_iou_matrix(masks: np.ndarray) -> np.ndarray:
     """Pairwise IoU of ``(K, H, W)`` boolean masks."""
     flat = masks.reshape(masks.shape[0], -1).astype(np.float32)
@@ -35,7 +52,7 @@ def mask_iou_matrix(masks: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def filter_proposals(
+def select_proposals(
     masks: np.ndarray,
     scores: np.ndarray,
     *,
@@ -43,30 +60,53 @@ def filter_proposals(
     min_area_fraction: float = 0.0005,
     dedup_iou: float = 0.9,
     min_score: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the best masks: drop tiny ones and near-duplicates, then top-k.
+) -> np.ndarray:
+    """Indices of the best masks: tiny ones and near-duplicates dropped, then top-k.
 
-    Greedy by score: a mask is dropped when its IoU with an already kept,
-    higher-scoring mask is at least ``dedup_iou``. Returns ``(masks, scores)``
-    sorted by descending score.
+    A mask is dropped when it covers less than ``min_area_fraction`` of the
+    image (and at least one pixel) or scores below ``min_score``. The rest go
+    greedily by descending score (ties keep input order): a mask is dropped
+    when its IoU with an already kept, higher-scoring mask is at least
+    ``dedup_iou``. Returns the kept rows of ``masks`` (int64), best first.
     """
     masks = np.asarray(masks, dtype=bool)
     scores = np.asarray(scores, dtype=np.float32)
     if masks.shape[0] == 0:
-        return masks, scores
+        return np.zeros(0, dtype=np.int64)
     area = masks.reshape(masks.shape[0], -1).sum(1)
     min_area = min_area_fraction * masks.shape[1] * masks.shape[2]
-    keep = (area >= max(min_area, 1)) & (scores >= min_score)
-    masks, scores = masks[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")
-    masks, scores = masks[order], scores[order]
-    if masks.shape[0] == 0:
-        return masks, scores
-    iou = mask_iou_matrix(masks)
+    candidates = np.flatnonzero((area >= max(min_area, 1)) & (scores >= min_score))
+    order = candidates[np.argsort(-scores[candidates], kind="stable")]
+    if order.size == 0:
+        return order.astype(np.int64)
+    iou = mask_iou_matrix(masks[order])
     kept: list[int] = []
-    for i in range(masks.shape[0]):
+    for i in range(order.size):
         if all(iou[i, j] < dedup_iou for j in kept):
             kept.append(i)
         if len(kept) == top_k:
             break
-    return masks[kept], scores[kept]
+    return order[kept].astype(np.int64)
+
+
+def filter_proposals(masks: np.ndarray, scores: np.ndarray, **settings: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The rows :func:`select_proposals` keeps (``settings`` are its keyword arguments):
+    ``(masks, scores)`` as bool and float32 copies, best first."""
+    masks = np.asarray(masks, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float32)
+    rows = select_proposals(masks, scores, **settings)
+    return masks[rows], scores[rows]
+
+
+@dataclass(frozen=True)
+class ProposalFilter:
+    """maskmine's mining filters with their settings, as a generator applies them."""
+
+    top_k: int = 100
+    min_area_fraction: float = 0.0005
+    dedup_iou: float = 0.9
+    min_score: float = 0.0
+
+    def select(self, masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The kept rows, best first (:func:`select_proposals`)."""
+        return select_proposals(masks, scores, **asdict(self))

@@ -1,28 +1,69 @@
-"""Build a proposal backend from a picklable spec (so Beam workers can build their own)."""
+"""Build a proposal backend from a picklable spec (so Beam workers can build their own).
+
+:func:`build_proposal_generator` is the one way to make a generator from settings:
+``ProposalSpec`` is the "load" half of a Beam ``ModelHandler`` (what to load, and
+where), the generator it returns the "run" half (``generate`` on a batch).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.base import ProposalGenerator
 
-BACKENDS = ("coco-gt", "maskformer", "sam", "coco-gt+distractors")
-DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"
+Backend = Literal["coco-gt", "maskformer", "sam", "coco-gt+distractors"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+
+
+@dataclass(frozen=True)
+class SamOptions:
+    """SAM's automatic mask generator: its point grid and its own mask filters (SAM's defaults)."""
+
+    points_per_side: int = 32
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    box_nms_thresh: float = 0.7
 
 
 @dataclass(frozen=True)
 class ProposalSpec:
-    backend: str = "maskformer"
-    checkpoint: str = ""  # hub id or local folder (maskformer), .pth file (sam)
+    """Which proposal backend to build, from what, where, and with which filters.
+
+    ``top_k``, ``min_area_fraction`` and ``dedup_iou`` are maskmine's mining
+    filters (MaskFormer and SAM); ``sam_model_type`` and ``sam`` apply to the
+    SAM backend only.
+    """
+
+    backend: Backend = "maskformer"
+    checkpoint: str = ""  # hub id or local folder (maskformer; "": maskformer.DEFAULT_CHECKPOINT), .pth file (sam)
     device: str = "auto"
     precision: str = "auto"
     top_k: int = 100
     min_area_fraction: float = 0.0005
     dedup_iou: float = 0.9
     sam_model_type: str = "vit_h"
+    sam: SamOptions = field(default_factory=SamOptions)
+
+    def identity(self) -> dict[str, Any]:
+        """The spec as a run folder records it: every field, ``sam`` only where it is not SAM's
+        defaults on the SAM backend (so folders written before it existed still match)."""
+        out = asdict(self)
+        if self.backend != "sam" or self.sam == SamOptions():
+            out.pop("sam")
+        return out
+
+    @classmethod
+    def from_identity(cls, identity: dict[str, Any], **changes: Any) -> "ProposalSpec":
+        """The spec a run folder recorded (:meth:`identity`), with ``changes`` applied."""
+        values = {**identity, **changes}
+        if isinstance(values.get("sam"), dict):
+            values["sam"] = SamOptions(**values["sam"])
+        return cls(**values)
 
 
 def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
+    """The generator ``spec`` describes, with its model loaded (once per worker process)."""
     if spec.backend == "coco-gt":
         from maskmine.transforms.proposals.coco_gt import CocoGtProposals
 
@@ -31,16 +72,15 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
         from maskmine.transforms.proposals.distractors import CocoGtDistractorProposals
 
         return CocoGtDistractorProposals()
+    filters = dict(top_k=spec.top_k, min_area_fraction=spec.min_area_fraction, dedup_iou=spec.dedup_iou)
     if spec.backend == "maskformer":
         from maskmine.transforms.proposals.maskformer import MaskFormerProposals
 
         return MaskFormerProposals(
-            checkpoint=spec.checkpoint or DEFAULT_MASKFORMER_CHECKPOINT,
+            checkpoint=spec.checkpoint or None,
             device=spec.device,
             precision=spec.precision,
-            top_k=spec.top_k,
-            min_area_fraction=spec.min_area_fraction,
-            dedup_iou=spec.dedup_iou,
+            **filters,
         )
     if spec.backend == "sam":
         from maskmine.transforms.proposals.sam import TINY_MODEL_TYPE, SamProposals
@@ -51,8 +91,7 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
             checkpoint=spec.checkpoint or None,
             model_type=spec.sam_model_type,
             device=spec.device,
-            top_k=spec.top_k,
-            min_area_fraction=spec.min_area_fraction,
-            dedup_iou=spec.dedup_iou,
+            **asdict(spec.sam),
+            **filters,
         )
     raise UserError(f"unknown proposal backend {spec.backend!r}: choose from {', '.join(BACKENDS)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
+from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch, check_images
 from maskmine.transforms.devices import autocast_dtype, resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
@@ -146,11 +147,24 @@ def load_maskformer(checkpoint: str) -> tuple[Any, Any]:
     return model, processor
 
 
+@dataclass
+class QueryPredictions:
+    """One image's MaskFormer/Mask2Former output for every query, before any filter."""
+
+    soft_masks: np.ndarray  # (Q, H, W) float32 sigmoid mask probabilities at the image size
+    class_logits: np.ndarray  # (Q, L + 1) float32 closed-set logits; the last column is "no object"
+    objectness: np.ndarray  # (Q,) float32, 1 - p(no object)
+
+
 class MaskFormerProposals(ProposalGenerator):
     """Batched MaskFormer/Mask2Former inference, scored by objectness.
 
     Give either ``checkpoint`` (hub id or local folder) or ready ``model`` and
     ``processor`` objects (``checkpoint`` is then only recorded).
+
+    :meth:`generate` gives mining's proposals (binary masks, filtered);
+    :meth:`predict_queries` gives every query's soft mask and class logits
+    from the same forward pass, for the eval's semantic inference and ensemble.
     """
 
     name = "maskformer"
@@ -182,32 +196,58 @@ class MaskFormerProposals(ProposalGenerator):
         self.model = model.to(self.device).eval()
         self.processor = processor
         self.checkpoint = checkpoint or str(getattr(model.config, "name_or_path", "") or "")
-        self.top_k = top_k
-        self.min_area_fraction = min_area_fraction
-        self.dedup_iou = dedup_iou
-        self.min_objectness = min_objectness
+        # min_objectness is the filter's min_score: queries below it are not even upsampled
+        self.filter = ProposalFilter(top_k, min_area_fraction, dedup_iou, min_score=min_objectness)
         self.batch_size = batch_size
         self.mask_threshold = mask_threshold
 
     def generate(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
     ) -> list[ProposalSet]:
-        if len(images) != len(records):
-            raise ValueError(f"{len(images)} images but {len(records)} records")
+        check_batch(images, records)
         results: list[ProposalSet] = []
-        for start in range(0, len(images), self.batch_size):
-            results.extend(self._generate_batch(list(images[start : start + self.batch_size])))
+        for batch in self._batches(images):
+            results.extend(self._generate_batch(batch))
         return results
+
+    def predict_queries(self, images: Sequence[np.ndarray]) -> list[QueryPredictions]:
+        """Every query of each image, unfiltered: soft masks, class logits and objectness.
+
+        One forward pass per batch of ``batch_size`` images, as :meth:`generate`.
+        """
+        check_images(images)
+        results: list[QueryPredictions] = []
+        for batch in self._batches(images):
+            with torch.inference_mode(), self._autocast():
+                class_logits, mask_logits, regions = self._forward(batch)
+                for i, image in enumerate(batch):
+                    logits = class_logits[i].float()
+                    soft = masks_to_image(mask_logits[i], *regions[i], _image_hw(image), threshold=None)
+                    results.append(
+                        QueryPredictions(
+                            soft_masks=soft.cpu().numpy(),
+                            class_logits=logits.cpu().numpy(),
+                            objectness=objectness_from_class_logits(logits).cpu().numpy().astype(np.float32),
+                        )
+                    )
+        return results
+
+    def _batches(self, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        return [list(images[start : start + self.batch_size]) for start in range(0, len(images), self.batch_size)]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
-    def _generate_batch(self, images: list[np.ndarray]) -> list[ProposalSet]:
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    def _forward(
+        self, images: list[np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[tuple[int, int], tuple[int, int]]]]:
+        """The model on one batch: class logits ``(B, Q, L+1)``, mask logits ``(B, Q, h, w)``,
+        and per image the (padded, valid) input sizes :func:`masks_to_image` needs.
+
+        Call it inside ``torch.inference_mode()`` and :meth:`_autocast`.
+        """
         # Writable copies: the processor wraps them with torch.from_numpy.
         arrays = [np.array(image, dtype=np.uint8, copy=True) for image in images]
         inputs = self.processor(
@@ -217,34 +257,35 @@ class MaskFormerProposals(ProposalGenerator):
         pixel_mask = inputs.get("pixel_mask")
         pixel_mask = pixel_mask.to(self.device) if pixel_mask is not None else None
         padded_hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
+        outputs = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+        regions = [
+            (padded_hw, valid_region(pixel_mask[i] if pixel_mask is not None else None, padded_hw))
+            for i in range(len(images))
+        ]
+        return outputs.class_queries_logits, outputs.masks_queries_logits, regions
+
+    def _generate_batch(self, images: list[np.ndarray]) -> list[ProposalSet]:
         with torch.inference_mode(), self._autocast():
-            outputs = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
-            objectness = objectness_from_class_logits(outputs.class_queries_logits)
+            class_logits, mask_logits, regions = self._forward(images)
+            objectness = objectness_from_class_logits(class_logits)
             results = []
             for i, image in enumerate(images):
-                keep = objectness[i] >= self.min_objectness
-                valid_hw = valid_region(pixel_mask[i] if pixel_mask is not None else None, padded_hw)
+                keep = objectness[i] >= self.filter.min_score
                 masks = masks_to_image(
-                    outputs.masks_queries_logits[i][keep],
-                    padded_hw,
-                    valid_hw,
-                    (int(image.shape[0]), int(image.shape[1])),
-                    threshold=self.mask_threshold,
-                )
-                masks_np, scores_np = filter_proposals(
-                    masks.cpu().numpy(),
-                    objectness[i][keep].float().cpu().numpy(),
-                    top_k=self.top_k,
-                    min_area_fraction=self.min_area_fraction,
-                    dedup_iou=self.dedup_iou,
-                    min_score=self.min_objectness,
-                )
+                    mask_logits[i][keep], *regions[i], _image_hw(image), threshold=self.mask_threshold
+                ).cpu().numpy()
+                scores = objectness[i][keep].float().cpu().numpy().astype(np.float32)
+                rows = self.filter.select(masks, scores)
                 results.append(
                     ProposalSet(
-                        masks=masks_np,
-                        scores=scores_np.astype(np.float32),
+                        masks=masks[rows],
+                        scores=scores[rows],
                         backend=self.name,
                         checkpoint=self.checkpoint,
                     )
                 )
         return results
+
+
+def _image_hw(image: np.ndarray) -> tuple[int, int]:
+    return int(image.shape[0]), int(image.shape[1])

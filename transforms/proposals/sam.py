@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
+from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
@@ -190,20 +190,15 @@ class SamProposals(ProposalGenerator):
         )
         self.model_type = model_type
         self.score = score
-        self.min_area_fraction = min_area_fraction
-        self.top_k = top_k
-        self.dedup_iou = dedup_iou
+        self.filter = ProposalFilter(top_k, min_area_fraction, dedup_iou)
 
     def generate(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
     ) -> list[ProposalSet]:
-        if len(images) != len(records):
-            raise ValueError(f"{len(images)} images but {len(records)} records")
+        check_batch(images, records)
         return [self._generate_one(image) for image in images]
 
     def _generate_one(self, image: np.ndarray) -> ProposalSet:
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         image = np.ascontiguousarray(image, dtype=np.uint8)
         height, width = image.shape[:2]
         with torch.inference_mode():
@@ -214,16 +209,8 @@ class SamProposals(ProposalGenerator):
         else:
             masks = np.zeros((0, height, width), dtype=bool)
             scores = np.zeros((0,), dtype=np.float32)
-        masks, scores = filter_proposals(
-            masks,
-            scores,
-            top_k=self.top_k,
-            min_area_fraction=self.min_area_fraction,
-            dedup_iou=self.dedup_iou,
-        )
-        return ProposalSet(
-            masks=masks, scores=scores.astype(np.float32), backend=self.name, checkpoint=self.checkpoint
-        )
+        rows = self.filter.select(masks, scores)
+        return ProposalSet(masks=masks[rows], scores=scores[rows], backend=self.name, checkpoint=self.checkpoint)
 
     def _score(self, ann: dict) -> float:
         return proposal_score(ann["predicted_iou"], ann["stability_score"], self.score)

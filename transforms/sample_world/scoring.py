@@ -87,7 +87,7 @@ def pair_precision(
         r.image_id: r
         for r in read_captioned_images(identity["captions"], instances, identity.get("captions_per_image", 5))
     }
-    spec = ProposalSpec(**{**identity["proposals"], "device": "cpu"})
+    spec = ProposalSpec.from_identity(identity["proposals"], device="cpu")
     generator = build_proposal_generator(spec)
     vocabulary = noun_to_class()
     unscored: dict[str, int] = {}

@@ -1,0 +1,84 @@
+"""ProposalSpec: the one description of a proposal backend, what run folders record of it,
+and build_proposal_generator, the one way to make a generator from it."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.factory import (
+    BACKENDS,
+    ProposalSpec,
+    SamOptions,
+    build_proposal_generator,
+)
+
+# The "proposals" entry of a mining run.json as runs before SamOptions recorded it.
+RECORDED = {
+    "backend": "sam",
+    "checkpoint": "sam_vit_b.pth",
+    "device": "cuda",
+    "precision": "auto",
+    "top_k": 50,
+    "min_area_fraction": 0.001,
+    "dedup_iou": 0.8,
+    "sam_model_type": "vit_b",
+}
+
+
+def test_backends_are_the_literal_kinds() -> None:
+    assert BACKENDS == ("coco-gt", "maskformer", "sam", "coco-gt+distractors")
+    with pytest.raises(UserError, match="unknown proposal backend 'mask-rcnn'"):
+        build_proposal_generator(ProposalSpec(backend="mask-rcnn"))  # type: ignore[arg-type]
+
+
+def test_identity_keeps_the_keys_run_folders_recorded_before_sam_options() -> None:
+    spec = ProposalSpec.from_identity(RECORDED)
+    assert spec.sam == SamOptions()
+    assert spec.identity() == RECORDED
+    for backend in BACKENDS:  # SAM's defaults, or another backend: no "sam" key
+        assert "sam" not in ProposalSpec(backend=backend).identity()
+    assert "sam" not in ProposalSpec(backend="maskformer", sam=SamOptions(points_per_side=8)).identity()
+
+
+def test_identity_records_sam_options_that_are_not_the_defaults() -> None:
+    options = SamOptions(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.6, box_nms_thresh=0.3)
+    spec = ProposalSpec(backend="sam", checkpoint="x.pth", sam=options)
+    recorded = json.loads(json.dumps(spec.identity()))
+    assert recorded["sam"] == {
+        "points_per_side": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6, "box_nms_thresh": 0.3,
+    }
+    assert ProposalSpec.from_identity(recorded) == spec
+    assert ProposalSpec.from_identity(recorded, device="cpu") == ProposalSpec(
+        backend="sam", checkpoint="x.pth", device="cpu", sam=options
+    )
+    assert pickle.loads(pickle.dumps(spec)) == spec  # Beam workers get their own copy
+
+
+def test_sam_generator_gets_the_spec_options_and_filters() -> None:
+    pytest.importorskip("segment_anything", reason="segment-anything (maskmine[sam]) not installed")
+    options = SamOptions(points_per_side=3, pred_iou_thresh=0.25, stability_score_thresh=0.5, box_nms_thresh=0.4)
+    spec = ProposalSpec(backend="sam", sam_model_type="maskmine-tiny", device="cpu", top_k=7,
+                        min_area_fraction=0.01, dedup_iou=0.6, sam=options)
+    generator = build_proposal_generator(spec)
+    amg = generator.mask_generator
+    assert amg.point_grids[0].shape == (3 * 3, 2)
+    assert (amg.pred_iou_thresh, amg.stability_score_thresh, amg.box_nms_thresh) == (0.25, 0.5, 0.4)
+    assert (generator.filter.top_k, generator.filter.min_area_fraction, generator.filter.dedup_iou) == (7, 0.01, 0.6)
+    assert generator.checkpoint == "maskmine-tiny"
+    default = build_proposal_generator(ProposalSpec(backend="sam", sam_model_type="maskmine-tiny", device="cpu"))
+    assert default.mask_generator.point_grids[0].shape == (32 * 32, 2)
+    assert (default.mask_generator.pred_iou_thresh, default.mask_generator.stability_score_thresh,
+            default.mask_generator.box_nms_thresh) == (0.88, 0.95, 0.7)
+    with pytest.raises(UserError, match="needs --proposal-checkpoint"):
+        build_proposal_generator(ProposalSpec(backend="sam", device="cpu"))
+
+
+def test_maskformer_generator_gets_the_spec_filters() -> None:
+    spec = ProposalSpec(backend="maskformer", checkpoint="maskmine-tiny", device="cpu", top_k=3,
+                        min_area_fraction=0.02, dedup_iou=0.7)
+    generator = build_proposal_generator(spec)
+    assert generator.checkpoint == "maskmine-tiny"
+    assert (generator.filter.top_k, generator.filter.min_area_fraction, generator.filter.dedup_iou) == (3, 0.02, 0.7)
