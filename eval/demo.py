@@ -44,6 +44,7 @@ from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+from maskmine.transforms.proposals.sam import TINY_MODEL_TYPE
 from maskmine.transforms.records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class DemoApp:
 
         if importlib.util.find_spec("segment_anything") is None:
             return "SAM needs the segment-anything package (pip install 'maskmine[sam]')"
-        if not self.config.sam.checkpoint and self.config.sam.sam_model_type != "maskmine-tiny":
+        if not self.config.sam.checkpoint and self.config.sam.sam_model_type != TINY_MODEL_TYPE:
             return "SAM needs --sam-checkpoint (a SAM .pth file)"
         return ""
 

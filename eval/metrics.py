@@ -228,7 +228,7 @@ def per_class_csv(metrics: SegMetrics, class_names: Sequence[str]) -> str:
 
 def write_per_class_csv(metrics: SegMetrics, class_names: Sequence[str], path: str) -> None:
     """Write :func:`per_class_csv` atomically (local path or any Beam filesystem, e.g. gs://)."""
-    from maskmine.transforms.fileio import atomic_write_bytes  # Beam import only when writing
+    from maskmine.transforms.fileio import atomic_write_bytes  # Beam imported only for a remote path
 
     atomic_write_bytes(str(path), per_class_csv(metrics, class_names).encode("utf-8"))
 

@@ -14,6 +14,7 @@ from maskmine.pipelines.cli_options import (
     number,
     sam_options,
 )
+from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT
 
 HELP = "serve a local web page to segment an uploaded image into your own class names"
 DESCRIPTION = f"""{HELP}.
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
                         help="use the adapted CLIP of a `maskmine train` run instead (with the crop settings "
                         "recorded in its export)")
-    parser.add_argument("--proposal-checkpoint", default="facebook/mask2former-swin-large-coco-panoptic",
+    parser.add_argument("--proposal-checkpoint", default=DEFAULT_MASKFORMER_CHECKPOINT,
                         metavar="CKPT",
                         help="MaskFormer/Mask2Former hub id or local save_pretrained folder "
                              "('maskmine-tiny' = tiny random model)")

@@ -14,6 +14,7 @@ from maskmine.pipelines.cli_options import (
     sam_options,
     number,
 )
+from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT
 
 HELP = "evaluate two-stage open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"
 DATASET_CHOICES = (
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "measures the classification step alone)")
     p.add_argument("--proposal-checkpoint", default="", metavar="CKPT",
                    help="maskformer: hub id or local save_pretrained folder (default "
-                        "facebook/mask2former-swin-large-coco-panoptic; 'maskmine-tiny' = tiny random "
+                        f"{DEFAULT_MASKFORMER_CHECKPOINT}; 'maskmine-tiny' = tiny random "
                         "model); sam: the SAM .pth file")
     p.add_argument("--sam-model-type", default="vit_h",
                    help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "

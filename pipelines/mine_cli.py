@@ -14,7 +14,7 @@ from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import PRECISIONS
 from maskmine.transforms.masked_crop import CropConfig, CropFill, CropResize
 from maskmine.transforms.pairing import LABELS, LABELS_NOUNS
-from maskmine.transforms.proposals.factory import BACKENDS, ProposalSpec
+from maskmine.transforms.proposals.factory import BACKENDS, DEFAULT_MASKFORMER_CHECKPOINT, ProposalSpec
 from maskmine.transforms.run_folder import RUN_FILE
 
 HELP = "mine (masked crop, noun) pairs from COCO Captions into WebDataset shards (Apache Beam)"
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     prop.add_argument("--proposals", choices=BACKENDS, default="maskformer",
                       help="maskformer (HF transformers), sam (segment_anything) or coco-gt (ground-truth masks, the oracle); default maskformer")
     prop.add_argument("--proposal-checkpoint", default="",
-                      help="maskformer: hub id or local save_pretrained folder (default facebook/mask2former-swin-large-coco-panoptic; "
+                      help=f"maskformer: hub id or local save_pretrained folder (default {DEFAULT_MASKFORMER_CHECKPOINT}; "
                       "'maskmine-tiny' builds a small random Mask2Former for tests); sam: .pth file")
     prop.add_argument("--sam-model-type", default="vit_h", choices=("vit_h", "vit_l", "vit_b", "maskmine-tiny"),
                       help="SAM architecture of the checkpoint (maskmine-tiny: a small random SAM for tests, no checkpoint needed)")

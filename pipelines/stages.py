@@ -7,8 +7,11 @@ and ``--max-batch-bytes``), and hands each finished image to a
 ``ShardWriter``, which streams the tar and commits the shard (manifest last)
 as soon as its own images are done. Every image is timed into
 ``MiningItem.seconds`` so stats.json reports seconds per stage on any runner.
-Models are built once per worker process through Beam's ``Shared`` handle,
-and each worker process sizes torch's thread pool (``--torch-threads``).
+The two model stages have the shape of Beam's ``ModelHandler`` (load, batch,
+run): a picklable spec (``ProposalSpec``, ``ClipSpec``) is loaded once per
+worker process through Beam's ``Shared`` handle, batches are sized by
+``--batch-size`` and ``--max-batch-bytes``, and the model runs on a whole
+batch. Each worker process sizes torch's thread pool (``--torch-threads``).
 """
 from __future__ import annotations
 

@@ -87,4 +87,4 @@ class CocoGtProposals(ProposalGenerator):
         return out
 
 
-__all__ = ["CocoGtProposals", "instance_mask", "instance_masks", "filter_proposals"]
+__all__ = ["CocoGtProposals", "instance_mask", "instance_masks"]

@@ -12,6 +12,8 @@ from typing import Any, Literal, get_args
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.base import ProposalGenerator
 
+DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"  # the MaskFormer checkpoint when none is named
+
 Backend = Literal["coco-gt", "maskformer", "sam", "coco-gt+distractors"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
@@ -36,7 +38,7 @@ class ProposalSpec:
     """
 
     backend: Backend = "maskformer"
-    checkpoint: str = ""  # hub id or local folder (maskformer; "": maskformer.DEFAULT_CHECKPOINT), .pth file (sam)
+    checkpoint: str = ""  # hub id or local folder (maskformer; "": DEFAULT_MASKFORMER_CHECKPOINT), .pth file (sam)
     device: str = "auto"
     precision: str = "auto"
     top_k: int = 100

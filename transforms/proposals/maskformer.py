@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch, check_images
 from maskmine.transforms.devices import autocast_dtype, resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
-DEFAULT_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"
+DEFAULT_CHECKPOINT = DEFAULT_MASKFORMER_CHECKPOINT  # kept in factory.py so the CLIs name it without importing torch
 TINY_CHECKPOINT = "maskmine-tiny"  # random weights, for tests and dry runs only
 
 
