@@ -1,4 +1,11 @@
-"""Jobs and the ``maskmine`` command line: wiring, not logic."""
+"""Jobs and the ``maskmine`` command line: wiring, not per-element logic.
+
+- ``cli`` and ``*_cli``: the console script and one module per command
+- ``mine``, ``stages``: the mining job (tasks, the Beam graph, the DoFn of a shard)
+- ``runners``, ``runner_config``, ``dask_bundle_fix``: Beam runner choice, flag checks and fixes
+- ``verify``: the check of a finished mining run
+- ``benchmarks``: scripts that measure, apart from the tests
+"""
 import logging
 
 
