@@ -29,3 +29,21 @@ def nltk_data() -> Path:
 
     ensure_nltk_data()
     return Path(str(nltk.data.find(TAGGER_RESOURCE))).parents[1]
+
+
+# Three coco-mini images of different sizes, for the proposal backends' tests.
+PROPOSAL_IMAGE_NAMES = ("000000463557.jpg", "000000551757.jpg", "000000284218.jpg")
+
+
+@pytest.fixture(scope="session")
+def coco_images(coco_mini: Path) -> list:
+    """PROPOSAL_IMAGE_NAMES decoded as RGB uint8 arrays (all of different sizes)."""
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for name in PROPOSAL_IMAGE_NAMES:
+        with Image.open(coco_mini / "train2017" / name) as im:
+            images.append(np.asarray(im.convert("RGB")))
+    assert len({im.shape for im in images}) == len(images)
+    return images

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.base import mask_iou_matrix
@@ -22,17 +20,7 @@ from maskmine.transforms.proposals.maskformer import (
 from maskmine.transforms.records import Caption, ImageRecord, ProposalSet
 
 # A portrait and two landscape images, all of different sizes.
-IMAGE_NAMES = ("000000463557.jpg", "000000551757.jpg", "000000284218.jpg")
 
-
-@pytest.fixture(scope="module")
-def coco_images(coco_mini: Path) -> list[np.ndarray]:
-    images = []
-    for name in IMAGE_NAMES:
-        with Image.open(coco_mini / "train2017" / name) as im:
-            images.append(np.asarray(im.convert("RGB")))
-    assert len({im.shape for im in images}) == len(images)
-    return images
 
 
 def records_for(images: list[np.ndarray]) -> list[ImageRecord]:

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytest.importorskip("segment_anything", reason="segment-anything (maskmine[sam]) not installed")
 
@@ -23,7 +21,6 @@ from maskmine.transforms.proposals.sam import (  # noqa: E402
 )
 from maskmine.transforms.records import Caption, ImageRecord  # noqa: E402
 
-IMAGE_NAMES = ("000000463557.jpg", "000000551757.jpg", "000000284218.jpg")
 
 # A random SAM predicts low IoUs and zero stability: relax SAM's own filters
 # (and its box NMS, so several masks reach our filter) and check invariants.
@@ -35,14 +32,6 @@ RELAXED = dict(
     device="cpu",
 )
 
-
-@pytest.fixture(scope="module")
-def coco_images(coco_mini: Path) -> list[np.ndarray]:
-    images = []
-    for name in IMAGE_NAMES:
-        with Image.open(coco_mini / "train2017" / name) as im:
-            images.append(np.asarray(im.convert("RGB")))
-    return images
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from maskmine.transforms.annotations import AnnotationProblem, check_segmentation, reject
-from maskmine.transforms.proposals.base import ProposalGenerator, filter_proposals
+from maskmine.transforms.proposals.base import ProposalGenerator
 from maskmine.transforms.records import ImageRecord, Instance, ProposalSet
 
 
