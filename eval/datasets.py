@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import numpy as np
 from PIL import Image
@@ -51,6 +51,10 @@ from maskmine.transforms.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+# What a ground-truth value outside the classes does (--unknown-labels): stop the run, or count it as ignore.
+UnknownLabels = Literal["error", "ignore"]
+UNKNOWN_LABELS: tuple[UnknownLabels, ...] = get_args(UnknownLabels)
 
 
 @dataclass(frozen=True)
@@ -312,3 +316,25 @@ def _expected(spec: DatasetSpec) -> str:
         for lay in spec.layouts
     ]
     return " or ".join(parts)
+
+
+def check_labels(gt: np.ndarray, path: Path, dataset: "DatasetSpec", policy: UnknownLabels, unknown: dict[str, int]) -> np.ndarray:
+    """Ground truth with every value a class id or the ignore value.
+
+    Another value stops the run with a one-line UserError naming the file
+    (``policy`` "error"), or becomes the ignore value and is counted in
+    ``unknown`` (``policy`` "ignore").
+    """
+    n = dataset.num_classes
+    bad = (gt != dataset.ignore_label) & ((gt < 0) | (gt >= n))
+    if not bad.any():
+        return gt
+    if policy != "ignore":
+        values = np.unique(gt[bad])[:10].tolist()
+        raise UserError(
+            f"{path}: label values {values} are neither class ids 0..{n - 1} of {dataset.name} nor its "
+            f"ignore value {dataset.ignore_label} (wrong --dataset? --unknown-labels ignore counts them as ignore)"
+        )
+    unknown["pixels"] = unknown.get("pixels", 0) + int(bad.sum())
+    unknown["files"] = unknown.get("files", 0) + 1
+    return np.where(bad, dataset.ignore_label, gt)

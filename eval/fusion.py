@@ -39,13 +39,14 @@ every mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Literal, Union, get_args
 
 import numpy as np
 import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
-FUSION_MODES = ("assigned", "ovseg")
+FusionMode = Literal["assigned", "ovseg"]
+FUSION_MODES: tuple[FusionMode, ...] = get_args(FusionMode)
 
 
 @dataclass
@@ -76,7 +77,7 @@ def granularity_fusion(
     class_scores: ArrayLike,
     granularity: float,
     ignore_label: int = 255,
-    mode: str = "assigned",
+    mode: FusionMode = "assigned",
 ) -> FusionResult:
     """Fuse (Q, H, W) binary masks with their (Q, C) class scores into a label map.
 

@@ -22,7 +22,7 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 import torch
 
-from maskmine.eval.fusion import granularity_fusion
+from maskmine.eval.fusion import FusionMode, granularity_fusion
 from maskmine.eval.semantic import argmax_labels, ensemble_probs, semantic_map
 from maskmine.eval.templates import VILD_TEMPLATES
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, encode_crops, encode_texts
@@ -126,7 +126,7 @@ def segment(
     proposal_class_probs: Optional[np.ndarray] = None,
     ensemble_lambda: Optional[float] = None,
     empty_label: int = 255,
-    fusion_mode: str = "assigned",
+    fusion_mode: FusionMode = "assigned",
     mask_threshold: float = DEFAULT_MASK_THRESHOLD,
     hard_masks: bool = False,
 ) -> Segmentation:

@@ -28,11 +28,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
-from maskmine.eval.datasets import SemSegDataset, get_dataset, load_label
+from maskmine.eval.datasets import SemSegDataset, UnknownLabels, check_labels, get_dataset, load_label
+from maskmine.eval.fusion import FusionMode
 from maskmine.eval.gt_proposals import label_map_proposals
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
-from maskmine.eval.templates import TEMPLATE_SETS
+from maskmine.eval.templates import TEMPLATE_SETS, TemplateSet
 from maskmine.eval.visualise import comparison_panel
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.clip_models import ClipSpec
@@ -65,8 +66,8 @@ class EvalConfig:
     adapted: Optional[str] = None  # a `maskmine train` run: its adapted CLIP instead of ``clip``
     granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
     ensemble_lambda: Optional[float] = None
-    templates: str = "vild"
-    fusion_mode: str = "assigned"
+    templates: TemplateSet = "vild"
+    fusion_mode: FusionMode = "assigned"
     mask_threshold: float = DEFAULT_MASK_THRESHOLD  # OVSeg's MASK_THR: mask > 0.4 makes crops and the valid flag
     hard_masks: bool = False  # maskmine's earlier semantic inference on binary masks (OVSeg: soft)
     proposal_filters: bool = False  # maskmine's mining filters (top-k, min area, de-dup); OVSeg: none
@@ -74,7 +75,7 @@ class EvalConfig:
     visualise: int = 4
     device: str = "auto"  # where both models run (the specs' own device fields are not used)
     progress: bool = True
-    unknown_labels: str = "error"  # a ground-truth value outside the classes: "error" or "ignore"
+    unknown_labels: UnknownLabels = "error"  # a ground-truth value outside the classes: "error" or "ignore"
 
 
 @dataclass
@@ -217,28 +218,6 @@ def read_image_file(path: Path) -> np.ndarray:
         return decode_image(path.read_bytes())
     except (OSError, ImageSkip) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from exc
-
-
-def check_labels(gt: np.ndarray, path: Path, dataset, policy: str, unknown: dict[str, int]) -> np.ndarray:
-    """Ground truth with every value a class id or the ignore value.
-
-    Another value stops the run with a one-line UserError naming the file
-    (``policy`` "error"), or becomes the ignore value and is counted in
-    ``unknown`` (``policy`` "ignore").
-    """
-    n = dataset.num_classes
-    bad = (gt != dataset.ignore_label) & ((gt < 0) | (gt >= n))
-    if not bad.any():
-        return gt
-    if policy != "ignore":
-        values = np.unique(gt[bad])[:10].tolist()
-        raise UserError(
-            f"{path}: label values {values} are neither class ids 0..{n - 1} of {dataset.name} nor its "
-            f"ignore value {dataset.ignore_label} (wrong --dataset? --unknown-labels ignore counts them as ignore)"
-        )
-    unknown["pixels"] = unknown.get("pixels", 0) + int(bad.sum())
-    unknown["files"] = unknown.get("files", 0) + 1
-    return np.where(bad, dataset.ignore_label, gt)
 
 
 def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> EvalResult:

@@ -8,6 +8,8 @@ tokens change the embeddings and so the reported numbers.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 VILD_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
     "This is a photo of a {}",
@@ -27,4 +29,5 @@ VILD_TEMPLATES: tuple[str, ...] = (
 
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
-TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"vild": VILD_TEMPLATES, "simple": SIMPLE_TEMPLATES}
+TemplateSet = Literal["vild", "simple"]
+TEMPLATE_SETS: dict[TemplateSet, tuple[str, ...]] = {"vild": VILD_TEMPLATES, "simple": SIMPLE_TEMPLATES}

@@ -14,7 +14,7 @@ from maskmine.pipelines.cli_options import (
     number,
     sam_options,
 )
-from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT
+from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES
 
 HELP = "serve a local web page to segment an uploaded image into your own class names"
 DESCRIPTION = f"""{HELP}.
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "('maskmine-tiny' = tiny random model)")
     parser.add_argument("--sam-checkpoint", default="", metavar="PTH",
                         help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
-    parser.add_argument("--sam-model-type", default="vit_h",
+    parser.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
                         help="vit_h, vit_l, vit_b, or maskmine-tiny (tiny random SAM) (default vit_h)")
     add_sam_filter_arguments(parser)
     parser.add_argument("--granularity", type=FRACTION, default=0.8, metavar="G",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 from maskmine.pipelines.cli_options import (
     FRACTION,
@@ -14,7 +15,13 @@ from maskmine.pipelines.cli_options import (
     sam_options,
     number,
 )
-from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT
+from maskmine.eval.datasets import UNKNOWN_LABELS
+from maskmine.eval.fusion import FUSION_MODES
+from maskmine.eval.templates import TemplateSet
+from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES
+
+# Eval's proposal backends: the mining oracle's distractors have no place in a benchmark.
+EVAL_BACKENDS = ("maskformer", "sam", "coco-gt")
 
 HELP = "evaluate two-stage open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"
 DATASET_CHOICES = (
@@ -50,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("dataset")
     d.add_argument("--dataset", required=True, choices=DATASET_CHOICES,
                    help="which benchmark's validation split to evaluate")
-    d.add_argument("--unknown-labels", choices=("error", "ignore"), default="error",
+    d.add_argument("--unknown-labels", choices=UNKNOWN_LABELS, default="error",
                    help="a ground-truth value that is neither a class id nor the dataset's ignore value: "
                         "stop with an error naming the file (default), or count it as ignore")
     d.add_argument("--root", required=True, metavar="DATA",
@@ -59,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="evaluate only the first N images (sorted by name)")
 
     p = parser.add_argument_group("proposals")
-    p.add_argument("--proposals", required=True, choices=("maskformer", "sam", "coco-gt"),
+    p.add_argument("--proposals", required=True, choices=EVAL_BACKENDS,
                    help="mask proposals: MaskFormer/Mask2Former queries, SAM's automatic masks, or "
                         "coco-gt = ground-truth masks (one per class present in the label map: "
                         "measures the classification step alone)")
@@ -67,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="maskformer: hub id or local save_pretrained folder (default "
                         f"{DEFAULT_MASKFORMER_CHECKPOINT}; 'maskmine-tiny' = tiny random "
                         "model); sam: the SAM .pth file")
-    p.add_argument("--sam-model-type", default="vit_h",
+    p.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
                    help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "
                         "(tiny random model, no checkpoint needed) (default vit_h)")
     add_sam_filter_arguments(p)
@@ -92,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(precision), lower = merge more parts (recall), 0 = every mask. Default 0.8 "
                         "with --proposals sam; with maskformer/coco-gt the default is MaskFormer's "
                         "semantic inference, and giving G switches them to fusion too")
-    p.add_argument("--fusion-mode", choices=("assigned", "ovseg"), default="assigned",
+    p.add_argument("--fusion-mode", choices=FUSION_MODES, default="assigned",
                    help="granularity fusion variant: 'assigned' (one class per mask) or 'ovseg' "
                         "(OVSeg's SAM demo) (default assigned)")
     p.add_argument("--ensemble-lambda", type=FRACTION, default=None, metavar="L",
@@ -105,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--adapted", default=None, metavar="RUN_DIR",
                    help="use the adapted CLIP of a `maskmine train` run (overrides --clip-model/"
                         "--clip-pretrained)")
-    c.add_argument("--templates", choices=("vild", "simple"), default="vild",
+    c.add_argument("--templates", choices=get_args(TemplateSet), default="vild",
                    help="prompt templates averaged per class: the 14 ViLD ones or 'a photo of a {}.'")
 
     o = parser.add_argument_group("output and runtime")

@@ -14,7 +14,7 @@ from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import PRECISIONS
 from maskmine.transforms.masked_crop import CropConfig, CropFill, CropResize
 from maskmine.transforms.pairing import LABELS, LABELS_NOUNS
-from maskmine.transforms.proposals.factory import BACKENDS, DEFAULT_MASKFORMER_CHECKPOINT, ProposalSpec
+from maskmine.transforms.proposals.factory import BACKENDS, DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES, ProposalSpec
 from maskmine.transforms.run_folder import RUN_FILE
 
 HELP = "mine (masked crop, noun) pairs from COCO Captions into WebDataset shards (Apache Beam)"
@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     prop.add_argument("--proposal-checkpoint", default="",
                       help=f"maskformer: hub id or local save_pretrained folder (default {DEFAULT_MASKFORMER_CHECKPOINT}; "
                       "'maskmine-tiny' builds a small random Mask2Former for tests); sam: .pth file")
-    prop.add_argument("--sam-model-type", default="vit_h", choices=("vit_h", "vit_l", "vit_b", "maskmine-tiny"),
+    prop.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
                       help="SAM architecture of the checkpoint (maskmine-tiny: a small random SAM for tests, no checkpoint needed)")
     prop.add_argument("--top-k", type=POSITIVE_INT, default=100, help="keep at most K proposals per image (default 100)")
     prop.add_argument("--min-mask-area", type=number(float, 0.0, 1.0, hi_open=True), default=0.0005, help="drop proposals smaller than this fraction of the image (default 0.0005)")

@@ -16,6 +16,9 @@ DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic" 
 
 Backend = Literal["coco-gt", "maskformer", "sam", "coco-gt+distractors"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
+# SAM's architectures (segment_anything's registry names) and a small random SAM for tests.
+SamModelType = Literal["vit_h", "vit_l", "vit_b", "maskmine-tiny"]
+SAM_MODEL_TYPES: tuple[SamModelType, ...] = get_args(SamModelType)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class ProposalSpec:
     top_k: int = 100
     min_area_fraction: float = 0.0005
     dedup_iou: float = 0.9
-    sam_model_type: str = "vit_h"
+    sam_model_type: SamModelType = "vit_h"
     sam: SamOptions = field(default_factory=SamOptions)
 
     def identity(self) -> dict[str, Any]:

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from maskmine.transforms.errors import UserError
+from maskmine.transforms.proposals.factory import SAM_MODEL_TYPES
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
-MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 TINY_MODEL_TYPE = "maskmine-tiny"  # random weights, for tests and dry runs only
+MODEL_TYPES = tuple(t for t in SAM_MODEL_TYPES if t != TINY_MODEL_TYPE)  # segment_anything's registry names
 SCORE_MODES = ("iou", "iou_x_stability")
 
 
