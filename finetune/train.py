@@ -76,8 +76,8 @@ RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "
 class TrainConfig:
     shards: str
     out: str
-    clip_model: str = "ViT-B-16"
-    clip_pretrained: str | None = None  # None: the model's default (see clip_models.resolve_model)
+    # the CLIP to start from and the device to train on; its crop settings are the shards' (run.json)
+    clip: ClipSpec = field(default_factory=ClipSpec)
     mode: Mode = "prompt"
     prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
     init: str | None = None  # a `full` run/export whose finetuned CLIP is the base (OVSeg's stage 2)
@@ -101,21 +101,19 @@ class TrainConfig:
     resample: bool = False
     seed: int = 0
     resume: bool = False
-    device: str = "auto"
     stop_after: int | None = None  # end this invocation after this step (a checkpoint is written)
     progress: bool = True
 
-    @property
-    def clip(self) -> ClipSpec:
-        """The CLIP to load (crops: the defaults; training sets the shards' crop settings on it).
-
-        ``clip_model``, ``clip_pretrained`` and ``device`` stay fields of their own: they are
-        keys of ``train.json``'s identity (which a resume compares) and of the export's
-        ``train`` record, and ``TrainConfig(clip_model=..., ...)`` is how callers build it."""
-        return ClipSpec(model=self.clip_model, pretrained=self.clip_pretrained, device=self.device)
+    def settings(self) -> dict[str, Any]:
+        """Every setting as a flat JSON-able record: the CLIP as ``clip_model``, ``clip_pretrained``
+        and ``device``, as the CLI names them. ``train.json``'s identity and the export's ``train``
+        record are made of these keys, so run folders written before the ClipSpec are still resumed."""
+        data = asdict(self)
+        clip = data.pop("clip")
+        return {"clip_model": clip["model"], "clip_pretrained": clip["pretrained"], "device": clip["device"], **data}
 
     def identity(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self.settings()
         return {k: v for k, v in data.items() if k not in RESUMABLE_CHANGES}
 
 
@@ -136,6 +134,9 @@ class TrainResult:
 # ---- setup helpers --------------------------------------------------------------------
 
 def check_config(c: TrainConfig) -> None:
+    if c.clip.crop != CropConfig():
+        raise UserError("training cuts its crops as the shards were mined (their run.json): "
+                        "leave TrainConfig.clip's crop at its default")
     if c.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}")
     if c.prompt_lr is not None and c.mode != "full+prompt":
@@ -257,7 +258,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def resolve_init(c: TrainConfig) -> CropConfig | None:
     """``--init RUN``: the base CLIP becomes that `full` run's finetuned model (OVSeg's stage 2).
 
-    Sets ``clip_model`` and ``clip_pretrained`` (the export's ``model.pt``) from the export and
+    Sets the config's CLIP to the export's model and weights (its ``model.pt``) and
     returns its crop settings."""
     if c.init is None:
         return None
@@ -271,8 +272,7 @@ def resolve_init(c: TrainConfig) -> CropConfig | None:
     weights = folder / ckpt.MODEL_FILE
     if not weights.is_file():
         raise UserError(f"--init {c.init}: {folder} has no {ckpt.MODEL_FILE}")
-    c.clip_model = export.clip_model
-    c.clip_pretrained = str(weights.resolve())
+    c.clip = replace(c.clip, model=export.clip_model, pretrained=str(weights.resolve()))
     return export.crop_config()
 
 
@@ -446,7 +446,7 @@ class Trainer:
         init_crop = resolve_init(c)
         self.started = time.perf_counter()
         self.config = c
-        self.device = resolve_device(c.device)
+        self.device = resolve_device(c.clip.device)
         urls = expand_shards(c.shards)
         crop = training_crop(c, urls, init_crop)
         self.vocabulary = resolve_vocabulary(c.vocabulary, urls)
@@ -460,7 +460,7 @@ class Trainer:
         try:
             self.model = MaskPromptCLIP(clip.model, mode=c.mode, prompt_depth=c.prompt_depth)
         except (ValueError, TypeError) as exc:
-            raise UserError(f"--mode {c.mode} on {c.clip_model}: {exc}") from exc
+            raise UserError(f"--mode {c.mode} on {c.clip.model}: {exc}") from exc
         self.model.to(self.device).train()
         groups = optimizer_param_groups(self.model, c.lr, c.weight_decay, c.prompt_lr)
         self.optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
@@ -483,14 +483,14 @@ class Trainer:
             self.state.stream_seed, partial=False,
         )
         self.export_config = ckpt.ExportConfig(
-            clip_model=c.clip_model,
+            clip_model=c.clip.model,
             clip_pretrained=clip.pretrained,  # the resolved tag, not the CLI's None default
             mode=c.mode,
             prompt_depth=self.model.prompt_depth,
             step=self.state.step,
             crop=asdict(clip.crop_config),
             base_fingerprint=base_fingerprint,
-            train=asdict(c),
+            train=c.settings(),
         )
         self.losses: list[float] = []  # one per optimizer step of this invocation
         self.validations: list[dict] = []

@@ -6,7 +6,7 @@ import json
 
 from maskmine.finetune.model import MODES
 from maskmine.finetune.losses import LOSSES
-from maskmine.pipelines.cli_options import check_out_dir, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments
+from maskmine.pipelines.cli_options import check_out_dir, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, clip_spec
 
 HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
 DESCRIPTION = """\
@@ -119,8 +119,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     config = TrainConfig(
         shards=args.shards,
         out=args.out,
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
+        clip=clip_spec(args),
         mode=args.mode,
         prompt_depth=args.prompt_depth,
         init=args.init,
@@ -144,7 +143,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         resample=args.resample,
         seed=args.seed,
         resume=args.resume,
-        device=args.device,
         stop_after=args.stop_after,
         progress=not args.no_progress,
     )

@@ -18,10 +18,12 @@ from maskmine.finetune.train import TrainConfig, lr_factor, train
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
 from maskmine.pipelines.cli import main
 from maskmine.pipelines.mine import run_mining
-from maskmine.transforms.clip_models import load_clip, register_configs
+from maskmine.transforms.clip_models import ClipSpec, load_clip, register_configs
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
 from mining_helpers import coco_mini_config
+
+TINY = ClipSpec(model="maskmine-tiny", pretrained="none")  # device auto, as the CLI's default
 
 CROP = CropConfig(input_size=64)
 
@@ -86,7 +88,7 @@ def copy_samples(src: Path, dst: Path, limit: int | None = None, corrupt: dict[s
 
 def config(out: Path, shard_spec: str, **kw) -> TrainConfig:
     base = dict(
-        shards=shard_spec, out=str(out), clip_model="maskmine-tiny", clip_pretrained="none", mode="prompt",
+        shards=shard_spec, out=str(out), clip=TINY, mode="prompt",
         batch_size=32, lr=1e-3, warmup_steps=2, steps=10, workers=0, shuffle_buffer=50, save_every=5,
         progress=False,
     )

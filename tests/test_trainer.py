@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,8 @@ from maskmine.finetune.optim import lr_factor
 from maskmine.finetune.train import RunState, TrainConfig, Trainer, check_config
 from maskmine.pipelines.mine import run_mining
 from maskmine.transforms.clip_models import ClipSpec
+from maskmine.transforms.errors import UserError
+from maskmine.transforms.masked_crop import CropConfig
 from mining_helpers import coco_mini_config
 
 
@@ -26,9 +29,10 @@ def run(coco_mini, tmp_path_factory) -> Path:
 
 def _trainer(run: Path, out: Path, **kw) -> Trainer:
     settings = dict(
-        shards=str(run / "pairs-000000.tar"), out=str(out), clip_model="maskmine-tiny", clip_pretrained="none",
+        shards=str(run / "pairs-000000.tar"), out=str(out),
+        clip=ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"),
         mode="prompt", batch_size=8, lr=1e-2, warmup_steps=2, steps=6, workers=0, shuffle_buffer=20,
-        progress=False, device="cpu",
+        progress=False,
     )
     settings.update(kw)
     config = TrainConfig(**settings)
@@ -124,10 +128,14 @@ def test_validate_returns_the_models_real_accuracy(run: Path, tmp_path: Path) ->
     assert _trainer(run, tmp_path / "no-val").validate() is None
 
 
-def test_config_gives_its_clip_spec_and_keeps_the_identity_keys() -> None:
-    c = TrainConfig(shards="s", out="o", clip_model="maskmine-tiny", clip_pretrained="none", device="cpu")
-    assert c.clip == ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu")
+def test_config_holds_a_clip_spec_and_keeps_the_flat_settings_keys() -> None:
+    c = TrainConfig(shards="s", out="o", clip=ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu"))
     assert TrainConfig(shards="s", out="o").clip == ClipSpec()  # ViT-B-16, its default weights, device auto
+    settings = c.settings()  # the export's `train` record: the CLI's names, as before the ClipSpec
+    assert (settings["clip_model"], settings["clip_pretrained"], settings["device"]) == ("maskmine-tiny", "none", "cpu")
+    assert "clip" not in settings and json.loads(json.dumps(settings)) == settings
+    with pytest.raises(UserError, match="crop"):  # crops are cut as the shards were mined
+        check_config(replace(c, clip=replace(c.clip, crop=CropConfig(resize="pad"))))
     # train.json's identity: what a resume compares, so an existing run folder is still resumed
     assert sorted(c.identity()) == sorted([
         "shards", "clip_model", "clip_pretrained", "mode", "prompt_depth", "init", "batch_size", "accum_steps",
