@@ -34,6 +34,12 @@ from torch.utils.checkpoint import checkpoint
 
 Mode = Literal["prompt", "full", "full+prompt"]
 MODES: tuple[str, ...] = get_args(Mode)
+# Each mode's default learning rate, from OVSeg's open_clip_training scripts:
+# coco_proposal_1cap_finetune_VitL.sh / coco_gt_171cls_finetune_VitL.sh (--lr 0.000005) and
+# coco_proposal_1cap_mask_prompt_tuning_VitL.sh (--lr 0.05 --mask_wd 0.0). full+prompt is
+# maskmine's own mode (OVSeg runs the two stages one after the other): its CLIP weights take
+# the full rate and its prompts the prompt rate (``TrainConfig.prompt_lr``).
+DEFAULT_LR: dict[Mode, float] = {"prompt": 0.05, "full": 5e-6, "full+prompt": 5e-6}
 DEFAULT_PROMPT_DEPTH = 3  # OVSeg's MASK_PROMPT_DEPTH for its released ViT-L/14 model
 PROMPT_KEY = "mask_prompts"
 

@@ -48,7 +48,7 @@ import torch
 from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
 from maskmine.finetune.losses import LOSSES, LossKind, clip_contrastive_loss, vocab_cross_entropy
-from maskmine.finetune.model import MODES, MaskPromptCLIP, Mode, trains_clip
+from maskmine.finetune.model import DEFAULT_LR, MODES, MaskPromptCLIP, Mode, trains_clip
 from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
 from maskmine.finetune.runinfo import crop_for_shards, crop_settings
 from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
@@ -61,11 +61,6 @@ from maskmine.transforms.masked_crop import CropConfig
 
 log = logging.getLogger(__name__)
 
-# OVSeg's open_clip_training scripts: coco_proposal_1cap_finetune_VitL.sh / coco_gt_171cls_finetune_VitL.sh
-# (--lr 0.000005) and coco_proposal_1cap_mask_prompt_tuning_VitL.sh (--lr 0.05 --mask_wd 0.0).
-# full+prompt is maskmine's own mode (OVSeg runs the two stages one after the other):
-# its CLIP weights take the full rate and its prompts the prompt rate (``prompt_lr``).
-DEFAULT_LR = {"prompt": 0.05, "full": 5e-6, "full+prompt": 5e-6}
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
 # Settings that may change between a run and its resume: they do not change the trajectory.
 RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
