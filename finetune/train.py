@@ -531,7 +531,7 @@ class Trainer:
         add_skips(state.skipped, batch.skipped)
         if len(batch) == 0:
             return None
-        loss = _loss(c.loss, self.model, batch, self.text_table, self.device) / c.accum_steps
+        loss = batch_loss(c.loss, self.model, batch, self.text_table, self.device) / c.accum_steps
         loss.backward()
         self._accum_loss += float(loss.detach())
         self._step_samples += len(batch)
@@ -655,7 +655,9 @@ def train(c: TrainConfig) -> TrainResult:
     return trainer.result(finished)
 
 
-def _loss(kind: LossKind, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tensor, device: torch.device) -> torch.Tensor:
+def batch_loss(kind: LossKind, model: MaskPromptCLIP, batch: Batch, text_table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The ``--loss`` of one batch: its masked crops through ``model`` against the rows of
+    ``text_table`` (the vocabulary's text embeddings) its labels name."""
     labels = batch.labels.to(device, non_blocking=True)
     with _autocast(device):
         emb = model.encode_image(batch.pixels.to(device, non_blocking=True), batch.masks.to(device, non_blocking=True))

@@ -25,7 +25,7 @@ import torch
 
 from maskmine.finetune.data import PairStream, expand_shards, make_loader
 from maskmine.finetune.model import MODES, MaskPromptCLIP
-from maskmine.finetune.train import CLIP_LOSS_TEMPLATE, _loss
+from maskmine.finetune.train import CLIP_LOSS_TEMPLATE, batch_loss
 from maskmine.finetune.vocab import resolve_vocabulary
 from maskmine.transforms.clip_models import encode_texts, load_clip
 from maskmine.transforms.devices import resolve_device
@@ -57,7 +57,7 @@ def step_rate(mode: str, args: argparse.Namespace, batches: list, vocabulary: li
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = _loss("clip", model, batch, text, device)
+        loss = batch_loss("clip", model, batch, text, device)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
