@@ -44,6 +44,11 @@ DEFAULT_PROMPT_DEPTH = 3  # OVSeg's MASK_PROMPT_DEPTH for its released ViT-L/14 
 PROMPT_KEY = "mask_prompts"
 
 
+def training_autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA, plain fp32 elsewhere: how training and its validation run the model."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def trains_clip(mode: Mode) -> bool:
     """Whether ``mode`` trains CLIP's image tower (so an export holds ``model.pt``)."""
     return mode in ("full", "full+prompt")

@@ -2,7 +2,8 @@
 
 ``train(TrainConfig) -> TrainResult`` builds a :class:`Trainer` (model, optimizer,
 schedule, data stream, validator, run folder) and feeds it the stream's batches,
-validating and saving at their intervals. One optimizer step = ``accum_steps``
+validating and saving at their intervals. The settings and their checks are
+:mod:`maskmine.finetune.train_config`'s, the validation :mod:`maskmine.finetune.validation`'s. One optimizer step = ``accum_steps``
 micro-batches of ``batch_size`` crops (the in-batch contrastive negatives are
 those of one micro-batch; each worker's last partial batch is dropped, as OVSeg's
 training loaders do). AdamW over the trainable parameters of ``MaskPromptCLIP``
@@ -47,14 +48,22 @@ import torch
 
 from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import Batch, PairStream, add_skips, expand_shards, make_loader
-from maskmine.finetune.losses import LOSSES, LossKind, clip_contrastive_loss, vocab_cross_entropy
-from maskmine.finetune.model import DEFAULT_LR, MODES, MaskPromptCLIP, Mode, trains_clip
+from maskmine.finetune.losses import LossKind, clip_contrastive_loss, vocab_cross_entropy
+from maskmine.finetune.model import MaskPromptCLIP, trains_clip, training_autocast
 from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
-from maskmine.finetune.runinfo import crop_for_shards, crop_settings
-from maskmine.finetune.vocab import resolve_vocabulary, vocabulary_for_shards
+from maskmine.finetune.train_config import (
+    TrainConfig,
+    check_config,
+    prepare_out_dir,
+    resolve_init,
+    total_steps,
+    training_crop,
+)
+from maskmine.finetune.validation import make_validator
+from maskmine.finetune.vocab import resolve_vocabulary
 from maskmine.transforms import run_folder
-from maskmine.transforms.atomic import atomic_write, atomic_write_json
-from maskmine.transforms.clip_models import MINING_TEMPLATES, ClipSpec, LoadedClip, encode_texts
+from maskmine.transforms.atomic import atomic_write
+from maskmine.transforms.clip_models import MINING_TEMPLATES, encode_texts
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
@@ -62,56 +71,6 @@ from maskmine.transforms.masked_crop import CropConfig
 log = logging.getLogger(__name__)
 
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
-# Settings that may change between a run and its resume: they do not change the trajectory.
-RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
-                     "device", "resume", "out", "val_limit")
-
-
-@dataclass
-class TrainConfig:
-    shards: str
-    out: str
-    # the CLIP to start from and the device to train on; its crop settings are the shards' (run.json)
-    clip: ClipSpec = field(default_factory=ClipSpec)
-    mode: Mode = "prompt"
-    prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
-    init: str | None = None  # a `full` run/export whose finetuned CLIP is the base (OVSeg's stage 2)
-    batch_size: int = 256
-    accum_steps: int = 1
-    lr: float | None = None  # None: the mode's OVSeg default (DEFAULT_LR)
-    prompt_lr: float | None = None  # full+prompt only: the prompts' rate (None: DEFAULT_LR["prompt"])
-    weight_decay: float = 0.2  # OVSeg's --wd, on >= 2-D non-norm CLIP weights only
-    warmup_steps: int = 100
-    steps: int | None = 10000
-    epochs: int | None = None
-    loss: LossKind = "clip"
-    vocabulary: str | None = None
-    val_shards: str | None = None
-    val_every: int = 500
-    val_limit: int | None = None
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    workers: int = 4
-    shuffle_buffer: int = 1000
-    resample: bool = False
-    seed: int = 0
-    resume: bool = False
-    stop_after: int | None = None  # end this invocation after this step (a checkpoint is written)
-    progress: bool = True
-
-    def settings(self) -> dict[str, Any]:
-        """Every setting as a flat JSON-able record: the CLIP as ``clip_model``, ``clip_pretrained``
-        and ``device``, as the CLI names them. ``train.json``'s identity and the export's ``train``
-        record are made of these keys, so run folders written before the ClipSpec are still resumed."""
-        data = asdict(self)
-        clip = data.pop("clip")
-        return {"clip_model": clip["model"], "clip_pretrained": clip["pretrained"], "device": clip["device"], **data}
-
-    def identity(self) -> dict[str, Any]:
-        data = self.settings()
-        return {k: v for k, v in data.items() if k not in RESUMABLE_CHANGES}
-
-
 @dataclass
 class TrainResult:
     out: Path
@@ -127,100 +86,6 @@ class TrainResult:
 
 
 # ---- setup helpers --------------------------------------------------------------------
-
-def check_config(c: TrainConfig) -> None:
-    if c.clip.crop != CropConfig():
-        raise UserError("training cuts its crops as the shards were mined (their run.json): "
-                        "leave TrainConfig.clip's crop at its default")
-    if c.mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}")
-    if c.prompt_lr is not None and c.mode != "full+prompt":
-        raise UserError("--prompt-lr is the prompts' rate in --mode full+prompt only; "
-                        "in --mode prompt the prompts train at --lr")
-    if c.init is not None and c.mode != "prompt":
-        raise UserError("--init starts mask prompt tuning from a finetuned CLIP: it needs --mode prompt")
-    if c.lr is None:
-        c.lr = DEFAULT_LR[c.mode]
-    if c.mode == "full+prompt" and c.prompt_lr is None:
-        c.prompt_lr = DEFAULT_LR["prompt"]
-    if c.loss not in LOSSES:
-        raise UserError(f"--loss must be one of {', '.join(LOSSES)}")
-    for name in ("batch_size", "accum_steps", "val_every", "save_every"):
-        if getattr(c, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if c.steps is None and c.epochs is None:
-        raise UserError("give --steps or --epochs")
-    if c.steps is not None and c.steps < 1 or c.epochs is not None and c.epochs < 1:
-        raise UserError("--steps and --epochs must be at least 1")
-    if c.resample and c.steps is None:
-        raise UserError("--resample streams forever: give --steps")
-    if not all(math.isfinite(v) for v in (c.lr, c.weight_decay) + ((c.prompt_lr,) if c.prompt_lr is not None else ())):
-        raise UserError("--lr, --prompt-lr and --weight-decay must be finite numbers")
-    if c.lr <= 0 or (c.prompt_lr is not None and c.prompt_lr <= 0) or c.weight_decay < 0 or c.warmup_steps < 0 or c.shuffle_buffer < 0 or c.workers < 0:
-        raise UserError("--lr and --prompt-lr must be positive; --weight-decay, --warmup-steps, --shuffle-buffer, --workers >= 0")
-    if c.mode == "full" and c.prompt_depth not in (None, 0):
-        c.prompt_depth = None  # the CLI default of 3 means nothing without prompts
-
-
-def prepare_out_dir(c: TrainConfig) -> Path | None:
-    """Create OUT or check it; returns the checkpoint to resume from (None: start fresh)."""
-    out = Path(c.out)
-    identity = json.loads(json.dumps(c.identity()))
-    train_file = out / run_folder.TRAIN_FILE
-    if train_file.is_file():
-        try:
-            previous = json.loads(train_file.read_text()).get("identity", {})
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise UserError(f"{train_file} is damaged ({exc}): use a new --out folder") from exc
-        if previous != identity:
-            changed = run_folder.changed_settings(previous, identity)
-            raise UserError(
-                f"{out} holds a different training run (settings differ: {', '.join(changed)}): "
-                "use a new --out folder"
-            )
-        latest = ckpt.latest_checkpoint(out)
-        if latest is not None and not c.resume:
-            raise UserError(f"{out} already holds this training run: pass --resume to continue it, or use a new --out")
-        return latest
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty and holds no training run: use a new --out folder")
-    if c.resume:
-        log.warning("--resume: %s holds no run yet, starting from step 0", out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_json(train_file, data, indent=1, sort_keys=True)
-    return None
-
-
-def count_samples(urls: list[str]) -> int | None:
-    """Samples in local shards: from their manifest entries, else from the tar headers
-    (distinct keys; no member is read). None when a shard is not a local file."""
-    import tarfile
-
-    total = 0
-    for url in urls:
-        if "://" in url or url.startswith("pipe:"):
-            return None
-        tar = Path(url)
-        manifest = tar.parent / run_folder.sidecar_names(tar.name)[1]
-        if manifest.is_file():
-            total += int(json.loads(manifest.read_text())["samples"])
-            continue
-        with tarfile.open(tar) as fh:
-            total += len({m.name.split("/")[-1].split(".", 1)[0] for m in fh if m.isfile()})
-    return total
-
-
-def total_steps(c: TrainConfig, urls: list[str]) -> int:
-    if c.steps is not None:
-        return c.steps
-    samples = count_samples(urls)
-    if samples is None:
-        raise UserError("--epochs needs local shards to count their samples: give --steps instead")
-    # the training stream drops each worker's last partial batch (drop_last), so floor
-    per_epoch = max(1, (samples // c.batch_size) // c.accum_steps)
-    return c.epochs * per_epoch
-
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -248,116 +113,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
     atomic_write(path, "".join(line + "\n" for line in kept))
-
-
-def resolve_init(c: TrainConfig) -> CropConfig | None:
-    """``--init RUN``: the base CLIP becomes that `full` run's finetuned model (OVSeg's stage 2).
-
-    Sets the config's CLIP to the export's model and weights (its ``model.pt``) and
-    returns its crop settings."""
-    if c.init is None:
-        return None
-    try:
-        folder = ckpt.resolve_export(c.init)
-        export = ckpt.read_export_config(folder)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UserError(f"--init {c.init}: {exc}") from exc
-    if export.mode != "full":
-        raise UserError(f"--init {c.init}: a `{export.mode}` export; stage 2 starts from a `--mode full` run")
-    weights = folder / ckpt.MODEL_FILE
-    if not weights.is_file():
-        raise UserError(f"--init {c.init}: {folder} has no {ckpt.MODEL_FILE}")
-    c.clip = replace(c.clip, model=export.clip_model, pretrained=str(weights.resolve()))
-    return export.crop_config()
-
-
-def training_crop(c: TrainConfig, urls: list[str], init_crop: CropConfig | None) -> CropConfig | None:
-    """The crop settings the shards were mined with (their runs' run.json), checked against --init's."""
-    crop, runs = crop_for_shards(urls)
-    if crop is None:
-        log.warning("the training shards' mining run records no crop settings (no local run.json): "
-                    "using maskmine's defaults (%s)", crop_settings(CropConfig()))
-        crop = init_crop
-    elif init_crop is not None and crop_settings(crop) != crop_settings(init_crop):
-        raise UserError(f"--init {c.init} was trained on crops {crop_settings(init_crop)}, but the shards "
-                        f"were mined with {crop_settings(crop)} ({', '.join(map(str, runs))})")
-    if c.val_shards:
-        val_crop, val_runs = crop_for_shards(expand_shards(c.val_shards))
-        if val_crop is not None and crop is not None and crop_settings(val_crop) != crop_settings(crop):
-            log.warning("the validation shards were mined with crop settings %s, the training shards with %s",
-                        crop_settings(val_crop), crop_settings(crop))
-    return crop
-
-
-# ---- validation ---------------------------------------------------------------------
-
-@dataclass
-class Validator:
-    """Masked-region zero-shot accuracy over the validation shards' own vocabulary."""
-
-    stream: PairStream
-    text: torch.Tensor  # (V, D) template-ensemble embeddings of the validation vocabulary
-    limit: int | None = None
-
-    @torch.no_grad()
-    def __call__(self, model: MaskPromptCLIP, device: torch.device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        top1 = top5 = n = 0
-        text = self.text.to(device)
-        k = min(5, text.shape[0])
-        for batch in make_loader(self.stream, 0):
-            if len(batch) == 0:
-                continue
-            with _autocast(device):
-                emb = model.encode_image(batch.pixels.to(device), batch.masks.to(device))
-            scores = emb.float() @ text.t()
-            best = scores.topk(k, dim=-1).indices.cpu()
-            labels = batch.labels[:, None]
-            top1 += int((best[:, :1] == labels).any(dim=1).sum())
-            top5 += int((best == labels).any(dim=1).sum())
-            n += len(batch)
-            if self.limit is not None and n >= self.limit:
-                break
-        model.train(was_training)
-        return {"val_top1": top1 / max(n, 1), "val_top5": top5 / max(n, 1), "val_samples": n}
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def check_ground_truth_shards(urls: list[str], spec: str) -> None:
-    """Validation shards must carry ground-truth classes: refuse those of a caption-noun run.
-
-    The run folder of each local shard says how it was labelled (``run.json``,
-    ``identity.labels``); shards outside a run folder are taken as they are.
-    """
-    for folder in sorted({Path(u).parent for u in urls if "://" not in u and not u.startswith("pipe:")}):
-        run_file = folder / run_folder.RUN_FILE
-        if not run_file.is_file():
-            continue
-        try:
-            labels = (json.loads(run_file.read_bytes()).get("identity") or {}).get("labels")
-        except (ValueError, AttributeError) as exc:
-            raise UserError(f"{run_file} (of --val-shards) is damaged: {exc}") from exc
-        if labels is not None and labels != "categories":
-            raise UserError(
-                f"--val-shards {spec!r}: {folder} was mined with --labels {labels}, so its nouns are "
-                "caption guesses, not ground truth; mine validation shards with --proposals coco-gt --labels categories"
-            )
-
-
-def make_validator(c: TrainConfig, clip: LoadedClip) -> Validator | None:
-    if not c.val_shards:
-        return None
-    urls = expand_shards(c.val_shards)
-    check_ground_truth_shards(urls, c.val_shards)
-    vocabulary = vocabulary_for_shards(urls)
-    if not vocabulary:
-        raise UserError(f"the validation shards {c.val_shards!r} hold no pairs")
-    stream = PairStream(urls, vocabulary, clip.crop_config, c.batch_size, shuffle_buffer=0, seed=0)
-    return Validator(stream, encode_texts(clip, vocabulary, MINING_TEMPLATES), c.val_limit)
 
 
 # ---- the loop -----------------------------------------------------------------------
@@ -659,7 +414,7 @@ def batch_loss(kind: LossKind, model: MaskPromptCLIP, batch: Batch, text_table: 
     """The ``--loss`` of one batch: its masked crops through ``model`` against the rows of
     ``text_table`` (the vocabulary's text embeddings) its labels name."""
     labels = batch.labels.to(device, non_blocking=True)
-    with _autocast(device):
+    with training_autocast(device):
         emb = model.encode_image(batch.pixels.to(device, non_blocking=True), batch.masks.to(device, non_blocking=True))
     emb = emb.float()
     if kind == "clip":

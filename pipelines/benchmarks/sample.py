@@ -86,7 +86,7 @@ def crop_accuracy(model_dir: Path | None, val_shards: str) -> dict[str, float]:
     from maskmine.finetune.adapted import load_adapted
     from maskmine.finetune.data import PairStream, expand_shards
     from maskmine.finetune.model import MaskPromptCLIP
-    from maskmine.finetune.train import Validator
+    from maskmine.finetune.validation import Validator
     from maskmine.finetune.vocab import vocabulary_for_shards
     from maskmine.transforms.clip_models import MINING_TEMPLATES, encode_texts, load_clip
 
