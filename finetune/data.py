@@ -36,7 +36,6 @@ import glob
 import io
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -47,6 +46,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from webdataset.shardlists import expand_urls
 from webdataset.utils import pytorch_worker_info
 
+from maskmine.finetune.runinfo import local_shard
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig, masked_crop, to_clip_tensor
 
@@ -64,14 +64,14 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
     urls: list[str] = []
     for pattern in patterns:
         for url in expand_urls(pattern):
-            if "://" not in url and not url.startswith("pipe:") and any(c in url for c in "*?["):
-                urls.extend(sorted(glob.glob(url)))  # a local glob such as 'RUN/pairs-*.tar'
+            path = local_shard(url)
+            if path is not None and any(c in str(path) for c in "*?["):
+                urls.extend(sorted(glob.glob(str(path))))  # a local glob such as 'RUN/pairs-*.tar'
             else:
                 urls.append(url)
     if not urls:
         raise UserError(f"no shards matched {spec!r}")
-    local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
-    missing = [u for u in local if not Path(u).is_file()]
+    missing = [u for u in urls if (path := local_shard(u)) is not None and not path.is_file()]
     if missing and len(missing) == len(urls):
         raise UserError(f"no shards matched {spec!r}: none of the {len(urls)} files exist (e.g. {missing[0]})")
     if missing:

@@ -21,7 +21,7 @@ from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import expand_shards
 from maskmine.finetune.losses import LOSSES, LossKind
 from maskmine.finetune.model import DEFAULT_LR, MODES, Mode
-from maskmine.finetune.runinfo import crop_for_shards, crop_settings
+from maskmine.finetune.runinfo import crop_for_shards, crop_settings, local_shard
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.clip_models import ClipSpec
@@ -151,9 +151,9 @@ def count_samples(urls: list[str]) -> int | None:
 
     total = 0
     for url in urls:
-        if "://" in url or url.startswith("pipe:"):
+        tar = local_shard(url)
+        if tar is None:
             return None
-        tar = Path(url)
         manifest = tar.parent / run_folder.sidecar_names(tar.name)[1]
         if manifest.is_file():
             total += int(json.loads(manifest.read_text())["samples"])

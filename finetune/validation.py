@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from maskmine.finetune.data import PairStream, expand_shards, make_loader
 from maskmine.finetune.model import MaskPromptCLIP, training_autocast
+from maskmine.finetune.runinfo import local_shard
 from maskmine.finetune.train_config import TrainConfig
 from maskmine.finetune.vocab import vocabulary_for_shards
 from maskmine.transforms import run_folder
@@ -54,7 +54,7 @@ def check_ground_truth_shards(urls: list[str], spec: str) -> None:
     The run folder of each local shard says how it was labelled (``run.json``,
     ``identity.labels``); shards outside a run folder are taken as they are.
     """
-    for folder in sorted({Path(u).parent for u in urls if "://" not in u and not u.startswith("pipe:")}):
+    for folder in sorted({path.parent for path in map(local_shard, urls) if path is not None}):
         run_file = folder / run_folder.RUN_FILE
         if not run_file.is_file():
             continue

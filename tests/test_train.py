@@ -293,6 +293,21 @@ def test_expand_shards_accepts_local_globs(tmp_path):
         expand_shards(str(tmp_path / "other-*.tar"))
 
 
+def test_file_urls_are_local_shards_everywhere(mined: Path, tmp_path: Path) -> None:
+    """``file://PATH`` is the local file for every rule: globs, missing files, sample counts, crop settings."""
+    from maskmine.finetune.train_config import count_samples
+
+    plain = expand_shards(shards(mined))
+    assert expand_shards(f"file://{mined}/pairs-*.tar") == plain
+    as_urls = [f"file://{u}" for u in plain]
+    table = pd.concat(pd.read_parquet(p) for p in sorted((mined / "parquet").glob("*.parquet")))
+    assert count_samples(as_urls) == count_samples(plain) == len(table)  # so --epochs can size the schedule
+    assert vocabulary_for_shards(as_urls) == vocabulary_for_shards(plain)
+    with pytest.raises(UserError, match="do not exist"):
+        expand_shards([as_urls[0], f"file://{tmp_path}/pairs-000009.tar"])
+    assert count_samples(["s3://bucket/pairs-000000.tar"]) is None  # remote: estimated elsewhere
+
+
 # ---- OVSeg's recipe: defaults, parameter groups, drop_last, two stages, crop settings ---------
 
 def test_per_mode_defaults_are_ovsegs_and_flags_are_checked(tmp_path: Path) -> None:
