@@ -213,9 +213,10 @@ class _Predictor:
         return result.labels
 
 
-def read_image_file(path: Path) -> np.ndarray:
+def read_image_file(path: Path, frame: tuple[int, int]) -> np.ndarray:
+    """The image in the frame of its label map (``frame``: its height and width; see ``decode_image``)."""
     try:
-        return decode_image(path.read_bytes())
+        return decode_image(path.read_bytes(), frame=frame)
     except (OSError, ImageSkip) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from exc
 
@@ -256,7 +257,7 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
             pred = load_label(pred_path)
             cached += 1
         else:
-            image = read_image_file(image_path)
+            image = read_image_file(image_path, gt.shape)
             if image.shape[:2] != gt.shape:
                 raise UserError(
                     f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label map "
@@ -271,7 +272,7 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
         if index < config.visualise:
             vis_path = out / EVAL_VIS_DIR / f"{label_path.stem}.png"
             if image is None:
-                image = read_image_file(image_path)
+                image = read_image_file(image_path, gt.shape)
             panel = comparison_panel(image, _for_display(gt, dataset), _for_display(pred, dataset),
                                      dataset.class_names)
             buf = io.BytesIO()

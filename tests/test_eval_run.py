@@ -133,6 +133,26 @@ def test_eval_metrics_follow_the_cached_predictions(ade_root, tmp_path):
     assert metrics["mIoU"] == metrics["pACC"] == metrics["mACC"] == metrics["fwIoU"] == 100.0
 
 
+def test_an_exif_tagged_image_is_evaluated_in_its_label_maps_frame(tmp_path):
+    """A stored image tagged "rotate 90 degrees" still fits its label map (drawn on the stored
+    pixels): same metrics as without the tag, visualisation included."""
+    plain, tagged = write_ade(tmp_path / "plain", count=2), write_ade(tmp_path / "tagged", count=2)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for root, tags in ((plain, Image.Exif()), (tagged, exif)):  # both re-encoded alike: same pixels
+        image = next((root / ADE / "images" / "validation").glob("*.jpg"))
+        with Image.open(image) as im:
+            pixels = im.copy()
+        pixels.save(image, quality=95, exif=tags)
+    results = []
+    for root in (plain, tagged):
+        out = tmp_path / f"out-{root.name}"
+        assert main(["eval", "--dataset", "ade20k-150", "--root", str(root), "--proposals", "coco-gt",
+                     *TINY, "--out", str(out), "--visualise", "2", "--no-progress"]) == 0
+        results.append(json.loads((out / "metrics.json").read_text())["mIoU"])
+    assert results[0] == results[1]
+
+
 def test_coco_gt_proposals_are_one_mask_per_present_class(ade_root, classifier):
     dataset = get_dataset("ade20k-150", ade_root)
     gt = load_label(dataset.items[0][1])

@@ -131,7 +131,7 @@ def test_cli_counts_corrupt_missing_and_odd_images(coco_mini, nltk_data, tmp_pat
     real.convert("L").save(images / "gray.jpg")
     real.convert("CMYK").save(images / "cmyk.jpg")
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotated: decoded 48x64 after exif_transpose
+    exif[0x0112] = 6  # stored 64x48 like its entry, so mined as stored (48x64 upright)
     real.save(images / "rotated.jpg", exif=exif)
     (images / "corrupt.jpg").write_bytes((images / "good.jpg").read_bytes()[:300])
     captions = tmp_path / "captions.json"
@@ -161,6 +161,16 @@ def test_cli_counts_corrupt_missing_and_odd_images(coco_mini, nltk_data, tmp_pat
     assert stats["images_mined"] == 4
     rejects = {json.loads(l)["file_name"]: json.loads(l)["reason"] for l in (out / "rejects.jsonl").read_text().splitlines()}
     assert rejects == {"corrupt.jpg": SKIP_CORRUPT_IMAGE, "missing.jpg": SKIP_MISSING_IMAGE}
+    # the EXIF-rotated image is mined in its annotations' frame (as stored): its crop shows what
+    # the good image's shows, the same stored pixels under the same mask
+    table = pd.read_parquet(out / "parquet")
+    file_of = dict(zip(table["key"], table["file_name"]))
+    crops: dict[str, np.ndarray] = {}
+    for sample in wds.WebDataset([str(p) for p in sorted(out.glob("pairs-*.tar"))], shardshuffle=False):
+        crops[file_of[sample["__key__"]]] = np.asarray(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"), np.float32)
+    masks = dict(zip(table["file_name"], table["mask_rle"]))
+    assert masks["rotated.jpg"] == masks["good.jpg"]
+    assert np.abs(crops["rotated.jpg"] - crops["good.jpg"]).mean() < 2.0
 
 
 def test_missing_or_malformed_annotations_fail_before_work(tmp_path, capsys):

@@ -272,6 +272,37 @@ def test_pixel_cap_is_judged_from_the_header():
     assert decode_image(buf.getvalue(), max_megapixels=0.7).shape == (600, 1000, 3)
 
 
+def test_an_exif_rotated_image_comes_in_the_frame_of_its_annotations(tmp_path):
+    """Stored 100 wide x 40 high, tagged "rotate 90 degrees clockwise" (EXIF orientation 6)."""
+    stored = np.zeros((40, 100, 3), np.uint8)
+    stored[:, :10] = 255  # a white band on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="PNG", exif=exif.tobytes())
+    data = buf.getvalue()
+    upright = decode_image(data)  # no frame known (a demo upload): as a viewer shows it
+    assert upright.shape == (100, 40, 3) and upright[:10].min() == 255  # the band is now on top
+    assert np.array_equal(decode_image(data, frame=(40, 100)), stored)  # COCO: annotations on the stored pixels
+    assert np.array_equal(decode_image(data, frame=(100, 40)), upright)  # annotated upright
+    assert decode_image(data, frame=(50, 50)).shape == (40, 100, 3)  # neither: stored, for the size check
+    (tmp_path / "r.png").write_bytes(data)
+    from maskmine.transforms.image_io import read_record_image
+    from maskmine.transforms.records import ImageRecord
+
+    def record(width, height):
+        return ImageRecord(image_id=1, file_name="r.png", width=width, height=height, captions=[])
+
+    assert read_record_image(str(tmp_path), record(100, 40)).shape == (40, 100, 3)
+    assert read_record_image(str(tmp_path), record(40, 100)).shape == (100, 40, 3)
+    with pytest.raises(ImageSkip) as info:
+        read_record_image(str(tmp_path), record(50, 50))
+    assert info.value.reason == "size-mismatch"
+    from maskmine.transforms.audit.report import ImageCache  # the audit outlines masks on the same frame
+
+    assert ImageCache(tmp_path).get("r.png", (40, 100)).shape == (40, 100, 3)
+
+
 def test_unreadable_image_is_permission_denied(tmp_path, monkeypatch):
     # the tests run as root, for whom chmod 000 changes nothing: the open itself is made to fail as it would
     from apache_beam.io.filesystems import FileSystems

@@ -6,10 +6,18 @@
   ``DEFAULT_MAX_MEGAPIXELS``), judged from its header before any pixel is
   decoded, or one Pillow flags as a decompression bomb: ``too-large``;
 * an undecodable or truncated file: ``corrupt-image``;
-* an image whose decoded size differs from the width/height of its entry in
-  the annotation file (other than the two swapped by an EXIF rotation):
-  ``size-mismatch`` (its polygons and RLEs would land in the wrong place, so
-  it is skipped rather than mined with misplaced masks).
+* an image whose size differs from the width/height of its entry in the
+  annotation file, as stored and upright alike: ``size-mismatch`` (its
+  polygons and RLEs would land in the wrong place, so it is skipped rather
+  than mined with misplaced masks).
+
+EXIF orientation: annotations are drawn on one frame of an image, the stored
+pixels or the upright (EXIF-rotated) picture, and the masks only fit that one.
+COCO's are on the stored pixels (pycocotools, its annotation tools and
+torchvision's COCO reader ignore EXIF); some tools annotate the upright
+picture. Where the caller knows the annotations' size (``frame``), the image is
+returned in the frame of that size, the stored one first; without it (an
+upload to the demo) it is returned upright, as a viewer shows it.
 """
 from __future__ import annotations
 
@@ -42,9 +50,15 @@ class ImageSkip(Exception):
         self.detail = detail
 
 
-def decode_image(data: bytes, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
-    """Bytes → (H, W, 3) uint8 RGB, EXIF orientation applied; grayscale/CMYK/palette converted.
+def decode_image(
+    data: bytes, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, frame: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Bytes → (H, W, 3) uint8 RGB; grayscale/CMYK/palette converted.
 
+    ``frame``: the (height, width) of the annotations the image goes with. The
+    stored pixels when they have that size (COCO's convention), else the
+    EXIF-upright image when it has; when neither has, the stored pixels (the
+    caller's size check reports the mismatch). None: the upright image.
     An image of more than ``max_megapixels`` (None: no cap) is refused from its
     header, before its pixels are decoded.
     """
@@ -59,7 +73,11 @@ def decode_image(data: bytes, max_megapixels: float | None = DEFAULT_MAX_MEGAPIX
                         f"{width}x{height} = {width * height / 1e6:.1f} MP, over --max-megapixels {max_megapixels:g}",
                     )
                 img.load()  # truncated files fail here, not later
-                img = ImageOps.exif_transpose(img)
+                stored = (img.height, img.width)
+                if frame is None or stored != tuple(frame):
+                    upright = ImageOps.exif_transpose(img)
+                    if frame is None or (upright.height, upright.width) == tuple(frame):
+                        img = upright
                 return np.asarray(img.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageSkip(SKIP_TOO_LARGE, f"decompression bomb: {exc}") from exc
@@ -67,8 +85,11 @@ def decode_image(data: bytes, max_megapixels: float | None = DEFAULT_MAX_MEGAPIX
         raise ImageSkip(SKIP_CORRUPT_IMAGE, str(exc)) from exc
 
 
-def read_image(path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
-    """Read an image file; missing → missing-image, unreadable → permission-denied, undecodable → corrupt-image."""
+def read_image(
+    path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS, frame: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read an image file (``frame`` as in :func:`decode_image`); missing → missing-image,
+    unreadable → permission-denied, undecodable → corrupt-image."""
     from apache_beam.io.filesystems import FileSystems  # local paths and gs:// alike
 
     path = str(path)
@@ -83,18 +104,18 @@ def read_image(path: str | Path, max_megapixels: float | None = DEFAULT_MAX_MEGA
         if isinstance(exc.__cause__ or exc.__context__, PermissionError) or "Permission denied" in str(exc):
             raise ImageSkip(SKIP_PERMISSION_DENIED, f"{path}: permission denied") from exc
         raise ImageSkip(SKIP_CORRUPT_IMAGE, f"{path}: {exc}") from exc
-    return decode_image(data, max_megapixels)
+    return decode_image(data, max_megapixels, frame)
 
 
 def read_record_image(images_dir: str, record: ImageRecord, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
-    """The image of ``record``; ``size-mismatch`` when its size differs from the record's width/height
-    (in either orientation)."""
+    """The image of ``record`` in the frame of its annotations (see the module docstring);
+    ``size-mismatch`` when neither its stored nor its upright size is the record's width/height."""
     from maskmine.transforms import fileio
 
-    image = read_image(fileio.join(images_dir, record.file_name), max_megapixels)
     entry = (record.height, record.width)
-    # width and height swapped is an EXIF rotation (decode_image applies it), not a mismatch
-    if record.width and record.height and image.shape[:2] not in (entry, entry[::-1]):
+    known = bool(record.width and record.height)
+    image = read_image(fileio.join(images_dir, record.file_name), max_megapixels, entry if known else None)
+    if known and image.shape[:2] != entry:
         raise ImageSkip(
             SKIP_SIZE_MISMATCH,
             f"{record.file_name} is {image.shape[1]}x{image.shape[0]}, its entry says {record.width}x{record.height}",

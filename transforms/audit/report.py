@@ -195,8 +195,9 @@ class ImageCache:
         self.size = size
         self.cache: OrderedDict[str, np.ndarray | str] = OrderedDict()
 
-    def get(self, file_name: str) -> np.ndarray | str:
-        """The image, or a string saying why it is not available."""
+    def get(self, file_name: str, frame: tuple[int, int] | None = None) -> np.ndarray | str:
+        """The image in the frame of its masks (``frame``: their height and width; see
+        ``decode_image``), or a string saying why it is not available."""
         if self.folder is None:
             return "no images folder (pass --images)"
         if file_name in self.cache:
@@ -204,7 +205,7 @@ class ImageCache:
             return self.cache[file_name]
         path = self.folder / file_name
         try:
-            value: np.ndarray | str = decode_image(path.read_bytes())
+            value: np.ndarray | str = decode_image(path.read_bytes(), frame=frame)
         except FileNotFoundError:
             value = f"{file_name} not found in {self.folder}"
         except ImageSkip as exc:
@@ -245,7 +246,7 @@ def render_cards(
             preview = damaged_placeholder()
             damaged.append({"key": key, "shard": int(d.get("shard", -1)), "error": f"{type(exc).__name__}: {exc}"[:200]})
         (out / crop_name).write_bytes(encode_jpeg(preview, quality=90))
-        image = images.get(d["file_name"])
+        image = images.get(d["file_name"], (d["height"], d["width"]))
         image_src = None
         note = ""
         size = None
