@@ -24,16 +24,18 @@ import base64
 import contextlib
 import email.parser
 import email.policy
-import html
 import io
 import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Optional
 
+import jinja2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -275,83 +277,36 @@ class FormState:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-PAGE_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;color:#222;padding:0 1em}
-h1{font-size:1.4em} form{display:grid;grid-template-columns:max-content 1fr;gap:.6em 1em;align-items:center;
-background:#f4f5f7;padding:1em;border-radius:8px} label{font-weight:600}
-input[type=text]{width:100%;box-sizing:border-box;padding:.35em} .hint{color:#666;font-size:.85em;grid-column:2}
-button{grid-column:2;justify-self:start;padding:.5em 1.4em;font-size:1em}
-#error{background:#fde8e8;border:1px solid #d33;color:#900;padding:.8em;border-radius:6px;margin:1em 0}
-#output{display:flex;gap:1.5em;margin-top:1.2em;align-items:flex-start;flex-wrap:wrap}
-#result{max-width:min(760px,100%);height:auto;border:1px solid #ccc}
-#legend{list-style:none;padding:0;margin:0;min-width:200px} #legend li{margin:.25em 0;display:flex;gap:.5em;align-items:center}
-.swatch{display:inline-block;width:1.1em;height:1.1em;border:1px solid #333;border-radius:3px}
-.meta{color:#555;font-size:.9em}
-"""
+PAGE_DIR = Path(__file__).resolve().parent / "demo_page"  # demo.html and demo.css
+
+
+@lru_cache(maxsize=1)
+def _page_template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PAGE_DIR), autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True,
+    )
+    return env.get_template("demo.html")
 
 
 def render_page(app: DemoApp, form: FormState, result: Optional[DemoResult] = None,
                 error: Optional[str] = None) -> str:
-    """The whole page: form (keeping the user's values), then the error or the result."""
+    """The whole page (``demo_page/demo.html``, autoescaped): form (keeping the user's values),
+    then the error or the result."""
     cfg = app.config
-    e = html.escape
-    options = []
-    for key, label in (("maskformer", "MaskFormer"), ("sam", "SAM")):
-        if key in app.backends:
-            sel = " selected" if form.backend == key else ""
-            options.append(f"<option value='{key}'{sel}>{label}</option>")
-        else:
-            options.append(f"<option value='{key}' disabled>{label} (unavailable)</option>")
-    sam_note = f'<span class="hint">{e(app.unavailable["sam"])}</span>' if "sam" in app.unavailable else ""
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        "<link rel='icon' href='data:,'><title>maskmine demo: open-vocabulary segmentation</title>",
-        f"<style>{PAGE_CSS}</style></head><body>",
-        "<h1>Open-vocabulary segmentation</h1>",
-        "<p class='meta'>Mask proposals are classified by CLIP into your class names; "
-        f"CLIP: {e(app.classifier.clip.name)} ({e(app.classifier.clip.pretrained)}).</p>",
-        "<form id='segment-form' method='post' action='/segment' enctype='multipart/form-data'>",
-        "<label for='image'>Image</label><input type='file' id='image' name='image' accept='image/*' required>",
-        f"<span class='hint'>at most {_megabytes(cfg.max_upload_bytes)} and "
-        f"{cfg.max_pixels / 1e6:.1f} megapixels</span>",
-        "<label for='classes'>Classes</label>",
-        f"<input type='text' id='classes' name='classes' value='{e(form.classes, quote=True)}' "
-        "placeholder='cat, dog, sofa' required>",
-        f"<span class='hint'>comma-separated, at most {cfg.max_classes}</span>",
-        "<label for='proposals'>Proposals</label><select id='proposals' name='proposals' "
-        "onchange=\"document.getElementById('granularity').disabled=this.value!=='sam'\">"
-        f"{''.join(options)}</select>",
-        sam_note,
-        "<label for='granularity'>Granularity (SAM)</label>",
-        f"<span><input type='range' id='granularity' name='granularity' min='0' max='1' step='0.05' "
-        f"value='{e(form.granularity, quote=True)}'{'' if form.backend == 'sam' else ' disabled'} "
-        "oninput=\"document.getElementById('granularity-value').textContent=this.value\"> "
-        f"<output id='granularity-value'>{e(form.granularity)}</output></span>",
-        "<span class='hint'>1: only each class's best mask (precise, may miss parts); lower: merge more "
-        "masks into a class (fuller objects, more mistakes); 0: every mask</span>",
-        "<button type='submit' id='submit'>Segment</button></form>",
-    ]
-    if error:
-        parts.append(f"<div id='error' role='alert'>{e(error)}</div>")
-    if result is not None:
-        data = base64.b64encode(result.overlay_png).decode("ascii")
-        items = "".join(
-            f"<li><span class='swatch' style='background:{x.colour}'></span>{e(x.name)} "
-            f"<span class='meta'>{100 * x.fraction:.1f}%</span></li>"
-            for x in result.legend
-        ) or "<li class='meta'>no class was assigned to any pixel</li>"
-        gran = f", granularity {result.granularity:g}" if result.granularity is not None else ""
-        parts += [
-            "<div id='output'>",
-            f"<img id='result' alt='segmentation' width='{result.width}' height='{result.height}' "
-            f"src='data:image/png;base64,{data}'>",
-            f"<div><h2>Legend</h2><ul id='legend'>{items}</ul>",
-            f"<p class='meta'>{result.backend}: {result.proposals} proposals{gran}; "
-            f"{100 * result.uncovered:.1f}% of pixels unassigned; {result.seconds:.2f} s</p></div></div>",
-        ]
-    parts.append("</body></html>")
-    return "".join(parts)
+    return _page_template().render(
+        clip_name=app.classifier.clip.name,
+        clip_pretrained=app.classifier.clip.pretrained,
+        max_upload=_megabytes(cfg.max_upload_bytes),
+        max_megapixels=f"{cfg.max_pixels / 1e6:.1f}",
+        max_classes=cfg.max_classes,
+        form=form,
+        backends=[(key, label, key in app.backends) for key, label in (("maskformer", "MaskFormer"), ("sam", "SAM"))],
+        sam_note=app.unavailable.get("sam", ""),
+        error=error,
+        result=result,
+        overlay_b64=base64.b64encode(result.overlay_png).decode("ascii") if result is not None else "",
+    )
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:

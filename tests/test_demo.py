@@ -167,3 +167,14 @@ def test_maskmine_demo_command_serves_the_page():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_user_text_stays_text_on_the_page(server):
+    """Class names and form values from the user are escaped wherever the page shows them."""
+    classes = "<script>alert(1)</script>, x' onmouseover='alert(2)"
+    status, page = post(server, noise_png(60, 80), classes, "maskformer", "0.8")
+    assert status == 200, error_of(page)
+    assert "<script>alert(1)</script>" not in page and "onmouseover='alert(2)" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # in the form's value and the legend
+    status, page = post(server, noise_png(60, 80), "cat", "sam", "<b>0.5</b>")
+    assert status == 400 and "<b>0.5</b>" not in page and "&lt;b&gt;0.5&lt;/b&gt;" in page

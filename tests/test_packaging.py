@@ -36,6 +36,9 @@ def test_wheel_has_one_top_level_name_and_its_data_files(tmp_path):
         "maskmine/transforms/audit/templates/macros.html",
         "maskmine/transforms/audit/templates/report.css",
         "maskmine/finetune/train.py",
+        "maskmine/finetune/train_config.py",
+        "maskmine/eval/demo_page/demo.html",
+        "maskmine/eval/demo_page/demo.css",
     ):
         assert needed in names, needed
     assert not any(n.startswith("maskmine/tests/") for n in names)
