@@ -228,9 +228,9 @@ def per_class_csv(metrics: SegMetrics, class_names: Sequence[str]) -> str:
 
 def write_per_class_csv(metrics: SegMetrics, class_names: Sequence[str], path: str) -> None:
     """Write :func:`per_class_csv` atomically (local path or any Beam filesystem, e.g. gs://)."""
-    from maskmine.transforms.fileio import atomic_write_bytes  # Beam imported only for a remote path
+    from maskmine.transforms.atomic import atomic_write  # Beam imported only for a remote path
 
-    atomic_write_bytes(str(path), per_class_csv(metrics, class_names).encode("utf-8"))
+    atomic_write(str(path), per_class_csv(metrics, class_names))
 
 
 def _check_names(class_names: Sequence[str] | None, n: int) -> list[str]:

@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import runner_config, runners
 from maskmine.pipelines.stages import MineShardDoFn, ShardJob, read_progress
+from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import fileio
 from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
@@ -167,7 +168,7 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
         )
     # "images" sits outside the identity: moving the images must not block a resume; audit reads it.
     run = {"identity": identity, "images": config.images}
-    fileio.atomic_write_bytes(path, json.dumps(run, indent=1, sort_keys=True).encode())
+    atomic_write(path, json.dumps(run, indent=1, sort_keys=True).encode())
 
 
 def shard_job(config: MineConfig, local_workers: int | None) -> ShardJob:
@@ -287,13 +288,13 @@ def summarize(
         "seconds_per_stage": {k: round(v, 3) for k, v in sorted(seconds.items())},
         "wall_seconds": round(wall_seconds, 3),
     }
-    fileio.atomic_write_bytes(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
+    atomic_write(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
     rejects = sorted((r for m in manifests.values() for r in m.rejects), key=lambda r: r["image_id"])
-    fileio.atomic_write_bytes(
+    atomic_write(
         fileio.join(out_dir, REJECTS_FILE), "".join(json.dumps(r) + "\n" for r in rejects).encode()
     )
     vocabulary = [{"noun": n, "pairs": c} for n, c in sorted(nouns.items(), key=lambda kv: (-kv[1], kv[0]))]
-    fileio.atomic_write_bytes(fileio.join(out_dir, VOCABULARY_FILE), json.dumps(vocabulary, indent=1).encode())
+    atomic_write(fileio.join(out_dir, VOCABULARY_FILE), json.dumps(vocabulary, indent=1).encode())
     return stats
 
 

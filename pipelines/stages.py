@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, Sequence
 import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
+from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import fileio, run_folder
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
@@ -339,7 +340,7 @@ class ProgressFile:
         if now - self._last >= self.interval:
             self._last = now
             body = {"images": self.images, "pairs": self.pairs, "total": self.total}
-            fileio.atomic_write_bytes(self.path, json.dumps(body).encode())
+            atomic_write(self.path, json.dumps(body).encode())
 
     def remove(self) -> None:
         fileio.delete([self.path])

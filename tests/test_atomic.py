@@ -88,11 +88,11 @@ class FakeRemote:
 
 
 def test_remote_paths_go_through_beam_filesystems(monkeypatch):
-    from maskmine.transforms import atomic, fileio
+    from maskmine.transforms import atomic
 
     fake = FakeRemote()
     monkeypatch.setattr(atomic, "_filesystems", lambda: fake)
-    fileio.atomic_write_bytes("gs://b/run/stats.json", b"{}")
+    atomic_write("gs://b/run/stats.json", b"{}")
     atomic_write("gs://b/run/stats.json", "{ }")
     assert fake.files == {"gs://b/run/stats.json": b"{ }"}
     tmp = [c.split()[1] for c in fake.calls if c.startswith("create")]
@@ -104,7 +104,7 @@ def test_local_writes_and_run_folder_imports_do_not_load_beam(tmp_path):
     code = (
         "import sys, maskmine.transforms.shards, maskmine.transforms.tasks, maskmine.transforms.fileio as f, "
         "maskmine.transforms.atomic as a; "
-        f"f.atomic_write_bytes({str(tmp_path / 'x.json')!r}, b'1'); "
+        f"a.atomic_write({str(tmp_path / 'x.json')!r}, b'1'); "
         f"w = a.AtomicWriter({str(tmp_path / 'y.tar')!r}); w.write(b'2'); w.commit(); "
         "print('apache_beam' in sys.modules)"
     )

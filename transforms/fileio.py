@@ -3,18 +3,15 @@
 Beam is imported when a helper first needs it, not by importing this module, so code that
 only imports the run-folder modules (shards, tasks) does not load Beam.
 Atomic writes have one home, :mod:`maskmine.transforms.atomic` (local paths
-written there directly, remote ones through Beam); ``atomic_write_bytes`` here
-is its name for run-folder files, and shards stream through its ``AtomicWriter``.
+written there directly, remote ones through Beam), for run-folder files too.
 """
 from __future__ import annotations
 
 import os
 import posixpath
 
-from maskmine.transforms.atomic import atomic_write
-
 __all__ = [
-    "atomic_write_bytes", "basename", "delete", "exists", "glob", "join", "makedirs", "open_read", "read_bytes",
+    "basename", "delete", "exists", "glob", "join", "makedirs", "open_read", "read_bytes",
     "remove_empty_folder", "remove_temporaries", "sha256_of",
 ]
 
@@ -50,11 +47,6 @@ def open_read(path: str):
 def read_bytes(path: str) -> bytes:
     with open_read(path) as handle:
         return handle.read()
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to the run-folder file ``path`` atomically (:func:`maskmine.transforms.atomic.atomic_write`)."""
-    atomic_write(path, data)
 
 
 def glob(pattern: str) -> list[str]:

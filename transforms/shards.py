@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maskmine.transforms import fileio
-from maskmine.transforms.atomic import AtomicWriter
+from maskmine.transforms.atomic import AtomicWriter, atomic_write
 from maskmine.transforms.records import ImageResult, PairSample, pair_columns
 from maskmine.transforms.run_folder import MANIFEST_DIR, MANIFEST_GLOB, PARQUET_DIR, manifest_name, parquet_name, tar_name
 
@@ -219,10 +219,10 @@ class ShardWriter:
             before_commit()
         self._file.commit()
         fileio.makedirs(fileio.join(self.out_dir, PARQUET_DIR))
-        fileio.atomic_write_bytes(fileio.join(self.out_dir, m.parquet), buf.getvalue().to_pybytes())
+        atomic_write(fileio.join(self.out_dir, m.parquet), buf.getvalue().to_pybytes())
         m.seconds["write"] = m.seconds.get("write", 0.0) + self.seconds + time.perf_counter() - start
         fileio.makedirs(fileio.join(self.out_dir, MANIFEST_DIR))
-        fileio.atomic_write_bytes(manifest_path(self.out_dir, self.shard), m.to_json())
+        atomic_write(manifest_path(self.out_dir, self.shard), m.to_json())
         return m
 
     def abort(self) -> None:

@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict
 from typing import Iterator, Sequence
 
+from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import fileio
 from maskmine.transforms.records import Caption, ImageRecord, Instance
 from maskmine.transforms.run_folder import TASKS_DIR, task_name
@@ -45,7 +46,7 @@ def write_task(out_dir: str, shard: int, records: Sequence[ImageRecord], retry: 
     lines += [json.dumps(record_to_json(r), separators=(",", ":")) for r in ordered]
     fileio.makedirs(fileio.join(out_dir, TASKS_DIR))
     path = task_path(out_dir, shard)
-    fileio.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
 
 
