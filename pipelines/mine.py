@@ -36,6 +36,7 @@ from maskmine.transforms.proposals.factory import ProposalSpec
 from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE, ImageRecord, SkipReason
 from maskmine.transforms.run_folder import (
     MANIFEST_GLOB,
+    MANIFEST_SUFFIX,
     PROGRESS_DIR,
     PROGRESS_GLOB,
     REJECTS_FILE,
@@ -46,6 +47,7 @@ from maskmine.transforms.run_folder import (
     TASKS_DIR,
     VOCABULARY_FILE,
     changed_settings,
+    shard_from_name,
 )
 from maskmine.transforms.shards import (
     ShardManifest,
@@ -197,25 +199,37 @@ def build_pipeline(pipeline: beam.Pipeline, shards: Sequence[int], job: ShardJob
     )
 
 
-def progress_counts(out_dir: str, pending: dict[int, str], totals: dict[int, int]) -> tuple[int, int]:
+def progress_counts(
+    out_dir: str, pending: dict[int, str], totals: dict[int, int], committed: dict[int, int] | None = None
+) -> tuple[int, int]:
     """(images, pairs) done so far in the shards of ``pending``: OUT/progress/ for shards in flight,
     the manifest for shards committed during this run.
 
     ``pending`` maps each shard being mined to the tar sha256 its manifest had
     at the start ("" for none), so a rewritten shard (--retry-skipped) counts
     once its new manifest appears; ``totals`` holds each shard's images to mine.
+    ``committed`` (shard -> pairs), carried from call to call by a watcher,
+    remembers the shards whose new manifest was seen, so each manifest is read
+    once, and only those of pending shards are read at all.
     """
-    images = pairs = 0
-    manifests = completed_shards(out_dir)
+    committed = {} if committed is None else committed
     progress = read_progress(out_dir)
-    for shard, before in pending.items():
-        m = manifests.get(shard)
+    unseen = {s for s in pending if s not in committed and s not in progress}
+    if unseen:
+        for path in fileio.glob(fileio.join(out_dir, MANIFEST_GLOB)):
+            shard = shard_from_name(fileio.basename(path), MANIFEST_SUFFIX)
+            if shard in unseen:
+                m = ShardManifest.from_json(fileio.read_bytes(path))
+                if m.tar_sha256 != pending[shard]:
+                    committed[shard] = m.samples
+    images = pairs = 0
+    for shard in pending:
         if shard in progress:
             images += int(progress[shard]["images"])
             pairs += int(progress[shard]["pairs"])
-        elif m is not None and m.tar_sha256 != before:
+        elif shard in committed:
             images += totals[shard]
-            pairs += m.samples
+            pairs += committed[shard]
     return images, pairs
 
 
@@ -225,11 +239,12 @@ def _progress(
     """Advance a progress bar per batch (any runner whose workers share --out with the driver)."""
     from tqdm import tqdm
 
+    committed: dict[int, int] = {}
     with tqdm(total=sum(totals.values()), desc="mining", unit="img") as bar:
         shown = 0
         while True:
             finished = stop.is_set()
-            images, pairs = progress_counts(out_dir, pending, totals)
+            images, pairs = progress_counts(out_dir, pending, totals, committed)
             if images > shown:
                 bar.update(images - shown)
                 shown = images

@@ -139,9 +139,14 @@ def test_first_shard_is_committed_while_the_job_runs(uninterrupted, coco_mini, t
     # and the progress bar's source shows it under way: images and pairs done so far, per shard in flight
     in_flight = progress_counts(str(run), {s: "" for s in range(SHARDS) if f"pairs-{s:06d}.json" not in kept}, dict(enumerate(sizes)))
     assert 0 < in_flight[0] < LIMIT and in_flight[1] > 0
-    assert progress_counts(str(run), {int(n[6:12]): "" for n in kept}, dict(enumerate(sizes)))[0] == sum(
-        sizes[int(n[6:12])] for n in kept
-    )
+    committed_now = {int(n[6:12]): "" for n in kept}
+    seen: dict[int, int] = {}  # what a watcher carries between calls: each committed manifest read once
+    done = progress_counts(str(run), committed_now, dict(enumerate(sizes)), seen)
+    assert done[0] == sum(sizes[int(n[6:12])] for n in kept) and sorted(seen) == sorted(committed_now)
+    assert progress_counts(str(run), committed_now, dict(enumerate(sizes))) == done  # with or without the memory
+    # a shard whose manifest still has the tar digest it had at the start is a retry not yet rewritten
+    old = {s: json.loads((run / "manifest" / f"pairs-{s:06d}.json").read_text())["tar_sha256"] for s in committed_now}
+    assert progress_counts(str(run), old, dict(enumerate(sizes)))[0] == 0
     again = json.loads(mine(coco_mini, run).stdout)
     assert again["shards_resumed"] == len(kept) and again["pairs"] == stats["pairs"]
     assert_same_run(run, whole, stats)
