@@ -15,7 +15,7 @@ import json
 import tarfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -99,11 +99,6 @@ def parquet_row(shard: int, pair: PairSample, span: tuple[int, int]) -> dict:
     }
 
 
-def parquet_table(shard: int, pairs: Sequence[PairSample], spans: Sequence[tuple[int, int]]) -> pa.Table:
-    rows = [parquet_row(shard, pair, span) for pair, span in zip(pairs, spans)]
-    return pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
-
-
 @dataclass
 class ShardManifest:
     """The completion record of one shard: its checksums and its share of stats.json."""
@@ -163,7 +158,7 @@ class ShardWriter:
         self.tar_name = tar_name(shard)
         self._file = AtomicWriter(fileio.join(out_dir, self.tar_name))
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
-        self._pairs_meta: list[tuple[PairSample, tuple[int, int]]] = []
+        self._rows: list[dict] = []  # the Parquet rows (metadata only: the crop bytes are in the tar)
         self._last_order: str | None = None
         self._last_key: str | None = None
         self.seconds = 0.0
@@ -198,9 +193,7 @@ class ShardWriter:
             self._last_key = pair.key
             offset = self._tar.offset
             add_sample(self._tar, pair)
-            # keep the metadata only: the crop bytes are already in the tar
-            meta = PairSample(**{**pair.__dict__, "crop_jpg": b"", "crop_mask_png": b""})
-            self._pairs_meta.append((meta, (offset, self._tar.offset - offset)))
+            self._rows.append(parquet_row(self.shard, pair, (offset, self._tar.offset - offset)))
             m.nouns[pair.noun] = m.nouns.get(pair.noun, 0) + 1
             m.samples += 1
         self.seconds += time.perf_counter() - start
@@ -213,8 +206,7 @@ class ShardWriter:
         m.tar_bytes = self._file.tell()
         m.tar_sha256 = self._file.sha256
         buf = pa.BufferOutputStream()
-        pairs = [p for p, _ in self._pairs_meta]
-        pq.write_table(parquet_table(self.shard, pairs, [s for _, s in self._pairs_meta]), buf)
+        pq.write_table(pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA), buf)
         if before_commit is not None:
             before_commit()
         self._file.commit()
