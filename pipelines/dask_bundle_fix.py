@@ -9,8 +9,9 @@ Beam's own batching and file sinks emit from ``finish_bundle``
 (``BatchElements`` flushes its last partial batch there, ``WriteToParquet``
 its rows), so on Dask a buffering DoFn gave 32 of 40 outputs, RunInference
 lost its last partial batch and ``WriteToParquet`` wrote files with 0 rows.
-maskmine batches images with ``BatchElements``, so as is it would lose the
-tail of every partition.
+maskmine's mining graph batches inside its shard DoFn's ``process`` and
+emits nothing from ``finish_bundle``, so it no longer depends on the fix;
+the fix stays for any such transform added to a pipeline run on Dask.
 
 The fix is the same function with the outputs collected *after*
 ``finish_bundle`` (each Dask task deserialises its own copy of the receivers,

@@ -42,7 +42,6 @@ from maskmine.transforms.records import (
 from maskmine.transforms.shards import (
     ShardManifest,
     ShardWriter,
-    completed_shards,
     image_order,
     is_image_skip,
     manifest_path,
@@ -92,10 +91,11 @@ class _ClipWorker:
 
 
 class BatchWeight:
-    """``element_size_fn`` for ``BatchElements``: at most ``max_items`` items and ``max_bytes`` bytes a batch.
+    """An item's share of a batch: at most ``max_items`` items and ``max_bytes`` bytes a batch.
 
-    BatchElements caps the sum of one weight per element at its
-    ``max_batch_size``. With ``max_batch_size=max_items``, a weight of
+    :func:`split_batches` (like Beam's ``BatchElements`` with this as its
+    ``element_size_fn``) caps the sum of the weights of a batch at
+    ``max_items``. A weight of
     ``max(1, ceil(bytes * max_items / max_bytes))`` keeps both the item count
     and the bytes (decoded image plus proposal masks) under their caps; an
     item larger than the byte budget travels alone.
@@ -117,8 +117,6 @@ def item_nbytes(item: MiningItem) -> int:
     if item.proposals is not None:
         total += int(item.proposals.masks.nbytes) + int(item.proposals.scores.nbytes)
     return total
-
-
 
 
 def split_batches(items: Iterable[MiningItem], weight: "BatchWeight") -> Iterator[list[MiningItem]]:
@@ -274,7 +272,7 @@ class ShardMiner:
     def _retry(self, task: ShardTask, progress: "ProgressFile") -> ShardManifest:
         """Re-mine the images of the task and rewrite the shard, keeping every other image's samples as they are."""
         out, shard = self.job.out, task.shard
-        old = completed_shards(out)[shard]
+        old = ShardManifest.from_json(fileio.read_bytes(manifest_path(out, shard)))
         retried = {}
         for batch in split_batches(self._items(task), self.weight):
             for result in self._results(batch):
@@ -340,7 +338,7 @@ class ProgressFile:
         if now - self._last >= self.interval:
             self._last = now
             body = {"images": self.images, "pairs": self.pairs, "total": self.total}
-            atomic_write(self.path, json.dumps(body).encode())
+            atomic_write(self.path, json.dumps(body))
 
     def remove(self) -> None:
         fileio.delete([self.path])

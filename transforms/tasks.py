@@ -22,7 +22,6 @@ from maskmine.transforms.run_folder import TASKS_DIR, task_name
 from maskmine.transforms.shards import image_order
 
 
-
 def task_path(out_dir: str, shard: int) -> str:
     return fileio.join(out_dir, task_name(shard))
 
