@@ -208,3 +208,73 @@ def test_read_class_names_formats(tmp_path):
     p.write_text("a\n\nb\n")
     with pytest.raises(UserError, match="blank line 2"):
         read_class_names(p)
+
+
+def test_duplicate_class_names_are_refused_naming_the_name(tmp_path):
+    _make(tmp_path, "semseg", "images/validation", "annotations/validation", ".png",
+          {"000000000139": np.array([[0, 1], [2, 255]])})
+    (tmp_path / "semseg" / "classes.txt").write_text("person\nchair\nperson\n")
+    with pytest.raises(UserError, match="class name 'person' on lines 1 and 3") as exc:
+        get_dataset("sample", tmp_path)
+    assert "\n" not in str(exc.value)
+    (tmp_path / "semseg" / "classes.txt").write_bytes(b"person\n\xff\xfe\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        get_dataset("sample", tmp_path)
+
+
+def test_entries_are_regular_files_and_links_stay_inside_root(tmp_path):
+    """FIFOs, folders, dangling links and links out of ROOT are counted skips, never opened."""
+    import os
+
+    root = tmp_path / "datasets"
+    arrays = {name: LABEL8 for name in ("good", "fifo_image", "linked", "outside")}
+    _make(root, "ADEChallengeData2016", "images/validation", "annotations_detectron2/validation", ".png", arrays)
+    labels = root / "ADEChallengeData2016/annotations_detectron2/validation"
+    images = root / "ADEChallengeData2016/images/validation"
+    os.mkfifo(labels / "fifo.png")  # reading it would block forever
+    _write_image(images / "fifo.jpg")
+    (labels / "folder.png").mkdir()
+    _write_image(images / "folder.jpg")
+    (labels / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (images / "fifo_image.jpg").unlink()
+    os.mkfifo(images / "fifo_image.jpg")
+    # a link to a label elsewhere inside ROOT is followed; one out of ROOT is not
+    (labels / "linked.png").unlink()
+    _write_label(root / "spare" / "linked.png", LABEL8)
+    (labels / "linked.png").symlink_to(root / "spare" / "linked.png")
+    (labels / "outside.png").unlink()
+    _write_label(tmp_path / "elsewhere" / "secret.png", LABEL8)
+    (labels / "outside.png").symlink_to(tmp_path / "elsewhere" / "secret.png")
+
+    ds = get_dataset("ade150", root)
+    assert [lab.stem for _, lab in ds.items] == ["good", "linked"]
+    assert {k: sorted(p.name for p in v) for k, v in ds.skipped.items()} == {
+        "not-a-regular-file": ["fifo.png", "fifo_image.jpg", "folder.png"],
+        "broken-link": ["dangling.png"],
+        "outside-root": ["outside.png"],
+    }
+    # a classes file that is a FIFO or a link out of ROOT is refused, not read
+    (labels / "classes.txt").symlink_to(tmp_path / "elsewhere" / "secret.png")
+    with pytest.raises(UserError, match="outside-root"):
+        get_dataset("ade150", root)
+    (labels / "classes.txt").unlink()
+    os.mkfifo(labels / "classes.txt")
+    with pytest.raises(UserError, match="not-a-regular-file"):
+        get_dataset("ade150", root)
+
+
+def test_pair_sizes_checked_from_headers(tmp_path):
+    from maskmine.eval.datasets import check_pair_sizes
+
+    _make(tmp_path, "ADEChallengeData2016", "images/validation", "annotations_detectron2/validation", ".png",
+          {"a": LABEL8, "b": np.zeros((4, 3))})
+    ds = get_dataset("ade150", tmp_path)
+    with pytest.raises(UserError, match=r"label map .*b\.png is 3x4 but its image .*b\.jpg is 4x3"):
+        check_pair_sizes(ds.items)
+    check_pair_sizes(ds.items[:1])
+    # a phone picture stored sideways with an EXIF rotation matches its upright label
+    img = Image.fromarray(np.zeros((3, 4, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "ADEChallengeData2016/images/validation/b.jpg", exif=exif)
+    check_pair_sizes(ds.items)
