@@ -370,3 +370,28 @@ def test_eval_checks_every_label_before_predicting_anything(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["skipped"] == {"not-a-regular-file": 1}
     assert "ade150_classes.txt" in metrics["class_names_source"]
+
+
+def test_eval_asks_which_pc59_order_and_records_the_answer(tmp_path, capsys):
+    """PC-59 at OVSeg's path with nothing to tell OVSeg's order from CAT-Seg's: one line asking, then
+    --class-order decides and metrics.json says where the names came from."""
+    voc = tmp_path / "datasets" / "VOCdevkit" / "VOC2010"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "annotations_detectron2" / "pc59_val").mkdir(parents=True)
+    label = np.full((24, 32), 255, np.uint8)
+    label[4:20, 4:16] = 1
+    label[4:20, 16:28] = 36
+    Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(voc / "JPEGImages" / "2008_000002.jpg")
+    Image.fromarray(label).save(voc / "annotations_detectron2" / "pc59_val" / "2008_000002.png")
+    out = tmp_path / "eval"
+    args = ["eval", "--dataset", "pascal-context-59", "--root", str(tmp_path / "datasets"), "--proposals",
+            "coco-gt", *TINY, "--out", str(out), "--visualise", "0"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--class-order ovseg|catseg" in err
+    assert main([*args, "--class-order", "catseg"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "catseg order" in metrics["class_names_source"]
+    present = {row["class_name"] for row in read_csv(out / "per_class_iou.csv") if int(row["gt_pixels"])}
+    assert present == {"bag", "person"}  # ids 1 and 36 in CAT-Seg's (sorted-id) order; OVSeg: bicycle, ground
