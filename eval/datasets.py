@@ -1,37 +1,50 @@
 """Readers for the prepared open-vocabulary segmentation benchmarks.
 
-Each benchmark is read from the folder layout its detectron2/OVSeg
-``prepare_*`` script writes under the datasets root (``$DETECTRON2_DATASETS``
-in those projects); ``root`` may be that datasets root or the dataset's own
-top folder. Images and label maps are paired by file stem, driven by the
-label files (as detectron2's ``load_sem_seg`` does when the counts differ), so
-an image folder holding more images than are annotated (VOC's JPEGImages) is
-fine.
+Each benchmark is read from the folder layout a ``prepare_*`` script of
+OVSeg, FC-CLIP/ODISE (the ``*_d2`` layouts) or CAT-Seg writes under the
+datasets root (``$DETECTRON2_DATASETS`` in those projects); ``root`` may be
+that datasets root or the dataset's own top folder. Images and label maps are
+paired by file stem, driven by the label files (as detectron2's
+``load_sem_seg`` does when the counts differ), so an image folder holding more
+images than are annotated (VOC's JPEGImages) is fine.
 
 =========  ===========================================================  =====  =======
 name       layout (relative to ROOT)                                    label  ignore
 =========  ===========================================================  =====  =======
 ade150     ADEChallengeData2016/images/validation/*.jpg                 png    255
            ADEChallengeData2016/annotations_detectron2/validation/*.png
-           (detectron2 datasets/prepare_ade20k_sem_seg.py: label - 1, 0 → 255)
 ade847     ADE20K_2021_17_01/images_detectron2/validation/*.jpg         tif16  65535
            ADE20K_2021_17_01/annotations_detectron2/validation/*.tif
-           (Mask2Former/OVSeg prepare_ade20k_full_sem_seg.py);
-           class names from ADE20K_2021_17_01/classes.txt
+           (or ade/ADE20K_2021_17_01/..., where FC-CLIP's script writes it)
 pc59       pascal_ctx_d2/images/validation/*.jpg                        png    255
-           pascal_ctx_d2/annotations_ctx59/validation/*.png
+           pascal_ctx_d2/annotations_ctx59/validation/*.png  (d2 order)
            or VOCdevkit/VOC2010/JPEGImages + annotations_detectron2/pc59_val
+           (OVSeg order or CAT-Seg order: see below)
 pc459      pascal_ctx_d2/images/validation/*.jpg                        tif16  65535
            pascal_ctx_d2/annotations_ctx459/validation/*.tif
-           or VOCdevkit/VOC2010/JPEGImages + annotations_detectron2/pc459_val;
-           class names from classes.txt (or VOC2010's labels.txt, "N: name")
+           or VOCdevkit/VOC2010/JPEGImages + annotations_detectron2/pc459_val
 voc20      pascal_voc_d2/images/validation/*.jpg                        png    255
            pascal_voc_d2/annotations_pascal20/validation/*.png
            or VOCdevkit/VOC2012/JPEGImages + annotations_detectron2/val
-           (background already mapped to 255 by the prepare script)
 sample     semseg/images/validation/*.jpg                               png    255
            semseg/annotations/validation/*.png, names in semseg/classes.txt
 =========  ===========================================================  =====  =======
+
+Class names. Each layout records which preparation scripts write it and the
+label order each writes (``eval/data/SOURCES.md`` names file and commit). A
+``classes.txt`` in the label folder or the dataset's top folder (one name per
+line, line k naming label value k-1) wins over the built-in lists. PASCAL
+Context 59 at ``VOCdevkit/VOC2010/annotations_detectron2/pc59_val`` is written
+by OVSeg's ``prepare_pascal_context.py`` and by CAT-Seg's
+``prepare_pascal_context_59.py`` in two orders that agree on 5 of 59 ids; the
+reader tells them apart by comparing the labels with ``pc459_val`` (written
+from the same raw annotations in PASCAL Context's own 459 order), else refuses
+with one line asking for ``--class-order ovseg|catseg`` (or a classes.txt).
+
+Entries are listed from the layout's folders (there is no list file to trust).
+An entry that is not a regular file (a FIFO, a folder, a dangling link), or a
+symbolic link whose target lies outside ROOT and the dataset's top folder, is
+skipped and counted under its reason in ``SemSegDataset.skipped``.
 
 Labels are returned as int32 arrays with the file's own ignore value, and the
 dataset's ``ignore_label`` is what :class:`maskmine.eval.metrics.ConfusionMatrix` must be
@@ -39,7 +52,9 @@ built with (65535 for the 16-bit sets, whose class ids exceed 255).
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, get_args
@@ -51,21 +66,53 @@ from maskmine.transforms.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+CLASSES_FILE = "classes.txt"  # a user's class names: label folder first, then the dataset's top folder
+MAX_ORDER_CHECK_FILES = 200  # label files compared with their 459 twins before giving up telling orders apart
 
 # What a ground-truth value outside the classes does (--unknown-labels): stop the run, or count it as ignore.
 UnknownLabels = Literal["error", "ignore"]
 UNKNOWN_LABELS: tuple[UnknownLabels, ...] = get_args(UnknownLabels)
 
+# Whose preparation wrote the labels (--class-order): OVSeg's, FC-CLIP/ODISE's *_d2 layouts, CAT-Seg's.
+ClassOrder = Literal["ovseg", "d2", "catseg"]
+CLASS_ORDERS: tuple[ClassOrder, ...] = get_args(ClassOrder)
+
+# Skip reasons for listed entries (SemSegDataset.skipped)
+SKIP_NO_IMAGE = "no-image"
+SKIP_NOT_REGULAR = "not-a-regular-file"
+SKIP_BROKEN_LINK = "broken-link"
+SKIP_OUTSIDE_ROOT = "outside-root"
+
+OVSEG = "facebookresearch/ov-seg@36f49d4"
+FCCLIP = "bytedance/fc-clip@2b0bbe2"
+CATSEG = "KU-CVLAB/CAT-Seg@6d3a188"
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """One project's script that writes a layout, and the label order it writes."""
+
+    order: str  # a ClassOrder, or "sample" for maskmine's generated set
+    script: str  # "repo@commit path", for messages and metrics.json
+    names: Optional[str]  # file under eval/data listing the names in this order; None: not shipped
+
 
 @dataclass(frozen=True)
 class Layout:
-    """One folder arrangement a prepare script produces."""
+    """One folder arrangement and the preparations that write it."""
 
     top: str  # dataset folder under the datasets root
     images: str  # image folder, relative to top
     labels: str  # label folder, relative to top
     label_ext: str  # ".png" or ".tif"
-    source: str  # which script writes it, for error messages
+    preparations: tuple[Preparation, ...]
+    # labels written from the same raw annotations in a known order (folder, ext, dataset name):
+    # compared pixel by pixel to tell apart preparations whose orders differ
+    twin: Optional[tuple[str, str, str]] = None
+
+    @property
+    def source(self) -> str:
+        return " or ".join(f"{p.script}" for p in self.preparations)
 
 
 @dataclass(frozen=True)
@@ -74,7 +121,6 @@ class DatasetSpec:
     layouts: tuple[Layout, ...]
     ignore_label: int
     num_classes: Optional[int]  # None: whatever the classes file lists
-    builtin_names: Optional[str] = None  # file under eval/data/
     names_hint: str = ""  # where to get the names when they are not shipped
 
 
@@ -87,7 +133,13 @@ class SemSegDataset:
     class_names: list[str]
     ignore_label: int
     items: list[tuple[Path, Path]]
-    unpaired_labels: list[Path] = field(default_factory=list)  # label files with no image
+    skipped: dict[str, list[Path]] = field(default_factory=dict)  # reason → entries left out
+    names_source: str = ""  # where the class names (and so the label order) came from
+
+    @property
+    def unpaired_labels(self) -> list[Path]:
+        """Label files with no image of the same name."""
+        return self.skipped.get(SKIP_NO_IMAGE, [])
 
     @property
     def num_classes(self) -> int:
@@ -101,71 +153,89 @@ class SemSegDataset:
         return len(self.items)
 
 
+def _prep(order: str, script: str, names: Optional[str]) -> Preparation:
+    return Preparation(order, script, names)
+
+
+_ADE150 = "ade150_classes.txt"
+_ADE847 = "ade847_classes.txt"
+_PC459 = "pc459_classes.txt"
+_VOC20 = "voc20_classes.txt"
+_ADE847_PREPS = (
+    _prep("ovseg", f"{OVSEG} datasets/prepare_ade20k_full_sem_seg.py", _ADE847),
+    _prep("d2", f"{FCCLIP} datasets/prepare_ade20k_full_sem_seg.py", _ADE847),
+    _prep("catseg", f"{CATSEG} datasets/prepare_ade20k_full.py", _ADE847),
+)
+
 SPECS: dict[str, DatasetSpec] = {
     "ade150": DatasetSpec(
         "ade150",
-        (Layout("ADEChallengeData2016", "images/validation", "annotations_detectron2/validation",
-                ".png", "detectron2 datasets/prepare_ade20k_sem_seg.py"),),
+        (Layout("ADEChallengeData2016", "images/validation", "annotations_detectron2/validation", ".png", (
+            _prep("ovseg", f"{OVSEG} datasets/prepare_ade20k_sem_seg.py", _ADE150),
+            _prep("d2", f"{FCCLIP} datasets/prepare_ade20k_sem_seg.py", _ADE150),
+            _prep("catseg", f"{CATSEG} datasets/prepare_ade20k_150.py", _ADE150),
+        )),),
         ignore_label=255,
         num_classes=150,
-        builtin_names="ade150_classes.txt",
     ),
     "ade847": DatasetSpec(
         "ade847",
-        (Layout("ADE20K_2021_17_01", "images_detectron2/validation",
-                "annotations_detectron2/validation", ".tif",
-                "Mask2Former/OVSeg datasets/prepare_ade20k_full_sem_seg.py"),),
+        (
+            Layout("ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
+                   ".tif", _ADE847_PREPS),
+            Layout("ade/ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
+                   ".tif", _ADE847_PREPS[1:2]),
+        ),
         ignore_label=65535,
         num_classes=847,
-        names_hint=(
-            "the 847 names, in label order, are the 'name' fields of ADE20K_SEM_SEG_FULL_CATEGORIES "
-            "in OVSeg's open_vocab_seg/data/datasets/register_ade20k_full.py"
-        ),
     ),
     "pc59": DatasetSpec(
         "pc59",
         (
-            Layout("pascal_ctx_d2", "images/validation", "annotations_ctx59/validation", ".png",
-                   "prepare_pascal_context_59.py (pascal_ctx_d2 layout)"),
-            Layout("VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc59_val", ".png",
-                   "OVSeg datasets/prepare_pascal_context.py"),
+            Layout("pascal_ctx_d2", "images/validation", "annotations_ctx59/validation", ".png", (
+                _prep("d2", f"{FCCLIP} datasets/prepare_pascal_ctx_sem_seg.py", "pc59_d2_classes.txt"),
+            )),
+            Layout("VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc59_val", ".png", (
+                _prep("ovseg", f"{OVSEG} datasets/prepare_pascal_context.py", "pc59_classes.txt"),
+                _prep("catseg", f"{CATSEG} datasets/prepare_pascal_context_59.py", "pc59_d2_classes.txt"),
+            ), twin=("annotations_detectron2/pc459_val", ".tif", "pc459")),
         ),
         ignore_label=255,
         num_classes=59,
-        builtin_names="pc59_classes.txt",
     ),
     "pc459": DatasetSpec(
         "pc459",
         (
-            Layout("pascal_ctx_d2", "images/validation", "annotations_ctx459/validation", ".tif",
-                   "prepare_pascal_context_459.py (pascal_ctx_d2 layout)"),
-            Layout("VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc459_val", ".tif",
-                   "OVSeg datasets/prepare_pascal_context.py"),
+            Layout("pascal_ctx_d2", "images/validation", "annotations_ctx459/validation", ".tif", (
+                _prep("d2", f"{FCCLIP} datasets/prepare_pascal_ctx_full_sem_seg.py", _PC459),
+            )),
+            Layout("VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc459_val", ".tif", (
+                _prep("ovseg", f"{OVSEG} datasets/prepare_pascal_context.py", _PC459),
+                _prep("catseg", f"{CATSEG} datasets/prepare_pascal_context_459.py", _PC459),
+            )),
         ),
         ignore_label=65535,
         num_classes=459,
-        names_hint=(
-            "the 459 names, in label order, are PASCAL-Context's labels.txt (shipped with "
-            "trainval.tar.gz, lines 'N: name', label N-1) or PASCAL_CTX_459_CATEGORIES in "
-            "OVSeg's register_pascal_context.py"
-        ),
     ),
     "voc20": DatasetSpec(
         "voc20",
         (
-            Layout("pascal_voc_d2", "images/validation", "annotations_pascal20/validation", ".png",
-                   "prepare_voc.py (pascal_voc_d2 layout)"),
-            Layout("VOCdevkit/VOC2012", "JPEGImages", "annotations_detectron2/val", ".png",
-                   "OVSeg datasets/prepare_voc_sem_seg.py"),
+            Layout("pascal_voc_d2", "images/validation", "annotations_pascal20/validation", ".png", (
+                _prep("d2", f"{FCCLIP} datasets/prepare_pascal_voc_sem_seg.py", _VOC20),
+            )),
+            Layout("VOCdevkit/VOC2012", "JPEGImages", "annotations_detectron2/val", ".png", (
+                _prep("ovseg", f"{OVSEG} datasets/prepare_voc_sem_seg.py", _VOC20),
+                _prep("catseg", f"{CATSEG} datasets/prepare_voc.py", _VOC20),
+            )),
         ),
         ignore_label=255,
         num_classes=20,
-        builtin_names="voc20_classes.txt",
     ),
     "sample": DatasetSpec(
         "sample",
-        (Layout("semseg", "images/validation", "annotations/validation", ".png",
-                "the generated sample set"),),
+        (Layout("semseg", "images/validation", "annotations/validation", ".png", (
+            _prep("sample", "maskmine's sample-world generator", None),
+        )),),
         ignore_label=255,
         num_classes=None,
         names_hint="the sample generator writes semseg/classes.txt, one name per line",
@@ -191,29 +261,49 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def builtin_class_names(name: str) -> list[str]:
-    """The shipped class-name list of ade150, pc59 or voc20 (detectron2/OVSeg order)."""
+def builtin_class_names(name: str, order: Optional[str] = None) -> list[str]:
+    """A shipped class-name list (``order``: whose preparation; None: the first layout's first one)."""
     spec = SPECS[canonical_name(name)]
-    if spec.builtin_names is None:
+    preps = [p for lay in spec.layouts for p in lay.preparations if order is None or p.order == order]
+    if not preps or preps[0].names is None:
         raise UserError(f"{spec.name} class names are not shipped; {spec.names_hint}")
-    return read_class_names(DATA_DIR / spec.builtin_names)
+    return read_class_names(DATA_DIR / preps[0].names)
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """One name per line, in label order; also accepts PASCAL-Context's ``N: name`` lines (1-based)."""
+    """One name per line, in label order; also accepts PASCAL-Context's ``N: name`` lines (1-based).
+
+    A name given twice is refused (one line naming it): metrics.json keys classes by name.
+    """
     path = Path(path)
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    lines = [ln.strip() for ln in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     numbered = [re.match(r"^(\d+)\s*:\s*(.+)$", ln) for ln in lines]
     if lines and all(numbered):
         by_id = {int(m.group(1)): m.group(2).strip() for m in numbered}  # type: ignore[union-attr]
-        if sorted(by_id) != list(range(1, len(by_id) + 1)):
+        if sorted(by_id) != list(range(1, len(by_id) + 1)) or len(by_id) != len(lines):
             raise UserError(f"{path}: 'N: name' lines must number 1..N without gaps")
-        return [by_id[i] for i in range(1, len(by_id) + 1)]
-    if any(not ln for ln in lines):
-        raise UserError(f"{path}: blank line {lines.index('') + 1} (one class name per line)")
-    return lines
+        names = [by_id[i] for i in range(1, len(by_id) + 1)]
+    else:
+        if any(not ln for ln in lines):
+            raise UserError(f"{path}: blank line {lines.index('') + 1} (one class name per line)")
+        names = lines
+    first: dict[str, int] = {}
+    for line, name in enumerate(names, 1):
+        if name in first:
+            raise UserError(
+                f"{path}: class name {name!r} on lines {first[name]} and {line}; every class needs its own "
+                "name (metrics.json and the per-class CSV are keyed by name)"
+            )
+        first[name] = line
+    return names
 
 
 def load_label(path: str | Path) -> np.ndarray:
@@ -232,12 +322,16 @@ def load_label(path: str | Path) -> np.ndarray:
     return arr.astype(np.int32)
 
 
-def get_dataset(name: str, root: str | Path) -> SemSegDataset:
+def get_dataset(name: str, root: str | Path, class_order: Optional[str] = None) -> SemSegDataset:
     """Find the named benchmark's validation split under ``root`` and list its pairs.
 
-    Raises UserError naming the expected layout when nothing is found.
+    ``class_order`` (ovseg, d2 or catseg) says whose preparation wrote the labels
+    where the data cannot tell. Raises UserError naming the expected layout when
+    nothing is found.
     """
     spec = SPECS[canonical_name(name)]
+    if class_order is not None and class_order not in CLASS_ORDERS:
+        raise UserError(f"--class-order must be one of {', '.join(CLASS_ORDERS)}, got {class_order!r}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"{spec.name}: dataset root {root} is not a folder; expected {_expected(spec)}")
@@ -245,29 +339,65 @@ def get_dataset(name: str, root: str | Path) -> SemSegDataset:
         base = _find_base(root, layout)
         if base is None:
             continue
+        confine = (root.resolve(), base.resolve())
         image_dir, label_dir = base / layout.images, base / layout.labels
-        labels = sorted(p for p in label_dir.iterdir() if p.suffix.lower() == layout.label_ext)
+        skipped: dict[str, list[Path]] = {}
+        labels = _regular_entries(label_dir, (layout.label_ext,), confine, skipped)
         if not labels:
             raise UserError(
-                f"{spec.name}: no *{layout.label_ext} label files in {label_dir}; expected {_expected(spec)}"
+                f"{spec.name}: no *{layout.label_ext} label files in {label_dir}{_skip_note(skipped)}; "
+                f"expected {_expected(spec)}"
             )
         images = _images_by_stem(image_dir)
-        items = [(images[p.stem], p) for p in labels if p.stem in images]
-        unpaired = [p for p in labels if p.stem not in images]
+        items = []
+        for label in labels:
+            image = images.get(label.stem)
+            reason = SKIP_NO_IMAGE if image is None else _entry_problem(image, confine)
+            if reason:
+                skipped.setdefault(reason, []).append(label if image is None else image)
+            else:
+                items.append((image, label))
         if not items:
             raise UserError(
                 f"{spec.name}: none of the {len(labels)} label files in {label_dir} has an image "
-                f"of the same name in {image_dir}"
+                f"of the same name in {image_dir}{_skip_note(skipped)}"
             )
+        names, source = _class_names(spec, layout, base, [lab for _, lab in items], class_order, confine)
         return SemSegDataset(
             name=spec.name,
             root=base,
-            class_names=_class_names(spec, base, root),
+            class_names=names,
             ignore_label=spec.ignore_label,
             items=items,
-            unpaired_labels=unpaired,
+            skipped=skipped,
+            names_source=source,
         )
     raise UserError(f"{spec.name}: no prepared dataset found under {root}; expected {_expected(spec)}")
+
+
+def check_pair_sizes(items: list[tuple[Path, Path]]) -> None:
+    """Every label map has its image's size, read from both headers before anything is predicted.
+
+    The image's stored size or its EXIF-upright size (what ``decode_image`` may
+    use) must match; else a one-line UserError names both files.
+    """
+    for image, label in items:
+        lw, lh = _header(label)[0]
+        (iw, ih), orientation = _header(image)
+        if (iw, ih) != (lw, lh) and not (orientation in (5, 6, 7, 8) and (ih, iw) == (lw, lh)):
+            raise UserError(
+                f"label map {label} is {lw}x{lh} but its image {image} is {iw}x{ih}; "
+                "fix or remove the pair before evaluating"
+            )
+
+
+def _header(path: Path) -> tuple[tuple[int, int], int]:
+    """(width, height) and EXIF orientation, from the file's header (no pixels decoded)."""
+    try:
+        with Image.open(path) as img:
+            return img.size, int(img.getexif().get(0x0112, 1) or 1)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
 
 
 def _find_base(root: Path, layout: Layout) -> Optional[Path]:
@@ -276,6 +406,37 @@ def _find_base(root: Path, layout: Layout) -> Optional[Path]:
         if (base / layout.images).is_dir() and (base / layout.labels).is_dir():
             return base
     return None
+
+
+def _entry_problem(path: Path, confine: tuple[Path, ...]) -> str:
+    """Why a listed entry must not be opened ("" when it may): not a regular file, or a link out of ROOT."""
+    try:
+        mode = os.stat(path).st_mode  # follows links
+    except FileNotFoundError:
+        return SKIP_BROKEN_LINK
+    except OSError:
+        return SKIP_NOT_REGULAR
+    if not stat.S_ISREG(mode):
+        return SKIP_NOT_REGULAR
+    if path.is_symlink():
+        target = path.resolve()
+        if not any(target.is_relative_to(folder) for folder in confine):
+            return SKIP_OUTSIDE_ROOT
+    return ""
+
+
+def _regular_entries(folder: Path, exts: tuple[str, ...], confine: tuple[Path, ...],
+                     skipped: dict[str, list[Path]]) -> list[Path]:
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in exts:
+            continue
+        reason = _entry_problem(path, confine)
+        if reason:
+            skipped.setdefault(reason, []).append(path)
+        else:
+            found.append(path)
+    return found
 
 
 def _images_by_stem(image_dir: Path) -> dict[str, Path]:
@@ -289,24 +450,108 @@ def _images_by_stem(image_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _class_names(spec: DatasetSpec, base: Path, root: Path) -> list[str]:
-    if spec.builtin_names is not None:
-        return builtin_class_names(spec.name)
-    candidates = [base / "classes.txt", root / "classes.txt"]
-    if spec.name == "pc459":
-        candidates += [base / "labels.txt", root / "labels.txt"]
-    for path in dict.fromkeys(candidates):  # de-duplicated, order kept
-        if path.is_file():
-            names = read_class_names(path)
-            if spec.num_classes is not None and len(names) != spec.num_classes:
-                raise UserError(f"{path}: {len(names)} class names, {spec.name} needs {spec.num_classes}")
-            if not names:
-                raise UserError(f"{path}: no class names")
-            return names
-    raise UserError(
-        f"{spec.name}: class names not found; put them in {base / 'classes.txt'} "
-        f"(one per line, in label order): {spec.names_hint}"
-    )
+def _skip_note(skipped: dict[str, list[Path]]) -> str:
+    if not skipped:
+        return ""
+    return " (skipped: " + ", ".join(f"{len(v)} {k}, e.g. {v[0]}" for k, v in sorted(skipped.items())) + ")"
+
+
+def _class_names(spec: DatasetSpec, layout: Layout, base: Path, labels: list[Path],
+                 class_order: Optional[str], confine: tuple[Path, ...]) -> tuple[list[str], str]:
+    """The names in this layout's label order, and where they came from."""
+    for path in (base / layout.labels / CLASSES_FILE, base / CLASSES_FILE):
+        if os.path.lexists(path):
+            problem = _entry_problem(path, confine)
+            if problem:
+                raise UserError(f"{path}: {problem} (a classes file must be a regular file inside the dataset root)")
+            names = _sized(read_class_names(path), spec, path)
+            return names, f"{path} (a user's {CLASSES_FILE} wins over the built-in lists)"
+    preps = layout.preparations
+    if all(p.names is None for p in preps):
+        raise UserError(
+            f"{spec.name}: class names not found; put them in {base / CLASSES_FILE} "
+            f"(one per line, in label order): {spec.names_hint}"
+        )
+    told = ""
+    if len({p.names for p in preps}) > 1 and layout.twin is not None:
+        preps, told = _tell_apart(spec, layout, base, labels, preps, confine)
+    if class_order is not None:
+        chosen = tuple(p for p in preps if p.order == class_order)
+        if not chosen:
+            writers = ", ".join(p.order for p in layout.preparations)
+            if any(p.order == class_order for p in layout.preparations):
+                raise UserError(
+                    f"{spec.name}: --class-order {class_order} contradicts the data: {told}; "
+                    f"the labels in {base / layout.labels} are in {preps[0].order} order"
+                )
+            raise UserError(f"{spec.name}: --class-order {class_order} does not write {base / layout.labels} "
+                            f"(written by: {writers})")
+        preps = chosen
+    if len({p.names for p in preps}) > 1:
+        raise UserError(
+            f"{spec.name}: {base / layout.labels} is written in different class orders by "
+            + " and by ".join(f"{p.script} ({p.order})" for p in preps)
+            + f", and the data does not tell which; rerun with --class-order "
+            + "|".join(p.order for p in preps)
+            + f" or put the names in {base / layout.labels / CLASSES_FILE}"
+        )
+    prep = preps[0]
+    names = _sized(read_class_names(DATA_DIR / prep.names), spec, DATA_DIR / prep.names)  # type: ignore[operator]
+    source = f"built-in eval/data/{prep.names}: {prep.order} order, as {prep.script} writes it"
+    return names, source + (f"; {told}" if told else "")
+
+
+def _sized(names: list[str], spec: DatasetSpec, path: Path) -> list[str]:
+    if not names:
+        raise UserError(f"{path}: no class names")
+    if spec.num_classes is not None and len(names) != spec.num_classes:
+        raise UserError(f"{path}: {len(names)} class names, {spec.name} needs {spec.num_classes}")
+    return names
+
+
+def _tell_apart(spec: DatasetSpec, layout: Layout, base: Path, labels: list[Path],
+                preps: tuple[Preparation, ...], confine: tuple[Path, ...]) -> tuple[tuple[Preparation, ...], str]:
+    """The preparations whose label order agrees, pixel by pixel, with the twin labels (e.g. pc59 vs pc459).
+
+    Both come from the same raw annotation, so a pixel's 59-class name must be its
+    459-class name. Returns all ``preps`` and "" when no twin file decides.
+    """
+    twin_dir, twin_ext, twin_name = layout.twin  # type: ignore[misc]
+    twin_dir_path = base / twin_dir
+    if not twin_dir_path.is_dir():
+        return preps, ""
+    twin_names = builtin_class_names(twin_name)
+    index = {n: i for i, n in enumerate(twin_names)}
+    tables = {p: np.array([index.get(n, -1) for n in read_class_names(DATA_DIR / p.names)])  # type: ignore[operator]
+              for p in preps}
+    wrong = {p: 0 for p in preps}
+    compared = 0
+    for label in labels[:MAX_ORDER_CHECK_FILES]:
+        twin = twin_dir_path / f"{label.stem}{twin_ext}"
+        if not os.path.lexists(twin) or _entry_problem(twin, confine):
+            continue
+        ours, theirs = load_label(label), load_label(twin)
+        if ours.shape != theirs.shape:
+            continue
+        keep = (ours >= 0) & (ours < len(next(iter(tables.values())))) & (theirs >= 0) & (theirs < len(twin_names))
+        if not keep.any():
+            continue
+        compared += 1
+        for p, table in tables.items():
+            wrong[p] += int((table[ours[keep]] != theirs[keep]).sum())
+        if any(wrong.values()):
+            break
+    fit = tuple(p for p in preps if wrong[p] == 0)
+    if not compared or len(fit) == len(preps):
+        return preps, ""
+    how = (f"told apart by comparing {compared} label file(s) with {twin_dir_path}: "
+           + ", ".join(f"{p.order} order mislabels {wrong[p]} pixels" for p in preps))
+    if not fit:
+        raise UserError(
+            f"{spec.name}: the labels in {base / layout.labels} fit none of the known class orders ({how}); "
+            f"put the names in {base / layout.labels / CLASSES_FILE}"
+        )
+    return fit, how
 
 
 def _expected(spec: DatasetSpec) -> str:

@@ -16,7 +16,11 @@ socket read times out after ``read_timeout`` seconds and a request body must
 arrive whole within that time (else 408 and the connection is closed); one
 segmentation runs at a time, at most ``max_queue`` more requests wait for it,
 and a request beyond that, or one that waited ``queue_timeout`` seconds, is
-answered at once with 503 "busy, try again".
+answered with 503 "busy, try again" and a ``Retry-After`` header (after its
+body was read, so the client sees the answer, not a reset). At most
+``max_connections`` connections are served at once; more wait, unanswered but
+not refused, in the listen queue of ``backlog`` connections (socketserver's
+default of 5 reset 7 to 28 of 50 simultaneous uploads).
 """
 from __future__ import annotations
 
@@ -80,6 +84,9 @@ class DemoConfig:
     read_timeout: float = 30.0  # seconds for any socket read, and for a whole request body
     max_queue: int = 4  # requests that may wait while one segmentation runs; more get 503
     queue_timeout: float = 300.0  # seconds a request waits for its turn before 503
+    retry_after: int = 5  # seconds a 503 answer asks the client to wait (Retry-After)
+    max_connections: int = 32  # connections served at once; more wait in the listen queue
+    backlog: int = 128  # the listen queue: connections accepted by the kernel, not yet served
 
 
 @dataclass
@@ -337,6 +344,8 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: HTTPStatus, body: str, close: bool = False) -> None:
             data = body.encode("utf-8")
             self.send_response(status)
+            if status == HTTPStatus.SERVICE_UNAVAILABLE:
+                self.send_header("Retry-After", str(app.config.retry_after))
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
@@ -438,11 +447,39 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class DemoServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once; a listen queue of ``backlog``.
+
+    When every slot is taken the accept loop waits for one, so further clients
+    queue in the kernel's listen backlog instead of being reset.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], backlog: int,
+                 max_connections: int) -> None:
+        self.request_queue_size = backlog  # read by server_activate's listen()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def make_server(app: DemoApp, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
     """A bound server (``port=0`` picks a free one: see ``server.server_address``)."""
     try:
-        server = ThreadingHTTPServer((host, port), make_handler(app))
+        return DemoServer((host, port), make_handler(app), app.config.backlog, app.config.max_connections)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    server.daemon_threads = True
-    return server

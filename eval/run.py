@@ -28,7 +28,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
-from maskmine.eval.datasets import SemSegDataset, UnknownLabels, check_labels, get_dataset, load_label
+from maskmine.eval.datasets import (
+    SemSegDataset,
+    UnknownLabels,
+    check_labels,
+    check_pair_sizes,
+    get_dataset,
+    load_label,
+)
 from maskmine.eval.fusion import FusionMode
 from maskmine.eval.gt_proposals import label_map_proposals
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
@@ -76,6 +83,7 @@ class EvalConfig:
     device: str = "auto"  # where both models run (the specs' own device fields are not used)
     progress: bool = True
     unknown_labels: UnknownLabels = "error"  # a ground-truth value outside the classes: "error" or "ignore"
+    class_order: Optional[str] = None  # whose preparation wrote the labels (--class-order); None: from the data
 
 
 @dataclass
@@ -231,8 +239,11 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
         raise UserError(f"--mask-threshold must be in [0, 1), got {config.mask_threshold}")
     if config.ensemble_lambda is not None and not 0 <= config.ensemble_lambda <= 1:
         raise UserError(f"--ensemble-lambda must be in [0, 1], got {config.ensemble_lambda}")
-    dataset = get_dataset(config.dataset, config.root)
+    dataset = get_dataset(config.dataset, config.root, config.class_order)
     items = dataset.items[: config.limit] if config.limit else dataset.items
+    check_pair_sizes(items)  # every pair, before anything is predicted
+    for reason, paths in sorted(dataset.skipped.items()):
+        log_fn(f"{dataset.name}: skipped {len(paths)} {reason} (e.g. {paths[0]})")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings_identity(config, dataset))
@@ -287,7 +298,9 @@ def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> Ev
         "images": len(items),
         "images_computed": computed,
         "images_cached": cached,
-        "unknown_labels_ignored": unknown,  # --unknown-labels ignore: {"pixels", "files"}; {} otherwise
+        "unknown_labels_ignored": unknown,
+        "skipped": {reason: len(paths) for reason, paths in sorted(dataset.skipped.items())},
+        "class_names_source": dataset.names_source,  # --unknown-labels ignore: {"pixels", "files"}; {} otherwise
         "seconds": round(time.monotonic() - started, 3),
         "settings": json.loads((out / EVAL_SETTINGS_FILE).read_text(encoding="utf-8")),
         "per_class": metrics.as_dict(dataset.class_names),

@@ -64,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds for any read from a client, and for a whole upload to arrive (default 30)")
     parser.add_argument("--max-queue", type=NON_NEGATIVE_INT, default=4, metavar="N",
                         help="one image is segmented at a time; at most N requests wait, more get "
-                             "'busy, try again' (503) at once (default 4)")
+                             "'busy, try again' (503, Retry-After 5 s) at once (default 4)")
+    parser.add_argument("--max-connections", type=POSITIVE_INT, default=32, metavar="N",
+                        help="connections served at once; more wait in the listen queue (128 deep) "
+                             "instead of being reset (default 32)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
 
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         default_granularity=args.granularity,
         read_timeout=args.read_timeout,
         max_queue=args.max_queue,
+        max_connections=args.max_connections,
     )
     if args.classes is not None:
         config.default_classes = args.classes

@@ -15,7 +15,7 @@ from maskmine.pipelines.cli_options import (
     sam_options,
     number,
 )
-from maskmine.eval.datasets import UNKNOWN_LABELS
+from maskmine.eval.datasets import CLASS_ORDERS, UNKNOWN_LABELS
 from maskmine.eval.fusion import FUSION_MODES
 from maskmine.eval.templates import TemplateSet
 from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES
@@ -38,13 +38,18 @@ softmax over the evaluated classes plus no-object. Writes OUT/metrics.json, OUT/
 OUT/visualisations/*.png and a per-image prediction cache OUT/predictions/
 (a rerun with the same settings reuses it).
 
-Dataset layouts under --root (as the detectron2/OVSeg prepare scripts write them):
+Dataset layouts under --root (as the OVSeg, FC-CLIP/ODISE *_d2 and CAT-Seg prepare scripts write them):
   ade20k-150          ADEChallengeData2016/{{images,annotations_detectron2}}/validation
   ade20k-847          ADE20K_2021_17_01/{{images_detectron2,annotations_detectron2}}/validation (16-bit .tif)
-  pascal-context-59   pascal_ctx_d2/{{images,annotations_ctx59}}/validation
-  pascal-context-459  pascal_ctx_d2/{{images,annotations_ctx459}}/validation (16-bit .tif)
-  pascal-voc-20       pascal_voc_d2/{{images,annotations_pascal20}}/validation
+  pascal-context-59   pascal_ctx_d2/{{images,annotations_ctx59}}/validation (d2 order), or
+                      VOCdevkit/VOC2010/{{JPEGImages,annotations_detectron2/pc59_val}} (OVSeg or CAT-Seg order)
+  pascal-context-459  pascal_ctx_d2/{{images,annotations_ctx459}}/validation (16-bit .tif), or
+                      VOCdevkit/VOC2010/{{JPEGImages,annotations_detectron2/pc459_val}}
+  pascal-voc-20       pascal_voc_d2/{{images,annotations_pascal20}}/validation, or
+                      VOCdevkit/VOC2012/{{JPEGImages,annotations_detectron2/val}}
   sample              semseg/{{images,annotations}}/validation + semseg/classes.txt
+A classes.txt (one name per line, line k = label k-1) in the label folder or the
+dataset's top folder wins over the built-in class lists.
 
 example:
   maskmine eval --dataset ade20k-150 --root datasets --proposals sam \\
@@ -60,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--unknown-labels", choices=UNKNOWN_LABELS, default="error",
                    help="a ground-truth value that is neither a class id nor the dataset's ignore value: "
                         "stop with an error naming the file (default), or count it as ignore")
+    d.add_argument("--class-order", choices=CLASS_ORDERS, default=None,
+                   help="whose preparation script wrote the labels, where the data cannot tell (PASCAL Context 59 "
+                        "at VOCdevkit/VOC2010/annotations_detectron2/pc59_val: ovseg or catseg); default: "
+                        "told apart from the data, or a one-line error asking")
     d.add_argument("--root", required=True, metavar="DATA",
                    help="datasets root holding the prepared dataset folder (or that folder itself)")
     d.add_argument("--limit", type=POSITIVE_INT, default=None, metavar="N",
@@ -174,6 +183,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         device=args.device,
         progress=not args.no_progress,
         unknown_labels=args.unknown_labels,
+        class_order=args.class_order,
     )
     result = run_eval(config, log_fn=print)
     return 0 if result.images else 1

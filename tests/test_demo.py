@@ -178,3 +178,55 @@ def test_user_text_stays_text_on_the_page(server):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # in the form's value and the legend
     status, page = post(server, noise_png(60, 80), "cat", "sam", "<b>0.5</b>")
     assert status == 400 and "<b>0.5</b>" not in page and "&lt;b&gt;0.5&lt;/b&gt;" in page
+
+
+def test_fifty_concurrent_clients_get_an_answer_never_a_reset():
+    """Every one of 50 simultaneous uploads is answered 200, 503 (with Retry-After) or 4xx."""
+    import http.client
+
+    app = DemoApp(DemoConfig(**TINY, max_upload_bytes=100_000, max_pixels=250_000, max_classes=5, max_queue=2))
+    srv = make_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    port = srv.server_address[1]
+    boundary = "maskmine-test-boundary"
+    image = noise_png(24, 32)
+    body = b""
+    for name, value in (("classes", "cat, dog"), ("proposals", "maskformer"), ("granularity", "0.8")):
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    body += (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="up.png"\r\n'
+             "Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    clients = 50
+    start = threading.Barrier(clients)
+    results: list = [None] * clients
+
+    def client(i: int) -> None:
+        start.wait()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            conn.request("POST", "/segment", body=body,
+                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            reply = conn.getresponse()
+            reply.read()
+            results[i] = (reply.status, reply.getheader("Retry-After"))
+        except (OSError, http.client.HTTPException) as exc:  # a reset, a refused connection, a closed socket
+            results[i] = (type(exc).__name__, str(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert all(not t.is_alive() for t in threads)
+    failures = [r for r in results if r is None or not isinstance(r[0], int)]
+    assert not failures, f"{len(failures)} of {clients} clients got no HTTP answer, e.g. {failures[:3]}"
+    statuses = [status for status, _ in results]
+    assert all(s in (200, 503) or 400 <= s < 500 for s in statuses), statuses
+    assert 200 in statuses
+    assert all(retry is not None and int(retry) >= 1 for status, retry in results if status == 503)

@@ -64,14 +64,15 @@ def test_ade150(tmp_path):
 def test_ade847_sixteen_bit_tiff_and_classes_file(tmp_path):
     _make(tmp_path, "ADE20K_2021_17_01", "images_detectron2/validation",
           "annotations_detectron2/validation", ".tif", {"ADE_frame_1": LABEL16})
-    with pytest.raises(UserError, match="classes.txt"):
-        get_dataset("ade847", tmp_path)
-    (tmp_path / "ADE20K_2021_17_01" / "classes.txt").write_text("\n".join(["wall"] * 846) + "\n")
+    ds = get_dataset("ade847", tmp_path)  # OVSeg's 847 names are shipped
+    assert ds.num_classes == 847 and ds.class_names[0] == "wall" and ds.class_names[1] == "building, edifice"
+    assert "ade847_classes.txt" in ds.names_source
+    (tmp_path / "ADE20K_2021_17_01" / "classes.txt").write_text("\n".join(f"x{i}" for i in range(846)) + "\n")
     with pytest.raises(UserError, match="846 class names"):
         get_dataset("ade847", tmp_path)
     names = [f"thing{i}" for i in range(847)]
     (tmp_path / "ADE20K_2021_17_01" / "classes.txt").write_text("\n".join(names) + "\n\n")
-    ds = get_dataset("ade847", tmp_path)
+    ds = get_dataset("ade847", tmp_path)  # a user's classes.txt wins over the built-in list
     assert ds.class_names == names and ds.ignore_label == 65535
     label = ds.load_label(ds.items[0][1])
     assert label.dtype == np.int32 and np.array_equal(label, LABEL16)
@@ -85,26 +86,36 @@ def test_pc59_both_layouts(tmp_path):
     arr = np.array([[0, 58], [255, 10]])
     _make(tmp_path / "a", "pascal_ctx_d2", "images/validation", "annotations_ctx59/validation",
           ".png", {"2008_000002": arr})
-    ds = get_dataset("pc59", tmp_path / "a")
-    assert ds.num_classes == 59 and ds.class_names[0] == "aeroplane" and ds.class_names[-1] == "wood"
+    ds = get_dataset("pc59", tmp_path / "a")  # FC-CLIP/ODISE's order: sorted by PASCAL Context id
+    assert ds.num_classes == 59 and ds.class_names[:3] == ["aeroplane", "bag", "bed"]
+    assert ds.class_names[-1] == "wood"
     assert np.array_equal(ds.load_label(ds.items[0][1]), arr)
-    # OVSeg's own layout: all of VOC2010's JPEGImages, labels only for the val split
+    # OVSeg's own path: all of VOC2010's JPEGImages, labels only for the val split; CAT-Seg writes the
+    # same path in another order, and without pc459_val beside it nothing tells which
     _make(tmp_path / "b", "VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc59_val",
           ".png", {"2008_000002": arr}, extra_images=("2008_000001", "2008_000003"))
-    ds = get_dataset("pascal-context-59", tmp_path / "b")
+    with pytest.raises(UserError, match="--class-order ovseg\\|catseg"):
+        get_dataset("pascal-context-59", tmp_path / "b")
+    ds = get_dataset("pascal-context-59", tmp_path / "b", class_order="ovseg")
     assert [p.stem for p, _ in ds.items] == ["2008_000002"]
+    assert ds.class_names[:3] == ["aeroplane", "bicycle", "bird"]
+    assert get_dataset("pc59", tmp_path / "b", class_order="catseg").class_names[:2] == ["aeroplane", "bag"]
+    with pytest.raises(UserError, match="does not write"):
+        get_dataset("pc59", tmp_path / "b", class_order="d2")
 
 
-def test_pc459_tiff_and_numbered_labels_txt(tmp_path):
+def test_pc459_tiff_and_numbered_classes_txt(tmp_path):
     arr = np.array([[0, 458], [65535, 200]])
     _make(tmp_path, "VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc459_val", ".tif",
           {"2008_000008": arr})
-    base = tmp_path / "VOCdevkit" / "VOC2010"
-    (base / "labels.txt").write_text("".join(f"{i}: name{i}\n" for i in range(1, 460)))
-    ds = get_dataset("pc459", tmp_path)
-    assert ds.num_classes == 459 and ds.class_names[0] == "name1" and ds.class_names[458] == "name459"
-    assert ds.ignore_label == 65535
+    ds = get_dataset("pc459", tmp_path)  # OVSeg's 459 names are shipped
+    assert ds.num_classes == 459 and ds.class_names[:2] == ["accordion", "aeroplane"]
+    assert ds.class_names[458] == "wool" and ds.ignore_label == 65535
     assert np.array_equal(ds.load_label(ds.items[0][1]), arr)
+    base = tmp_path / "VOCdevkit" / "VOC2010"
+    (base / "classes.txt").write_text("".join(f"{i}: name{i}\n" for i in range(1, 460)))
+    ds = get_dataset("pc459", tmp_path)
+    assert ds.class_names[0] == "name1" and ds.class_names[458] == "name459"
     # the pascal_ctx_d2 layout, names from classes.txt
     _make(tmp_path / "d2", "pascal_ctx_d2", "images/validation", "annotations_ctx459/validation",
           ".tif", {"2008_000008": arr})
@@ -179,8 +190,12 @@ def test_builtin_class_lists():
     assert len(set(builtin_class_names("ade150"))) == 150
     assert len(builtin_class_names("pc59")) == 59
     assert builtin_class_names("voc20")[-1] == "tvmonitor"
+    assert len(set(builtin_class_names("ade847"))) == 847
+    assert len(set(builtin_class_names("pc459"))) == 459
+    assert builtin_class_names("pc59", "catseg") == builtin_class_names("pc59", "d2")
+    assert sorted(builtin_class_names("pc59", "d2")) == sorted(builtin_class_names("pc59", "ovseg"))
     with pytest.raises(UserError, match="not shipped"):
-        builtin_class_names("ade847")
+        builtin_class_names("sample")
 
 
 def test_read_class_names_formats(tmp_path):
@@ -193,3 +208,73 @@ def test_read_class_names_formats(tmp_path):
     p.write_text("a\n\nb\n")
     with pytest.raises(UserError, match="blank line 2"):
         read_class_names(p)
+
+
+def test_duplicate_class_names_are_refused_naming_the_name(tmp_path):
+    _make(tmp_path, "semseg", "images/validation", "annotations/validation", ".png",
+          {"000000000139": np.array([[0, 1], [2, 255]])})
+    (tmp_path / "semseg" / "classes.txt").write_text("person\nchair\nperson\n")
+    with pytest.raises(UserError, match="class name 'person' on lines 1 and 3") as exc:
+        get_dataset("sample", tmp_path)
+    assert "\n" not in str(exc.value)
+    (tmp_path / "semseg" / "classes.txt").write_bytes(b"person\n\xff\xfe\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        get_dataset("sample", tmp_path)
+
+
+def test_entries_are_regular_files_and_links_stay_inside_root(tmp_path):
+    """FIFOs, folders, dangling links and links out of ROOT are counted skips, never opened."""
+    import os
+
+    root = tmp_path / "datasets"
+    arrays = {name: LABEL8 for name in ("good", "fifo_image", "linked", "outside")}
+    _make(root, "ADEChallengeData2016", "images/validation", "annotations_detectron2/validation", ".png", arrays)
+    labels = root / "ADEChallengeData2016/annotations_detectron2/validation"
+    images = root / "ADEChallengeData2016/images/validation"
+    os.mkfifo(labels / "fifo.png")  # reading it would block forever
+    _write_image(images / "fifo.jpg")
+    (labels / "folder.png").mkdir()
+    _write_image(images / "folder.jpg")
+    (labels / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (images / "fifo_image.jpg").unlink()
+    os.mkfifo(images / "fifo_image.jpg")
+    # a link to a label elsewhere inside ROOT is followed; one out of ROOT is not
+    (labels / "linked.png").unlink()
+    _write_label(root / "spare" / "linked.png", LABEL8)
+    (labels / "linked.png").symlink_to(root / "spare" / "linked.png")
+    (labels / "outside.png").unlink()
+    _write_label(tmp_path / "elsewhere" / "secret.png", LABEL8)
+    (labels / "outside.png").symlink_to(tmp_path / "elsewhere" / "secret.png")
+
+    ds = get_dataset("ade150", root)
+    assert [lab.stem for _, lab in ds.items] == ["good", "linked"]
+    assert {k: sorted(p.name for p in v) for k, v in ds.skipped.items()} == {
+        "not-a-regular-file": ["fifo.png", "fifo_image.jpg", "folder.png"],
+        "broken-link": ["dangling.png"],
+        "outside-root": ["outside.png"],
+    }
+    # a classes file that is a FIFO or a link out of ROOT is refused, not read
+    (labels / "classes.txt").symlink_to(tmp_path / "elsewhere" / "secret.png")
+    with pytest.raises(UserError, match="outside-root"):
+        get_dataset("ade150", root)
+    (labels / "classes.txt").unlink()
+    os.mkfifo(labels / "classes.txt")
+    with pytest.raises(UserError, match="not-a-regular-file"):
+        get_dataset("ade150", root)
+
+
+def test_pair_sizes_checked_from_headers(tmp_path):
+    from maskmine.eval.datasets import check_pair_sizes
+
+    _make(tmp_path, "ADEChallengeData2016", "images/validation", "annotations_detectron2/validation", ".png",
+          {"a": LABEL8, "b": np.zeros((4, 3))})
+    ds = get_dataset("ade150", tmp_path)
+    with pytest.raises(UserError, match=r"label map .*b\.png is 3x4 but its image .*b\.jpg is 4x3"):
+        check_pair_sizes(ds.items)
+    check_pair_sizes(ds.items[:1])
+    # a phone picture stored sideways with an EXIF rotation matches its upright label
+    img = Image.fromarray(np.zeros((3, 4, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "ADEChallengeData2016/images/validation/b.jpg", exif=exif)
+    check_pair_sizes(ds.items)

@@ -344,3 +344,54 @@ def test_settings_identity_takes_clip_from_the_clip_spec(ade_root, tmp_path):
     wider = EvalConfig(dataset="ade20k-150", root=str(ade_root), out=str(tmp_path),
                        clip=ClipSpec(model="ViT-B-32", crop=CropConfig(expand_ratio=0.5)))
     assert settings_identity(wider, dataset)["clip_crop"]["expand_ratio"] == 0.5
+
+
+def test_eval_checks_every_label_before_predicting_anything(tmp_path, capsys):
+    """A label map of another size, anywhere in the set, stops eval before the first prediction."""
+    import os
+
+    root = write_ade(tmp_path / "datasets")
+    labels = root / ADE / "annotations_detectron2" / "validation"
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(labels / "ADE_val_00000002.png")
+    out = tmp_path / "eval"
+    args = ["eval", "--dataset", "ade20k-150", "--root", str(root), "--proposals", "coco-gt", *TINY,
+            "--out", str(out), "--visualise", "0"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "ADE_val_00000002.png is 12x10 but its image" in err and "64x48" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / PRED_DIR).exists() or not any((out / PRED_DIR).iterdir())
+
+    # entries that are not regular files are counted in metrics.json, never opened
+    (labels / "ADE_val_00000002.png").unlink()
+    os.mkfifo(labels / "ADE_val_00000002.png")
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 2 and metrics["skipped"] == {"not-a-regular-file": 1}
+    assert "ade150_classes.txt" in metrics["class_names_source"]
+
+
+def test_eval_asks_which_pc59_order_and_records_the_answer(tmp_path, capsys):
+    """PC-59 at OVSeg's path with nothing to tell OVSeg's order from CAT-Seg's: one line asking, then
+    --class-order decides and metrics.json says where the names came from."""
+    voc = tmp_path / "datasets" / "VOCdevkit" / "VOC2010"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "annotations_detectron2" / "pc59_val").mkdir(parents=True)
+    label = np.full((24, 32), 255, np.uint8)
+    label[4:20, 4:16] = 1
+    label[4:20, 16:28] = 36
+    Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(voc / "JPEGImages" / "2008_000002.jpg")
+    Image.fromarray(label).save(voc / "annotations_detectron2" / "pc59_val" / "2008_000002.png")
+    out = tmp_path / "eval"
+    args = ["eval", "--dataset", "pascal-context-59", "--root", str(tmp_path / "datasets"), "--proposals",
+            "coco-gt", *TINY, "--out", str(out), "--visualise", "0"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--class-order ovseg|catseg" in err
+    assert main([*args, "--class-order", "catseg"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "catseg order" in metrics["class_names_source"]
+    present = {row["class_name"] for row in read_csv(out / "per_class_iou.csv") if int(row["gt_pixels"])}
+    assert present == {"bag", "person"}  # ids 1 and 36 in CAT-Seg's (sorted-id) order; OVSeg: bicycle, ground
