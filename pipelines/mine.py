@@ -155,7 +155,7 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
     # Through JSON and back, so tuples compare equal to the lists run.json holds.
     identity = json.loads(json.dumps(config.identity(num_shards)))
     if fileio.exists(path):
-        previous = json.loads(fileio.read_bytes(path)).get("identity", {})
+        previous = fileio.parse_json(fileio.read_bytes(path)).get("identity", {})
         changed = changed_settings(previous, identity, ignore=LOCATION_KEYS)
         if changed:
             raise UserError(

@@ -240,7 +240,7 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
         return
     try:
-        stats = json.loads(fileio.read_bytes(path))
+        stats = fileio.parse_json(fileio.read_bytes(path))
         if not isinstance(stats, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
@@ -269,7 +269,7 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
     vpath = fileio.join(run_dir, VOCABULARY_FILE)
     try:
-        vocab = json.loads(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
+        vocab = fileio.parse_json(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
         if vocab is not None and not all(isinstance(v, dict) and isinstance(v.get("pairs"), int) for v in vocab):
             raise ValueError("not a list of {noun, pairs}")
     except (ValueError, TypeError) as exc:
@@ -296,7 +296,7 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
         report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
         return report
     try:
-        num_shards = int(json.loads(fileio.read_bytes(run_path))["identity"]["num_shards"])
+        num_shards = int(fileio.parse_json(fileio.read_bytes(run_path))["identity"]["num_shards"])
     except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
         report.add("run", "not-a-run", f"{RUN_FILE} in {run_dir} is damaged ({type(exc).__name__}: {exc})")
         return report
