@@ -233,6 +233,15 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
     return manifests
 
 
+def _left_out_entry(line: str) -> bool:
+    """A rejects.jsonl line of an entry that never became an image (its image_id is null)."""
+    try:
+        body = fileio.parse_json(line)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "image_id" in body and body["image_id"] is None
+
+
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
     """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
     path = fileio.join(run_dir, STATS_FILE)
@@ -283,9 +292,15 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     rpath = fileio.join(run_dir, REJECTS_FILE)
     if fileio.exists(rpath):
         lines = [line for line in fileio.read_bytes(rpath).decode().splitlines() if line.strip()]
+        # Lines of entries that never became an image (image_id null) match stats.json's input_skipped
+        # kinds ("reason:problem" keys there count annotations/captions, which the manifests list).
+        entries = sum(1 for line in lines if _left_out_entry(line))
+        n_entries = sum(v for k, v in (stats.get("input_skipped") or {}).items() if ":" not in k and isinstance(v, int))
         n_rejects = sum(len(m.rejects) for m in ms)
-        if len(lines) != n_rejects:
-            report.add(REJECTS_FILE, "stats", f"{len(lines)} lines, the manifests list {n_rejects} rejected images, annotations and captions")
+        if len(lines) - entries != n_rejects:
+            report.add(REJECTS_FILE, "stats", f"{len(lines) - entries} lines of images, the manifests list {n_rejects} rejected images, annotations and captions")
+        if entries != n_entries:
+            report.add(REJECTS_FILE, "stats", f"{entries} lines of entries left out before mining, stats.json's input_skipped counts {n_entries}")
 
 
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:

@@ -32,7 +32,8 @@ from PIL import Image
 from maskmine.pipelines.cli import main
 from maskmine.transforms.annotations import AnnotationProblem, check_segmentation
 from maskmine.transforms.coco_reader import read_captioned_images
-from maskmine.transforms.image_io import ImageSkip, decode_image, picture_rgb, read_record_image
+from maskmine.transforms import image_io
+from maskmine.transforms.image_io import ImageSkip, decode_image, read_record_image
 from maskmine.transforms.records import SKIP_REASONS, Caption, ImageRecord
 
 DEEP = 200_000  # nesting depth of the pathological JSON
@@ -273,30 +274,30 @@ def test_sixteen_bit_gray_is_scaled_not_clipped():
     assert got.min() == 0 and got.max() == 255 and len(np.unique(got)) > 40
 
 
-def test_lab_is_converted_to_srgb_not_kept_as_lightness():
+def test_lab_is_converted_to_srgb():
     data, _ = _case_lab_tiff()
     got = decode_image(data)
     row = got[0, :, 0].astype(int).tolist()
     spread = got.astype(int).max(axis=2) - got.astype(int).min(axis=2)
-    assert spread.max() <= 2  # a* = b* = 0 is grey (littleCMS rounds each channel on its own)
+    assert spread.max() <= 2  # a* = b* = 0 is grey (each channel rounded on its own)
     assert row[0] <= 1 and row[1] >= 254 and abs(row[2] - 119) <= 2  # L* 50 is sRGB 119
 
 
 def test_ycbcr_pa_and_hsv_in_memory_modes():
     ycc = Image.new("YCbCr", (W, H), (76, 85, 255))  # BT.601 red
-    assert np.abs(picture_rgb(ycc).astype(int) - [255, 0, 0]).max() <= 2
+    assert np.abs(image_io.picture_rgb(ycc).astype(int) - [255, 0, 0]).max() <= 2
     pa = Image.new("PA", (W, H), (1, 128))
     pa.putpalette([0, 0, 0, 100, 150, 200] + [0] * 762)
     want = _over_white(np.full((H, W, 3), [100, 150, 200], np.uint8), np.full((H, W), 128, np.uint8))
-    np.testing.assert_array_equal(picture_rgb(pa), want)
-    assert picture_rgb(Image.new("HSV", (W, H), (0, 255, 255)))[0, 0].tolist() == [255, 0, 0]
+    np.testing.assert_array_equal(image_io.picture_rgb(pa), want)
+    assert image_io.picture_rgb(Image.new("HSV", (W, H), (0, 255, 255)))[0, 0].tolist() == [255, 0, 0]
 
 
 @pytest.mark.parametrize("case", ["int32-tiff", "float-0-255", "float-nan", "La"])
 def test_modes_without_a_white_level_are_unsupported_mode(case):
     if case == "La":
         with pytest.raises(ImageSkip) as info:
-            picture_rgb(Image.new("La", (W, H)))
+            image_io.picture_rgb(Image.new("La", (W, H)))
     else:
         if case == "int32-tiff":
             data = _png(RNG.integers(0, 2**31, (H, W)).astype(np.int32), "I", fmt="TIFF")
@@ -506,7 +507,10 @@ def test_hostile_run_counts_every_bad_entry_and_keeps_good_shards_identical(host
     assert stats["images_skipped"] == want
     assert stats["images_mined"] == N_GOOD
     assert stats["input_skipped"]["image-entries-with-bad-id"] == 1
-    rejects = [json.loads(line) for line in (hostile / "rejects.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (hostile / "rejects.jsonl").read_text().splitlines()]
+    left_out = [r for r in lines if r["image_id"] is None]
+    assert [r["reason"] for r in left_out] == ["image-entries-with-bad-id"] and str(2**63 + 5) in left_out[0]["detail"]
+    rejects = [r for r in lines if r["image_id"] is not None]
     skips = {r["image_id"]: r["reason"] for r in rejects if "annotation_id" not in r and "caption_id" not in r}
     assert skips == {**{9_000_000 + n: reason for n, reason in enumerate(BAD_IMAGES.values())},
                      9_100_000: "duplicate-image-id"}

@@ -175,6 +175,7 @@ def read_captioned_images(
     captions_per_image: int = 5,
     limit: int | None = None,
     report: dict | None = None,
+    left_out: list[dict] | None = None,
 ) -> list[ImageRecord]:
     """One record per image that has at least one caption, in image-id order.
 
@@ -188,7 +189,9 @@ def read_captioned_images(
     image has no entry and image entries whose id is not an integer are
     counted in ``report`` (when a dict is given: ``{what: count}``, with the
     rejects as ``reason:problem``), and a one-line summary of everything left
-    out is logged before mining starts.
+    out is logged before mining starts. ``left_out`` (when a list is given)
+    receives one rejects.jsonl line per entry that never became an image:
+    ``{"image_id": null, "file_name", "reason": what, "detail"}``.
     """
     if captions_per_image < 1:
         raise UserError("--captions-per-image must be at least 1")
@@ -206,9 +209,21 @@ def read_captioned_images(
         if n:
             counts[what] = counts.get(what, 0) + n
 
-    count("captions-without-image", sum(len(v) for k, v in captions.imgToAnns.items() if k not in captions.imgs))
+    lines: list[dict] = []
+    for image_id, anns in captions.imgToAnns.items():
+        if image_id not in captions.imgs:
+            for a in anns:
+                lines.append({"image_id": None, "file_name": None, "caption_id": a["id"], "reason": "captions-without-image",
+                              "detail": f"caption {a['id']!r} names image {image_id!r}, which has no entry"[:200]})
     entries = image_entries(captions.dataset["images"])
-    count("image-entries-with-bad-id", len(entries.pop(None, [])))
+    for entry in entries.pop(None, []):
+        name = entry["file_name"] if isinstance(entry["file_name"], str) else None
+        lines.append({"image_id": None, "file_name": name, "reason": "image-entries-with-bad-id",
+                      "detail": f"image id {entry['id']!r} is not an integer in 0..2**63-1"[:200]})
+    for line in lines:
+        count(line["reason"])
+    if left_out is not None:
+        left_out.extend(lines)
     other = image_entries(instances.dataset["images"]) if instances is not None else {}
     records = []
     for image_id in sorted(entries):

@@ -44,7 +44,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskmine.transforms.records import (
     SKIP_BAD_FILE_NAME,
@@ -121,22 +121,12 @@ def _sixteen_bit_source(rawmode: str, codec: str) -> bool:
     return "16" in rawmode or codec == "ppm"
 
 
-_LAB_TO_SRGB = None
-
-
-def _lab_to_rgb(img: Image.Image) -> np.ndarray:
-    global _LAB_TO_SRGB
-    if _LAB_TO_SRGB is None:  # built once: CIELAB (D50, as TIFF's CIELab) to sRGB through littleCMS
-        _LAB_TO_SRGB = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
-    return np.asarray(ImageCms.applyTransform(img, _LAB_TO_SRGB))
-
-
 def picture_rgb(img: Image.Image, rawmode: str = "", codec: str = "") -> np.ndarray:
     """The picture ``img`` holds as (H, W, 3) uint8 RGB, for every mode Pillow opens.
 
     * ``1``, ``L``, ``P``, ``RGB``, ``RGBX``, ``CMYK`` (no ICC profile: Pillow's
-      ``(255 - C) * (255 - K) / 255`` per channel), ``YCbCr``, ``HSV``: Pillow's conversion;
-      ``LAB``: CIELAB to sRGB through littleCMS (Pillow's own conversion keeps L only).
+      ``(255 - C) * (255 - K) / 255`` per channel), ``YCbCr``, ``HSV``, ``LAB`` (CIELAB D50 to sRGB, the same values as littleCMS):
+      Pillow's conversion.
     * alpha (``LA``, ``PA``, ``RGBA``, ``RGBa``, a palette or colour with
       ``transparency``): composited over white, as a page shows the image,
       ``round((c * a + 255 * (255 - a)) / 255)``; the colour under a transparent pixel is not part of the picture.
@@ -166,12 +156,10 @@ def picture_rgb(img: Image.Image, rawmode: str = "", codec: str = "") -> np.ndar
         if values.size and not (np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0):
             raise ImageSkip(SKIP_UNSUPPORTED_MODE, "float pixels outside 0..1 (or not finite) have no defined white level")
         return _gray_rgb(np.rint(values * 255.0))
-    if mode == "LAB":
-        return _lab_to_rgb(img)
     has_alpha = mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in img.info
     if has_alpha and mode in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa"):
         return _over_white(np.asarray(img.convert("RGBA")))
-    if mode in ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV"):
+    if mode in ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"):
         return np.asarray(img.convert("RGB"))
     raise ImageSkip(SKIP_UNSUPPORTED_MODE, f"mode {mode} has no conversion to RGB")
 
