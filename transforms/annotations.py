@@ -11,7 +11,7 @@ these before pycocotools sees the annotation, and names it: coordinates must
 lie within ``COORDINATE_MARGIN`` image sizes of the image (when its size is
 known), and the outline of an annotation's polygons is capped at
 ``MAX_OUTLINE`` pixels whatever the coordinates, which bounds pycocotools'
-memory (about 80 bytes per outline pixel: 5x supersampled edge points).
+memory (measured: 51 MB of peak RSS for 1,024,000 outline pixels, about 50 bytes each).
 
 A rejected annotation is recorded on its ``ImageRecord`` as a dict
 ``{"annotation_id", "reason": "bad-annotation", "problem", "detail"}``; the
@@ -45,7 +45,7 @@ PROBLEMS = (
 # (below) it: generous for annotation tools that let points stray, far short of pycocotools' int32 limits.
 COORDINATE_MARGIN = 4
 # Pixels of outline (sum over the edges of max(|dx|, |dy|), closing edges included) of one annotation's
-# polygons: 40x the border of a 40 MP image, and about 80 MB of pycocotools memory at most.
+# polygons: 40x the border of a 40 MP image, and about 52 MB of pycocotools memory at most.
 MAX_OUTLINE = 1 << 20
 
 
