@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 from dataclasses import dataclass, field
 
@@ -116,7 +115,7 @@ def read_tar_samples(data: bytes, name: str, report: VerifyReport, deep: bool = 
         noun = body[".txt"].decode("utf-8", "replace")
         image_id = None
         try:
-            meta = json.loads(body[".json"])
+            meta = fileio.parse_json(body[".json"])
             image_id = int(meta["image_id"])
             if meta.get("key") != key or meta.get("noun") != noun:
                 report.add(name, "bad-metadata", f"{key}: metadata names key {meta.get('key')!r}, noun {meta.get('noun')!r}")

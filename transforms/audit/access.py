@@ -76,7 +76,7 @@ class Sample:
 
     @property
     def metadata(self) -> dict:
-        return json.loads(self.members["json"])
+        return fileio.parse_json(self.members["json"])
 
 
 def _read_json(path: Path, what: str) -> dict | list:
