@@ -392,6 +392,22 @@ def test_outline_is_capped_even_when_the_size_is_unknown():
     check_segmentation([[-100, -100, 199, -100, 199, 149]], 30, 40)  # within 4 image sizes: kept
 
 
+def test_a_polygon_that_covers_no_pixel_is_a_counted_empty_mask():
+    from maskmine.transforms.proposals.coco_gt import instance_masks
+    from maskmine.transforms.records import Instance
+
+    def inst(ann_id, seg):
+        return Instance(annotation_id=ann_id, category_id=1, category="dog", segmentation=seg, bbox=(0, 0, 1, 1))
+
+    record = _record("a.png", 40, 30)
+    record.instances = [inst(1, [[50, 5, 70, 5, 70, 20]]),  # right of the 40-pixel-wide image, within the margin
+                        inst(2, [[5, 5, 5.2, 5, 5.1, 5.2]]),  # thinner than a pixel
+                        inst(3, [[5, 5, 20, 5, 20, 20]])]
+    kept, masks = instance_masks(record, 30, 40)
+    assert [i.annotation_id for i in kept] == [3] and masks[0].any()
+    assert [(r["annotation_id"], r["problem"]) for r in record.rejects] == [(1, "empty-mask"), (2, "empty-mask")]
+
+
 def test_absurd_bbox_is_out_of_range(tmp_path):
     images = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}]
     anns = [{"id": 5, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 9, 1, 9, 9]], "bbox": [0, 0, 1e12, 5]}]

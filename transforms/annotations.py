@@ -36,10 +36,11 @@ PROBLEM_BAD_RLE = "bad-rle"  # no or malformed size, counts that do not decode t
 PROBLEM_SIZE_MISMATCH = "rle-size-mismatch"  # RLE size differs from the image
 PROBLEM_OUT_OF_RANGE = "coordinates-out-of-range"  # a polygon or bbox coordinate far outside the image
 PROBLEM_OUTLINE_TOO_LONG = "outline-too-long"  # polygons longer than MAX_OUTLINE pixels in all
+PROBLEM_EMPTY_MASK = "empty-mask"  # decodes to no pixel of the image (outside it, or thinner than a pixel)
 PROBLEMS = (
     PROBLEM_BAD_FIELDS, PROBLEM_UNKNOWN_CATEGORY, PROBLEM_EMPTY_SEGMENTATION,
     PROBLEM_DEGENERATE_POLYGON, PROBLEM_BAD_POLYGON, PROBLEM_BAD_RLE, PROBLEM_SIZE_MISMATCH,
-    PROBLEM_OUT_OF_RANGE, PROBLEM_OUTLINE_TOO_LONG,
+    PROBLEM_OUT_OF_RANGE, PROBLEM_OUTLINE_TOO_LONG, PROBLEM_EMPTY_MASK,
 )
 # A coordinate may lie up to this many image widths (heights) left of (above) the image or right of
 # (below) it: generous for annotation tools that let points stray, far short of pycocotools' int32 limits.
