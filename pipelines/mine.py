@@ -155,7 +155,7 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
     # Through JSON and back, so tuples compare equal to the lists run.json holds.
     identity = json.loads(json.dumps(config.identity(num_shards)))
     if fileio.exists(path):
-        previous = json.loads(fileio.read_bytes(path)).get("identity", {})
+        previous = fileio.parse_json(fileio.read_bytes(path)).get("identity", {})
         changed = changed_settings(previous, identity, ignore=LOCATION_KEYS)
         if changed:
             raise UserError(
@@ -276,6 +276,7 @@ def clear_leftovers(out_dir: str) -> None:
 def summarize(
     out_dir: str, manifests: dict[int, ShardManifest], wall_seconds: float, resumed_shards: int,
     input_skipped: dict[str, int] | None = None,
+    input_rejects: list[dict] | None = None,
 ) -> dict:
     """stats.json: images read = mined + skipped (by reason); pairs; nouns; drops; stage seconds."""
     skipped: dict[str, int] = {}
@@ -304,7 +305,8 @@ def summarize(
         "wall_seconds": round(wall_seconds, 3),
     }
     atomic_write(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
-    rejects = sorted((r for m in manifests.values() for r in m.rejects), key=lambda r: r["image_id"])
+    # Entries that never became an image (image_id null) first, in file order; then by image.
+    rejects = list(input_rejects or []) + sorted((r for m in manifests.values() for r in m.rejects), key=lambda r: r["image_id"])
     atomic_write(
         fileio.join(out_dir, REJECTS_FILE), "".join(json.dumps(r) + "\n" for r in rejects).encode()
     )
@@ -324,13 +326,16 @@ class RunPlan:
     totals: dict[int, int]  # shard -> images its worker mines now (all of them; a retry: the retried ones)
     retry_images: int
     input_skipped: dict[str, int] = field(default_factory=dict)  # what the reader left out, by kind
+    input_rejects: list[dict] = field(default_factory=list)  # rejects.jsonl lines of entries that never became images
 
 
 def plan_run(config: MineConfig) -> RunPlan:
     """Read the annotations, check or create the run folder, write a task file per shard to mine."""
     input_skipped: dict[str, int] = {}  # filled by the reader's up-front check of the annotation files
+    input_rejects: list[dict] = []
     records = read_captioned_images(
-        config.captions, config.instances, config.captions_per_image, config.limit, report=input_skipped
+        config.captions, config.instances, config.captions_per_image, config.limit, report=input_skipped,
+        left_out=input_rejects,
     )
     if not records:
         raise UserError(f"{config.captions} has no captioned images")
@@ -366,7 +371,7 @@ def plan_run(config: MineConfig) -> RunPlan:
         "%d images in %d shards; %d shards already complete, %d images to mine (%d of them retried)",
         total, num_shards, resumed, todo, retry_images,
     )
-    return RunPlan(num_shards, total, pending, resumed, totals, retry_images, input_skipped)
+    return RunPlan(num_shards, total, pending, resumed, totals, retry_images, input_skipped, input_rejects)
 
 
 def _torch_threads(restore: int | None = None) -> int:
@@ -415,4 +420,6 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     fileio.delete([task_path(config.out, s) for s in pending])  # inputs of committed shards
     for folder in (TASKS_DIR, PROGRESS_DIR):  # a finished run keeps no empty working folders
         fileio.remove_empty_folder(fileio.join(config.out, folder))
-    return summarize(config.out, manifests, time.perf_counter() - started, resumed, plan.input_skipped)
+    return summarize(
+        config.out, manifests, time.perf_counter() - started, resumed, plan.input_skipped, plan.input_rejects
+    )

@@ -59,6 +59,8 @@ def _add_seconds(items: Sequence[MiningItem], stage: str, seconds: float) -> Non
 
 
 def extract_nouns_stage(item: MiningItem, labels: str) -> MiningItem:
+    if item.skipped:
+        return item
     start = time.perf_counter()
     if labels != LABELS_CATEGORIES:
         from maskmine.transforms.nouns import extract_nouns
@@ -77,7 +79,7 @@ def load_image_stage(item: MiningItem, images_dir: str, max_megapixels: float = 
     try:
         item.image = read_record_image(images_dir, item.record, max_megapixels)
     except ImageSkip as exc:
-        item.skip(exc.reason)
+        item.skip(exc.reason, exc.detail)
     _add_seconds([item], "decode", time.perf_counter() - start)
     return item
 
@@ -204,7 +206,10 @@ class ShardMiner:
 
     def _items(self, task: ShardTask) -> Iterator[MiningItem]:
         for record in task.records():
-            item = extract_nouns_stage(MiningItem(record=record, shard=task.shard), self.job.labels)
+            item = MiningItem(record=record, shard=task.shard)
+            if record.skip_reason:  # the reader refused the entry itself (e.g. duplicate-image-id)
+                item.skip(record.skip_reason, record.skip_detail)
+            item = extract_nouns_stage(item, self.job.labels)
             yield load_image_stage(item, self.job.images, self.job.max_megapixels)
 
     def _results(self, batch: list[MiningItem]) -> list[ImageResult]:
@@ -242,6 +247,7 @@ class ShardMiner:
                     dropped=dropped,
                     seconds=dict(item.seconds),
                     rejects=list(item.record.rejects),  # annotations/captions left out (counted, not fatal)
+                    detail=item.skip_detail,
                 )
             )
             item.image = item.proposals = None  # done with the pixels
@@ -285,7 +291,8 @@ class ShardMiner:
         for reject in old.rejects:
             if reject["image_id"] not in retried and is_image_skip(reject):
                 carried[reject["image_id"]] = ImageResult(
-                    reject["image_id"], reject["file_name"], shard, "skipped", reason=reject["reason"]
+                    reject["image_id"], reject["file_name"], shard, "skipped", reason=reject["reason"],
+                    detail=reject.get("detail", ""),
                 )
         for reject in old.rejects:  # a carried image's left-out annotations and captions stay counted
             if reject["image_id"] in carried and not is_image_skip(reject):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 from dataclasses import dataclass, field
 
@@ -116,7 +115,7 @@ def read_tar_samples(data: bytes, name: str, report: VerifyReport, deep: bool = 
         noun = body[".txt"].decode("utf-8", "replace")
         image_id = None
         try:
-            meta = json.loads(body[".json"])
+            meta = fileio.parse_json(body[".json"])
             image_id = int(meta["image_id"])
             if meta.get("key") != key or meta.get("noun") != noun:
                 report.add(name, "bad-metadata", f"{key}: metadata names key {meta.get('key')!r}, noun {meta.get('noun')!r}")
@@ -233,6 +232,15 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
     return manifests
 
 
+def _left_out_entry(line: str) -> bool:
+    """A rejects.jsonl line of an entry that never became an image (its image_id is null)."""
+    try:
+        body = fileio.parse_json(line)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "image_id" in body and body["image_id"] is None
+
+
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
     """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
     path = fileio.join(run_dir, STATS_FILE)
@@ -240,7 +248,7 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
         return
     try:
-        stats = json.loads(fileio.read_bytes(path))
+        stats = fileio.parse_json(fileio.read_bytes(path))
         if not isinstance(stats, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
@@ -269,7 +277,7 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
     vpath = fileio.join(run_dir, VOCABULARY_FILE)
     try:
-        vocab = json.loads(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
+        vocab = fileio.parse_json(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
         if vocab is not None and not all(isinstance(v, dict) and isinstance(v.get("pairs"), int) for v in vocab):
             raise ValueError("not a list of {noun, pairs}")
     except (ValueError, TypeError) as exc:
@@ -283,9 +291,15 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     rpath = fileio.join(run_dir, REJECTS_FILE)
     if fileio.exists(rpath):
         lines = [line for line in fileio.read_bytes(rpath).decode().splitlines() if line.strip()]
+        # Lines of entries that never became an image (image_id null) match stats.json's input_skipped
+        # kinds ("reason:problem" keys there count annotations/captions, which the manifests list).
+        entries = sum(1 for line in lines if _left_out_entry(line))
+        n_entries = sum(v for k, v in (stats.get("input_skipped") or {}).items() if ":" not in k and isinstance(v, int))
         n_rejects = sum(len(m.rejects) for m in ms)
-        if len(lines) != n_rejects:
-            report.add(REJECTS_FILE, "stats", f"{len(lines)} lines, the manifests list {n_rejects} rejected images, annotations and captions")
+        if len(lines) - entries != n_rejects:
+            report.add(REJECTS_FILE, "stats", f"{len(lines) - entries} lines of images, the manifests list {n_rejects} rejected images, annotations and captions")
+        if entries != n_entries:
+            report.add(REJECTS_FILE, "stats", f"{entries} lines of entries left out before mining, stats.json's input_skipped counts {n_entries}")
 
 
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
@@ -296,7 +310,7 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
         report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
         return report
     try:
-        num_shards = int(json.loads(fileio.read_bytes(run_path))["identity"]["num_shards"])
+        num_shards = int(fileio.parse_json(fileio.read_bytes(run_path))["identity"]["num_shards"])
     except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
         report.add("run", "not-a-run", f"{RUN_FILE} in {run_dir} is damaged ({type(exc).__name__}: {exc})")
         return report

@@ -202,7 +202,10 @@ def check_broken_run(run: Path, inputs: dict) -> None:
     assert stats["images_skipped"] == {reason: 1 for _, reason in EXTRA_IMAGES.values()}
     assert stats["annotations_skipped"] == {"bad-annotation": len(inputs["annotations"]), "bad-caption": 2}
     assert stats["input_skipped"]["captions-without-image"] == 1
-    rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
+    left_out = [r for r in lines if r["image_id"] is None]  # entries that never became an image (issue 25)
+    assert [(r["reason"], r["caption_id"]) for r in left_out] == [("captions-without-image", 8_000_003)]
+    rejects = [r for r in lines if r["image_id"] is not None]
     by_annotation = {r["annotation_id"]: r for r in rejects if "annotation_id" in r}
     assert {k: r["problem"] for k, r in by_annotation.items()} == inputs["annotations"]
     assert all(r["reason"] == "bad-annotation" and r["detail"] for r in by_annotation.values())
@@ -305,15 +308,16 @@ def test_an_exif_rotated_image_comes_in_the_frame_of_its_annotations(tmp_path):
 
 def test_unreadable_image_is_permission_denied(tmp_path, monkeypatch):
     # the tests run as root, for whom chmod 000 changes nothing: the open itself is made to fail as it would
-    from apache_beam.io.filesystems import FileSystems
-
     path = tmp_path / "locked.jpg"
     Image.new("RGB", (8, 8)).save(path)
+    real_open = os.open
 
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(path))
+    def denied(name, *args, **kwargs):
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(name, *args, **kwargs)
 
-    monkeypatch.setattr(FileSystems, "open", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(ImageSkip) as info:
         read_image(path)
     assert info.value.reason == "permission-denied" and "Permission denied" in info.value.detail

@@ -4,8 +4,14 @@ pycocotools trusts its input: a polygon with fewer than three points is taken
 for a box or rejected with ``TypeError: Argument 'bb' has incorrect type``; an
 RLE whose counts do not add up to ``h * w`` is decoded from uninitialised
 memory or rejected with ``Invalid RLE mask representation``; a missing
-``size`` is a ``KeyError``. ``segmentation_problem`` finds each of these
-before pycocotools sees the annotation, and names it.
+``size`` is a ``KeyError``; a coordinate of 1e9 overflows its int32 arithmetic
+and a long outline makes it allocate memory in proportion to the outline's
+length (22 GB for one polygon at 1e9). ``check_segmentation`` finds each of
+these before pycocotools sees the annotation, and names it: coordinates must
+lie within ``COORDINATE_MARGIN`` image sizes of the image (when its size is
+known), and the outline of an annotation's polygons is capped at
+``MAX_OUTLINE`` pixels whatever the coordinates, which bounds pycocotools'
+memory (measured: 51 MB of peak RSS for 1,024,000 outline pixels, about 50 bytes each).
 
 A rejected annotation is recorded on its ``ImageRecord`` as a dict
 ``{"annotation_id", "reason": "bad-annotation", "problem", "detail"}``; the
@@ -28,10 +34,20 @@ PROBLEM_DEGENERATE_POLYGON = "degenerate-polygon"  # under 3 points, odd coordin
 PROBLEM_BAD_POLYGON = "bad-polygon"  # a coordinate that is not a finite number
 PROBLEM_BAD_RLE = "bad-rle"  # no or malformed size, counts that do not decode to h*w pixels
 PROBLEM_SIZE_MISMATCH = "rle-size-mismatch"  # RLE size differs from the image
+PROBLEM_OUT_OF_RANGE = "coordinates-out-of-range"  # a polygon or bbox coordinate far outside the image
+PROBLEM_OUTLINE_TOO_LONG = "outline-too-long"  # polygons longer than MAX_OUTLINE pixels in all
+PROBLEM_EMPTY_MASK = "empty-mask"  # decodes to no pixel of the image (outside it, or thinner than a pixel)
 PROBLEMS = (
     PROBLEM_BAD_FIELDS, PROBLEM_UNKNOWN_CATEGORY, PROBLEM_EMPTY_SEGMENTATION,
     PROBLEM_DEGENERATE_POLYGON, PROBLEM_BAD_POLYGON, PROBLEM_BAD_RLE, PROBLEM_SIZE_MISMATCH,
+    PROBLEM_OUT_OF_RANGE, PROBLEM_OUTLINE_TOO_LONG, PROBLEM_EMPTY_MASK,
 )
+# A coordinate may lie up to this many image widths (heights) left of (above) the image or right of
+# (below) it: generous for annotation tools that let points stray, far short of pycocotools' int32 limits.
+COORDINATE_MARGIN = 4
+# Pixels of outline (sum over the edges of max(|dx|, |dy|), closing edges included) of one annotation's
+# polygons: 40x the border of a 40 MP image, and about 52 MB of pycocotools memory at most.
+MAX_OUTLINE = 1 << 20
 
 
 class AnnotationProblem(Exception):
@@ -87,15 +103,41 @@ def compressed_rle_counts(counts: str | bytes) -> list[int]:
     return runs
 
 
+def check_in_range(xs: list, ys: list, height: int | None, width: int | None, what: str) -> None:
+    """AnnotationProblem ``coordinates-out-of-range`` when a coordinate lies more than
+    ``COORDINATE_MARGIN`` image sizes outside the image (no check while the size is unknown)."""
+    for values, size, axis in ((xs, width, "x"), (ys, height, "y")):
+        if size and size > 0 and values:
+            low, high = -COORDINATE_MARGIN * size, (1 + COORDINATE_MARGIN) * size
+            worst = min(values) if min(values) < low else max(values)
+            if not low <= worst <= high:
+                raise AnnotationProblem(
+                    PROBLEM_OUT_OF_RANGE,
+                    f"{what} has {axis} = {worst!r}, outside {low}..{high} ({COORDINATE_MARGIN} image sizes around the image)"[:200],
+                )
+
+
+def _outline(poly: list) -> float:
+    """Pixels of the closed outline as pycocotools walks it: sum of max(|dx|, |dy|) + 1 per edge."""
+    xs, ys = poly[0::2], poly[1::2]
+    total = 0.0
+    for j in range(len(xs)):
+        k = (j + 1) % len(xs)
+        total += max(abs(float(xs[k]) - float(xs[j])), abs(float(ys[k]) - float(ys[j]))) + 1
+    return total
+
+
 def check_segmentation(seg: Any, height: int | None = None, width: int | None = None) -> None:
     """Raise AnnotationProblem when pycocotools could not decode ``seg`` correctly.
 
     ``height``/``width`` (when known and positive) are the image's size: an RLE
-    of another size is a ``rle-size-mismatch``.
+    of another size is a ``rle-size-mismatch``, a polygon point far outside it
+    ``coordinates-out-of-range``.
     """
     if isinstance(seg, list):
         if not seg:
             raise AnnotationProblem(PROBLEM_EMPTY_SEGMENTATION, "empty polygon list")
+        outline = 0.0
         for i, poly in enumerate(seg):
             if not isinstance(poly, list):
                 raise AnnotationProblem(PROBLEM_BAD_POLYGON, f"polygon {i} is a {type(poly).__name__}, not a list of coordinates")
@@ -106,6 +148,12 @@ def check_segmentation(seg: Any, height: int | None = None, width: int | None = 
                 raise AnnotationProblem(PROBLEM_DEGENERATE_POLYGON, f"polygon {i} has an odd number of coordinates ({len(poly)})")
             if len(poly) < 6:
                 raise AnnotationProblem(PROBLEM_DEGENERATE_POLYGON, f"polygon {i} has {len(poly) // 2} point(s), needs at least 3")
+            if len(set(zip(poly[0::2], poly[1::2]))) == 1:
+                raise AnnotationProblem(PROBLEM_DEGENERATE_POLYGON, f"polygon {i}: all {len(poly) // 2} points are the same point ({poly[0]!r}, {poly[1]!r})"[:200])
+            check_in_range(poly[0::2], poly[1::2], height, width, f"polygon {i}")
+            outline += _outline(poly)
+            if outline > MAX_OUTLINE:
+                raise AnnotationProblem(PROBLEM_OUTLINE_TOO_LONG, f"the polygons' outline exceeds {MAX_OUTLINE} pixels at polygon {i}")
         return
     if not isinstance(seg, dict):
         raise AnnotationProblem(PROBLEM_EMPTY_SEGMENTATION if seg in (None, "", {}) else PROBLEM_BAD_RLE,

@@ -17,14 +17,19 @@ from maskmine.transforms.annotations import (
     PROBLEM_BAD_FIELDS,
     PROBLEM_UNKNOWN_CATEGORY,
     AnnotationProblem,
+    check_in_range,
     check_segmentation,
     reject,
 )
+from maskmine.transforms import fileio
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.records import Caption, ImageRecord, Instance
+from maskmine.transforms.records import SKIP_BAD_FILE_NAME, SKIP_DUPLICATE_IMAGE_ID, Caption, ImageRecord, Instance
 
 log = logging.getLogger(__name__)
 REJECT_BAD_CAPTION = "bad-caption"
+# Ids (of images, captions, annotations) are int64 columns of the Parquet table and keys' prefixes:
+# 0 <= id < 2**63. (A negative id would start a key with "-", which command-line tools take for an option.)
+MAX_ID = 2**63 - 1
 
 
 def load_coco(path: str | Path, kind: str, required_annotation_keys: tuple[str, ...]) -> COCO:
@@ -34,7 +39,7 @@ def load_coco(path: str | Path, kind: str, required_annotation_keys: tuple[str, 
         raise UserError(f"{kind} file not found: {path}")
     try:
         with path.open("rb") as handle:
-            data = json.load(handle)
+            data = fileio.parse_json(handle.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{kind} file {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
@@ -81,6 +86,12 @@ def _as_int(value) -> int | None:
     return None
 
 
+def _as_id(value) -> int | None:
+    """``value`` as an id when it is an integer in 0..MAX_ID, else None."""
+    n = _as_int(value)
+    return n if n is not None and 0 <= n <= MAX_ID else None
+
+
 def _dimension(value) -> int:
     """An image entry's width/height: a positive int, or 0 (unknown) for anything else."""
     n = _as_int(value)
@@ -104,6 +115,8 @@ def parse_instance(ann: dict, categories: dict, height: int, width: int) -> Inst
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
         raise AnnotationProblem(PROBLEM_BAD_FIELDS, f"bbox {bbox!r} is not four numbers"[:200])
+    x, y, w, h = (float(v) for v in bbox)
+    check_in_range([x, x + w], [y, y + h], height, width, "bbox")
     check_segmentation(ann.get("segmentation"), height, width)
     return Instance(
         annotation_id=int(ann["id"]),
@@ -115,12 +128,54 @@ def parse_instance(ann: dict, categories: dict, height: int, width: int) -> Inst
     )
 
 
+def _signature(entry: dict) -> tuple:
+    """What identifies an image entry's picture: its file name and size (0: not given)."""
+    return (entry.get("file_name"), _dimension(entry.get("width")), _dimension(entry.get("height")))
+
+
+def _same_picture(a: tuple, b: tuple) -> bool:
+    """Two signatures name the same picture: same file name, and no size given by both that differs."""
+    return a[0] == b[0] and all(x == y or not x or not y for x, y in zip(a[1:], b[1:]))
+
+
+def image_entries(images: list[dict]) -> dict[int | None, list[dict]]:
+    """Image entries by id (0..2**63-1), each id's entries with distinct file name or size, in file order;
+    entries whose id is not such an integer under ``None``. (pycocotools keeps only the last entry of an id.)"""
+    entries: dict[int | None, list[dict]] = {}
+    for entry in images:
+        image_id = _as_id(entry["id"])
+        same = entries.setdefault(image_id, [])
+        if image_id is None or not any(_same_picture(_signature(e), _signature(entry)) for e in same):
+            same.append(entry)
+    return entries
+
+
+def entry_problem(entries: list[dict], instance_entries: list[dict]) -> tuple[str, str] | None:
+    """(skip reason, detail) when an image's entries cannot be used, else None.
+
+    Two entries of one id with another file or size (in the captions file, or
+    the instances file's entry against the captions'): nothing says which
+    picture the captions and masks belong to, so the image is refused whole.
+    A file name that is not text is ``bad-file-name``.
+    """
+    signatures = [_signature(e) for e in entries]
+    signatures += [s for s in map(_signature, instance_entries) if not any(_same_picture(s, t) for t in signatures)]
+    if len(signatures) > 1:
+        shown = "; ".join(f"{name!r} {w}x{h}" for name, w, h in signatures[:4])
+        return SKIP_DUPLICATE_IMAGE_ID, f"{len(signatures)} entries with this id name other pictures: {shown}"[:300]
+    name = entries[0]["file_name"]
+    if not isinstance(name, str):
+        return SKIP_BAD_FILE_NAME, f"file_name is a {type(name).__name__}, not text: {name!r}"[:200]
+    return None
+
+
 def read_captioned_images(
     captions_path: str | Path,
     instances_path: str | Path | None = None,
     captions_per_image: int = 5,
     limit: int | None = None,
     report: dict | None = None,
+    left_out: list[dict] | None = None,
 ) -> list[ImageRecord]:
     """One record per image that has at least one caption, in image-id order.
 
@@ -134,7 +189,9 @@ def read_captioned_images(
     image has no entry and image entries whose id is not an integer are
     counted in ``report`` (when a dict is given: ``{what: count}``, with the
     rejects as ``reason:problem``), and a one-line summary of everything left
-    out is logged before mining starts.
+    out is logged before mining starts. ``left_out`` (when a list is given)
+    receives one rejects.jsonl line per entry that never became an image:
+    ``{"image_id": null, "file_name", "reason": what, "detail"}``.
     """
     if captions_per_image < 1:
         raise UserError("--captions-per-image must be at least 1")
@@ -152,23 +209,44 @@ def read_captioned_images(
         if n:
             counts[what] = counts.get(what, 0) + n
 
-    count("captions-without-image", sum(len(v) for k, v in captions.imgToAnns.items() if k not in captions.imgs))
-    count("image-entries-with-bad-id", sum(1 for k in captions.imgs if _as_int(k) is None))
+    lines: list[dict] = []
+    for image_id, anns in captions.imgToAnns.items():
+        if image_id not in captions.imgs:
+            for a in anns:
+                lines.append({"image_id": None, "file_name": None, "caption_id": a["id"], "reason": "captions-without-image",
+                              "detail": f"caption {a['id']!r} names image {image_id!r}, which has no entry"[:200]})
+    entries = image_entries(captions.dataset["images"])
+    for entry in entries.pop(None, []):
+        name = entry["file_name"] if isinstance(entry["file_name"], str) else None
+        lines.append({"image_id": None, "file_name": name, "reason": "image-entries-with-bad-id",
+                      "detail": f"image id {entry['id']!r} is not an integer in 0..2**63-1"[:200]})
+    for line in lines:
+        count(line["reason"])
+    if left_out is not None:
+        left_out.extend(lines)
+    other = image_entries(instances.dataset["images"]) if instances is not None else {}
     records = []
-    for image_id in sorted((k for k in captions.imgs if _as_int(k) is not None), key=_as_int):
-        info = captions.imgs[image_id]
+    for image_id in sorted(entries):
         anns = sorted(captions.imgToAnns.get(image_id, []), key=_id_order)
         if not anns:
             continue
+        info = entries[image_id][0]
         record = ImageRecord(
-            image_id=_as_int(image_id),
-            file_name=str(info["file_name"]),
+            image_id=image_id,
+            file_name=info["file_name"] if isinstance(info["file_name"], str) else "",
             width=_dimension(info.get("width")),
             height=_dimension(info.get("height")),
             captions=[],
         )
+        refused = entry_problem(entries[image_id], other.get(image_id, []))
+        if refused is not None:
+            record.skip_reason, record.skip_detail = refused
+            records.append(record)  # skipped by the miner with this reason, listed in rejects.jsonl
+            if limit is not None and len(records) >= limit:
+                break
+            continue
         for a in anns[:captions_per_image]:
-            caption_id = _as_int(a["id"])
+            caption_id = _as_id(a["id"])
             if caption_id is None or not isinstance(a["caption"], str) or not a["caption"].strip():
                 what = "an id that is not an integer" if caption_id is None else (
                     "empty" if isinstance(a["caption"], str) else f"a {type(a['caption']).__name__}, not text")
@@ -180,8 +258,8 @@ def read_captioned_images(
         if instances is not None:
             for a in sorted(instances.imgToAnns.get(image_id, []), key=_id_order):
                 try:
-                    if _as_int(a["id"]) is None:
-                        raise AnnotationProblem(PROBLEM_BAD_FIELDS, f"id {a['id']!r} is not an integer"[:200])
+                    if _as_id(a["id"]) is None:
+                        raise AnnotationProblem(PROBLEM_BAD_FIELDS, f"id {a['id']!r} is not an integer in 0..2**63-1"[:200])
                     record.instances.append(parse_instance(a, instances.cats, record.height, record.width))
                 except AnnotationProblem as exc:
                     record.rejects.append(reject(a["id"], exc.problem, exc.detail))

@@ -7,11 +7,12 @@ written there directly, remote ones through Beam), for run-folder files too.
 """
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 
 __all__ = [
-    "basename", "delete", "exists", "glob", "join", "makedirs", "open_read", "read_bytes",
+    "basename", "delete", "exists", "glob", "join", "makedirs", "open_read", "parse_json", "read_bytes",
     "remove_empty_folder", "remove_temporaries", "sha256_of",
 ]
 
@@ -95,3 +96,15 @@ def sha256_of(path: str, chunk: int = 1 << 20) -> str:
                 break
             digest.update(block)
     return digest.hexdigest()
+
+
+def parse_json(data: bytes | str):
+    """``json.loads`` for files a user or a run folder hands us: nesting too deep for Python's
+    parser (a RecursionError) is a JSONDecodeError like any other malformed JSON, so callers say
+    one line instead of printing a traceback."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        error = json.JSONDecodeError("nested too deeply", "", 0)
+        error.args = ("JSON nested too deeply to read",)
+        raise error from None

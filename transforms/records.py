@@ -20,6 +20,11 @@ SkipReason = Literal[
     "permission-denied",  # the file exists but cannot be read
     "too-large",  # over --max-megapixels, or a decompression bomb
     "size-mismatch",  # decoded size differs from the annotation file's width/height
+    "outside-images",  # file_name is absolute, a URL or climbs out of --images with ".."
+    "bad-file-name",  # file_name is not text, empty, or holds a NUL byte or a lone surrogate
+    "not-a-file",  # the path is a folder, FIFO, device or socket (never opened for reading)
+    "unsupported-mode",  # pixels without a defined white level (32-bit integer, float outside 0..1)
+    "duplicate-image-id",  # two image entries share the id with another file or size: both refused
     "no-nouns",
     "no-proposals",
     "no-pairs-kept",  # every pair was dropped (e.g. by --min-score)
@@ -32,6 +37,11 @@ SKIP_NO_PAIRS: SkipReason = "no-pairs-kept"
 SKIP_PERMISSION_DENIED: SkipReason = "permission-denied"
 SKIP_TOO_LARGE: SkipReason = "too-large"
 SKIP_SIZE_MISMATCH: SkipReason = "size-mismatch"
+SKIP_OUTSIDE_IMAGES: SkipReason = "outside-images"
+SKIP_BAD_FILE_NAME: SkipReason = "bad-file-name"
+SKIP_NOT_A_FILE: SkipReason = "not-a-file"
+SKIP_UNSUPPORTED_MODE: SkipReason = "unsupported-mode"
+SKIP_DUPLICATE_IMAGE_ID: SkipReason = "duplicate-image-id"
 SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 
 # Why a single pair is dropped while its image may still be mined.
@@ -69,6 +79,10 @@ class ImageRecord:
     # Annotations and captions of this image left out as unusable, one dict each
     # ({"annotation_id" or "caption_id", "reason", "problem", "detail"}); see transforms/annotations.py.
     rejects: list[dict] = field(default_factory=list)
+    # Set by the reader when the image entry itself cannot be used (e.g. duplicate-image-id):
+    # the image is then skipped with this reason before any work, and ``skip_detail`` says why.
+    skip_reason: str | None = None
+    skip_detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,7 @@ class ImageResult:
     dropped: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)  # the record's rejected annotations/captions
+    detail: str = ""  # a skipped image: what was wrong, when the reason alone does not say
 
 
 @dataclass
@@ -199,14 +214,16 @@ class MiningItem:
     image: np.ndarray | None = None
     proposals: ProposalSet | None = None
     skip_reason: SkipReason | None = None
+    skip_detail: str = ""  # what was wrong, for rejects.jsonl ("" when the reason says it all)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def skipped(self) -> bool:
         return self.skip_reason is not None
 
-    def skip(self, reason: SkipReason) -> "MiningItem":
+    def skip(self, reason: SkipReason, detail: str = "") -> "MiningItem":
         self.skip_reason = reason
+        self.skip_detail = detail
         self.image = None
         self.proposals = None
         return self

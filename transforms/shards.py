@@ -123,7 +123,7 @@ class ShardManifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> "ShardManifest":
-        return cls(**json.loads(data))
+        return cls(**fileio.parse_json(data))
 
 
 def manifest_path(out_dir: str, shard: int) -> str:
@@ -179,7 +179,10 @@ class ShardWriter:
             m.mined += 1
         else:
             m.skipped[result.reason] = m.skipped.get(result.reason, 0) + 1
-            m.rejects.append({"image_id": result.image_id, "file_name": result.file_name, "reason": result.reason})
+            entry = {"image_id": result.image_id, "file_name": result.file_name, "reason": result.reason}
+            if result.detail:
+                entry["detail"] = result.detail
+            m.rejects.append(entry)
         for rejected in result.rejects:  # an annotation or caption left out; the image may still be mined
             m.rejects.append({"image_id": result.image_id, "file_name": result.file_name, **rejected})
             m.annotations_skipped[rejected["reason"]] = m.annotations_skipped.get(rejected["reason"], 0) + 1

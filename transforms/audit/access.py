@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from maskmine.transforms import fileio
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, parquet_name, tar_name
 from maskmine.transforms.shards import shard_of
@@ -75,12 +76,12 @@ class Sample:
 
     @property
     def metadata(self) -> dict:
-        return json.loads(self.members["json"])
+        return fileio.parse_json(self.members["json"])
 
 
 def _read_json(path: Path, what: str) -> dict | list:
     try:
-        return json.loads(path.read_bytes())
+        return fileio.parse_json(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({what}): {exc}") from exc
 

@@ -37,7 +37,8 @@ from maskmine.transforms.audit.table import (
 )
 from maskmine.transforms.audit.thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.image_io import ImageSkip, decode_image
+from maskmine.transforms.image_io import ImageSkip, read_folder_image
+from maskmine.transforms.records import SKIP_MISSING_IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,11 @@ class ImageCache:
         if file_name in self.cache:
             self.cache.move_to_end(file_name)
             return self.cache[file_name]
-        path = self.folder / file_name
-        try:
-            value: np.ndarray | str = decode_image(path.read_bytes(), frame=frame)
-        except FileNotFoundError:
-            value = f"{file_name} not found in {self.folder}"
+        try:  # confined to the folder: a run's metadata names files only inside --images
+            value: np.ndarray | str = read_folder_image(self.folder, file_name, frame=frame)
         except ImageSkip as exc:
-            value = f"{file_name} cannot be decoded ({exc.reason})"
-        except OSError as exc:  # permission denied, a folder, ...
-            value = f"{file_name} cannot be read ({exc.strerror or exc})"
+            value = (f"{file_name} not found in {self.folder}" if exc.reason == SKIP_MISSING_IMAGE
+                     else f"{file_name} cannot be used ({exc.reason}: {exc.detail})"[:300])
         self.cache[file_name] = value
         if len(self.cache) > self.size:
             self.cache.popitem(last=False)

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from maskmine.transforms.annotations import AnnotationProblem, check_segmentation, reject
+from maskmine.transforms.annotations import PROBLEM_EMPTY_MASK, AnnotationProblem, check_segmentation, reject
 from maskmine.transforms.proposals.base import ProposalGenerator
 from maskmine.transforms.records import ImageRecord, Instance, ProposalSet
 
@@ -32,13 +32,18 @@ def instance_mask(instance: Instance, height: int, width: int) -> np.ndarray:
 
 
 def instance_masks(record: ImageRecord, height: int, width: int, include_crowd: bool = False) -> tuple[list[Instance], list[np.ndarray]]:
-    """The record's usable instances and their masks; each malformed one goes to ``record.rejects``."""
+    """The record's usable instances and their masks; each malformed one goes to ``record.rejects``,
+    and so does one whose mask holds no pixel of the image (``empty-mask``: a polygon outside the
+    image or thinner than a pixel would otherwise vanish without a word)."""
     kept, masks = [], []
     for inst in record.instances:
         if inst.iscrowd and not include_crowd:
             continue
         try:
-            masks.append(instance_mask(inst, height, width))
+            mask = instance_mask(inst, height, width)
+            if not mask.any():
+                raise AnnotationProblem(PROBLEM_EMPTY_MASK, "the segmentation covers no pixel of the image")
+            masks.append(mask)
         except AnnotationProblem as exc:
             if not any(r.get("annotation_id") == inst.annotation_id for r in record.rejects):
                 record.rejects.append(reject(inst.annotation_id, exc.problem, exc.detail))
