@@ -146,6 +146,10 @@ def console_main() -> None:
     status = 1
     try:
         status = main(argv)
+        signum = endings.received_signal()
+        if signum is not None:  # the command caught the interrupt itself (the demo's server loop)
+            print(endings.interrupted_line(command, signum, hint), file=sys.stderr)
+            status = endings.signal_status(signum)
     except SystemExit as exc:  # --help, --version
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):

@@ -275,18 +275,6 @@ def test_a_second_mine_on_a_live_run_folder_stops_at_once_and_the_first_finishes
     assert_same_run(run, whole, stats)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MB tmpfs (a real full disk; root only, skipped where mounting is not permitted)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
-
-
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(uninterrupted, coco_mini, small_disk):
     whole, stats = uninterrupted
     run = small_disk / "run"
