@@ -23,7 +23,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from maskmine.transforms.errors import DiskFull, is_disk_full
 
@@ -45,13 +45,22 @@ def replacing(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as exc:
-        written = _size_of(tmp)
+        with _reporting_disk_full(path, lambda: _size_of(tmp)):
+            yield tmp
+            os.replace(tmp, path)
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _reporting_disk_full(path: str | Path, written: Callable[[], int | None]) -> Iterator[None]:
+    """An ENOSPC or EDQUOT in the block comes out as DiskFull(path, written())."""
+    try:
+        yield
+    except OSError as exc:
         if is_disk_full(exc) and not isinstance(exc, DiskFull):
-            raise DiskFull(str(path), written, exc.errno) from exc
+            raise DiskFull(str(path), written(), exc.errno) from exc
         raise
 
 
@@ -89,15 +98,13 @@ def replacing_folder(path: str | Path) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     tmp.mkdir()
     try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        written = _size_of(tmp)
+        with _reporting_disk_full(path, lambda: _size_of(tmp)):
+            yield tmp
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(exc) and not isinstance(exc, DiskFull):
-            raise DiskFull(str(path), written, exc.errno) from exc
         raise
 
 
@@ -169,12 +176,8 @@ class AtomicWriter:
         self._size = 0
 
     def write(self, data: bytes) -> int:
-        try:
+        with _reporting_disk_full(self.path, lambda: self._size):
             self._handle.write(data)
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise DiskFull(self.path, self._size, exc.errno) from exc
-            raise
         self._hash.update(data)
         self._size += len(data)
         return len(data)
@@ -190,12 +193,8 @@ class AtomicWriter:
         return self._hash.hexdigest()
 
     def commit(self) -> None:
-        try:
+        with _reporting_disk_full(self.path, lambda: self._size):
             self._handle.close()  # flushes what is buffered: the last place a full disk shows
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise DiskFull(self.path, self._size, exc.errno) from exc
-            raise
         if not self.remote:
             os.replace(self.tmp, self.path)
             return
