@@ -78,4 +78,14 @@ def test_train_and_eval_stop_at_once_on_a_held_out_folder(tmp_path, capsys, comm
         assert main([*command, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"maskmine {command[0]}: error: {out} is in use by maskmine mine (pid {os.getpid()} on ")
-    assert sorted(p.name for p in out.iterdir()) == []  # nothing written by the refused command
+    assert not out.exists()  # the refused command wrote nothing; the holder created the folder and removed it
+
+
+def test_a_folder_the_lock_created_is_removed_when_nothing_was_written(tmp_path):
+    out = tmp_path / "a" / "run"
+    with run_lock.holding(str(out), "mine"):
+        assert (out / LOCK_FILE).is_file()
+    assert not (tmp_path / "a").exists()  # a command refused before any work leaves no folder behind
+    with run_lock.holding(str(out), "mine"):
+        (out / "run.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"]

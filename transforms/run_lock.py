@@ -147,11 +147,31 @@ def release(folder: str, fd: int | None) -> None:
         os.close(fd)
 
 
+def _missing_folders(folder: str) -> list[str]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 @contextmanager
 def holding(folder: str, command: str) -> Iterator[None]:
-    """Hold ``folder`` for ``command`` while the block runs (see :func:`acquire`)."""
+    """Hold ``folder`` for ``command`` while the block runs (see :func:`acquire`).
+
+    Folders the lock had to create and that are still empty at the end are
+    removed: a command refused before any work leaves no output folder behind.
+    """
+    created = [] if _is_remote(folder) else _missing_folders(folder)
     fd = acquire(folder, command)
     try:
         yield
     finally:
         release(folder, fd)
+        for path in created:
+            try:
+                os.rmdir(path)
+            except OSError:  # not empty: the command wrote its output there
+                break
