@@ -134,7 +134,7 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
         if latest is not None and not c.resume:
             raise UserError(f"{out} already holds this training run: pass --resume to continue it, or use a new --out")
         return latest
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != run_folder.LOCK_FILE for p in out.iterdir()):  # the lock is this job's
         raise UserError(f"{out} is not empty and holds no training run: use a new --out folder")
     if c.resume:
         log.warning("--resume: %s holds no run yet, starting from step 0", out)

@@ -12,7 +12,9 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
+from maskmine.pipelines import endings
 from maskmine.transforms.errors import UserError
 
 # name -> (module, one-line help). Only the chosen subcommand's module is
@@ -29,6 +31,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 PASSTHROUGH = {"mine"}  # subcommands that forward unknown flags (Beam options)
+
+# What to do after an interruption or a full disk, per subcommand: the end of its one line
+# (pipelines/endings.py); the others' work is redone by running them again.
+RESUME_HINTS: dict[str, str] = {
+    "mine": "rerun the same command to resume",
+    "train": "rerun it with --resume to continue from the newest checkpoint",
+    "eval": "rerun the same command to resume (finished predictions are kept)",
+}
+DEFAULT_HINT = "rerun the same command"
 
 
 def chosen_command(argv: list[str]) -> str | None:
@@ -102,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # a stop by signal or full disk is one line, not Beam's traceback
+        handler.addFilter(endings.QuietStop())
     try:
         return int(args._module.run(args, extra) or 0)
     except UserError as exc:
@@ -121,16 +134,33 @@ def console_main() -> None:
     and Python's own state is flushed (stdout, stderr, logging), the process
     ends with ``os._exit(status)``, which runs no static destructors: every
     command exits with its own status, every time.
+
+    SIGINT and SIGTERM, and a full disk, end a command with one line and the
+    conventional status (:mod:`maskmine.pipelines.endings`); any other
+    exception is a bug, shown with its traceback (status 1).
     """
+    argv = sys.argv[1:]
+    command = chosen_command(argv) or ""
+    hint = RESUME_HINTS.get(command, DEFAULT_HINT)
+    endings.install_signal_handlers(command, hint)
     status = 1
     try:
-        status = main()
-    except KeyboardInterrupt:
-        status = 130
+        status = main(argv)
+        signum = endings.received_signal()
+        if signum is not None:  # the command caught the interrupt itself (the demo's server loop)
+            print(endings.interrupted_line(command, signum, hint), file=sys.stderr)
+            status = endings.signal_status(signum)
     except SystemExit as exc:  # --help, --version
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
+    except BaseException as exc:  # noqa: BLE001 - every ending is reported here, once
+        end = endings.ending(command, exc, hint)
+        if end is None:
+            traceback.print_exc()
+        else:
+            print(end[0], file=sys.stderr)
+            status = end[1]
     finally:
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):

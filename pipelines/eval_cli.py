@@ -36,7 +36,9 @@ granularity fusion) -> a confusion matrix. As OVSeg: masks binarised at
 mask > 0.4 for the crops, no proposal filter, the proposal model's class
 softmax over the evaluated classes plus no-object. Writes OUT/metrics.json, OUT/per_class_iou.csv,
 OUT/visualisations/*.png and a per-image prediction cache OUT/predictions/
-(a rerun with the same settings reuses it).
+(a rerun with the same settings reuses it: after SIGINT/SIGTERM, status 130/143,
+or a full disk, rerun the same command). One eval per --out: a second one on a
+folder a live one holds stops at once (status 2), naming it.
 
 Dataset layouts under --root (as the OVSeg, FC-CLIP/ODISE *_d2 and CAT-Seg prepare scripts write them):
   ade20k-150          ADEChallengeData2016/{{images,annotations_detectron2}}/validation
@@ -136,6 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.eval.run import EvalConfig, run_eval
+    from maskmine.transforms import run_lock
     from maskmine.transforms.errors import UserError
     from maskmine.transforms.proposals.factory import ProposalSpec
 
@@ -185,5 +188,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         unknown_labels=args.unknown_labels,
         class_order=args.class_order,
     )
-    result = run_eval(config, log_fn=print)
+    with run_lock.holding(args.out, "eval"):  # one eval per --out: they share the prediction cache
+        result = run_eval(config, log_fn=print)
     return 0 if result.images else 1

@@ -23,7 +23,7 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from maskmine.pipelines import runner_config, runners
+from maskmine.pipelines import endings, runner_config, runners
 from maskmine.pipelines.stages import MineShardDoFn, ShardJob, read_progress
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import fileio
@@ -40,6 +40,7 @@ from maskmine.transforms.run_folder import (
     PROGRESS_DIR,
     PROGRESS_GLOB,
     REJECTS_FILE,
+    TASK_GLOB,
     RUN_FILE,
     SHARD_FOLDERS,
     STATS_FILE,
@@ -56,7 +57,7 @@ from maskmine.transforms.shards import (
     shard_of,
     write_shard,
 )
-from maskmine.transforms.tasks import task_path, write_task
+from maskmine.transforms.tasks import write_task
 
 log = logging.getLogger(__name__)
 # --retry-skipped: reasons that depend on the image file, so restoring the file can change the outcome.
@@ -267,10 +268,15 @@ def local_worker_processes(options: PipelineOptions) -> int | None:
 
 
 def clear_leftovers(out_dir: str) -> None:
-    """Delete what killed workers left: temporary files and progress files of shards in flight."""
+    """Delete the working files of an earlier or this run: temporary files, progress and task files.
+
+    Called before a run writes its tasks (an interrupted run's tasks are stale:
+    the pending shards' tasks are written anew) and once it has finished, so a
+    finished run holds no working files, however often it was interrupted.
+    """
     for folder in ("", *SHARD_FOLDERS):
         fileio.remove_temporaries(fileio.join(out_dir, folder) if folder else out_dir)
-    fileio.delete(fileio.glob(fileio.join(out_dir, PROGRESS_GLOB)))
+    fileio.delete(fileio.glob(fileio.join(out_dir, PROGRESS_GLOB)) + fileio.glob(fileio.join(out_dir, TASK_GLOB)))
 
 
 def summarize(
@@ -406,7 +412,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
             watcher.start()
         threads = _torch_threads()
         try:
-            with beam.Pipeline(runner=runner, options=options) as pipeline:
+            with endings.signals_to_children(), beam.Pipeline(runner=runner, options=options) as pipeline:
                 build_pipeline(pipeline, list(pending), job)
         finally:
             stop.set()
@@ -417,7 +423,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
     missing = sorted(set(range(num_shards)) - set(manifests))
     if missing:
         raise RuntimeError(f"the pipeline finished but shards {missing[:10]} have no manifest entry")
-    fileio.delete([task_path(config.out, s) for s in pending])  # inputs of committed shards
+    clear_leftovers(config.out)  # tasks of committed shards, and what an earlier interrupted run left
     for folder in (TASKS_DIR, PROGRESS_DIR):  # a finished run keeps no empty working folders
         fileio.remove_empty_folder(fileio.join(config.out, folder))
     return summarize(

@@ -8,7 +8,7 @@ from typing import get_args
 
 from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
 from maskmine.pipelines.mine import RETRYABLE_REASONS, MineConfig, run_mining
-from maskmine.transforms import fileio
+from maskmine.transforms import fileio, run_lock
 from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
@@ -40,6 +40,11 @@ Arguments not listed here are Beam pipeline options and go to Beam, e.g.
   --runner DaskRunner --dask_client_address tcp://HOST:8786   (a dask.distributed cluster)
 Runner options are checked before any work (pipelines/runner_config.py); check a
 finished run with 'maskmine verify OUT'.
+
+One job per --out: a second command on a folder a live job holds stops at once
+(status 2) naming it; a killed job's lock is taken over. SIGINT/SIGTERM end the
+job with one line (status 130/143) and a full disk with one line (status 1);
+rerunning the same command resumes either way.
 """
 
 
@@ -158,7 +163,9 @@ def check_run_file(out: str) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     if "://" not in args.out:  # remote folders are checked by Beam's filesystem
         check_out_dir(args.out, "--out")
-        check_run_file(args.out)
-    stats = run_mining(config_from_args(args), extra, progress=not args.no_progress)
+    with run_lock.holding(args.out, "mine"):  # this process, the driver, holds --out; Beam's workers do not
+        if "://" not in args.out:
+            check_run_file(args.out)
+        stats = run_mining(config_from_args(args), extra, progress=not args.no_progress)
     print(json.dumps(stats, indent=1))
     return 0

@@ -37,6 +37,10 @@ skips per step; val top-1/top-5), checkpoints/step-N/ every --save-every steps
 (atomic; --resume continues from the newest one exactly), and at the end the
 adapted model: model.pt (full modes; open_clip loads it with pretrained=PATH),
 prompts.pt (prompt modes), config.json and vocabulary.json.
+
+One job per --out: a second train on a folder a live one holds stops at once
+(status 2) naming it. SIGINT/SIGTERM end training with one line (status
+130/143); rerun with --resume to continue from the newest checkpoint.
 """
 
 
@@ -113,6 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.finetune.train import TrainConfig, train
+    from maskmine.transforms import run_lock
 
     check_out_dir(args.out, "--out")
     steps = args.steps if args.steps is not None else (None if args.epochs is not None else 10000)
@@ -146,7 +151,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         stop_after=args.stop_after,
         progress=not args.no_progress,
     )
-    result = train(config)
+    with run_lock.holding(args.out, "train"):
+        result = train(config)
     summary = {
         "out": str(result.out),
         "step": result.step,

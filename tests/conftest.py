@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,15 @@ def coco_images(coco_mini: Path) -> list:
             images.append(np.asarray(im.convert("RGB")))
     assert len({im.shape for im in images}) == len(images)
     return images
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 1 MB tmpfs: a real full file system for disk-full tests (mounting needs root; skipped where it is not permitted)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip() or mounted.returncode}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)

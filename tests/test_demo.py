@@ -146,14 +146,14 @@ def test_demo_cli_rejects_bad_flags(capsys):
 
 
 def test_maskmine_demo_command_serves_the_page():
-    """The real console entry point: binds 127.0.0.1 on a free port, prints the URL, serves."""
+    """The real console entry point: binds 127.0.0.1 on a free port, prints the URL, serves, stops on SIGTERM."""
     import subprocess
     import sys
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "maskmine.pipelines.cli", "demo", "--port", "0", "--clip-model", "maskmine-tiny",
          "--clip-pretrained", "none", "--proposal-checkpoint", "maskmine-tiny", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         line = proc.stdout.readline()
@@ -166,7 +166,9 @@ def test_maskmine_demo_command_serves_the_page():
         assert "SAM (unavailable)" in page and "--sam-checkpoint" in page  # no SAM checkpoint given
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        _, err = proc.communicate(timeout=30)
+    # SIGTERM stops the server as every command stops: one line, status 143
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "maskmine demo: interrupted (SIGTERM); rerun the same command"
 
 
 def test_user_text_stays_text_on_the_page(server):

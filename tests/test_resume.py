@@ -6,18 +6,25 @@ loses only the shards in flight. Interruptions covered: the worker raises
 after its first shard (``mining_hooks.FailAfterImages``, in process), and
 `maskmine mine` subprocesses SIGKILLed from inside a worker after K mined
 images (``tests/mining_hooks.py --kill-after-images K``), right after the first
-shard and at a random K. Every run compared byte for byte is made under the same
+shard and at a random K; SIGINT and SIGTERM (one line, status 130/143, in
+process and to the driver of worker processes); a full disk (one line); and a
+second job on the same --out, which stops at once while the first one finishes.
+Every run compared byte for byte is made under the same
 conditions: the same process (in-process test) or fresh processes, with
---torch-threads 1.
+--torch-threads 1. A finished run holds no working files (tasks/, progress/,
+temporary files, the lock), however it was interrupted on the way.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +33,7 @@ import pytest
 from maskmine.pipelines import mine as mine_module
 from maskmine.pipelines.mine import MineConfig, progress_counts, run_mining
 from maskmine.pipelines.verify import verify_run
+from maskmine.transforms.run_folder import LOCK_FILE
 from maskmine.transforms.shards import shard_of
 from mining_helpers import coco_mini_config, mine_command
 from mining_hooks import FailAfterImages
@@ -56,12 +64,17 @@ def manifests(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "manifest").glob("pairs-*.json")) if (out / "manifest").is_dir() else []
 
 
-def mine(coco_mini: Path, out: Path, kill_after: int | None = None) -> subprocess.CompletedProcess:
-    """`maskmine mine` in a fresh process; with ``kill_after``, one that SIGKILLs itself after that many mined images."""
-    cmd = mine_command(coco_mini, out, *ARGS)
+def hooked(cmd: list[str], *hooks: str) -> list[str]:
+    """``cmd`` (a `maskmine` command line) run through tests/mining_hooks.py with ``hooks`` armed."""
+    assert cmd[1:3] == ["-m", "maskmine.pipelines.cli"]
+    return [cmd[0], str(HOOKS), *hooks, *cmd[3:]]
+
+
+def mine(coco_mini: Path, out: Path, kill_after: int | None = None, *extra: str, signal_name: str = "SIGKILL") -> subprocess.CompletedProcess:
+    """`maskmine mine` in a fresh process; with ``kill_after``, one that sends itself ``signal_name`` after that many mined images."""
+    cmd = mine_command(coco_mini, out, *ARGS, *extra)
     if kill_after is not None:
-        assert cmd[1:3] == ["-m", "maskmine.pipelines.cli"]
-        cmd[1:3] = [str(HOOKS), "--kill-after-images", str(kill_after)]
+        cmd = hooked(cmd, "--kill-after-images", str(kill_after), "--signal", signal_name)
     return subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
 
 
@@ -82,6 +95,10 @@ def assert_same_run(run: Path, whole: Path, stats: dict) -> None:
     assert table["key"].is_unique and len(table) == stats["pairs"]
     assert verify_run(str(run)).ok
     assert sorted(p.name for p in run.rglob("*.tmp-*")) == []  # the rerun cleared what the kill left
+    # a finished run holds its results only: no tasks, progress files or lock, whatever happened on the way
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in whole.iterdir()) == [
+        "manifest", *digests(whole), "parquet", "rejects.jsonl", "run.json", "stats.json", "vocabulary.json",
+    ]
 
 
 def test_writer_failure_then_resume(coco_mini, tmp_path, monkeypatch):
@@ -119,6 +136,7 @@ def killed_then_resumed(coco_mini: Path, run: Path, kill_after: int) -> list[str
     killed = mine(coco_mini, run, kill_after=kill_after)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert not (run / "stats.json").exists()
+    assert (run / LOCK_FILE).is_file()  # the killed job's lock file: the rerun takes it over
     return manifests(run)
 
 
@@ -179,4 +197,100 @@ def test_multi_process_runner_gives_the_same_shards(uninterrupted, coco_mini, tm
     committed = re.findall(r"shard (\d+) committed: .* \(worker pid (\d+)\)", done.stderr.decode())
     assert sorted(int(s) for s, _ in committed) == list(range(SHARDS))
     assert len({pid for _, pid in committed}) == 2
+    assert_same_run(run, whole, stats)
+
+
+def interrupted_line(command: str, sig: signal.Signals) -> str:
+    return f"maskmine {command}: interrupted ({sig.name}); rerun the same command to resume"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_mine_with_one_line_and_the_rerun_resumes(uninterrupted, coco_mini, tmp_path, sig):
+    whole, stats = uninterrupted
+    run = tmp_path / "run"
+    stopped = mine(coco_mini, run, max(shard_sizes(coco_mini)) + 1, signal_name=sig.name)  # inside the second shard
+    err = stopped.stderr.decode()
+    assert stopped.returncode == 128 + sig, err[-3000:]
+    assert err.strip().splitlines()[-1] == interrupted_line("mine", sig)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    kept = manifests(run)
+    assert 1 <= len(kept) < SHARDS and not (run / LOCK_FILE).exists()  # a clean stop releases its lock
+    again = mine(coco_mini, run)
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    assert json.loads(again.stdout)["shards_resumed"] == len(kept)
+    assert_same_run(run, whole, stats)
+
+
+@pytest.mark.slow  # worker processes start slowly: about a minute on 2 cores
+def test_sigterm_to_the_driver_of_worker_processes_stops_them_and_the_rerun_resumes(uninterrupted, coco_mini, tmp_path):
+    whole, stats = uninterrupted
+    run = tmp_path / "run"
+    cmd = mine_command(coco_mini, run, *ARGS, "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+                       "--direct_num_workers", "2")
+    driver = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while not manifests(run) and driver.poll() is None:
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGTERM)  # the driver alone, as a batch system stops a job
+        _, err = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    err = err.decode()
+    assert driver.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == interrupted_line("mine", signal.SIGTERM)
+    assert "Traceback" not in err
+    assert len(manifests(run)) < SHARDS
+    workers = [int(pid) for _, pid in re.findall(r"shard (\d+) committed: .* \(worker pid (\d+)\)", err)]
+    for pid in workers:  # the worker processes ended with their driver
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    again = mine(coco_mini, run)
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    assert_same_run(run, whole, stats)
+
+
+def test_a_second_mine_on_a_live_run_folder_stops_at_once_and_the_first_finishes(uninterrupted, coco_mini, tmp_path):
+    whole, stats = uninterrupted
+    run, gate = tmp_path / "run", tmp_path / "go"
+    first = subprocess.Popen(hooked(mine_command(coco_mini, run, *ARGS), "--wait-after-images", "1", str(gate)),
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while not Path(f"{gate}.reached").exists():  # the first job is mid-run, held there
+            assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            time.sleep(0.05)
+        second = mine(coco_mini, run)
+        gate.touch()
+        out, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert second.returncode == 2
+    line = second.stderr.decode().strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"maskmine mine: error: {re.escape(str(run))} is in use by maskmine mine \(pid {first.pid} on "
+        rf"{re.escape(socket.gethostname())}, started [0-9T:+-]+\): wait for it to end, or use another output folder",
+        line,
+    ), line
+    assert "Traceback" not in second.stderr.decode()
+    assert first.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out)["shards_resumed"] == 0
+    assert_same_run(run, whole, stats)
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(uninterrupted, coco_mini, small_disk):
+    whole, stats = uninterrupted
+    run = small_disk / "run"
+    full = mine(coco_mini, run)
+    err = full.stderr.decode()
+    assert full.returncode == 1, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    match = re.fullmatch(
+        rf"maskmine mine: error: disk full writing {re.escape(str(run))}/(\S+) \(([0-9.]+) (bytes|kB|MB) written\); "
+        "free space and rerun the same command to resume",
+        line,
+    )
+    assert match, line
+    assert "Traceback" not in err
+    assert sorted(p.name for p in run.rglob("*.tmp-*")) == []  # the failed write took its temporary file away
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    again = mine(coco_mini, run)
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert_same_run(run, whole, stats)

@@ -7,6 +7,11 @@ is removed; after a SIGKILL it stays, as ``.NAME.tmp-<uuid>`` (a whole local
 file) or ``NAME.tmp-<uuid>`` (streamed with :class:`AtomicWriter`, or remote): both match
 ``*.tmp-*``, which a mining rerun deletes in its run folder (``fileio.remove_temporaries``).
 
+A write that fails for want of space or quota (ENOSPC, EDQUOT) is raised as
+:class:`~maskmine.transforms.errors.DiskFull`, naming the final path and the
+bytes written, with the temporary file already removed: the CLI prints it as
+one line, and a rerun resumes.
+
 Local paths are written here with ``os.replace``; a remote path (``scheme://``,
 e.g. gs://) goes through Beam's FileSystems, imported only for it, so
 training, eval and the sample world never import Beam.
@@ -18,7 +23,9 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
+
+from maskmine.transforms.errors import DiskFull, is_disk_full
 
 
 def temporary_sibling(path: str | Path) -> Path:
@@ -38,11 +45,42 @@ def replacing(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with _reporting_disk_full(path, lambda: _size_of(tmp)):
+            yield tmp
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _reporting_disk_full(path: str | Path, written: Callable[[], int | None]) -> Iterator[None]:
+    """An ENOSPC or EDQUOT in the block comes out as DiskFull(path, written())."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):
+            raise DiskFull(str(path), written(), exc.errno) from exc
+        raise
+
+
+def _size_of(path: Path) -> int | None:
+    """Bytes in a file or folder (None when it is gone): how much a failed write got down."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _no_space_left(folder: Path) -> bool:
+    """Whether ``folder``'s file system has (next to) no space left for this user."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < (1 << 20)
 
 
 @contextmanager
@@ -60,10 +98,11 @@ def replacing_folder(path: str | Path) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     tmp.mkdir()
     try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with _reporting_disk_full(path, lambda: _size_of(tmp)):
+            yield tmp
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -103,7 +142,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
     with replacing(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's C++ writer reports a full disk without an errno
+            if _no_space_left(tmp.parent):
+                raise DiskFull(str(path), _size_of(tmp)) from exc
+            raise
 
 
 class AtomicWriter:
@@ -132,7 +176,8 @@ class AtomicWriter:
         self._size = 0
 
     def write(self, data: bytes) -> int:
-        self._handle.write(data)
+        with _reporting_disk_full(self.path, lambda: self._size):
+            self._handle.write(data)
         self._hash.update(data)
         self._size += len(data)
         return len(data)
@@ -148,7 +193,8 @@ class AtomicWriter:
         return self._hash.hexdigest()
 
     def commit(self) -> None:
-        self._handle.close()
+        with _reporting_disk_full(self.path, lambda: self._size):
+            self._handle.close()  # flushes what is buffered: the last place a full disk shows
         if not self.remote:
             os.replace(self.tmp, self.path)
             return
@@ -160,6 +206,8 @@ class AtomicWriter:
     def abort(self) -> None:
         try:
             self._handle.close()
+        except OSError:  # flushing bytes that are being thrown away (a full disk): nothing to keep
+            pass
         finally:
             if not self.remote:
                 Path(self.tmp).unlink(missing_ok=True)

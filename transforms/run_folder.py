@@ -11,6 +11,10 @@ A mining run folder (``maskmine mine --out``) holds, per shard ``N`` (``pairs-NN
 and, once per run, ``run.json`` (settings, written first), ``stats.json``,
 ``rejects.jsonl`` and ``vocabulary.json`` (written by the driver at the end).
 
+While a command writes a ``mine``, ``train`` or ``eval`` output folder, the
+folder also holds ``.maskmine.lock`` (:data:`LOCK_FILE`, :mod:`maskmine.transforms.run_lock`):
+one job per folder; it is removed when the command ends, and is never data.
+
 A training folder (``maskmine train --out``) holds ``train.json`` (its
 settings), ``metrics.jsonl`` and ``checkpoints/``; the layout of a checkpoint
 or export folder is :mod:`maskmine.finetune.checkpoint`'s. An eval folder
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import json
 from typing import Any, Collection, Mapping
+
+LOCK_FILE = ".maskmine.lock"  # held by the command writing the folder (run_lock); hidden, never data
 
 RUN_FILE = "run.json"
 STATS_FILE = "stats.json"
@@ -94,6 +100,7 @@ TAR_GLOB = shard_glob("", TAR_SUFFIX)
 PARQUET_GLOB = shard_glob(PARQUET_DIR, PARQUET_SUFFIX)
 MANIFEST_GLOB = shard_glob(MANIFEST_DIR, MANIFEST_SUFFIX)
 PROGRESS_GLOB = shard_glob(PROGRESS_DIR, PROGRESS_SUFFIX)
+TASK_GLOB = shard_glob(TASKS_DIR, TASK_SUFFIX)
 
 
 def shard_from_name(name: str, suffix: str) -> int:
