@@ -174,7 +174,7 @@ def check_finished(c: TrainConfig, context: ShardContext) -> list[str]:
     with it, the shards of such a run that are committed (have a manifest entry)."""
     unfinished = context.unfinished()
     if not unfinished:
-        return list(context.urls)
+        return [u for u in context.urls if not _empty(context, u)]
     committed = [u for u in context.urls if context.manifests.get(u) is not None
                  or context.run_of(u).run is None]
     samples = sum(int(context.manifests[u]["samples"]) for u in committed if context.manifests.get(u) is not None)
@@ -191,7 +191,13 @@ def check_finished(c: TrainConfig, context: ShardContext) -> list[str]:
     log.warning("%s: --allow-partial, training on the %d committed shards", summary, len(committed))
     if not committed:
         raise UserError(f"{summary}: no committed shard to train on")
-    return committed
+    return [u for u in committed if not _empty(context, u)]
+
+
+def _empty(context: ShardContext, url: str) -> bool:
+    """A committed shard of no sample: its tar holds no member, which tar readers take for a broken stream."""
+    manifest = context.manifests.get(url)
+    return manifest is not None and manifest.get("samples") == 0
 
 
 def total_steps(c: TrainConfig, urls: list[str], context: ShardContext | None = None) -> int:

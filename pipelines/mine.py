@@ -49,6 +49,7 @@ from maskmine.transforms.run_folder import (
     changed_settings,
     shard_from_name,
 )
+from maskmine.transforms.dataset_card import write_publication_files
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE, check_caption_template
 from maskmine.transforms.shards import (
     ShardManifest,
@@ -322,13 +323,16 @@ def summarize(
         "seconds_per_stage": {k: round(v, 3) for k, v in sorted(seconds.items())},
         "wall_seconds": round(wall_seconds, 3),
     }
-    atomic_write(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
     rejects = sorted((r for m in manifests.values() for r in m.rejects), key=lambda r: r["image_id"])
     atomic_write(
         fileio.join(out_dir, REJECTS_FILE), "".join(json.dumps(r) + "\n" for r in rejects).encode()
     )
     vocabulary = [{"noun": n, "pairs": c} for n, c in sorted(nouns.items(), key=lambda kv: (-kv[1], kv[0]))]
     atomic_write(fileio.join(out_dir, VOCABULARY_FILE), json.dumps(vocabulary, indent=1).encode())
+    identity = json.loads(fileio.read_bytes(fileio.join(out_dir, RUN_FILE))).get("identity", {})
+    write_publication_files(out_dir, identity, stats, manifests)
+    # last: stats.json says the run is finished (train and audit read it so), so every other file is there
+    atomic_write(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
     return stats
 
 

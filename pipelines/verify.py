@@ -13,7 +13,7 @@ each broken promise as a ``Problem`` (what, where, detail):
 * each Parquet part holds exactly the shard's samples, keys in the same
   order, with the byte spans (tar_offset, tar_size) that random access uses;
 * keys are unique across shards;
-* stats.json, vocabulary.json and rejects.jsonl agree with the manifests.
+* stats.json, sizes.json, vocabulary.json and rejects.jsonl agree with the manifests.
 
 ``deep=True`` also decodes every crop and mask image and reports an all-zero
 crop mask (``empty-mask``: a crop that shows no region), slower.
@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from maskmine.transforms import fileio
+from maskmine.transforms import dataset_card, fileio
 from maskmine.transforms.run_folder import (
     MANIFEST_DIR,
     MANIFEST_GLOB,
     REJECTS_FILE,
     RUN_FILE,
+    SIZES_FILE,
     STATS_FILE,
     VOCABULARY_FILE,
     manifest_name,
@@ -228,7 +229,7 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
 
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
-    """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
+    """stats.json, sizes.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
     path = fileio.join(run_dir, STATS_FILE)
     if not fileio.exists(path):
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
@@ -261,6 +262,14 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     skipped = sum((stats.get("images_skipped") or {}).values())
     if stats.get("images_mined", 0) + skipped != stats.get("images_read"):
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
+    spath = fileio.join(run_dir, SIZES_FILE)
+    if fileio.exists(spath):  # runs before sizes.json have none; one that is there must be right
+        try:
+            recorded_sizes = json.loads(fileio.read_bytes(spath))
+        except ValueError as exc:
+            recorded_sizes = f"unreadable ({exc})"
+        if recorded_sizes != dataset_card.sizes(manifests):
+            report.add(SIZES_FILE, "stats", "sizes.json does not list every shard's samples as the manifests do")
     vpath = fileio.join(run_dir, VOCABULARY_FILE)
     try:
         vocab = json.loads(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None

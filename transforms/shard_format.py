@@ -125,21 +125,34 @@ class Member:
         return split_name(self.name)[1]
 
 
-def iter_members(data: bytes) -> Iterator[Member]:
-    """The members of tar bytes (a whole shard or one sample's span) in file order."""
+def iter_members(data: bytes, whole: bool = True) -> Iterator[Member]:
+    """The members of tar bytes in file order: a whole shard, or (``whole=False``) one sample's span.
+
+    A whole archive must end in its end-of-archive blocks, zeros to the end of the
+    data: ``tarfile`` stops quietly at a header cut short, and a shard cut there
+    must still read as broken.
+    """
+    end = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for info in tar:
                 if not info.isfile():
-                    yield Member(info.name, info.offset, info.offset_data, b"", regular=False)
+                    end = info.offset_data
+                    yield Member(info.name, info.offset, end, b"", regular=False)
                     continue
                 handle = tar.extractfile(info)
                 payload = handle.read() if handle else b""
                 if len(payload) != info.size:
                     raise ShardReadError(f"{info.name}: {len(payload)} of {info.size} bytes")
-                yield Member(info.name, info.offset, info.offset_data + -(-info.size // BLOCK) * BLOCK, payload)
+                end = info.offset_data + -(-info.size // BLOCK) * BLOCK
+                yield Member(info.name, info.offset, end, payload)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardReadError(f"{type(exc).__name__}: {exc}") from exc
+    if whole:
+        tail = data[end:]
+        if len(tail) < 2 * BLOCK or tail.count(0) != len(tail):
+            raise ShardReadError(f"the archive ends at byte {len(data)} without its end-of-archive blocks "
+                                 f"after its last member (byte {end}): cut short or followed by other data")
 
 
 def group_samples(members: Iterable[Member]) -> list[tuple[str, list[Member]]]:
@@ -152,10 +165,10 @@ def group_samples(members: Iterable[Member]) -> list[tuple[str, list[Member]]]:
     return groups
 
 
-def read_samples(data: bytes) -> dict[str, dict[str, bytes]]:
-    """key -> {extension: bytes} of tar bytes (regular members only)."""
+def read_samples(data: bytes, whole: bool = True) -> dict[str, dict[str, bytes]]:
+    """key -> {extension: bytes} of tar bytes (regular members only; ``whole``: as :func:`iter_members`)."""
     out: dict[str, dict[str, bytes]] = {}
-    for key, members in group_samples(m for m in iter_members(data) if m.regular):
+    for key, members in group_samples(m for m in iter_members(data, whole) if m.regular):
         out.setdefault(key, {}).update({m.ext: m.data for m in members})
     return out
 

@@ -177,7 +177,10 @@ class ShardWriter:
         m.tar_bytes = self._file.tell()
         m.tar_sha256 = self._file.sha256
         buf = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA), buf)
+        if self._rows:
+            pq.write_table(pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA), buf)
+        else:  # no row group at all: readers that size batches by row groups (datasets) refuse an empty one
+            pq.ParquetWriter(buf, PARQUET_SCHEMA).close()
         if before_commit is not None:
             before_commit()
         self._file.commit()

@@ -183,7 +183,7 @@ def locate(run: RunFolder, keys: Iterable[str]) -> dict[str, Location]:
 def parse_members(data: bytes) -> dict[str, Sample]:
     """Samples in a run of tar bytes (a span need not hold the archive's end blocks)."""
     return {key.rsplit("/", 1)[-1]: Sample(key.rsplit("/", 1)[-1], members)
-            for key, members in shard_format.read_samples(data).items()}
+            for key, members in shard_format.read_samples(data, whole=False).items()}
 
 
 def read_samples(run: RunFolder, locations: Iterable[Location]) -> dict[str, Sample]:
