@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
-from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, TAR_SUFFIX, sidecar_names
+from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, sidecar_names
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ def test_finished_run_keeps_only_its_outputs(mined):
     out, stats = mined
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "manifest", "parquet", "pairs-000000.tar", "pairs-000001.tar", "pairs-000002.tar",
-        "rejects.jsonl", "run.json", "stats.json", "vocabulary.json",
+        "README.md", "rejects.jsonl", "run.json", "sizes.json", "stats.json", "vocabulary.json",
     ])  # no task or progress files or folders, no temporaries
 
 

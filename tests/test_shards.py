@@ -78,3 +78,29 @@ def test_the_pair_schema_has_one_definition():
     assert parquet_pair_columns == [n for n, _ in pair_columns()]
     assert parquet_pair_columns == list(meta)
     assert str(PARQUET_SCHEMA.field("score").type) == "float" and str(PARQUET_SCHEMA.field("caption_ids").type) == "list<item: int64>"
+
+
+def test_the_txt_member_is_the_caption_template_filled_with_the_noun(tmp_path):
+    from maskmine.transforms.shard_format import check_caption_template, read_samples
+
+    writer = ShardWriter(str(tmp_path), 0, caption_template="{noun}")  # the bare noun, as runs before the template
+    writer.add(_result(1, "dog"))
+    writer.close()
+    members = read_samples((tmp_path / tar_name(0)).read_bytes())["1-dog"]
+    assert members["txt"] == b"dog" and json.loads(members["json"])["captions"] == ["a dog here"]
+    assert check_caption_template("an image of the {noun}") == "an image of the {noun}"
+    for bad in ("a photo", "a {noun} and {other}", "{0} {noun}", "a {noun"):
+        with pytest.raises(ValueError):
+            check_caption_template(bad)
+
+
+def test_a_shard_cut_at_a_header_reads_as_broken(tmp_path):
+    from maskmine.transforms.shard_format import ShardReadError, iter_members
+
+    writer = ShardWriter(str(tmp_path), 0)
+    writer.add(_result(1, "cat", "dog"))
+    writer.close()
+    data = (tmp_path / tar_name(0)).read_bytes()
+    first_end = [m.end for m in iter_members(data)][3]  # the first sample's last member
+    with pytest.raises(ShardReadError, match="end-of-archive"):
+        list(iter_members(data[: first_end + 100]))  # tarfile alone stops quietly there

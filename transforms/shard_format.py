@@ -24,7 +24,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator
 
 from maskmine.transforms.records import PairSample
 
@@ -193,6 +193,3 @@ def noun_of(members: dict[str, bytes]) -> str:
     """The noun of a sample: its json metadata's (the ``txt`` member holds the caption text)."""
     return str(json.loads(members[META])["noun"])
 
-
-def member_names(key: str, exts: Sequence[str] = MEMBERS) -> list[str]:
-    return [f"{key}.{ext}" for ext in exts]
