@@ -8,7 +8,7 @@ sizes the epoch from its sizes.json), one after the other, as fresh processes wi
 same architecture (random weights: ``--pretrained none``), batch size, fp32 precision,
 input size (the model config's), torch threads (``OMP_NUM_THREADS`` and
 ``torch.set_num_threads``), DataLoader workers and CPU device; the text tower is locked
-in both (maskmine always locks it; open_clip gets ``--lock-text``). Each one's wall
+in both (maskmine always locks it; open_clip gets ``--lock-text --lock-text-freeze-layer-norm``). Each one's wall
 time (process start to exit, model building and data loading included) and the
 samples it trained on give samples/s; the ratio is maskmine's over open_clip's.
 Differences that remain by design: maskmine encodes the vocabulary's texts once, open_clip
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.executable, "-c", OPEN_CLIP, str(args.threads),
         "--train-data", args.shards, "--dataset-type", "webdataset", "--model", args.model,
         "--batch-size", str(args.batch_size), "--epochs", "1", "--workers", str(args.workers),
-        "--precision", "fp32", "--device", "cpu", "--lock-text", "--lr", "1e-5", "--warmup", "1",
+        "--precision", "fp32", "--device", "cpu", "--lock-text", "--lock-text-freeze-layer-norm", "--lr", "1e-5", "--warmup", "1",
         "--logs", str(work), "--name", "open_clip", "--report-to", "", "--save-frequency", "0",
         "--log-every-n-steps", "1000000", "--seed", "0",
     ]
