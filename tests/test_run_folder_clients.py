@@ -93,7 +93,7 @@ def test_open_clip_trainer_runs_on_the_run_folder_without_train_num_samples(run:
     n = len(list(run.glob("pairs-*.tar")))
     open_clip_main([
         "--train-data", str(run / f"pairs-{{000000..{n - 1:06d}}}.tar"), "--dataset-type", "webdataset",
-        "--model", "maskmine-tiny", "--batch-size", "16", "--epochs", "1", "--workers", "2", "--precision", "fp32",
+        "--model", "maskmine-tiny", "--batch-size", "32", "--epochs", "1", "--workers", "2", "--precision", "fp32",
         "--device", "cpu", "--lr", "1e-4", "--warmup", "1", "--logs", str(tmp_path), "--name", "oc",
         "--report-to", "", "--save-frequency", "1", "--log-every-n-steps", "1", "--seed", "0",
     ])
