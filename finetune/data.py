@@ -8,7 +8,7 @@ DataLoader worker runs its own pipeline:
     shard list (shuffled per epoch, or resampled forever)
       -> split by node (torch.distributed / RANK) -> split by worker
       -> tar members grouped into samples -> shuffle buffer
-      -> decode jpg + mask.png + txt -> batch -> to tensors
+      -> decode jpg + mask.png, the noun from json -> batch -> to tensors
 
 Decoding uses the mining job's own geometry: mined crops are already at the
 model's input size; a crop of another size goes through
@@ -47,6 +47,7 @@ from webdataset.shardlists import expand_urls
 from webdataset.utils import pytorch_worker_info
 
 from maskmine.finetune.runinfo import local_shard
+from maskmine.transforms import shard_format
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig, masked_crop, to_clip_tensor
 
@@ -59,18 +60,30 @@ MAX_READ_ATTEMPTS = 200
 
 
 def expand_shards(spec: str | Sequence[str]) -> list[str]:
-    """The shard URLs of a spec (brace patterns, ``::`` lists, local globs); local files must exist."""
-    patterns = [spec] if isinstance(spec, str) else list(spec)
+    """The shard URLs of a spec (brace patterns, ``::`` lists, local globs); local files must exist.
+
+    Each ``::``-joined part must name something: an empty part, a part matching
+    no file and a folder are one-line errors, never silently dropped.
+    """
+    parts = spec.split("::") if isinstance(spec, str) else list(spec)
     urls: list[str] = []
-    for pattern in patterns:
-        for url in expand_urls(pattern):
+    for part in parts:
+        if not part.strip():
+            raise UserError("--shards is empty" if len(parts) == 1 else f"--shards {spec!r}: a '::'-joined part is empty")
+        found: list[str] = []
+        for url in expand_urls(part):
             path = local_shard(url)
             if path is not None and any(c in str(path) for c in "*?["):
-                urls.extend(sorted(glob.glob(str(path))))  # a local glob such as 'RUN/pairs-*.tar'
+                found.extend(sorted(glob.glob(str(path))))  # a local glob such as 'RUN/pairs-*.tar'
             else:
-                urls.append(url)
-    if not urls:
-        raise UserError(f"no shards matched {spec!r}")
+                found.append(url)
+        if not found:
+            raise UserError(f"no shards matched {spec!r}: {part!r} matches no file" if len(parts) > 1
+                            else f"no shards matched {spec!r}")
+        folders = [u for u in found if (path := local_shard(u)) is not None and path.is_dir()]
+        if folders:
+            raise UserError(f"--shards {folders[0]!r} is a folder: name its shards, e.g. '{folders[0].rstrip('/')}/pairs-*.tar'")
+        urls.extend(found)
     missing = [u for u in urls if (path := local_shard(u)) is not None and not path.is_file()]
     if missing and len(missing) == len(urls):
         raise UserError(f"no shards matched {spec!r}: none of the {len(urls)} files exist (e.g. {missing[0]})")
@@ -131,7 +144,8 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 def decode_pair(sample: Mapping[str, object], crop: CropConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """(pixels SxSx3 uint8, mask SxS bool, noun) of one raw sample; raises ValueError if malformed."""
     try:
-        jpg, png, txt = sample["jpg"], sample["mask.png"], sample["txt"]
+        jpg, png = sample[shard_format.IMAGE], sample[shard_format.MASK]
+        sample[shard_format.META]
     except KeyError as exc:
         raise ValueError(f"sample {sample.get('__key__')} lacks member {exc}") from exc
     try:
@@ -139,8 +153,8 @@ def decode_pair(sample: Mapping[str, object], crop: CropConfig) -> tuple[np.ndar
             pixels = np.asarray(im.convert("RGB"))
         with Image.open(io.BytesIO(png)) as im:
             mask = np.asarray(im.convert("L")) > 127
-        noun = txt.decode("utf-8").strip()
-    except (OSError, SyntaxError, UnicodeDecodeError, AttributeError) as exc:
+        noun = shard_format.noun_of(sample).strip()  # the txt member holds the caption text, json the noun
+    except (OSError, SyntaxError, UnicodeDecodeError, AttributeError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ValueError(f"sample {sample.get('__key__')}: {exc}") from exc
     if pixels.shape[:2] != mask.shape or not noun:
         raise ValueError(f"sample {sample.get('__key__')}: image {pixels.shape[:2]} vs mask {mask.shape}, noun {noun!r}")

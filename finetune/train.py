@@ -56,10 +56,12 @@ from maskmine.finetune.train_config import (
     check_config,
     prepare_out_dir,
     resolve_init,
+    check_finished,
     total_steps,
     training_crop,
 )
 from maskmine.finetune.validation import make_validator
+from maskmine.finetune.runinfo import read_context
 from maskmine.finetune.vocab import resolve_vocabulary
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write
@@ -197,10 +199,11 @@ class Trainer:
         self.started = time.perf_counter()
         self.config = c
         self.device = resolve_device(c.clip.device)
-        urls = expand_shards(c.shards)
-        crop = training_crop(c, urls, init_crop)
-        self.vocabulary = resolve_vocabulary(c.vocabulary, urls)
-        self.total_steps = total_steps(c, urls)
+        context = read_context(expand_shards(c.shards))  # run.json, manifests: beside the shards, by their scheme
+        urls = check_finished(c, context)
+        crop = training_crop(c, context, init_crop)
+        self.vocabulary = resolve_vocabulary(c.vocabulary, urls, context)
+        self.total_steps = total_steps(c, urls, context)
         resume_from = prepare_out_dir(c)
         self.out = Path(c.out)
 

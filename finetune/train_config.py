@@ -3,9 +3,10 @@
 :class:`TrainConfig` holds the settings (the CLIP as a ``ClipSpec``);
 :func:`check_config` fills the per-mode defaults and refuses bad values;
 :func:`prepare_out_dir` compares them with the run folder's ``train.json`` (a
-resume must match); :func:`resolve_init`, :func:`training_crop` and
-:func:`total_steps` settle what the settings leave to the data: the base CLIP
-of ``--init``, the shards' crop settings and the schedule's length.
+resume must match); :func:`resolve_init`, :func:`check_finished`, :func:`training_crop` and
+:func:`total_steps` settle what the settings leave to the data (the shards' run
+context, :mod:`maskmine.finetune.runinfo`): the base CLIP of ``--init``, which
+shards of an unfinished run may be read, the crop settings and the schedule's length.
 """
 from __future__ import annotations
 
@@ -21,17 +22,18 @@ from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import expand_shards
 from maskmine.finetune.losses import LOSSES, LossKind
 from maskmine.finetune.model import DEFAULT_LR, MODES, Mode
-from maskmine.finetune.runinfo import crop_for_shards, crop_settings, local_shard
+from maskmine.finetune.runinfo import ShardContext, crop_for_context, crop_for_shards, crop_settings, local_shard, read_context
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.shard_format import count_keys
 
 log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resume: they do not change the trajectory.
-RESUMABLE_CHANGES = ("workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
+RESUMABLE_CHANGES = ("allow_partial", "workers", "val_every", "save_every", "keep_checkpoints", "stop_after", "progress",
                      "device", "resume", "out", "val_limit")
 
 
@@ -66,6 +68,7 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # end this invocation after this step (a checkpoint is written)
     progress: bool = True
+    allow_partial: bool = False  # train on the committed shards of a run still being mined (or stopped)
 
     def settings(self) -> dict[str, Any]:
         """Every setting as a flat JSON-able record: the CLIP as ``clip_model``, ``clip_pretrained``
@@ -144,31 +147,63 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     return None
 
 
-def count_samples(urls: list[str]) -> int | None:
-    """Samples in local shards: from their manifest entries, else from the tar headers
-    (distinct keys; no member is read). None when a shard is not a local file."""
-    import tarfile
+def count_samples(urls: list[str], context: ShardContext | None = None) -> int:
+    """Samples in the shards: from their manifest entries (fetched by the shards' own scheme), else
+    from the tar headers of each shard without one (distinct keys; members are not decoded)."""
+    from webdataset.gopen import gopen
 
+    context = context or read_context(urls)
     total = 0
     for url in urls:
-        tar = local_shard(url)
-        if tar is None:
-            return None
-        manifest = tar.parent / run_folder.sidecar_names(tar.name)[1]
-        if manifest.is_file():
-            total += int(json.loads(manifest.read_text())["samples"])
+        manifest = context.manifests.get(url)
+        if manifest is not None:
+            total += int(manifest["samples"])
             continue
-        with tarfile.open(tar) as fh:
-            total += len({m.name.split("/")[-1].split(".", 1)[0] for m in fh if m.isfile()})
+        path = local_shard(url)
+        try:
+            with (open(path, "rb") if path is not None else gopen(url, "rb")) as stream:
+                total += count_keys(stream)
+        except Exception as exc:  # noqa: BLE001 - tar errors, the opener's errors
+            raise UserError(f"--epochs: cannot count the samples of {url} ({type(exc).__name__}: {exc}); "
+                            "give --steps instead") from exc
     return total
 
 
-def total_steps(c: TrainConfig, urls: list[str]) -> int:
+def check_finished(c: TrainConfig, context: ShardContext) -> list[str]:
+    """The shards to train on: refuse (one line) shards of an unfinished run unless --allow-partial;
+    with it, the shards of such a run that are committed (have a manifest entry)."""
+    unfinished = context.unfinished()
+    if not unfinished:
+        return [u for u in context.urls if not _empty(context, u)]
+    committed = [u for u in context.urls if context.manifests.get(u) is not None
+                 or context.run_of(u).run is None]
+    samples = sum(int(context.manifests[u]["samples"]) for u in committed if context.manifests.get(u) is not None)
+    run = unfinished[0]
+    total = run.identity.get("num_shards", "?")
+    found = sum(1 for u in run.shards if context.manifests.get(u) is not None)
+    where = run.folder.rstrip("/") or "."
+    summary = (f"{where} is an unfinished mining run (still being mined, or stopped: "
+               f"{'no ' + run_folder.STATS_FILE if not run.finished else 'shards without a manifest entry'}); "
+               f"found {samples} samples in {found} of {total} shards")
+    if not c.allow_partial:
+        raise UserError(f"{summary}: finish it (rerun maskmine mine with the same --out) or pass --allow-partial "
+                        "to train on its committed shards")
+    log.warning("%s: --allow-partial, training on the %d committed shards", summary, len(committed))
+    if not committed:
+        raise UserError(f"{summary}: no committed shard to train on")
+    return [u for u in committed if not _empty(context, u)]
+
+
+def _empty(context: ShardContext, url: str) -> bool:
+    """A committed shard of no sample: its tar holds no member, which tar readers take for a broken stream."""
+    manifest = context.manifests.get(url)
+    return manifest is not None and manifest.get("samples") == 0
+
+
+def total_steps(c: TrainConfig, urls: list[str], context: ShardContext | None = None) -> int:
     if c.steps is not None:
         return c.steps
-    samples = count_samples(urls)
-    if samples is None:
-        raise UserError("--epochs needs local shards to count their samples: give --steps instead")
+    samples = count_samples(urls, context)
     # the training stream drops each worker's last partial batch (drop_last), so floor
     per_epoch = max(1, (samples // c.batch_size) // c.accum_steps)
     return c.epochs * per_epoch
@@ -195,11 +230,11 @@ def resolve_init(c: TrainConfig) -> CropConfig | None:
     return export.crop_config()
 
 
-def training_crop(c: TrainConfig, urls: list[str], init_crop: CropConfig | None) -> CropConfig | None:
+def training_crop(c: TrainConfig, context: ShardContext, init_crop: CropConfig | None) -> CropConfig | None:
     """The crop settings the shards were mined with (their runs' run.json), checked against --init's."""
-    crop, runs = crop_for_shards(urls)
+    crop, runs = crop_for_context(context)
     if crop is None:
-        log.warning("the training shards' mining run records no crop settings (no local run.json): "
+        log.warning("the training shards' mining run records no crop settings (no run.json beside them): "
                     "using maskmine's defaults (%s)", crop_settings(CropConfig()))
         crop = init_crop
     elif init_crop is not None and crop_settings(crop) != crop_settings(init_crop):

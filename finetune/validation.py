@@ -1,17 +1,15 @@
 """Validation during training: masked-region zero-shot accuracy on ground-truth shards."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
 from maskmine.finetune.data import PairStream, expand_shards, make_loader
 from maskmine.finetune.model import MaskPromptCLIP, training_autocast
-from maskmine.finetune.runinfo import local_shard
+from maskmine.finetune.runinfo import read_context
 from maskmine.finetune.train_config import TrainConfig
 from maskmine.finetune.vocab import vocabulary_for_shards
-from maskmine.transforms import run_folder
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts
 from maskmine.transforms.errors import UserError
 
@@ -51,20 +49,15 @@ class Validator:
 def check_ground_truth_shards(urls: list[str], spec: str) -> None:
     """Validation shards must carry ground-truth classes: refuse those of a caption-noun run.
 
-    The run folder of each local shard says how it was labelled (``run.json``,
-    ``identity.labels``); shards outside a run folder are taken as they are.
+    The run folder of each shard says how it was labelled (``run.json``,
+    ``identity.labels``, read beside the shards by their own scheme); shards
+    outside a run folder are taken as they are.
     """
-    for folder in sorted({path.parent for path in map(local_shard, urls) if path is not None}):
-        run_file = folder / run_folder.RUN_FILE
-        if not run_file.is_file():
-            continue
-        try:
-            labels = (json.loads(run_file.read_bytes()).get("identity") or {}).get("labels")
-        except (ValueError, AttributeError) as exc:
-            raise UserError(f"{run_file} (of --val-shards) is damaged: {exc}") from exc
+    for folder, run in sorted(read_context(urls).runs.items()):
+        labels = run.identity.get("labels")
         if labels is not None and labels != "categories":
             raise UserError(
-                f"--val-shards {spec!r}: {folder} was mined with --labels {labels}, so its nouns are "
+                f"--val-shards {spec!r}: {folder or '.'} was mined with --labels {labels}, so its nouns are "
                 "caption guesses, not ground truth; mine validation shards with --proposals coco-gt --labels categories"
             )
 

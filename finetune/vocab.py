@@ -2,9 +2,9 @@
 
 Indices are the position in the sorted list of distinct nouns, so the same
 shards always give the same index for a noun, whatever order they are read in.
-The sources, in the order ``vocabulary_for_shards`` tries them for a local run:
-the mining job's Parquet parts of exactly those shards (column ``noun``), then
-their manifest entries (``nouns``), then the run's ``vocabulary.json``.
+The nouns of exactly the training shards come from their manifest entries
+(``nouns``), read through the shards' own scheme (local, http, pipe:, ...);
+shards outside a run folder need a ``vocabulary.json`` beside them or ``--vocabulary``.
 A saved vocabulary is a JSON list of nouns in index order.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from maskmine.finetune.runinfo import local_shard
+from maskmine.finetune.runinfo import ShardContext, local_shard, read_context, read_url, sibling_url
 from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.run_folder import PARQUET_DIR, PARQUET_SUFFIX, VOCABULARY_FILE, sidecar_names
+from maskmine.transforms.run_folder import PARQUET_DIR, PARQUET_SUFFIX, VOCABULARY_FILE
 
 
 
@@ -31,32 +31,38 @@ def write_vocabulary(path: str | Path, vocabulary: Sequence[str]) -> None:
 
 
 def read_vocabulary_file(path: str | Path) -> list[str]:
-    """A vocabulary from a file: our JSON list, mining's [{noun, pairs}], a JSON
-    ``{"nouns": [...]}``, a Parquet table with a ``noun`` column, or plain text (one noun a line).
+    """A vocabulary from a file or URL (read as the shards are: local, file://, http(s)://, gs://, pipe:):
+    our JSON list, mining's [{noun, pairs}], a JSON ``{"nouns": [...]}``, a Parquet table
+    with a ``noun`` column, or plain text (one noun a line).
 
     A JSON list of strings is taken in its own order (it is a saved index);
     everything else is made into a sorted vocabulary.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"vocabulary file not found: {path}")
-    if path.suffix == ".parquet":
-        return make_vocabulary(_parquet_nouns([path]))
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
+    name = str(path)
+    data = read_url(name)
+    if data is None:
+        raise UserError(f"vocabulary file not found: {name}")
+    suffix = Path(name.split("?", 1)[0]).suffix
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return make_vocabulary(pq.read_table(pa.BufferReader(data), columns=["noun"]).column("noun").to_pylist())
+    text = data.decode("utf-8")
+    if suffix == ".json":
         try:
-            data = json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path} is not valid JSON: {exc}") from exc
-        if isinstance(data, dict) and isinstance(data.get("nouns"), list):
-            data = data["nouns"]
-        if isinstance(data, list) and all(isinstance(x, str) for x in data):
-            if len(set(data)) != len(data):
-                raise UserError(f"{path} lists a noun twice")
-            return [x for x in data]
-        if isinstance(data, list) and all(isinstance(x, dict) and "noun" in x for x in data):
-            return make_vocabulary(x["noun"] for x in data)
-        raise UserError(f"{path}: expected a JSON list of nouns or of {{noun, pairs}} records")
+            raise UserError(f"{name} is not valid JSON: {exc}") from exc
+        if isinstance(value, dict) and isinstance(value.get("nouns"), list):
+            value = value["nouns"]
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            if len(set(value)) != len(value):
+                raise UserError(f"{name} lists a noun twice")
+            return list(value)
+        if isinstance(value, list) and all(isinstance(x, dict) and "noun" in x for x in value):
+            return make_vocabulary(x["noun"] for x in value)
+        raise UserError(f"{name}: expected a JSON list of nouns or of {{noun, pairs}} records")
     return make_vocabulary(text.splitlines())
 
 
@@ -69,39 +75,36 @@ def _parquet_nouns(paths: Sequence[Path]) -> list[str]:
     return nouns
 
 
+def vocabulary_for_context(context: ShardContext) -> list[str]:
+    """The nouns of exactly these mined shards, from their manifest entries (read by the shards' scheme);
+    shards outside a run folder fall back to a ``vocabulary.json`` beside them."""
+    nouns = context.nouns()
+    if nouns is not None:
+        return make_vocabulary(nouns)
+    for url in context.urls:
+        if context.manifests.get(url) is not None:
+            nouns = (nouns or []) + list(context.manifests[url].get("nouns") or {})
+            continue
+        beside = sibling_url(url, VOCABULARY_FILE)
+        if read_url(beside) is None:
+            raise UserError(f"no manifest entry or {VOCABULARY_FILE} beside {url}: pass --vocabulary "
+                            "(a vocabulary.json or Parquet file)")
+        nouns = (nouns or []) + read_vocabulary_file(beside)
+    return make_vocabulary(nouns or [])
+
+
 def vocabulary_for_shards(shard_urls: Sequence[str]) -> list[str]:
-    """The nouns of exactly these mined shards, from their run folder's tables."""
-    paths = [local_shard(u) for u in shard_urls]
-    if any(p is None for p in paths):
-        raise UserError(
-            "the shards are not local files, so their run folder's Parquet table cannot be read: "
-            "pass --vocabulary (a vocabulary.json or Parquet file)"
-        )
-    nouns: list[str] = []
-    for tar in paths:
-        run_dir = tar.parent
-        parquet, manifest = (run_dir / name for name in sidecar_names(tar.name))
-        if parquet.is_file():
-            nouns.extend(_parquet_nouns([parquet]))
-        elif manifest.is_file():
-            nouns.extend(json.loads(manifest.read_text()).get("nouns", {}))
-        elif (run_dir / VOCABULARY_FILE).is_file():
-            nouns.extend(read_vocabulary_file(run_dir / VOCABULARY_FILE))
-        else:
-            raise UserError(
-                f"no Parquet part, manifest entry or {VOCABULARY_FILE} next to {tar}: "
-                "pass --vocabulary (a vocabulary.json or Parquet file)"
-            )
-    return make_vocabulary(nouns)
+    """:func:`vocabulary_for_context` of the shards at ``shard_urls``."""
+    return vocabulary_for_context(read_context(shard_urls))
 
 
-def resolve_vocabulary(source: str | None, shard_urls: Sequence[str]) -> list[str]:
-    """``--vocabulary`` (a file or a mining run folder) or, when absent, the shards' own nouns."""
+def resolve_vocabulary(source: str | None, shard_urls: Sequence[str], context: ShardContext | None = None) -> list[str]:
+    """``--vocabulary`` (a file, URL or mining run folder) or, when absent, the shards' own nouns."""
     if source is None:
-        vocabulary = vocabulary_for_shards(shard_urls)
+        vocabulary = vocabulary_for_context(context or read_context(shard_urls))
     else:
         path = Path(source)
-        if path.is_dir():
+        if local_shard(source) is not None and path.is_dir():
             parts = sorted((path / PARQUET_DIR).glob(f"*{PARQUET_SUFFIX}"))
             if parts:
                 vocabulary = make_vocabulary(_parquet_nouns(parts))
@@ -110,7 +113,7 @@ def resolve_vocabulary(source: str | None, shard_urls: Sequence[str]) -> list[st
             else:
                 raise UserError(f"{path} has neither {PARQUET_DIR}/*.parquet nor {VOCABULARY_FILE}")
         else:
-            vocabulary = read_vocabulary_file(path)
+            vocabulary = read_vocabulary_file(source)
     if not vocabulary:
         raise UserError("the vocabulary is empty: the shards hold no pairs (or the vocabulary file no nouns)")
     return vocabulary

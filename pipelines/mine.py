@@ -50,6 +50,8 @@ from maskmine.transforms.run_folder import (
     changed_settings,
     shard_from_name,
 )
+from maskmine.transforms.dataset_card import write_publication_files
+from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE, check_caption_template
 from maskmine.transforms.shards import (
     ShardManifest,
     completed_shards,
@@ -83,6 +85,7 @@ class MineConfig:
     torch_threads: int | None = None  # per worker process; None: cores ÷ worker processes on the machine
     retry_skipped: tuple[SkipReason, ...] = ()  # re-mine images skipped for these reasons (RETRYABLE_REASONS)
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
+    caption_template: str = DEFAULT_CAPTION_TEMPLATE  # what each sample's txt member holds: this with its noun
 
     def identity(self, num_shards: int) -> dict:
         """The settings a resumed run must share with the run it continues.
@@ -106,6 +109,7 @@ class MineConfig:
             "num_shards": num_shards,
             "limit": self.limit,
             "max_megapixels": self.max_megapixels,
+            "caption_template": self.caption_template,
         }
 
 
@@ -120,6 +124,17 @@ def normalise_path(path: str) -> str:
     return os.path.realpath(path)
 
 
+# A run without --num-shards gets at least this many shards (fewer only with fewer images), so that
+# loaders that split shards over workers (open_clip's trainer asserts shards >= workers x GPUs;
+# its default is 4 workers) and maskmine train's own workers all get some.
+MIN_SHARDS = 8
+
+
+def default_num_shards(images: int, images_per_shard: int) -> int:
+    """``images / images_per_shard`` shards, rounded up, but at least :data:`MIN_SHARDS` (at most one per image)."""
+    return max(1, -(-images // images_per_shard), min(MIN_SHARDS, images))
+
+
 def check_config(config: MineConfig) -> None:
     if config.labels not in (LABELS_NOUNS, LABELS_CATEGORIES):
         raise UserError(f"--labels must be {LABELS_NOUNS!r} or {LABELS_CATEGORIES!r}")
@@ -132,6 +147,10 @@ def check_config(config: MineConfig) -> None:
         raise UserError(f"images folder not found: {config.images}")
     if config.num_shards is not None and config.num_shards < 1:
         raise UserError("--num-shards must be at least 1")
+    try:
+        check_caption_template(config.caption_template)
+    except ValueError as exc:
+        raise UserError(f"--caption-template: {exc}") from exc
     if config.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if config.max_batch_bytes is not None and config.max_batch_bytes < 1:
@@ -187,6 +206,7 @@ def shard_job(config: MineConfig, local_workers: int | None) -> ShardJob:
         torch_threads=config.torch_threads,
         local_workers=local_workers,
         max_megapixels=config.max_megapixels,
+        caption_template=config.caption_template,
     )
 
 
@@ -310,7 +330,6 @@ def summarize(
         "seconds_per_stage": {k: round(v, 3) for k, v in sorted(seconds.items())},
         "wall_seconds": round(wall_seconds, 3),
     }
-    atomic_write(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
     # Entries that never became an image (image_id null) first, in file order; then by image.
     rejects = list(input_rejects or []) + sorted((r for m in manifests.values() for r in m.rejects), key=lambda r: r["image_id"])
     atomic_write(
@@ -318,6 +337,10 @@ def summarize(
     )
     vocabulary = [{"noun": n, "pairs": c} for n, c in sorted(nouns.items(), key=lambda kv: (-kv[1], kv[0]))]
     atomic_write(fileio.join(out_dir, VOCABULARY_FILE), json.dumps(vocabulary, indent=1).encode())
+    identity = json.loads(fileio.read_bytes(fileio.join(out_dir, RUN_FILE))).get("identity", {})
+    write_publication_files(out_dir, identity, stats, manifests)
+    # last: stats.json says the run is finished (train and audit read it so), so every other file is there
+    atomic_write(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
     return stats
 
 
@@ -345,7 +368,7 @@ def plan_run(config: MineConfig) -> RunPlan:
     )
     if not records:
         raise UserError(f"{config.captions} has no captioned images")
-    num_shards = config.num_shards or max(1, -(-len(records) // config.images_per_shard))
+    num_shards = config.num_shards or default_num_shards(len(records), config.images_per_shard)
     prepare_run_dir(config, num_shards)
     clear_leftovers(config.out)
     done = completed_shards(config.out)
@@ -356,7 +379,7 @@ def plan_run(config: MineConfig) -> RunPlan:
     del records
     for shard, members in by_shard.items():
         if not members and shard not in done:
-            done[shard] = write_shard(config.out, shard, [])
+            done[shard] = write_shard(config.out, shard, [], config.caption_template)
     pending, totals = {}, {}
     for shard, members in by_shard.items():
         if shard not in done:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import get_args
 
+from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE
 from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
 from maskmine.pipelines.mine import RETRYABLE_REASONS, MineConfig, run_mining
 from maskmine.transforms import fileio, run_lock
@@ -78,6 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     clip.add_argument("--crop-fill", choices=get_args(CropFill), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
     clip.add_argument("--crop-resize", choices=get_args(CropResize), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
     clip.add_argument("--crop-expand", type=number(float, 1.0, 10.0), default=1.0, help="scale the mask's box by this ratio (1..10) before cropping (default 1.0)")
+    clip.add_argument("--caption-template", default=DEFAULT_CAPTION_TEMPLATE,
+                      help="what each sample's txt member holds: this text with {noun} filled in (default "
+                      f"{DEFAULT_CAPTION_TEMPLATE.replace('%', '%%')!r}, the text maskmine train encodes, so open_clip's "
+                      "trainer reading txt trains on the same text; recorded in run.json)")
     clip.add_argument("--mask-threshold", type=number(float, 0.0, 1.0, hi_open=True), default=0.5, help="binarise soft masks at this value (default 0.5)")
 
     run = p.add_argument_group("execution")
@@ -87,7 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--max-batch-bytes", type=POSITIVE_INT,
                      help="byte budget of a GPU batch (decoded images plus proposal masks); an image over it "
                      "travels alone (default: no budget, --batch-size only)")
-    run.add_argument("--num-shards", type=POSITIVE_INT, help="number of output shards (default: images / --images-per-shard)")
+    run.add_argument("--num-shards", type=POSITIVE_INT,
+                     help="number of output shards (default: images / --images-per-shard, but at least 8 "
+                     "so that loaders with several workers, such as open_clip's trainer, get a shard each)")
     run.add_argument("--images-per-shard", type=POSITIVE_INT, default=600, help="target images per shard when --num-shards is not given (default 600)")
     run.add_argument("--torch-threads", type=POSITIVE_INT,
                      help="torch CPU threads per worker process (default: the machine's cores ÷ its worker "
@@ -144,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
         torch_threads=args.torch_threads,
         retry_skipped=args.retry_skipped,
         max_megapixels=args.max_megapixels,
+        caption_template=args.caption_template,
     )
 
 

@@ -39,6 +39,7 @@ from maskmine.transforms.records import (
     ImageResult,
     MiningItem,
 )
+from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE
 from maskmine.transforms.shards import (
     ShardManifest,
     ShardWriter,
@@ -193,6 +194,7 @@ class ShardJob:
     torch_threads: int | None = None  # None: cores ÷ local_workers
     local_workers: int | None = None  # worker processes on one machine, where the driver knows it
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
+    caption_template: str = DEFAULT_CAPTION_TEMPLATE  # the txt member: this, filled with the noun
 
 
 class ShardMiner:
@@ -260,7 +262,7 @@ class ShardMiner:
         progress = ProgressFile(out, shard, task.images)
         if task.retry:
             return self._retry(task, progress)
-        writer = ShardWriter(out, shard)
+        writer = ShardWriter(out, shard, self.job.caption_template)
         try:
             for batch in split_batches(self._items(task), self.weight):
                 for result in self._results(batch):
@@ -301,7 +303,7 @@ class ShardMiner:
                 )
         if set(carried) & set(retried):
             raise RuntimeError(f"shard {shard}: retried images already have samples in the shard")
-        writer = ShardWriter(out, shard)
+        writer = ShardWriter(out, shard, self.job.caption_template)
         try:
             merged = {**carried, **retried}
             for image_id in sorted(merged, key=image_order):

@@ -29,8 +29,13 @@ on norms, biases, logit_scale, prompts); the last partial batch dropped;
 prompt depth 3. maskmine's choices: --loss clip masks same-noun negatives
 (OVSeg: clip-plain); full+prompt's prompts at --prompt-lr.
 
-The crops are used with the crop settings of the mining run that wrote the
-shards (its run.json); shards of runs with different crop settings are refused.
+The run's context travels with its shards: its run.json (crop settings),
+manifest entries (sample counts for --epochs, the nouns of the vocabulary) and
+stats.json (the run is finished) are read beside the shards by the same scheme
+(local, file://, http(s)://, gs://, pipe:), so training over HTTP or a pipe
+behaves as over local files. The crops are used with the crop settings of the
+mining run that wrote the shards; shards of runs with different crop settings
+are refused, and so are shards of an unfinished run unless --allow-partial.
 
 Writes to --out: train.json (settings), metrics.jsonl (loss, lr, samples/s,
 skips per step; val top-1/top-5), checkpoints/step-N/ every --save-every steps
@@ -49,10 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--shards", required=True,
                       help="training shards: brace pattern, '::'-joined list, local paths, URLs or pipe: "
                       "commands, e.g. 'runs/coco-pairs/pairs-{000000..000199}.tar'")
+    data.add_argument("--allow-partial", action="store_true",
+                      help="train on the committed shards of a mining run that is unfinished (still being mined, "
+                      "or stopped); without it such shards are refused")
     data.add_argument("--out", required=True, help="output folder for checkpoints, metrics and the adapted model")
     data.add_argument("--vocabulary",
-                      help="class vocabulary: a vocabulary.json / Parquet / text file or a mining run folder "
-                      "(default: the nouns of the training shards, from their run folder's Parquet table)")
+                      help="class vocabulary: a vocabulary.json / Parquet / text file (a path or URL) or a mining "
+                      "run folder (default: the nouns of the training shards, from their manifest entries)")
     data.add_argument("--val-shards",
                       help="validation shards whose nouns are ground-truth classes (e.g. mined with "
                       "--labels categories): masked-region zero-shot top-1/top-5 over their own vocabulary")
@@ -150,6 +158,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         resume=args.resume,
         stop_after=args.stop_after,
         progress=not args.no_progress,
+        allow_partial=args.allow_partial,
     )
     with run_lock.holding(args.out, "train"):
         result = train(config)

@@ -6,13 +6,14 @@ each broken promise as a ``Problem`` (what, where, detail):
 * every shard 0..num_shards-1 of run.json has a manifest entry (a shard
   without one was not finished: rerun ``maskmine mine`` with the same --out);
 * each tar is readable to its end, its byte count and sha256 match the
-  manifest, its samples are whole (the four members .jpg, .mask.png, .txt,
-  .json), sorted by key, with metadata naming the same key and noun, of images
+  manifest, its samples are whole (the four members of
+  :mod:`maskmine.transforms.shard_format`), sorted by key, with metadata naming the
+  same key, a txt member that is run.json's caption template filled with its noun, of images
   that hash to this shard, and as many as the manifest says;
 * each Parquet part holds exactly the shard's samples, keys in the same
   order, with the byte spans (tar_offset, tar_size) that random access uses;
 * keys are unique across shards;
-* stats.json, vocabulary.json and rejects.jsonl agree with the manifests.
+* stats.json, sizes.json, vocabulary.json and rejects.jsonl agree with the manifests.
 
 ``deep=True`` also decodes every crop and mask image and reports an all-zero
 crop mask (``empty-mask``: a crop that shows no region), slower.
@@ -21,26 +22,27 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tarfile
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from maskmine.transforms import fileio
+from maskmine.transforms import dataset_card, fileio
 from maskmine.transforms.run_folder import (
     MANIFEST_DIR,
     MANIFEST_GLOB,
     REJECTS_FILE,
     RUN_FILE,
+    SIZES_FILE,
     STATS_FILE,
     VOCABULARY_FILE,
     manifest_name,
     tar_name,
 )
+from maskmine.transforms.shard_format import (
+    DEFAULT_CAPTION_TEMPLATE, IMAGE, MASK, MEMBERS, META, TEXT, ShardReadError, caption_text, group_samples, iter_members,
+)
 from maskmine.transforms.shards import ShardManifest, shard_of
 
-MEMBER_SUFFIXES = (".jpg", ".mask.png", ".txt", ".json")
-BLOCK = tarfile.BLOCKSIZE
 
 
 @dataclass(frozen=True)
@@ -82,64 +84,56 @@ class TarSample:
     image_id: int | None
 
 
-def _padded(size: int) -> int:
-    return -(-size // BLOCK) * BLOCK
+def read_tar_samples(data: bytes, name: str, report: VerifyReport, deep: bool = False,
+                     caption_template: str | None = DEFAULT_CAPTION_TEMPLATE) -> list[TarSample] | None:
+    """The samples of one tar in file order; None when the tar cannot be read to its end.
 
-
-def read_tar_samples(data: bytes, name: str, report: VerifyReport, deep: bool = False) -> list[TarSample] | None:
-    """The samples of one tar in file order; None when the tar cannot be read to its end."""
-    groups: list[tuple[str, list[tuple[tarfile.TarInfo, bytes]]]] = []
+    ``caption_template``: what each ``txt`` member must hold (None: the bare noun, as runs before
+    the template wrote it)."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    report.add(name, "bad-member", f"{info.name} is not a regular file")
-                    continue
-                key, dot, _ = info.name.partition(".")
-                payload = tar.extractfile(info).read()
-                if len(payload) != info.size:
-                    raise tarfile.ReadError(f"{info.name}: {len(payload)} of {info.size} bytes")
-                if not groups or groups[-1][0] != key:
-                    groups.append((key, []))
-                groups[-1][1].append((info, payload))
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        report.add(name, "unreadable", f"{type(exc).__name__}: {exc}")
+        members = list(iter_members(data))
+    except ShardReadError as exc:
+        report.add(name, "unreadable", str(exc))
         return None
+    for member in members:
+        if not member.regular:
+            report.add(name, "bad-member", f"{member.name} is not a regular file")
     samples = []
-    for key, members in groups:
-        names = [info.name[len(key):] for info, _ in members]
-        if names != list(MEMBER_SUFFIXES):
-            report.add(name, "incomplete-sample", f"{key} has members {names}, expected {list(MEMBER_SUFFIXES)}")
+    for key, group in group_samples(m for m in members if m.regular):
+        exts = [m.ext for m in group]
+        if exts != list(MEMBERS):
+            report.add(name, "incomplete-sample", f"{key} has members {exts}, expected {list(MEMBERS)}")
             continue
-        body = {suffix: payload for suffix, (_, payload) in zip(MEMBER_SUFFIXES, members)}
-        noun = body[".txt"].decode("utf-8", "replace")
-        image_id = None
+        body = {m.ext: m.data for m in group}
+        text = body[TEXT].decode("utf-8", "replace")
+        noun, image_id = "", None
         try:
-            meta = fileio.parse_json(body[".json"])
+            meta = fileio.parse_json(body[META])
             image_id = int(meta["image_id"])
-            if meta.get("key") != key or meta.get("noun") != noun:
-                report.add(name, "bad-metadata", f"{key}: metadata names key {meta.get('key')!r}, noun {meta.get('noun')!r}")
+            noun = str(meta["noun"])
+            want = noun if caption_template is None else caption_text(caption_template, noun)
+            if meta.get("key") != key or text != want:
+                report.add(name, "bad-metadata", f"{key}: metadata names key {meta.get('key')!r}, noun {noun!r}; "
+                           f"the txt member holds {text!r}")
         except (ValueError, KeyError, TypeError) as exc:
             report.add(name, "bad-metadata", f"{key}: {type(exc).__name__}: {exc}")
         if deep:
             _decode_images(name, key, body, report)
-        first, last = members[0][0], members[-1][0]
-        end = last.offset_data + _padded(last.size)
-        samples.append(TarSample(key, first.offset, end - first.offset, noun, image_id))
+        samples.append(TarSample(key, group[0].offset, group[-1].end - group[0].offset, noun, image_id))
     return samples
 
 
 def _decode_images(name: str, key: str, body: dict[str, bytes], report: VerifyReport) -> None:
     from PIL import Image
 
-    for suffix in (".jpg", ".mask.png"):
+    for ext in (IMAGE, MASK):
         try:
-            with Image.open(io.BytesIO(body[suffix])) as img:
+            with Image.open(io.BytesIO(body[ext])) as img:
                 img.load()
-                if suffix == ".mask.png" and img.getbbox() is None:  # all zero: the crop shows no region
-                    report.add(name, "empty-mask", f"{key}{suffix}: the crop mask is all zero")
+                if ext == MASK and img.getbbox() is None:  # all zero: the crop shows no region
+                    report.add(name, "empty-mask", f"{key}.{ext}: the crop mask is all zero")
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a broken sample
-            report.add(name, "bad-image", f"{key}{suffix}: {type(exc).__name__}: {exc}")
+            report.add(name, "bad-image", f"{key}.{ext}: {type(exc).__name__}: {exc}")
 
 
 def check_parquet(run_dir: str, manifest: ShardManifest, samples: list[TarSample], report: VerifyReport) -> None:
@@ -182,7 +176,8 @@ def check_parquet(run_dir: str, manifest: ShardManifest, samples: list[TarSample
             )
 
 
-def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: VerifyReport, deep: bool) -> list[str]:
+def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: VerifyReport, deep: bool,
+                caption_template: str | None = DEFAULT_CAPTION_TEMPLATE) -> list[str]:
     """Check one complete shard; return its keys (for the cross-shard check)."""
     name = manifest.tar
     expected_name = tar_name(manifest.shard)
@@ -199,7 +194,7 @@ def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: 
     digest = hashlib.sha256(data).hexdigest()
     if digest != manifest.tar_sha256:
         report.add(name, "checksum", f"sha256 {digest[:16]}…, the manifest says {manifest.tar_sha256[:16]}…")
-    samples = read_tar_samples(data, name, report, deep)
+    samples = read_tar_samples(data, name, report, deep, caption_template)
     if samples is None:
         return []
     if len(samples) != manifest.samples:
@@ -242,7 +237,7 @@ def _left_out_entry(line: str) -> bool:
 
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
-    """stats.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
+    """stats.json, sizes.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
     path = fileio.join(run_dir, STATS_FILE)
     if not fileio.exists(path):
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
@@ -275,6 +270,14 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     skipped = sum((stats.get("images_skipped") or {}).values())
     if stats.get("images_mined", 0) + skipped != stats.get("images_read"):
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
+    spath = fileio.join(run_dir, SIZES_FILE)
+    if fileio.exists(spath):  # runs before sizes.json have none; one that is there must be right
+        try:
+            recorded_sizes = fileio.parse_json(fileio.read_bytes(spath))
+        except ValueError as exc:
+            recorded_sizes = f"unreadable ({exc})"
+        if recorded_sizes != dataset_card.sizes(manifests):
+            report.add(SIZES_FILE, "stats", "sizes.json does not list every shard's samples as the manifests do")
     vpath = fileio.join(run_dir, VOCABULARY_FILE)
     try:
         vocab = fileio.parse_json(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
@@ -310,7 +313,9 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
         report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
         return report
     try:
-        num_shards = int(fileio.parse_json(fileio.read_bytes(run_path))["identity"]["num_shards"])
+        identity = fileio.parse_json(fileio.read_bytes(run_path))["identity"]
+        num_shards = int(identity["num_shards"])
+        caption_template = identity.get("caption_template")  # absent: a run from before the template, bare nouns
     except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
         report.add("run", "not-a-run", f"{RUN_FILE} in {run_dir} is damaged ({type(exc).__name__}: {exc})")
         return report
@@ -326,7 +331,7 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
                 "no manifest entry: the shard was never finished (rerun maskmine mine with the same --out)",
             )
             continue
-        keys = check_shard(str(run_dir), manifests[shard], num_shards, report, deep)
+        keys = check_shard(str(run_dir), manifests[shard], num_shards, report, deep, caption_template)
         report.shards_checked += 1
         for key in keys:
             if key in owner and owner[key] != shard:

@@ -223,7 +223,7 @@ def test_gallery_cards_escape_every_field():
 def test_random_access_equals_full_scan(run_dir):
     run = open_run(run_dir)
     urls = [str(p) for p in sorted(run_dir.glob("pairs-*.tar"))]
-    scanned = {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)}
+    scanned = {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False)}
     keys = sorted(scanned)
     fetched = read_by_key(run, keys)
     assert set(fetched) == set(scanned)

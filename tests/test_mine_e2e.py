@@ -53,7 +53,7 @@ def test_finished_run_keeps_only_its_outputs(mined):
     out, stats = mined
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "manifest", "parquet", "pairs-000000.tar", "pairs-000001.tar", "pairs-000002.tar",
-        "rejects.jsonl", "run.json", "stats.json", "vocabulary.json",
+        "README.md", "rejects.jsonl", "run.json", "sizes.json", "stats.json", "vocabulary.json",
     ])  # no task or progress files or folders, no temporaries
 
 
@@ -73,10 +73,11 @@ def test_shards_equal_parquet_rows_and_keys_unique(mined, coco_mini):
     for sample in samples:
         meta = json.loads(sample["json"])
         row = rows.loc[sample["__key__"]]
-        assert sample["txt"].decode() == meta["noun"] == row["noun"]
+        assert sample["txt"].decode() == f"a photo of a {meta['noun']}." and meta["noun"] == row["noun"]
         assert meta["image_id"] == row["image_id"] and meta["proposal_index"] == row["proposal_index"]
         assert abs(meta["score"] - row["score"]) < 1e-6
-        assert meta["rle"]["counts"] == row["mask_rle"]
+        assert (meta["mask_rle"], meta["height"], meta["width"]) == (row["mask_rle"], row["height"], row["width"])
+        assert meta["captions"] == list(row["captions"])
         crop = np.asarray(Image.open(io.BytesIO(sample["jpg"])))
         mask = np.asarray(Image.open(io.BytesIO(sample["mask.png"])))
         assert crop.shape == (64, 64, 3) and mask.shape == (64, 64)

@@ -12,7 +12,7 @@ from maskmine.transforms.clip_models import TextEmbeddingCache, encode_crops, lo
 from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
 from maskmine.transforms.matching import match_nouns
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items, unique_keys
-from maskmine.transforms.records import DROP_BELOW_MIN_SCORE, ImageRecord, MiningItem, NounOccurrence, ProposalSet
+from maskmine.transforms.records import DROP_BELOW_MIN_SCORE, Caption, ImageRecord, MiningItem, NounOccurrence, ProposalSet
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,8 @@ def _item(labels=None) -> MiningItem:
     masks[0, 5:20, 5:30] = True
     masks[1, 30:55, 40:75] = True
     masks[2, 10:50, 10:70] = True
-    record = ImageRecord(image_id=42, file_name="42.jpg", width=80, height=60, captions=[])
+    captions = [Caption(1, "a dog with a frisbee"), Caption(2, "a frisbee"), Caption(3, "Dog!")]
+    record = ImageRecord(image_id=42, file_name="42.jpg", width=80, height=60, captions=captions)
     item = MiningItem(record=record, shard=0)
     item.image = image
     item.proposals = ProposalSet(masks=masks, scores=np.ones(3, np.float32), backend="coco-gt", labels=labels)
@@ -47,7 +48,7 @@ def test_every_noun_gets_the_argmax_proposal_with_its_mask_box_and_crop(clip):
     for pair, match in zip(pairs, expected):
         assert pair.proposal_index == match.proposal_index and pair.score == pytest.approx(match.score, abs=1e-6)
         mask = item.proposals.masks[pair.proposal_index]
-        assert np.array_equal(mask_utils.decode({"size": pair.rle["size"], "counts": pair.rle["counts"].encode()}).astype(bool), mask)
+        assert np.array_equal(mask_utils.decode({"size": [pair.height, pair.width], "counts": pair.mask_rle.encode()}).astype(bool), mask)
         ys, xs = np.nonzero(mask)
         assert pair.box == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         crop = Image.open(io.BytesIO(pair.crop_jpg))

@@ -14,7 +14,7 @@ from maskmine.transforms.shards import PARQUET_SCHEMA, ShardManifest, ShardWrite
 def _pair(image_id: int, noun: str) -> PairSample:
     return PairSample(
         key=f"{image_id}-{noun}", image_id=image_id, file_name=f"{image_id}.jpg", noun=noun, caption_ids=[7],
-        proposal_index=0, box=[1, 2, 3, 4], rle={"size": [8, 9], "counts": "abc"}, score=0.5, probability=0.75,  # float32-exact: Parquet stores float32
+        captions=[f"a {noun} here"], proposal_index=0, box=[1, 2, 3, 4], mask_rle="abc", height=8, width=9, score=0.5, probability=0.75,  # float32-exact: Parquet stores float32
         margin=None, proposal_backend="coco-gt", proposal_checkpoint="", clip_model="m", clip_pretrained="p",
         label_source="caption", crop_jpg=b"jpg-" + noun.encode(), crop_mask_png=b"png",
     )
@@ -49,8 +49,8 @@ def test_a_shard_is_tar_then_parquet_then_manifest(tmp_path):
                 names = sample.getnames()
             assert names == [f"{row['key']}{s}" for s in (".jpg", ".mask.png", ".txt", ".json")]
             meta = json.loads(tar.extractfile(f"{row['key']}.json").read())
-            assert {k: v for k, v in row.items() if k in meta} == {k: v for k, v in meta.items() if k != "rle"}
-            assert (row["mask_rle"], [row["height"], row["width"]]) == (meta["rle"]["counts"], meta["rle"]["size"])
+            assert {k: v for k, v in row.items() if k in meta} == meta  # one schema: the same names and values
+            assert tar.extractfile(f"{row['key']}.txt").read().decode() == f"a photo of a {row['noun']}."
     assert read_shard_pairs(str(tmp_path), 3)[10] == _result(10, "cat", "dog").pairs
 
 
@@ -76,5 +76,31 @@ def test_the_pair_schema_has_one_definition():
     assert "crop_jpg" not in meta and "crop_mask_png" not in meta
     parquet_pair_columns = [n for n in PARQUET_SCHEMA.names if n not in {"shard", "tar_offset", "tar_size"}]
     assert parquet_pair_columns == [n for n, _ in pair_columns()]
-    assert parquet_pair_columns == [c for k in meta for c in (["mask_rle", "height", "width"] if k == "rle" else [k])]
+    assert parquet_pair_columns == list(meta)
     assert str(PARQUET_SCHEMA.field("score").type) == "float" and str(PARQUET_SCHEMA.field("caption_ids").type) == "list<item: int64>"
+
+
+def test_the_txt_member_is_the_caption_template_filled_with_the_noun(tmp_path):
+    from maskmine.transforms.shard_format import check_caption_template, read_samples
+
+    writer = ShardWriter(str(tmp_path), 0, caption_template="{noun}")  # the bare noun, as runs before the template
+    writer.add(_result(1, "dog"))
+    writer.close()
+    members = read_samples((tmp_path / tar_name(0)).read_bytes())["1-dog"]
+    assert members["txt"] == b"dog" and json.loads(members["json"])["captions"] == ["a dog here"]
+    assert check_caption_template("an image of the {noun}") == "an image of the {noun}"
+    for bad in ("a photo", "a {noun} and {other}", "{0} {noun}", "a {noun"):
+        with pytest.raises(ValueError):
+            check_caption_template(bad)
+
+
+def test_a_shard_cut_at_a_header_reads_as_broken(tmp_path):
+    from maskmine.transforms.shard_format import ShardReadError, iter_members
+
+    writer = ShardWriter(str(tmp_path), 0)
+    writer.add(_result(1, "cat", "dog"))
+    writer.close()
+    data = (tmp_path / tar_name(0)).read_bytes()
+    first_end = [m.end for m in iter_members(data)][3]  # the first sample's last member
+    with pytest.raises(ShardReadError, match="end-of-archive"):
+        list(iter_members(data[: first_end + 100]))  # tarfile alone stops quietly there

@@ -305,7 +305,8 @@ def test_file_urls_are_local_shards_everywhere(mined: Path, tmp_path: Path) -> N
     assert vocabulary_for_shards(as_urls) == vocabulary_for_shards(plain)
     with pytest.raises(UserError, match="do not exist"):
         expand_shards([as_urls[0], f"file://{tmp_path}/pairs-000009.tar"])
-    assert count_samples(["s3://bucket/pairs-000000.tar"]) is None  # remote: estimated elsewhere
+    with pytest.raises(UserError, match="cannot count the samples of s3://bucket/pairs-000000.tar"):
+        count_samples(["s3://bucket/pairs-000000.tar"])  # no manifest beside it and no opener for s3://
 
 
 # ---- OVSeg's recipe: defaults, parameter groups, drop_last, two stages, crop settings ---------

@@ -71,6 +71,12 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def mask_columns(mask: np.ndarray) -> dict:
+    """A full-image mask as the pair schema's ``mask_rle``, ``height``, ``width`` (COCO RLE)."""
+    rle = mask_to_rle(mask)
+    return {"mask_rle": rle["counts"], "height": rle["size"][0], "width": rle["size"][1]}
+
+
 def crops_for(item: MiningItem, config: CropConfig) -> list[MaskedCrop]:
     assert item.image is not None and item.proposals is not None
     return [masked_crop(item.image, m, config) for m in item.proposals.masks]
@@ -117,13 +123,16 @@ def pair_items(
             probs = torch.softmax(scores * clip.logit_scale, dim=1)
             matches = category_matches(scores, probs, names)
             caption_ids: list[list[int]] = [[] for _ in names]
+            texts: list[list[str]] = [[] for _ in names]
         else:
             names = [n.noun for n in item.nouns]
             matches = match_nouns(crop_emb, text_cache.get(names), names, clip.logit_scale)
             caption_ids = [list(n.caption_ids) for n in item.nouns]
+            by_id = {c.caption_id: c.text for c in item.record.captions}
+            texts = [[by_id[i] for i in ids] for ids in caption_ids]
         keys = unique_keys(item.record.image_id, names)
         pairs, dropped = [], {}
-        for key, match, cap_ids in zip(keys, matches, caption_ids):
+        for key, match, cap_ids, cap_texts in zip(keys, matches, caption_ids, texts):
             if min_score is not None and match.score < min_score:
                 dropped[DROP_BELOW_MIN_SCORE] = dropped.get(DROP_BELOW_MIN_SCORE, 0) + 1
                 continue
@@ -136,9 +145,10 @@ def pair_items(
                     file_name=item.record.file_name,
                     noun=match.noun,
                     caption_ids=cap_ids,
+                    captions=cap_texts,
                     proposal_index=match.proposal_index,
                     box=list(mask_box(mask)),
-                    rle=mask_to_rle(mask),
+                    **mask_columns(mask),
                     score=match.score,
                     probability=match.probability,
                     margin=match.margin,

@@ -125,15 +125,10 @@ def column(parquet_type: str) -> Any:
     """A :class:`PairSample` field that is a column of the pair schema, with its Parquet type.
 
     Types are names (``string``, ``int32``, ``int64``, ``float32``,
-    ``list<int32>``, ``list<int64>``) so this module needs no pyarrow;
+    ``list<int32>``, ``list<int64>``, ``list<string>``) so this module needs no pyarrow;
     :mod:`maskmine.transforms.shards` turns them into its Parquet schema.
     """
     return field(metadata={"parquet": parquet_type})
-
-
-# The run-length mask is one ``rle`` object in a sample's ``json`` member and
-# three Parquet columns (COCO RLE counts, mask height, mask width).
-RLE_COLUMNS: tuple[tuple[str, str], ...] = (("mask_rle", "string"), ("height", "int32"), ("width", "int32"))
 
 
 @dataclass
@@ -141,9 +136,9 @@ class PairSample:
     """One mined (masked crop, noun) pair, ready to be written.
 
     The one definition of the pair schema: every field declared with
-    :func:`column` is a key of the sample's ``json`` member and a Parquet column
-    (``rle`` becomes :data:`RLE_COLUMNS`), in this order. A new metadata column
-    is a new field here, nothing else.
+    :func:`column` is a key of the sample's ``json`` member and a Parquet column,
+    with the same name and value, in this order. A new metadata column is a new
+    field here, nothing else.
     """
 
     key: str = column("string")
@@ -151,9 +146,13 @@ class PairSample:
     file_name: str = column("string")
     noun: str = column("string")
     caption_ids: list[int] = column("list<int64>")
+    captions: list[str] = column("list<string>")  # the texts of caption_ids, in that order (empty for categories)
     proposal_index: int = column("int32")
     box: list[int] = column("list<int32>")  # tight box of the mask in image pixels: x, y, w, h
-    rle: dict = column("rle")  # full-image mask as COCO RLE: {"size": [h, w], "counts": str}
+    # the full-image mask as COCO RLE: its compressed counts and its size (the image's height and width)
+    mask_rle: str = column("string")
+    height: int = column("int32")
+    width: int = column("int32")
     score: float = column("float32")
     probability: float = column("float32")
     margin: float | None = column("float32")
@@ -166,9 +165,10 @@ class PairSample:
     crop_mask_png: bytes
 
     def metadata(self) -> dict:
-        """What goes into the sample's ``json`` member and (``rle`` split) the Parquet row."""
+        """What goes into the sample's ``json`` member and, key for key, its Parquet row."""
         meta = {name: getattr(self, name) for name in METADATA_FIELDS}
         meta["caption_ids"] = list(self.caption_ids)
+        meta["captions"] = list(self.captions)
         meta["box"] = list(self.box)
         return meta
 
@@ -178,14 +178,7 @@ METADATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PairSample) if "
 
 def pair_columns() -> list[tuple[str, str]]:
     """(name, Parquet type name) of each pair-metadata column of the Parquet table, in order."""
-    out: list[tuple[str, str]] = []
-    for f in fields(PairSample):
-        kind = f.metadata.get("parquet")
-        if kind == "rle":
-            out.extend(RLE_COLUMNS)
-        elif kind is not None:
-            out.append((f.name, kind))
-    return out
+    return [(f.name, f.metadata["parquet"]) for f in fields(PairSample) if "parquet" in f.metadata]
 
 
 @dataclass

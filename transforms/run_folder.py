@@ -9,7 +9,8 @@ A mining run folder (``maskmine mine --out``) holds, per shard ``N`` (``pairs-NN
 - ``progress/pairs-NNNNNN.json``: counts of a shard in flight, for the driver's progress bar;
 
 and, once per run, ``run.json`` (settings, written first), ``stats.json``,
-``rejects.jsonl`` and ``vocabulary.json`` (written by the driver at the end).
+``rejects.jsonl``, ``vocabulary.json``, ``sizes.json`` and ``README.md`` (the
+dataset card; :mod:`maskmine.transforms.dataset_card`), written by the driver at the end.
 
 While a command writes a ``mine``, ``train`` or ``eval`` output folder, the
 folder also holds ``.maskmine.lock`` (:data:`LOCK_FILE`, :mod:`maskmine.transforms.run_lock`):
@@ -41,6 +42,8 @@ RUN_FILE = "run.json"
 STATS_FILE = "stats.json"
 REJECTS_FILE = "rejects.jsonl"
 VOCABULARY_FILE = "vocabulary.json"
+SIZES_FILE = "sizes.json"  # {tar name: samples}: open_clip / DataComp's convention
+CARD_FILE = "README.md"  # the dataset card: its YAML header tells Hugging Face datasets which files to read
 
 PARQUET_DIR = "parquet"
 MANIFEST_DIR = "manifest"

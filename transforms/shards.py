@@ -10,9 +10,7 @@ its manifest entry exists. That is what makes a killed job resumable.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
@@ -23,6 +21,7 @@ import pyarrow.parquet as pq
 from maskmine.transforms import fileio
 from maskmine.transforms.atomic import AtomicWriter, atomic_write
 from maskmine.transforms.records import ImageResult, PairSample, pair_columns
+from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE, TarWriter, pair_from_members, read_samples
 from maskmine.transforms.run_folder import MANIFEST_DIR, MANIFEST_GLOB, PARQUET_DIR, manifest_name, parquet_name, tar_name
 
 
@@ -33,6 +32,7 @@ _ARROW_TYPES = {
     "float32": pa.float32(),
     "list<int32>": pa.list_(pa.int32()),
     "list<int64>": pa.list_(pa.int64()),
+    "list<string>": pa.list_(pa.string()),
 }
 
 # Where a sample's bytes lie: the shard and the span from its first tar header
@@ -65,38 +65,11 @@ def shard_of(image_id: int, num_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % num_shards
 
 
-def sample_members(pair: PairSample) -> list[tuple[str, bytes]]:
-    """The tar members of one sample, in a fixed order."""
-    return [
-        (f"{pair.key}.jpg", pair.crop_jpg),
-        (f"{pair.key}.mask.png", pair.crop_mask_png),
-        (f"{pair.key}.txt", pair.noun.encode("utf-8")),
-        (f"{pair.key}.json", json.dumps(pair.metadata(), sort_keys=True).encode("utf-8")),
-    ]
-
-
-def add_sample(tar: tarfile.TarFile, pair: PairSample) -> None:
-    """Append one sample's members with fixed metadata (mtime, owner, mode): identical bytes on every run."""
-    for name, data in sample_members(pair):
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = 0
-        info.mode = 0o444
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        tar.addfile(info, io.BytesIO(data))
-
-
 def parquet_row(shard: int, pair: PairSample, span: tuple[int, int]) -> dict:
-    """A pair's Parquet row: its metadata (the same dict as its tar ``json`` member) with
-    the RLE mask split into columns, plus where its bytes lie in the shard's tar."""
-    meta = pair.metadata()
-    rle = meta.pop("rle")
+    """A pair's Parquet row: its metadata (the same dict as its tar ``json`` member)
+    plus where its bytes lie in the shard's tar."""
     offset, size = span
-    return {
-        **meta, "shard": shard, "tar_offset": offset, "tar_size": size,
-        "mask_rle": rle["counts"], "height": rle["size"][0], "width": rle["size"][1],
-    }
+    return {**pair.metadata(), "shard": shard, "tar_offset": offset, "tar_size": size}
 
 
 @dataclass
@@ -152,12 +125,12 @@ class ShardWriter:
     the shard incomplete rather than inconsistent).
     """
 
-    def __init__(self, out_dir: str, shard: int) -> None:
+    def __init__(self, out_dir: str, shard: int, caption_template: str = DEFAULT_CAPTION_TEMPLATE) -> None:
         self.out_dir = out_dir
         self.shard = shard
         self.tar_name = tar_name(shard)
         self._file = AtomicWriter(fileio.join(out_dir, self.tar_name))
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._tar = TarWriter(self._file, caption_template)
         self._rows: list[dict] = []  # the Parquet rows (metadata only: the crop bytes are in the tar)
         self._last_order: str | None = None
         self._last_key: str | None = None
@@ -194,9 +167,7 @@ class ShardWriter:
             if self._last_key is not None and pair.key <= self._last_key:
                 raise ValueError(f"duplicate keys in shard {self.shard}: {pair.key}")
             self._last_key = pair.key
-            offset = self._tar.offset
-            add_sample(self._tar, pair)
-            self._rows.append(parquet_row(self.shard, pair, (offset, self._tar.offset - offset)))
+            self._rows.append(parquet_row(self.shard, pair, self._tar.add(pair)))
             m.nouns[pair.noun] = m.nouns.get(pair.noun, 0) + 1
             m.samples += 1
         self.seconds += time.perf_counter() - start
@@ -209,7 +180,10 @@ class ShardWriter:
         m.tar_bytes = self._file.tell()
         m.tar_sha256 = self._file.sha256
         buf = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA), buf)
+        if self._rows:
+            pq.write_table(pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA), buf)
+        else:  # no row group at all: readers that size batches by row groups (datasets) refuse an empty one
+            pq.ParquetWriter(buf, PARQUET_SCHEMA).close()
         if before_commit is not None:
             before_commit()
         self._file.commit()
@@ -229,9 +203,10 @@ class ShardWriter:
         self._file.abort()
 
 
-def write_shard(out_dir: str, shard: int, results: Iterable[ImageResult]) -> ShardManifest:
+def write_shard(out_dir: str, shard: int, results: Iterable[ImageResult],
+                caption_template: str = DEFAULT_CAPTION_TEMPLATE) -> ShardManifest:
     """Write one shard's tar, Parquet part and manifest entry (in that order) from all its results."""
-    writer = ShardWriter(out_dir, shard)
+    writer = ShardWriter(out_dir, shard, caption_template)
     try:
         for result in sorted(results, key=lambda r: image_order(r.image_id)):
             writer.add(result)
@@ -247,18 +222,9 @@ def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
     Rebuilt samples write back to the same tar members byte for byte.
     """
     data = fileio.read_bytes(fileio.join(out_dir, tar_name(shard)))
-    members: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        for info in tar:
-            name = info.name
-            for suffix in (".mask.png", ".jpg", ".txt", ".json"):
-                if name.endswith(suffix):
-                    members.setdefault(name[: -len(suffix)], {})[suffix] = tar.extractfile(info).read()
-                    break
     by_image: dict[int, list[PairSample]] = {}
-    for key, parts in members.items():
-        meta = json.loads(parts[".json"])
-        pair = PairSample(**meta, crop_jpg=parts[".jpg"], crop_mask_png=parts[".mask.png"])
+    for members in read_samples(data).values():
+        pair = pair_from_members(members)
         by_image.setdefault(pair.image_id, []).append(pair)
     return by_image
 

@@ -187,7 +187,7 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     from maskmine.transforms.coco_reader import read_captioned_images
     from maskmine.transforms.image_io import read_image
     from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
-    from maskmine.transforms.pairing import encode_jpg, encode_png, mask_to_rle
+    from maskmine.transforms.pairing import encode_jpg, encode_png, mask_columns
     from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 
     torch.set_num_threads(threads)
@@ -220,7 +220,7 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     sample = crops[:100]
     start = time.perf_counter()
     for crop, mask in sample:
-        encode_jpg(crop.pixels), encode_png(crop.mask), mask_to_rle(mask)
+        encode_jpg(crop.pixels), encode_png(crop.mask), mask_columns(mask)
     encode_s = (time.perf_counter() - start) / max(1, len(sample))
     batch = to_clip_tensor(np.stack([c.pixels for c, _ in crops[:4]]), config)
     with torch.inference_mode():

@@ -5,7 +5,7 @@
 
 Measures, each alone on the same machine:
   * loader samples/s: one pass over the shards through ``PairStream`` + DataLoader
-    (decode jpg/png/txt, batch, normalise) for each ``--workers`` count;
+    (decode jpg/png, the noun from json, batch, normalise) for each ``--workers`` count;
   * training samples/s and step time for ``--modes`` (default prompt and full):
     forward + backward + AdamW step on batches held in memory (``--steps``
     timed after ``--warmup`` untimed ones), bf16 autocast on CUDA;

@@ -4,15 +4,13 @@ The audit must stay cheap on a 1.3M-pair run, so it never iterates the tar
 shards. Tables are read with column projection, and a sample is fetched by
 seeking to the ``tar_offset`` recorded in its Parquet row and reading exactly
 ``tar_size`` bytes (the sample's tar headers and members), then parsing those
-bytes with :mod:`tarfile`. A key names its image (``{image_id}-{noun_slug}``)
+bytes with :mod:`maskmine.transforms.shard_format`. A key names its image (``{image_id}-{noun_slug}``)
 and an image's shard is a hash of its id, so locating a key reads one Parquet
 part, not the whole table.
 """
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from maskmine.transforms import fileio
+from maskmine.transforms import fileio, shard_format
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, parquet_name, tar_name
 from maskmine.transforms.shards import shard_of
@@ -72,11 +70,11 @@ class Sample:
 
     @property
     def noun(self) -> str:
-        return self.members["txt"].decode("utf-8")
+        return shard_format.noun_of(self.members)
 
     @property
     def metadata(self) -> dict:
-        return fileio.parse_json(self.members["json"])
+        return fileio.parse_json(self.members[shard_format.META])
 
 
 def _read_json(path: Path, what: str) -> dict | list:
@@ -184,16 +182,8 @@ def locate(run: RunFolder, keys: Iterable[str]) -> dict[str, Location]:
 
 def parse_members(data: bytes) -> dict[str, Sample]:
     """Samples in a run of tar bytes (a span need not hold the archive's end blocks)."""
-    samples: dict[str, Sample] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            name = info.name.rsplit("/", 1)[-1]
-            key, _, ext = name.partition(".")
-            handle = tar.extractfile(info)
-            samples.setdefault(key, Sample(key)).members[ext] = handle.read() if handle else b""
-    return samples
+    return {key.rsplit("/", 1)[-1]: Sample(key.rsplit("/", 1)[-1], members)
+            for key, members in shard_format.read_samples(data, whole=False).items()}
 
 
 def read_samples(run: RunFolder, locations: Iterable[Location]) -> dict[str, Sample]:

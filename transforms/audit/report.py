@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from markupsafe import Markup
 
+from maskmine.transforms import shard_format
 from maskmine.transforms.audit import html as H
 from maskmine.transforms.audit.plots import write_plots
 from maskmine.transforms.audit.access import RunFolder, read_samples
@@ -238,7 +239,7 @@ def render_cards(
         key = d["key"]
         crop_name = f"{IMG_DIR}/{bounded_name(key)}.crop.jpg"
         try:  # a damaged sample gets a placeholder and is counted, the report goes on
-            preview = crop_preview(samples[key].members["jpg"])
+            preview = crop_preview(samples[key].members[shard_format.IMAGE])
         except (OSError, SyntaxError, ValueError, KeyError) as exc:  # PIL.UnidentifiedImageError is an OSError
             preview = damaged_placeholder()
             damaged.append({"key": key, "shard": int(d.get("shard", -1)), "error": f"{type(exc).__name__}: {exc}"[:200]})
