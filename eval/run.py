@@ -31,7 +31,7 @@ from PIL import Image
 from maskmine.eval.datasets import SemSegDataset, UnknownLabels, check_labels, get_dataset, load_label
 from maskmine.eval.fusion import FusionMode
 from maskmine.eval.gt_proposals import label_map_proposals
-from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
+from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, OVSEG_TEMPERATURE, RegionClassifier, build_classifier, segment
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
 from maskmine.eval.templates import TEMPLATE_SETS, TemplateSet
 from maskmine.eval.visualise import comparison_panel
@@ -67,6 +67,7 @@ class EvalConfig:
     granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
     ensemble_lambda: Optional[float] = None
     templates: TemplateSet = "vild"
+    clip_temperature: Optional[float] = OVSEG_TEMPERATURE  # OVSeg's fixed 100; None: the model's exp(logit_scale)
     fusion_mode: FusionMode = "assigned"
     mask_threshold: float = DEFAULT_MASK_THRESHOLD  # OVSeg's MASK_THR: mask > 0.4 makes crops and the valid flag
     hard_masks: bool = False  # maskmine's earlier semantic inference on binary masks (OVSeg: soft)
@@ -108,6 +109,7 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
         "granularity": config.granularity,
         "ensemble_lambda": config.ensemble_lambda,
         "templates": config.templates,
+        "clip_temperature": config.clip_temperature,
         "fusion_mode": config.fusion_mode if config.granularity is not None else None,
         "mask_threshold": config.mask_threshold,
         "hard_masks": config.hard_masks,
@@ -167,7 +169,8 @@ class _Predictor:
                 f"--proposals maskformer has a class head (got {backend})"
             )
         self.classifier: RegionClassifier = build_classifier(
-            replace(config.clip, device=str(device)), config.adapted, TEMPLATE_SETS[config.templates]
+            replace(config.clip, device=str(device)), config.adapted, TEMPLATE_SETS[config.templates],
+            config.clip_temperature,
         )
         self.generator = None
         if backend != "coco-gt":

@@ -30,7 +30,7 @@ import torch
 
 from maskmine.finetune.model import MaskPromptCLIP, Mode, trains_clip
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write, replacing_folder
-from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.masked_crop import LEGACY_RESAMPLE, CropConfig
 
 FORMAT = "maskmine-adapted-clip/1"
 CONFIG_FILE = "config.json"
@@ -63,7 +63,7 @@ class ExportConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def crop_config(self) -> CropConfig:
-        crop = dict(self.crop)
+        crop = {"resample": LEGACY_RESAMPLE, **self.crop}  # exports without it were cut by the PIL crop
         crop["mean"] = tuple(crop["mean"])
         crop["std"] = tuple(crop["std"])
         return CropConfig(**crop)

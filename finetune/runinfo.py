@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.masked_crop import LEGACY_RESAMPLE, CropConfig
 from maskmine.transforms.run_folder import RUN_FILE
 
-CROP_FIELDS = ("fill", "resize", "expand_ratio", "threshold")
+CROP_FIELDS = ("fill", "resize", "expand_ratio", "threshold", "resample")
 
 
 def local_shard(url: str) -> Path | None:
@@ -30,8 +30,11 @@ def local_shard(url: str) -> Path | None:
 
 
 def crop_settings(crop: CropConfig | Mapping) -> dict:
-    """The run-level crop settings (the fields a model does not decide)."""
-    data = asdict(crop) if isinstance(crop, CropConfig) else dict(crop)
+    """The run-level crop settings (the fields a model does not decide).
+
+    A record without ``resample`` was written before the field existed, by the PIL crop.
+    """
+    data = asdict(crop) if isinstance(crop, CropConfig) else {"resample": LEGACY_RESAMPLE, **crop}
     return {k: data[k] for k in CROP_FIELDS if k in data}
 
 

@@ -114,6 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--clip-pretrained)")
     c.add_argument("--templates", choices=get_args(TemplateSet), default="vild",
                    help="prompt templates averaged per class: the 14 ViLD ones or 'a photo of a {}.'")
+    c.add_argument("--clip-temperature", type=_temperature, default=100.0, metavar="T|model",
+                   help="multiplier of CLIP's cosine similarities before the softmax: default 100, OVSeg's "
+                        "fixed temperature; 'model' uses the CLIP's own exp(logit_scale) (a trained one "
+                        "for --adapted models)")
 
     o = parser.add_argument_group("output and runtime")
     o.add_argument("--out", required=True, metavar="DIR",
@@ -123,6 +127,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--device", default="auto",
                    help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _temperature(text: str) -> float | None:
+    """``--clip-temperature``: a positive number, or 'model' (None: the CLIP's own)."""
+    if text == "model":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'model', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'model', got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -165,6 +182,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         granularity=granularity,
         ensemble_lambda=args.ensemble_lambda,
         templates=args.templates,
+        clip_temperature=args.clip_temperature,
         fusion_mode=args.fusion_mode,
         mask_threshold=args.mask_threshold,
         hard_masks=args.hard_masks,
