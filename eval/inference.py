@@ -176,6 +176,8 @@ def segment(
         masks = soft > mask_threshold
     scores = classifier.classify(image, masks, class_names)
     probs: np.ndarray = scores.probs
+    if ensemble_lambda is not None and ensemble_lambda <= 0:
+        ensemble_lambda = None  # OVSeg's CLIP_ENSEMBLE_WEIGHT 0: CLIP alone
     if ensemble_lambda is not None:
         if proposal_class_probs is None:
             raise UserError("the ensemble weight needs class scores from the proposal model")

@@ -56,6 +56,9 @@ class ExportConfig:
     base_fingerprint: str  # of the base CLIP: a prompts file is only valid on the weights it was trained on
     train: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
+    # "quick_gelu" or "gelu": how the CLIP was built; None in exports written before it was recorded
+    # (built with open_clip's config as it is, which "gelu" rebuilds)
+    clip_activation: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExportConfig":

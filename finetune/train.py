@@ -246,6 +246,7 @@ class Trainer:
             crop=asdict(clip.crop_config),
             base_fingerprint=base_fingerprint,
             train=c.settings(),
+            clip_activation=clip.activation,
         )
         self.losses: list[float] = []  # one per optimizer step of this invocation
         self.validations: list[dict] = []

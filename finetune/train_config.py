@@ -76,7 +76,8 @@ class TrainConfig:
         record are made of these keys, so run folders written before the ClipSpec are still resumed."""
         data = asdict(self)
         clip = data.pop("clip")
-        return {"clip_model": clip["model"], "clip_pretrained": clip["pretrained"], "device": clip["device"], **data}
+        return {"clip_model": clip["model"], "clip_pretrained": clip["pretrained"], "device": clip["device"],
+                "clip_activation": self.clip.resolved_activation(), **data}
 
     def identity(self) -> dict[str, Any]:
         data = self.settings()
@@ -199,7 +200,8 @@ def resolve_init(c: TrainConfig) -> CropConfig | None:
     weights = folder / ckpt.MODEL_FILE
     if not weights.is_file():
         raise UserError(f"--init {c.init}: {folder} has no {ckpt.MODEL_FILE}")
-    c.clip = replace(c.clip, model=export.clip_model, pretrained=str(weights.resolve()))
+    c.clip = replace(c.clip, model=export.clip_model, pretrained=str(weights.resolve()),
+                     activation=export.clip_activation or "gelu")
     return export.crop_config()
 
 

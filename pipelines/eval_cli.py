@@ -103,9 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="granularity fusion variant: 'assigned' (one class per mask) or 'ovseg' "
                         "(OVSeg's SAM demo) (default assigned)")
     p.add_argument("--ensemble-lambda", type=FRACTION, default=None, metavar="L",
-                   help="OVSeg's geometric ensemble p = p_proposal^(1-L) * p_clip^L with the proposal "
+                   help="OVSeg's CLIP_ENSEMBLE_WEIGHT: p = p_proposal^(1-L) * p_clip^L with the proposal "
                         "model's own class scores (maskformer only; every class name must be in the "
-                        "checkpoint's label set). OVSeg: 0.7 ADE, 0.6 PASCAL Context. Default: CLIP alone")
+                        "checkpoint's closed label set); 0 = CLIP alone, as OVSeg. Default: OVSeg's "
+                        "evaluation weight (0.7 ADE, 0.6 PASCAL Context, 0.45 VOC, else 0.7) with "
+                        "--proposals maskformer when its head scores every class, else CLIP alone")
 
     c = parser.add_argument_group("classifier")
     add_clip_arguments(c)

@@ -125,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
             model=args.clip_model,
             pretrained=args.clip_pretrained,
             device=args.device,
+            activation=args.clip_activation,
             crop=CropConfig(
                 fill=args.crop_fill, resize=args.crop_resize,
                 expand_ratio=args.crop_expand, threshold=args.mask_threshold, resample=args.crop_resample,
