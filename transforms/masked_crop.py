@@ -143,7 +143,7 @@ def ovseg_expand_box(
     cx, cy = 0.5 * (x1 + x2), 0.5 * (y1 + y2)
     nw, nh = (x2 - x1) * ratio, (y2 - y1) * ratio
     left, top, right, bottom = (int(b) for b in (cx - 0.5 * nw, cy - 0.5 * nh, cx + 0.5 * nw, cy + 0.5 * nh))
-    left, top = max(left, 0), max(top, 0)
+    left, top = min(max(left, 0), width - 1), min(max(top, 0), height - 1)  # inside the image, as the PIL crop
     right, bottom = min(right, width), min(bottom, height)
     return left, top, max(1, right - left), max(1, bottom - top)
 
