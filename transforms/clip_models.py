@@ -136,6 +136,8 @@ def resolve_activation(model_name: str, pretrained_arg: str | None,
     if requested == "gelu" or pretrained_arg is None:
         return "gelu"
     if Path(pretrained_arg).is_file():
+        if Path(pretrained_arg).resolve() == SAMPLE_CHECKPOINT.resolve():
+            return "gelu"  # maskmine's own sample CLIP, trained with its config's GELU
         recorded = _recorded_activation(Path(pretrained_arg))
         if recorded is None:
             log.warning("%s records no activation: building %s with GELU as its config says; pass "
