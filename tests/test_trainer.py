@@ -144,5 +144,5 @@ def test_config_holds_a_clip_spec_and_keeps_the_flat_settings_keys() -> None:
     assert sorted(c.identity()) == sorted([
         "shards", "clip_model", "clip_pretrained", "mode", "prompt_depth", "init", "batch_size", "accum_steps",
         "lr", "prompt_lr", "weight_decay", "warmup_steps", "steps", "epochs", "loss", "vocabulary", "val_shards",
-        "shuffle_buffer", "resample", "seed", "train_logit_scale", "augment_scale",
+        "shuffle_buffer", "resample", "seed", "train_logit_scale", "augment_scale", "clip_activation",
     ])
