@@ -491,7 +491,7 @@ def _class_names(spec: DatasetSpec, layout: Layout, base: Path, labels: list[Pat
         raise UserError(
             f"{spec.name}: {base / layout.labels} is written in different class orders by "
             + " and by ".join(f"{p.script} ({p.order})" for p in preps)
-            + f", and the data does not tell which; rerun with --class-order "
+            + ", and the data does not tell which; rerun with --class-order "
             + "|".join(p.order for p in preps)
             + f" or put the names in {base / layout.labels / CLASSES_FILE}"
         )

@@ -3,7 +3,11 @@
 Stdlib only (``http.server``): a form with an image upload, comma-separated
 class names, the proposal model (MaskFormer or SAM) and SAM's granularity;
 the answer is the same page with the coloured segmentation over the image and
-a legend. Classification is CLIP alone (OVSeg's demo setting, lambda 0).
+a legend. Classification is CLIP alone (OVSeg's demo setting, CLIP_ENSEMBLE_WEIGHT 0), with
+maskmine's evaluation inference, which differs from OVSeg's demo (``OVSegDEMO.demo_inference``,
+ov-seg@36f49d4 open_vocab_seg/ovseg_model.py lines 445-466: masks binarised at 0.35
+(configs/ovseg_swinB_vitL_demo.yaml line 49), only the best mask of each class kept, "others"
+painted with its label): here soft masks at 0.4, every mask, "others" unpainted. The page says so.
 
 Input is checked before any model runs: request and image byte size, pixel
 count (read from the header, before decoding, so a decompression bomb is

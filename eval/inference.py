@@ -28,7 +28,7 @@ from maskmine.eval.templates import VILD_TEMPLATES
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, encode_crops, encode_texts
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+from maskmine.transforms.masked_crop import clip_batch, masked_crops
 from maskmine.transforms.records import ProposalSet
 
 
@@ -55,18 +55,23 @@ class RegionScores:
     valid: np.ndarray  # (Q,) bool: the mask was non-empty and classified
 
 
+OVSEG_TEMPERATURE = 100.0  # OVSeg's get_sim_logits default (clip_adapter/adapter.py line 67)
+
+
 @dataclass
 class RegionClassifier:
     """CLIP class probabilities of mask regions, text embeddings cached per class list.
 
-    ``temperature`` multiplies the cosine similarities before the softmax;
-    None uses the model's own logit scale (100 for OpenAI's CLIP, as OVSeg).
+    ``temperature`` multiplies the cosine similarities before the softmax: OVSeg's fixed
+    100 by default (``ClipAdapter.get_sim_logits(..., temperature=100)``, ov-seg@36f49d4
+    open_vocab_seg/modeling/clip_adapter/adapter.py lines 63-69); None uses the model's
+    own ``exp(logit_scale)`` (the same 100 for OpenAI's CLIP, not for other CLIPs).
     """
 
     encoder: RegionEncoder
     clip: LoadedClip
     templates: tuple[str, ...] = VILD_TEMPLATES
-    temperature: Optional[float] = None
+    temperature: Optional[float] = OVSEG_TEMPERATURE
     _text_cache: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def text_embeddings(self, class_names: Sequence[str]) -> torch.Tensor:
@@ -93,8 +98,8 @@ class RegionClassifier:
         if rows.size == 0:
             return RegionScores(probs=probs, valid=valid)
         config = self.clip.crop_config
-        crops = [masked_crop(image, masks[i], config) for i in rows]
-        pixels = to_clip_tensor([c.pixels for c in crops], config)
+        crops = masked_crops(image, masks[rows], config)
+        pixels = clip_batch(crops)
         crop_masks = torch.from_numpy(np.stack([c.mask for c in crops]))
         emb = self.encoder.encode_crops(pixels, crop_masks).float().cpu()
         logits = self.scale() * emb @ text.float().T
@@ -171,6 +176,8 @@ def segment(
         masks = soft > mask_threshold
     scores = classifier.classify(image, masks, class_names)
     probs: np.ndarray = scores.probs
+    if ensemble_lambda is not None and ensemble_lambda <= 0:
+        ensemble_lambda = None  # OVSeg's CLIP_ENSEMBLE_WEIGHT 0: CLIP alone
     if ensemble_lambda is not None:
         if proposal_class_probs is None:
             raise UserError("the ensemble weight needs class scores from the proposal model")
@@ -203,7 +210,7 @@ def build_classifier(
     clip: ClipSpec,
     adapted: Optional[str] = None,
     templates: Sequence[str] = VILD_TEMPLATES,
-    temperature: Optional[float] = None,
+    temperature: Optional[float] = OVSEG_TEMPERATURE,
 ) -> RegionClassifier:
     """Plain CLIP as ``clip`` says, or the adapted CLIP of a finetune run, on ``clip.device``.
 

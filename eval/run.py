@@ -38,7 +38,7 @@ from maskmine.eval.datasets import (
 )
 from maskmine.eval.fusion import FusionMode
 from maskmine.eval.gt_proposals import label_map_proposals
-from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
+from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, OVSEG_TEMPERATURE, RegionClassifier, build_classifier, segment
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
 from maskmine.eval.templates import TEMPLATE_SETS, TemplateSet
 from maskmine.eval.visualise import comparison_panel
@@ -63,6 +63,13 @@ log = logging.getLogger(__name__)
 
 
 
+# OVSeg's evaluation ensemble weights (ov-seg@36f49d4): 0.7 is CLIP_ENSEMBLE_WEIGHT in
+# open_vocab_seg/config.py line 117 and configs/ovseg_swinB_vitL_bs32_120k.yaml line 55 (ADE-150 and
+# ADE-847); GETTING_STARTED.md sets 0.6 for PASCAL Context 59/459 and 0.45 for PASCAL VOC-20.
+OVSEG_ENSEMBLE_WEIGHTS = {"ade150": 0.7, "ade847": 0.7, "pc59": 0.6, "pc459": 0.6, "voc20": 0.45}
+OVSEG_DEFAULT_ENSEMBLE_WEIGHT = 0.7  # config.py's default, for datasets OVSeg does not list
+
+
 @dataclass
 class EvalConfig:
     dataset: str
@@ -72,8 +79,11 @@ class EvalConfig:
     clip: ClipSpec = field(default_factory=ClipSpec)  # pretrained None: the model's default
     adapted: Optional[str] = None  # a `maskmine train` run: its adapted CLIP instead of ``clip``
     granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
+    # OVSeg's CLIP_ENSEMBLE_WEIGHT: 0 = CLIP alone; None = OVSeg's evaluation weight of the dataset
+    # (OVSEG_ENSEMBLE_WEIGHTS) where the proposal model scores its classes, else CLIP alone
     ensemble_lambda: Optional[float] = None
     templates: TemplateSet = "vild"
+    clip_temperature: Optional[float] = OVSEG_TEMPERATURE  # OVSeg's fixed 100; None: the model's exp(logit_scale)
     fusion_mode: FusionMode = "assigned"
     mask_threshold: float = DEFAULT_MASK_THRESHOLD  # OVSeg's MASK_THR: mask > 0.4 makes crops and the valid flag
     hard_masks: bool = False  # maskmine's earlier semantic inference on binary masks (OVSeg: soft)
@@ -112,10 +122,12 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
         "sam": asdict(config.proposals.sam) if config.proposals.backend == "sam" else None,
         "clip_model": None if config.adapted else config.clip.model,
         "clip_pretrained": None if config.adapted else config.clip.pretrained,
+        "clip_activation": None if config.adapted else config.clip.resolved_activation(),
         "adapted": str(Path(config.adapted).resolve()) if config.adapted else None,
         "granularity": config.granularity,
         "ensemble_lambda": config.ensemble_lambda,
         "templates": config.templates,
+        "clip_temperature": config.clip_temperature,
         "fusion_mode": config.fusion_mode if config.granularity is not None else None,
         "mask_threshold": config.mask_threshold,
         "hard_masks": config.hard_masks,
@@ -169,13 +181,14 @@ class _Predictor:
         if config.templates not in TEMPLATE_SETS:
             raise UserError(f"unknown templates {config.templates!r}; choose from {', '.join(TEMPLATE_SETS)}")
         backend = config.proposals.backend
-        if config.ensemble_lambda is not None and backend != "maskformer":
+        if config.ensemble_lambda is not None and config.ensemble_lambda > 0 and backend != "maskformer":
             raise UserError(
-                "--ensemble-lambda needs class scores from the proposal model; only "
+                "--ensemble-lambda above 0 needs class scores from the proposal model; only "
                 f"--proposals maskformer has a class head (got {backend})"
             )
         self.classifier: RegionClassifier = build_classifier(
-            replace(config.clip, device=str(device)), config.adapted, TEMPLATE_SETS[config.templates]
+            replace(config.clip, device=str(device)), config.adapted, TEMPLATE_SETS[config.templates],
+            config.clip_temperature,
         )
         self.generator = None
         if backend != "coco-gt":
@@ -184,10 +197,29 @@ class _Predictor:
             # OVSeg applies no proposal filter in eval; maskmine's mining filters only on request
             spec = replace(config.proposals, device=str(device), **({} if config.proposal_filters else NO_FILTERS))
             self.generator = build_proposal_generator(spec)
-        if config.ensemble_lambda is not None:
-            from maskmine.eval.proposal_classes import class_columns, model_labels
+        self.ensemble_lambda = self._ensemble_lambda()
 
+    def _ensemble_lambda(self) -> Optional[float]:
+        """The ensemble weight in use (None: CLIP alone), said in one line when it is the default."""
+        config, dataset = self.config, self.dataset
+        lam = config.ensemble_lambda
+        if config.proposals.backend != "maskformer" or (lam is not None and lam <= 0):
+            return None
+        from maskmine.eval.proposal_classes import class_columns, model_labels
+
+        if lam is not None:
             class_columns(model_labels(self.generator), dataset.class_names)  # fail early
+            return lam
+        try:
+            class_columns(model_labels(self.generator), dataset.class_names)
+        except UserError as exc:
+            log.warning("ensemble: CLIP alone, the proposal model's closed-set head does not score every "
+                        "class of %s (%s)", dataset.name, str(exc).splitlines()[0])
+            return None
+        lam = OVSEG_ENSEMBLE_WEIGHTS.get(dataset.name, OVSEG_DEFAULT_ENSEMBLE_WEIGHT)
+        log.warning("ensemble: OVSeg's weight %.2f for %s (the proposal model's class head with CLIP; "
+                    "--ensemble-lambda 0 for CLIP alone)", lam, dataset.name)
+        return lam
 
     def predict(self, image: np.ndarray, gt: np.ndarray, name: str) -> np.ndarray:
         ds, cfg = self.dataset, self.config
@@ -198,7 +230,7 @@ class _Predictor:
             from maskmine.eval.proposal_classes import maskformer_eval_proposals
 
             proposals, class_probs = maskformer_eval_proposals(
-                self.generator, image, ds.class_names if cfg.ensemble_lambda is not None else None,
+                self.generator, image, ds.class_names if self.ensemble_lambda is not None else None,
                 mask_threshold=cfg.mask_threshold, filters=cfg.proposal_filters,
             )
         else:
@@ -212,7 +244,7 @@ class _Predictor:
             self.classifier,
             granularity=cfg.granularity,
             proposal_class_probs=class_probs,
-            ensemble_lambda=cfg.ensemble_lambda,
+            ensemble_lambda=self.ensemble_lambda,
             empty_label=ds.ignore_label,
             fusion_mode=cfg.fusion_mode,
             mask_threshold=cfg.mask_threshold,

@@ -51,22 +51,20 @@ def ensemble_probs(
     lam: Optional[float],
     valid: Optional[ArrayLike] = None,
 ) -> torch.Tensor:
-    """OVSeg's class ensemble of the proposal classifier and CLIP, both (Q, C).
+    """OVSeg's class ensemble of the proposal classifier and CLIP, both (Q, C), in OVSeg's
+    convention (``CLIP_ENSEMBLE_WEIGHT``, ov-seg@36f49d4 open_vocab_seg/ovseg_model.py lines 244-252):
 
-    * ``lam`` a float in [0, 1]:  ``p = p_proposal ** (1 - lam) * p_clip ** lam``
-      (geometric interpolation: ``lam = 0`` is the proposal classifier alone,
-      ``lam = 1`` is CLIP alone). OVSeg's evaluation uses 0.7 on ADE, 0.6 on
-      PASCAL Context, 0.45 on VOC.
-    * ``lam = None``: CLIP alone, explicitly.
+    * ``lam`` in (0, 1]:  ``p = p_proposal ** (1 - lam) * p_clip ** lam`` (``lam = 1``: CLIP's
+      probabilities). OVSeg's evaluation uses 0.7 on ADE (open_vocab_seg/config.py line 117),
+      0.6 on PASCAL Context, 0.45 on VOC (GETTING_STARTED.md).
+    * ``lam`` 0 (or below, or None): CLIP alone, as OVSeg's ``else`` branch (its demo sets 0.0).
 
     ``valid`` (Q,) bool marks the masks CLIP actually classified (OVSeg skips
     empty masks). Invalid rows take ``p_clip = 1`` in the ensemble, so they keep
     their proposal score ``p_proposal ** (1 - lam)``, and rows of zeros under
     CLIP alone, so they add nothing to the semantic map (OVSeg drops them).
 
-    Note OVSeg's own config differs at the edge: there ``CLIP_ENSEMBLE_WEIGHT
-    <= 0`` means CLIP alone (its demo sets 0.0). :func:`lam_from_ovseg_weight`
-    converts that setting to this function's ``lam``.
+    OVSeg has no weight for the proposal classifier alone (that is ``CLIP_ENSEMBLE False``).
     """
     pc = as_tensor(p_clip)
     if pc.ndim != 2:
@@ -76,22 +74,17 @@ def ensemble_probs(
         keep = as_tensor(valid, torch.bool).to(pc.device).reshape(-1)
         if keep.shape[0] != pc.shape[0]:
             raise ValueError(f"valid has {keep.shape[0]} entries for {pc.shape[0]} masks")
-    if lam is None:
+    if lam is None or float(lam) <= 0.0:
         return pc if keep is None else pc * keep[:, None].to(pc.dtype)
     lam = float(lam)
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"ensemble weight must be in [0, 1] (or None for CLIP alone), got {lam}")
+    if lam > 1.0:
+        raise ValueError(f"ensemble weight must be in [0, 1] (0 or None: CLIP alone), got {lam}")
     pp = as_tensor(p_proposal).to(pc.device)
     if pp.shape != pc.shape:
         raise ValueError(f"proposal probs {tuple(pp.shape)} and CLIP probs {tuple(pc.shape)} differ")
     if keep is not None:
         pc = torch.where(keep[:, None], pc, torch.ones_like(pc))
     return torch.pow(pp, 1.0 - lam) * torch.pow(pc, lam)
-
-
-def lam_from_ovseg_weight(weight: float) -> Optional[float]:
-    """OVSeg's ``CLIP_ENSEMBLE_WEIGHT`` → ``lam`` for :func:`ensemble_probs` (``<= 0`` → None, CLIP alone)."""
-    return None if weight <= 0 else float(weight)
 
 
 def semantic_map(mask_probs: ArrayLike, class_probs: ArrayLike) -> torch.Tensor:
@@ -134,14 +127,14 @@ def semantic_inference(
     """Masks + class distributions → (H, W) label map, the whole MaskFormer/OVSeg step.
 
     With ``p_clip`` None the proposal classifier is used alone; otherwise the
-    two are combined by :func:`ensemble_probs` (``lam`` None = CLIP alone).
+    two are combined by :func:`ensemble_probs` (``lam`` 0 or None = CLIP alone, as OVSeg).
     """
     if p_clip is None:
         if p_proposal is None:
             raise ValueError("need proposal or CLIP class probabilities")
         probs = as_tensor(p_proposal)
     else:
-        if lam is not None and p_proposal is None:
+        if lam is not None and lam > 0 and p_proposal is None:
             raise ValueError("an ensemble weight needs proposal class probabilities")
         probs = ensemble_probs(p_proposal if p_proposal is not None else p_clip, p_clip, lam, valid)
     return argmax_labels(semantic_map(mask_probs, probs), empty_label=empty_label)

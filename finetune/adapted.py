@@ -77,13 +77,14 @@ def load_adapted(path: str | Path, device: str = "cpu") -> AdaptedClip:
     folder = resolve_export(path)
     config = read_export_config(folder)
     crop = config.crop_config()
+    activation = config.clip_activation or "gelu"  # as it was trained (older exports: open_clip's config as is)
     if trains_clip(config.mode):
         weights = folder / MODEL_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"{folder} is a {config.mode!r} export without {MODEL_FILE}")
-        clip = load_clip(config.clip_model, str(weights), device=device, crop=crop)
+        clip = load_clip(config.clip_model, str(weights), device=device, crop=crop, activation=activation)
     else:
-        clip = load_clip(config.clip_model, config.clip_pretrained, device=device, crop=crop)
+        clip = load_clip(config.clip_model, config.clip_pretrained, device=device, crop=crop, activation=activation)
         found = weights_fingerprint(clip.model)
         if found != config.base_fingerprint:
             raise ValueError(

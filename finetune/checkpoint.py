@@ -30,7 +30,7 @@ import torch
 
 from maskmine.finetune.model import MaskPromptCLIP, Mode, trains_clip
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write, replacing_folder
-from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.masked_crop import LEGACY_RESAMPLE, CropConfig
 
 FORMAT = "maskmine-adapted-clip/1"
 CONFIG_FILE = "config.json"
@@ -56,6 +56,9 @@ class ExportConfig:
     base_fingerprint: str  # of the base CLIP: a prompts file is only valid on the weights it was trained on
     train: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
+    # "quick_gelu" or "gelu": how the CLIP was built; None in exports written before it was recorded
+    # (built with open_clip's config as it is, which "gelu" rebuilds)
+    clip_activation: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ExportConfig":
@@ -63,7 +66,7 @@ class ExportConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def crop_config(self) -> CropConfig:
-        crop = dict(self.crop)
+        crop = {"resample": LEGACY_RESAMPLE, **self.crop}  # exports without it were cut by the PIL crop
         crop["mean"] = tuple(crop["mean"])
         crop["std"] = tuple(crop["std"])
         return CropConfig(**crop)

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from webdataset.shardlists import expand_urls
 from webdataset.utils import pytorch_worker_info
 
+from maskmine.finetune.augment import random_resized_crop
 from maskmine.finetune.runinfo import local_shard
 from maskmine.transforms import shard_format
 from maskmine.transforms.errors import UserError
@@ -183,6 +184,7 @@ class PairStream(IterableDataset):
         seed: int = 0,
         partial: bool = True,
         max_read_attempts: int = MAX_READ_ATTEMPTS,
+        augment_scale: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.max_read_attempts = max_read_attempts
@@ -196,6 +198,7 @@ class PairStream(IterableDataset):
         self.resample = resample
         self.seed = seed
         self.partial = partial
+        self.augment_scale = augment_scale  # RandomResizedCrop's scale range (training); None: crops as stored
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -239,6 +242,7 @@ class PairStream(IterableDataset):
             samples = wds.filters._shuffle(
                 samples, bufsize=self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), rng=rng
             )
+        augment_rng = random.Random(_make_seed(self.seed, self.epoch, rank, worker, 3))
         pixels: list[np.ndarray] = []
         masks: list[np.ndarray] = []
         labels: list[int] = []
@@ -274,6 +278,8 @@ class PairStream(IterableDataset):
             if label is None:
                 counter.add(SKIP_UNKNOWN_NOUN)
                 continue
+            if self.augment_scale is not None:
+                px, mk = random_resized_crop(px, mk, self.crop.input_size, self.augment_scale, augment_rng)
             pixels.append(px)
             masks.append(mk)
             labels.append(label)

@@ -24,6 +24,7 @@ code and are checked against open_clip 3.3.0's ``VisionTransformer``:
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Mapping, Sequence, get_args
 
 import torch
@@ -57,7 +58,8 @@ def trains_clip(mode: Mode) -> bool:
 def uses_prompts(mode: Mode) -> bool:
     """Whether ``mode`` has mask prompts (so an export holds ``prompts.pt``)."""
     return mode in ("prompt", "full+prompt")
-MAX_LOGIT_SCALE = 100.0  # open_clip clamps exp(logit_scale) at 100 during training
+MAX_LOGIT_SCALE = 100.0  # OVSeg clamps logit_scale at ln(100) after every step (training/train.py lines 119-121, 220-222)
+LOGIT_SCALE_KEY = "logit_scale"  # in prompts.pt: the temperature trained with the prompts
 
 
 def patch_keep_mask(mask: Tensor, patch_size: int | Sequence[int]) -> Tensor:
@@ -94,9 +96,12 @@ class MaskPromptCLIP(nn.Module):
       ``"prompt"``       CLIP fully frozen; only the mask prompts train.
       ``"full"``         every image-tower weight trains; no prompts.
       ``"full+prompt"``  image tower and prompts train.
-    The text tower (and ``logit_bias`` if any) is always frozen; the temperature
-    trains only with ``train_logit_scale=True`` (off by default, so prompt mode
-    keeps every CLIP weight untouched).
+    The text tower (and ``logit_bias`` if any) is always frozen. The temperature
+    ``logit_scale`` trains in every mode with ``train_logit_scale=True`` (the default), as
+    in both of OVSeg's stages: its ``lock_image``/``lock_text`` freeze the towers only
+    (open_clip_training/src/open_clip/model.py, ``lock_image_tower``/``lock_text_tower``),
+    and its optimizers put ``logit_scale`` in the no-decay group (training/main.py line 173,
+    main_mask_prompt_tuning.py line 178); :meth:`clamp_logit_scale` is OVSeg's clamp.
     """
 
     def __init__(
@@ -105,7 +110,7 @@ class MaskPromptCLIP(nn.Module):
         mode: Mode = "prompt",
         prompt_depth: int | None = None,
         prompt_init_std: float = 0.02,
-        train_logit_scale: bool = False,
+        train_logit_scale: bool = True,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -162,8 +167,14 @@ class MaskPromptCLIP(nn.Module):
 
     @property
     def logit_scale(self) -> Tensor:
-        """The similarity multiplier exp(logit_scale) (not the log), clamped at 100 like open_clip."""
-        return self.clip.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """The similarity multiplier exp(logit_scale) (not the log), unclamped, as OVSeg's
+        ``CLIP.forward`` returns it (open_clip/model.py line 531): the clamp is on the parameter."""
+        return self.clip.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """OVSeg's clamp after each optimizer step: ``logit_scale.clamp_(0, math.log(100))``."""
+        self.clip.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
 
     # ---- text side ---------------------------------------------------------------
     def encode_text(self, tokens: Tensor, normalize: bool = True) -> Tensor:
@@ -252,10 +263,11 @@ class MaskPromptCLIP(nn.Module):
 
     # ---- small prompts file -------------------------------------------------------
     def prompt_state_dict(self) -> dict[str, Tensor]:
-        """Just the prompts (D, N, E) on CPU: a file of a few MB instead of the whole CLIP."""
+        """The prompts (D, N, E) and the temperature on CPU: a few MB instead of the whole CLIP."""
         if self.mask_prompts is None:
             raise ValueError("mode 'full' has no prompts to save")
-        return {PROMPT_KEY: self.mask_prompts.detach().cpu().clone()}
+        return {PROMPT_KEY: self.mask_prompts.detach().cpu().clone(),
+                LOGIT_SCALE_KEY: self.clip.logit_scale.detach().cpu().clone()}
 
     def load_prompt_state_dict(self, state: Mapping[str, Tensor]) -> None:
         """Load prompts saved by ``prompt_state_dict``; the shape must match this model."""
@@ -271,3 +283,6 @@ class MaskPromptCLIP(nn.Module):
             )
         with torch.no_grad():
             self.mask_prompts.copy_(value.to(self.mask_prompts.device, self.mask_prompts.dtype))
+            if LOGIT_SCALE_KEY in state:  # files written before the temperature trained have none
+                scale = self.clip.logit_scale
+                scale.copy_(state[LOGIT_SCALE_KEY].to(scale.device, scale.dtype).reshape(scale.shape))

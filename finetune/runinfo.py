@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.masked_crop import LEGACY_RESAMPLE, CropConfig
 from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, sidecar_names
 
 log = logging.getLogger(__name__)
 
-CROP_FIELDS = ("fill", "resize", "expand_ratio", "threshold")
+CROP_FIELDS = ("fill", "resize", "expand_ratio", "threshold", "resample")
 FETCH_THREADS = 16  # sidecar files fetched at once (each a small request or a short pipe)
 # the last path-like word ending in .tar of a pipe: command is the shard it reads
 _PIPE_TAR = re.compile(r"[^\s'\"]+\.tar(?=$|[\s'\"])")
@@ -171,8 +171,11 @@ def read_context(urls: Sequence[str]) -> ShardContext:
 
 
 def crop_settings(crop: CropConfig | Mapping) -> dict:
-    """The run-level crop settings (the fields a model does not decide)."""
-    data = asdict(crop) if isinstance(crop, CropConfig) else dict(crop)
+    """The run-level crop settings (the fields a model does not decide).
+
+    A record without ``resample`` was written before the field existed, by the PIL crop.
+    """
+    data = asdict(crop) if isinstance(crop, CropConfig) else {"resample": LEGACY_RESAMPLE, **crop}
     return {k: data[k] for k in CROP_FIELDS if k in data}
 
 

@@ -73,6 +73,10 @@ from maskmine.transforms.masked_crop import CropConfig
 log = logging.getLogger(__name__)
 
 CLIP_LOSS_TEMPLATE = ("a photo of a {}.",)
+# --loss clip-plain: OVSeg's text of a crop is its CSV caption tokenized as it is, no template
+# (open_clip_training/src/training/data.py lines 49-52, the template lines commented out).
+OVSEG_TEXT_TEMPLATE = ("{}",)
+LOSS_TEMPLATES = {"clip": CLIP_LOSS_TEMPLATE, "clip-plain": OVSEG_TEXT_TEMPLATE, "vocab": MINING_TEMPLATES}
 @dataclass
 class TrainResult:
     out: Path
@@ -211,7 +215,8 @@ class Trainer:
         base_fingerprint = ckpt.weights_fingerprint(clip.model)
         torch.manual_seed(c.seed)  # the prompts' initialisation
         try:
-            self.model = MaskPromptCLIP(clip.model, mode=c.mode, prompt_depth=c.prompt_depth)
+            self.model = MaskPromptCLIP(clip.model, mode=c.mode, prompt_depth=c.prompt_depth,
+                                        train_logit_scale=c.train_logit_scale)
         except (ValueError, TypeError) as exc:
             raise UserError(f"--mode {c.mode} on {c.clip.model}: {exc}") from exc
         self.model.to(self.device).train()
@@ -221,7 +226,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, c.warmup_steps, schedule_steps)
         )
-        templates = CLIP_LOSS_TEMPLATE if c.loss == "clip" else MINING_TEMPLATES
+        templates = LOSS_TEMPLATES[c.loss]
         # text tower locked: embedded once; cloned out of inference mode so autograd may use it
         self.text_table = encode_texts(clip, self.vocabulary, templates).clone().to(self.device)
         self.validator = make_validator(c, clip)
@@ -233,7 +238,7 @@ class Trainer:
         _truncate_metrics(self.metrics_path, self.state.step)
         self.stream = PairStream(  # partial=False: drop_last, as OVSeg's training loaders
             urls, self.vocabulary, clip.crop_config, c.batch_size, c.shuffle_buffer, c.resample,
-            self.state.stream_seed, partial=False,
+            self.state.stream_seed, partial=False, augment_scale=c.augment_scale,
         )
         self.export_config = ckpt.ExportConfig(
             clip_model=c.clip.model,
@@ -244,6 +249,7 @@ class Trainer:
             crop=asdict(clip.crop_config),
             base_fingerprint=base_fingerprint,
             train=c.settings(),
+            clip_activation=clip.activation,
         )
         self.losses: list[float] = []  # one per optimizer step of this invocation
         self.validations: list[dict] = []
@@ -297,6 +303,8 @@ class Trainer:
         if self._micro < c.accum_steps:
             return None
         self.optimizer.step()
+        if c.train_logit_scale:
+            self.model.clamp_logit_scale()  # OVSeg's clamp at ln(100) after every step
         self.optimizer.zero_grad(set_to_none=True)
         lrs = dict(zip((g["name"] for g in self.optimizer.param_groups), self.scheduler.get_last_lr()))
         lr = lrs.get("decay", lrs.get("no_decay", lrs.get("prompts")))
@@ -422,7 +430,7 @@ def batch_loss(kind: LossKind, model: MaskPromptCLIP, batch: Batch, text_table: 
     emb = emb.float()
     if kind == "clip":
         return clip_contrastive_loss(emb, text_table[labels], model.logit_scale, labels)
-    if kind == "clip-plain":  # OVSeg's ClipLoss: every other row of the batch is a negative
+    if kind == "clip-plain":  # OVSeg's ClipLoss (open_clip/loss.py 88-121): every other row is a negative
         return clip_contrastive_loss(emb, text_table[labels], model.logit_scale,
                                      torch.arange(len(labels), device=labels.device))
     return vocab_cross_entropy(emb, text_table, model.logit_scale, labels)

@@ -46,7 +46,7 @@ class TrainConfig:
     mode: Mode = "prompt"
     prompt_depth: int | None = None  # None: 3 (OVSeg), capped at the number of vision layers
     init: str | None = None  # a `full` run/export whose finetuned CLIP is the base (OVSeg's stage 2)
-    batch_size: int = 256
+    batch_size: int = 128  # OVSeg's global batch: 32 per GPU x 4 GPUs (its ViT-L/14 scripts)
     accum_steps: int = 1
     lr: float | None = None  # None: the mode's OVSeg default (DEFAULT_LR)
     prompt_lr: float | None = None  # full+prompt only: the prompts' rate (None: DEFAULT_LR["prompt"])
@@ -55,6 +55,9 @@ class TrainConfig:
     steps: int | None = 10000
     epochs: int | None = None
     loss: LossKind = "clip"
+    train_logit_scale: bool = True  # OVSeg trains the temperature in both stages
+    # OVSeg's RandomResizedCrop scale range [min, max] of the training crops; None: no augmentation
+    augment_scale: list[float] | None = field(default_factory=lambda: [0.9, 1.0])
     vocabulary: str | None = None
     val_shards: str | None = None
     val_every: int = 500
@@ -76,7 +79,8 @@ class TrainConfig:
         record are made of these keys, so run folders written before the ClipSpec are still resumed."""
         data = asdict(self)
         clip = data.pop("clip")
-        return {"clip_model": clip["model"], "clip_pretrained": clip["pretrained"], "device": clip["device"], **data}
+        return {"clip_model": clip["model"], "clip_pretrained": clip["pretrained"], "device": clip["device"],
+                "clip_activation": self.clip.resolved_activation(), **data}
 
     def identity(self) -> dict[str, Any]:
         data = self.settings()
@@ -98,6 +102,11 @@ def check_config(c: TrainConfig) -> None:
         c.lr = DEFAULT_LR[c.mode]
     if c.mode == "full+prompt" and c.prompt_lr is None:
         c.prompt_lr = DEFAULT_LR["prompt"]
+    if c.augment_scale is not None:
+        low, high = (float(v) for v in c.augment_scale)
+        if not 0.0 < low <= high <= 1.0:
+            raise UserError("--augment-scale needs 0 < MIN <= MAX <= 1")
+        c.augment_scale = [low, high]
     if c.loss not in LOSSES:
         raise UserError(f"--loss must be one of {', '.join(LOSSES)}")
     for name in ("batch_size", "accum_steps", "val_every", "save_every"):
@@ -226,7 +235,8 @@ def resolve_init(c: TrainConfig) -> CropConfig | None:
     weights = folder / ckpt.MODEL_FILE
     if not weights.is_file():
         raise UserError(f"--init {c.init}: {folder} has no {ckpt.MODEL_FILE}")
-    c.clip = replace(c.clip, model=export.clip_model, pretrained=str(weights.resolve()))
+    c.clip = replace(c.clip, model=export.clip_model, pretrained=str(weights.resolve()),
+                     activation=export.clip_activation or "gelu")
     return export.crop_config()
 
 

@@ -18,13 +18,18 @@ def add_clip_arguments(group: argparse._ActionsContainer) -> None:
                        help="open_clip pretrained tag, checkpoint file, or 'none' for random weights "
                             "(default: openai where open_clip has it, the committed checkpoint for "
                             "--clip-model sample, random otherwise)")
+    group.add_argument("--clip-activation", choices=("auto", "quick_gelu", "gelu"), default="auto",
+                       help="transformer activation: auto (default) builds QuickGELU where the weights were "
+                            "trained with it (every openai tag, -quickgelu configs, exports that record it), "
+                            "as OVSeg; quick_gelu forces it; gelu keeps open_clip's config as it is")
 
 
 def clip_spec(args: argparse.Namespace) -> "ClipSpec":
     """The ClipSpec of ``--clip-model``, ``--clip-pretrained`` and ``--device``."""
     from maskmine.transforms.clip_models import ClipSpec
 
-    return ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, device=args.device)
+    return ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, device=args.device,
+                    activation=args.clip_activation)
 
 
 def add_sam_filter_arguments(group: argparse._ActionsContainer) -> None:

@@ -114,9 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="granularity fusion variant: 'assigned' (one class per mask) or 'ovseg' "
                         "(OVSeg's SAM demo) (default assigned)")
     p.add_argument("--ensemble-lambda", type=FRACTION, default=None, metavar="L",
-                   help="OVSeg's geometric ensemble p = p_proposal^(1-L) * p_clip^L with the proposal "
+                   help="OVSeg's CLIP_ENSEMBLE_WEIGHT: p = p_proposal^(1-L) * p_clip^L with the proposal "
                         "model's own class scores (maskformer only; every class name must be in the "
-                        "checkpoint's label set). OVSeg: 0.7 ADE, 0.6 PASCAL Context. Default: CLIP alone")
+                        "checkpoint's closed label set); 0 = CLIP alone, as OVSeg. Default: OVSeg's "
+                        "evaluation weight (0.7 ADE, 0.6 PASCAL Context, 0.45 VOC, else 0.7) with "
+                        "--proposals maskformer when its head scores every class, else CLIP alone")
 
     c = parser.add_argument_group("classifier")
     add_clip_arguments(c)
@@ -125,6 +127,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--clip-pretrained)")
     c.add_argument("--templates", choices=get_args(TemplateSet), default="vild",
                    help="prompt templates averaged per class: the 14 ViLD ones or 'a photo of a {}.'")
+    c.add_argument("--clip-temperature", type=_temperature, default=100.0, metavar="T|model",
+                   help="multiplier of CLIP's cosine similarities before the softmax: default 100, OVSeg's "
+                        "fixed temperature; 'model' uses the CLIP's own exp(logit_scale) (a trained one "
+                        "for --adapted models)")
 
     o = parser.add_argument_group("output and runtime")
     o.add_argument("--out", required=True, metavar="DIR",
@@ -134,6 +140,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--device", default="auto",
                    help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _temperature(text: str) -> float | None:
+    """``--clip-temperature``: a positive number, or 'model' (None: the CLIP's own)."""
+    if text == "model":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'model', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'model', got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -177,6 +196,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         granularity=granularity,
         ensemble_lambda=args.ensemble_lambda,
         templates=args.templates,
+        clip_temperature=args.clip_temperature,
         fusion_mode=args.fusion_mode,
         mask_threshold=args.mask_threshold,
         hard_masks=args.hard_masks,

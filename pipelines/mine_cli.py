@@ -14,7 +14,7 @@ from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import PRECISIONS
-from maskmine.transforms.masked_crop import CropConfig, CropFill, CropResize
+from maskmine.transforms.masked_crop import CropConfig, CropFill, CropResample, CropResize
 from maskmine.transforms.pairing import LABELS, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import BACKENDS, DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES, ProposalSpec
 from maskmine.transforms.run_folder import RUN_FILE
@@ -78,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     clip.add_argument("--min-score", type=number(float, -1.0, 1.0), help="drop pairs whose cosine score (-1..1) is below this (counted in stats.json)")
     clip.add_argument("--crop-fill", choices=get_args(CropFill), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
     clip.add_argument("--crop-resize", choices=get_args(CropResize), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
+    clip.add_argument("--crop-resample", choices=get_args(CropResample), default="torch",
+                      help="torch (default): OVSeg's crop, float pixels, unrounded mean fill, torch bicubic "
+                           "without antialiasing; pil: maskmine's former uint8 crop with PIL's antialiased bicubic")
     clip.add_argument("--crop-expand", type=number(float, 1.0, 10.0), default=1.0, help="scale the mask's box by this ratio (1..10) before cropping (default 1.0)")
     clip.add_argument("--caption-template", default=DEFAULT_CAPTION_TEMPLATE,
                       help="what each sample's txt member holds: this text with {noun} filled in (default "
@@ -135,9 +138,10 @@ def config_from_args(args: argparse.Namespace) -> MineConfig:
             model=args.clip_model,
             pretrained=args.clip_pretrained,
             device=args.device,
+            activation=args.clip_activation,
             crop=CropConfig(
                 fill=args.crop_fill, resize=args.crop_resize,
-                expand_ratio=args.crop_expand, threshold=args.mask_threshold,
+                expand_ratio=args.crop_expand, threshold=args.mask_threshold, resample=args.crop_resample,
             ),
         ),
         labels=args.labels,

@@ -26,8 +26,10 @@ Defaults that are OVSeg's (its open_clip_training scripts and params.py): --lr
 5e-6 for full, 0.05 for prompt; warmup 100 steps then cosine; AdamW betas
 (0.9, 0.98), eps 1e-6; weight decay 0.2 on >= 2-D non-norm weights only (none
 on norms, biases, logit_scale, prompts); the last partial batch dropped;
-prompt depth 3. maskmine's choices: --loss clip masks same-noun negatives
-(OVSeg: clip-plain); full+prompt's prompts at --prompt-lr.
+prompt depth 3; batch 128; logit_scale trains (clamped at ln 100) in every
+mode; RandomResizedCrop(scale=(0.9, 1.0)) on the training crops. maskmine's
+choices: --loss clip masks same-noun negatives (OVSeg: clip-plain);
+full+prompt's prompts at --prompt-lr.
 
 The run's context travels with its shards: its run.json (crop settings),
 manifest entries (sample counts for --epochs, the nouns of the vocabulary) and
@@ -88,10 +90,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--loss", choices=LOSSES, default="clip",
                      help="clip: in-batch contrastive loss against 'a photo of a {noun}.' with same-noun "
-                     "negatives masked (default; maskmine's choice); clip-plain: the same without the "
-                     "masking (OVSeg's ClipLoss; equal to clip when no noun repeats in a batch); "
-                     "vocab: cross-entropy over the whole vocabulary")
-    opt.add_argument("--batch-size", type=POSITIVE_INT, default=256, help="crops per micro-batch (default 256)")
+                     "negatives masked (default; maskmine's choice); clip-plain: OVSeg's ClipLoss, one "
+                     "text per crop, the noun itself as OVSeg's text (no template), every other row a "
+                     "negative; vocab: cross-entropy over the whole vocabulary (the six mining templates)")
+    opt.add_argument("--batch-size", type=POSITIVE_INT, default=128,
+                     help="crops per micro-batch (default 128: OVSeg's global batch, 32 per GPU on 4 GPUs)")
+    opt.add_argument("--freeze-logit-scale", action="store_true",
+                     help="keep CLIP's temperature fixed (default: it trains, no weight decay, clamped at "
+                     "ln 100 after each step, at the prompts' rate in mode prompt, as OVSeg's two stages)")
+    opt.add_argument("--augment-scale", type=POSITIVE_FLOAT, nargs=2, metavar=("MIN", "MAX"), default=(0.9, 1.0),
+                     help="RandomResizedCrop scale range of the training crops (default 0.9 1.0, as OVSeg)")
+    opt.add_argument("--no-augment", action="store_true", help="train on the crops as mined, no RandomResizedCrop")
     opt.add_argument("--accum-steps", type=POSITIVE_INT, default=1,
                      help="micro-batches per optimizer step (gradient accumulation; default 1)")
     opt.add_argument("--lr", type=POSITIVE_FLOAT,
@@ -145,6 +154,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         steps=steps,
         epochs=args.epochs,
         loss=args.loss,
+        train_logit_scale=not args.freeze_logit_scale,
+        augment_scale=None if args.no_augment else list(args.augment_scale),
         vocabulary=args.vocabulary,
         val_shards=args.val_shards,
         val_every=args.val_every,

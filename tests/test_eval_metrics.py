@@ -13,7 +13,6 @@ from maskmine.eval.metrics import ConfusionMatrix, per_class_csv, write_per_clas
 from maskmine.eval.semantic import (
     argmax_labels,
     ensemble_probs,
-    lam_from_ovseg_weight,
     proposal_class_probs,
     semantic_inference,
     semantic_map,
@@ -219,10 +218,10 @@ def test_proposal_probs_drop_the_void_column():
     assert p.sum(dim=1).tolist() == pytest.approx([0.75, 0.75])
 
 
-def test_ensemble_is_geometric_and_none_means_clip_alone():
+def test_ensemble_is_geometric_and_zero_means_clip_alone_as_ovseg():
     pp = torch.tensor([[0.8, 0.2], [0.5, 0.5]])
     pc = torch.tensor([[0.1, 0.9], [0.4, 0.6]])
-    assert torch.allclose(ensemble_probs(pp, pc, 0.0), pp)
+    assert torch.allclose(ensemble_probs(pp, pc, 0.0), pc)  # OVSeg's CLIP_ENSEMBLE_WEIGHT 0: CLIP alone
     assert torch.allclose(ensemble_probs(pp, pc, 1.0), pc)
     assert torch.allclose(ensemble_probs(pp, pc, None), pc)
     half = ensemble_probs(pp.numpy(), pc.numpy(), 0.5)
@@ -248,16 +247,11 @@ def test_semantic_inference_ensemble_changes_the_decision():
     pp = np.array([[0.8, 0.2]])
     pc = np.array([[0.1, 0.9]])
     assert semantic_inference(masks, pp).item() == 0
-    assert semantic_inference(masks, pp, pc, lam=0.0).item() == 0
+    assert semantic_inference(masks, pp, pc, lam=0.0).item() == 1  # CLIP alone, as OVSeg's weight 0
     assert semantic_inference(masks, pp, pc, lam=0.5).item() == 1  # sqrt(.08) < sqrt(.18)
     assert semantic_inference(masks, None, pc, lam=None).item() == 1
     with pytest.raises(ValueError):
         semantic_inference(masks, None, pc, lam=0.5)
-
-
-def test_ovseg_weight_conversion():
-    assert lam_from_ovseg_weight(0.0) is None  # OVSeg's demo: CLIP alone
-    assert lam_from_ovseg_weight(0.7) == 0.7
 
 
 def test_templates():

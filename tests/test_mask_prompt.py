@@ -193,30 +193,33 @@ def _train_step(model: MaskPromptCLIP) -> None:
     opt.step()
 
 
-def test_prompt_mode_step_changes_only_prompts() -> None:
+def test_prompt_mode_step_changes_only_prompts_and_temperature() -> None:
+    # OVSeg's stage 2 locks both towers (lock_image, lock_text) but not logit_scale: it trains too
     clip = tiny_clip()
     model = MaskPromptCLIP(clip, mode="prompt", prompt_depth=3).train()
-    assert model.trainable_parameters() == [model.mask_prompts]
-    assert not any(p.requires_grad for p in clip.parameters())
+    assert {id(p) for p in model.trainable_parameters()} == {id(model.mask_prompts), id(clip.logit_scale)}
+    assert [n for n, p in clip.named_parameters() if p.requires_grad] == ["logit_scale"]
     frozen = copy.deepcopy(clip.state_dict())
     prompts_before = model.mask_prompts.detach().clone()
     _train_step(model)
     after = clip.state_dict()
     assert frozen.keys() == after.keys()
     for name, value in frozen.items():
-        assert torch.equal(value, after[name]), name
+        assert torch.equal(value, after[name]) == (name != "logit_scale"), name
     for d in range(3):
         assert not torch.equal(model.mask_prompts[d], prompts_before[d]), f"prompt depth {d} did not train"
     # the state dict holds each CLIP weight once (no aliasing of the image tower)
     assert set(model.state_dict()) == {"mask_prompts"} | {f"clip.{k}" for k in frozen}
 
 
-def test_full_mode_trains_image_tower_only() -> None:
+def test_full_mode_trains_image_tower_and_temperature_only() -> None:
     clip = tiny_clip()
     model = MaskPromptCLIP(clip, mode="full").train()
     assert model.mask_prompts is None and model.prompt_depth == 0
     trainable = {id(p) for p in model.trainable_parameters()}
-    assert trainable == {id(p) for p in clip.visual.parameters()}
+    assert trainable == {id(p) for p in clip.visual.parameters()} | {id(clip.logit_scale)}
+    frozen = MaskPromptCLIP(tiny_clip(), mode="full", train_logit_scale=False)
+    assert {id(p) for p in frozen.trainable_parameters()} == {id(p) for p in frozen.clip.visual.parameters()}
     before = copy.deepcopy(clip.state_dict())
     x = images()
     with torch.no_grad():
@@ -225,7 +228,7 @@ def test_full_mode_trains_image_tower_only() -> None:
     after = clip.state_dict()
     for name, value in before.items():
         changed = not torch.equal(value, after[name])
-        if name.startswith("visual."):
+        if name.startswith("visual.") or name == "logit_scale":
             continue
         assert not changed, f"non-image weight {name} changed"
     assert not torch.equal(before["visual.conv1.weight"], after["visual.conv1.weight"])
@@ -234,9 +237,9 @@ def test_full_mode_trains_image_tower_only() -> None:
                            after["visual.transformer.resblocks.0.attn.in_proj_weight"])
 
 
-def test_full_plus_prompt_trains_both_and_logit_scale_opt_in() -> None:
+def test_full_plus_prompt_trains_both_and_logit_scale() -> None:
     clip = tiny_clip()
-    model = MaskPromptCLIP(clip, mode="full+prompt", prompt_depth=2, train_logit_scale=True)
+    model = MaskPromptCLIP(clip, mode="full+prompt", prompt_depth=2)
     trainable = {id(p) for p in model.trainable_parameters()}
     expected = {id(p) for p in clip.visual.parameters()} | {id(model.mask_prompts), id(clip.logit_scale)}
     assert trainable == expected

@@ -9,7 +9,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from maskmine.transforms.clip_models import TextEmbeddingCache, encode_crops, load_clip
-from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+from maskmine.transforms.masked_crop import clip_batch, masked_crop
 from maskmine.transforms.matching import match_nouns
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items, unique_keys
 from maskmine.transforms.records import DROP_BELOW_MIN_SCORE, Caption, ImageRecord, MiningItem, NounOccurrence, ProposalSet
@@ -43,7 +43,7 @@ def test_every_noun_gets_the_argmax_proposal_with_its_mask_box_and_crop(clip):
     assert [p.key for p in pairs] == ["42-dog", "42-frisbee", "42-dog-2"]  # slugs collide: a suffix keeps keys unique
     # The same choice as matching the crops by hand.
     crops = [masked_crop(item.image, m, clip.crop_config) for m in item.proposals.masks]
-    emb = encode_crops(clip, to_clip_tensor(np.stack([c.pixels for c in crops]), clip.crop_config))
+    emb = encode_crops(clip, clip_batch(crops))
     expected = match_nouns(emb, TextEmbeddingCache(clip).get(["dog", "frisbee", "Dog!"]), ["dog", "frisbee", "Dog!"], clip.logit_scale)
     for pair, match in zip(pairs, expected):
         assert pair.proposal_index == match.proposal_index and pair.score == pytest.approx(match.score, abs=1e-6)

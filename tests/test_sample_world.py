@@ -278,7 +278,8 @@ def test_prompt_tuning_the_sample_clip_leaves_its_weights_alone(mined_val20, tmp
     base = load_clip("sample", None, "cpu").model.state_dict()
     tuned = adapted.model.clip.state_dict()
     assert base.keys() == tuned.keys()
-    assert all(torch.equal(base[k], tuned[k]) for k in base)
+    # the CLIP weights stay; only the temperature trains with the prompts (OVSeg's stage 2)
+    assert all(torch.equal(base[k], tuned[k]) for k in base if k != "logit_scale")
     assert (out / "prompts.pt").is_file() and not (out / "model.pt").exists()
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3]

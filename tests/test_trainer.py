@@ -55,7 +55,10 @@ def test_a_step_changes_the_weights_and_advances_the_schedule(run: Path, tmp_pat
     assert trainer.state == RunState(stream_seed=0) and trainer.total_steps == 6
     before = trainer.model.mask_prompts.detach().clone()
     frozen = trainer.model.clip.visual.proj.detach().clone()
-    assert trainer.scheduler.get_last_lr() == [1e-2 * lr_factor(0, 2, 6)]
+    # two groups: logit_scale (no decay) and the prompts, both at the prompt mode's --lr (OVSeg's stage 2)
+    assert [g["name"] for g in trainer.optimizer.param_groups] == ["no_decay", "prompts"]
+    assert trainer.scheduler.get_last_lr() == [1e-2 * lr_factor(0, 2, 6)] * 2
+    scale_before = float(trainer.model.clip.logit_scale.detach())
     data = trainer.batches()
     try:
         first, second = _feed(trainer, data, 2)
@@ -66,7 +69,8 @@ def test_a_step_changes_the_weights_and_advances_the_schedule(run: Path, tmp_pat
     assert trainer.state.step == 1 and trainer.state.samples == 16 and trainer.state.position == 2
     assert not torch.equal(trainer.model.mask_prompts, before)
     assert torch.equal(trainer.model.clip.visual.proj, frozen)  # prompt mode: CLIP stays frozen
-    assert trainer.scheduler.last_epoch == 1 and trainer.scheduler.get_last_lr() == [1e-2 * lr_factor(1, 2, 6)]
+    assert trainer.scheduler.last_epoch == 1 and trainer.scheduler.get_last_lr() == [1e-2 * lr_factor(1, 2, 6)] * 2
+    assert float(trainer.model.clip.logit_scale.detach()) != scale_before  # the temperature trains
     assert trainer.losses == [second]
     (line,) = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     record = json.loads(line)
@@ -140,5 +144,5 @@ def test_config_holds_a_clip_spec_and_keeps_the_flat_settings_keys() -> None:
     assert sorted(c.identity()) == sorted([
         "shards", "clip_model", "clip_pretrained", "mode", "prompt_depth", "init", "batch_size", "accum_steps",
         "lr", "prompt_lr", "weight_decay", "warmup_steps", "steps", "epochs", "loss", "vocabulary", "val_shards",
-        "shuffle_buffer", "resample", "seed",
+        "shuffle_buffer", "resample", "seed", "train_logit_scale", "augment_scale", "clip_activation",
     ])

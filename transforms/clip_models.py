@@ -5,13 +5,25 @@ one of maskmine's own configs (``maskmine-tiny`` for tests, ``sample`` for the
 small CLIP trained on the generated scene set). ``--clip-pretrained`` is an
 open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``...), a checkpoint
 file, or ``none`` for random initialisation.
+
+Activation: OpenAI trained its CLIPs with QuickGELU, and open_clip 3.3 builds
+``ViT-B-16``/``ViT-L-14`` with ``nn.GELU`` even with ``pretrained="openai"`` (it only
+warns). OVSeg runs them with QuickGELU (``--force-quick-gelu`` in every
+open_clip_training script, and OpenAI's own CLIP code in open_vocab_seg), so
+:func:`resolve_activation` decides it once for every command: QuickGELU where the
+weights were trained with it (the pretrained tag's ``quick_gelu``, a ``-quickgelu``
+config, or the ``clip_activation`` a maskmine export records next to its
+``model.pt``), GELU otherwise; ``--clip-activation`` overrides it. The built
+model's activation is :attr:`LoadedClip.activation`, recorded in run.json and in
+training exports.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import open_clip
 import torch
@@ -33,6 +45,10 @@ MINING_TEMPLATES = (
     "there is a {} in the scene.",
 )
 _configs_registered = False
+Activation = Literal["quick_gelu", "gelu"]  # what a built CLIP computes
+ActivationChoice = Literal["auto", "quick_gelu", "gelu"]  # what --clip-activation asks for
+ACTIVATION_CHOICES: tuple[str, ...] = get_args(ActivationChoice)
+EXPORT_CONFIG = "config.json"  # a maskmine export's record, next to its model.pt (finetune/checkpoint.py)
 
 
 def register_configs() -> None:
@@ -51,6 +67,7 @@ class LoadedClip:
     name: str
     pretrained: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    activation: Activation = "gelu"  # of the built model's transformer MLPs
 
     @property
     def logit_scale(self) -> float:
@@ -72,11 +89,71 @@ class ClipSpec:
     pretrained: str | None = None
     device: str = "auto"
     crop: CropConfig = CropConfig()
+    activation: ActivationChoice = "auto"  # see resolve_activation
 
     def load(self) -> "LoadedClip":
         from maskmine.transforms.devices import resolve_device
 
-        return load_clip(self.model, self.pretrained, resolve_device(self.device), self.crop)
+        return load_clip(self.model, self.pretrained, resolve_device(self.device), self.crop, self.activation)
+
+    def resolved_activation(self) -> Activation:
+        """The activation :meth:`load` will build (no model is built): what run records compare."""
+        model_name, pretrained_arg, _ = resolve_model(self.model, self.pretrained)
+        return resolve_activation(model_name, pretrained_arg, self.activation)
+
+
+def _recorded_activation(weights: Path) -> Activation | None:
+    """``clip_activation`` of the maskmine export whose ``model.pt`` is ``weights`` (None: not an export,
+    or one written before the field existed: those were built with open_clip's config as it is)."""
+    record = weights.parent / EXPORT_CONFIG
+    if not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not str(data.get("format", "")).startswith("maskmine-adapted-clip"):
+        return None
+    value = data.get("clip_activation")
+    return value if value in get_args(Activation) else "gelu"
+
+
+def resolve_activation(model_name: str, pretrained_arg: str | None,
+                       requested: ActivationChoice = "auto") -> Activation:
+    """QuickGELU or GELU for open_clip model ``model_name`` with weights ``pretrained_arg``.
+
+    ``requested`` "quick_gelu" forces QuickGELU; "gelu" forces nothing (open_clip's config
+    as it is: GELU unless it is a ``-quickgelu`` config); "auto" is QuickGELU when the config
+    says so, when the pretrained tag's open_clip entry says ``quick_gelu`` (every ``openai``
+    tag), or when the file is a maskmine export's model.pt that records it, else GELU.
+    """
+    register_configs()
+    if requested not in ACTIVATION_CHOICES:
+        raise UserError(f"--clip-activation must be one of {', '.join(ACTIVATION_CHOICES)}, got {requested!r}")
+    config = open_clip.get_model_config(model_name) or {}
+    if requested == "quick_gelu" or config.get("quick_gelu"):
+        return "quick_gelu"
+    if requested == "gelu" or pretrained_arg is None:
+        return "gelu"
+    if Path(pretrained_arg).is_file():
+        if Path(pretrained_arg).resolve() == SAMPLE_CHECKPOINT.resolve():
+            return "gelu"  # maskmine's own sample CLIP, trained with its config's GELU
+        recorded = _recorded_activation(Path(pretrained_arg))
+        if recorded is None:
+            log.warning("%s records no activation: building %s with GELU as its config says; pass "
+                        "--clip-activation quick_gelu for weights trained with QuickGELU (OpenAI's)",
+                        pretrained_arg, model_name)
+        return recorded or "gelu"
+    from open_clip.pretrained import get_pretrained_cfg
+
+    return "quick_gelu" if get_pretrained_cfg(model_name, pretrained_arg).get("quick_gelu") else "gelu"
+
+
+def built_activation(model: torch.nn.Module) -> Activation:
+    """What a built open_clip model computes: QuickGELU if any of its modules is open_clip's QuickGELU."""
+    from open_clip.transformer import QuickGELU
+
+    return "quick_gelu" if any(isinstance(m, QuickGELU) for m in model.modules()) else "gelu"
 
 
 def default_pretrained(name: str) -> str:
@@ -133,17 +210,23 @@ def load_clip(
     pretrained: str | None = "openai",
     device: str | torch.device = "cpu",
     crop: CropConfig | None = None,
+    activation: ActivationChoice = "auto",
 ) -> LoadedClip:
-    """Build an open_clip model in eval mode with its tokenizer and crop geometry."""
+    """Build an open_clip model in eval mode with its tokenizer, crop geometry and activation."""
     model_name, pretrained_arg, tag = check_clip(name, pretrained)
+    wanted = resolve_activation(model_name, pretrained_arg, activation)
     try:
         # Random initialisation is seeded so every worker builds the same model:
         # reruns and multi-process runs must give identical shards.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = open_clip.create_model(model_name, pretrained=pretrained_arg, device=device)
+            model = open_clip.create_model(model_name, pretrained=pretrained_arg, device=device,
+                                           force_quick_gelu=wanted == "quick_gelu")
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"could not load CLIP {model_name} with pretrained={tag!r}: {exc}") from exc
+    built = built_activation(model)
+    if built != wanted:  # open_clip changed how it builds activations: never run another network silently
+        raise UserError(f"CLIP {model_name} was built with {built}, not the {wanted} its weights need")
     model.eval()
     visual = model.visual
     size = visual.image_size
@@ -167,6 +250,7 @@ def load_clip(
         name=name,
         pretrained=tag,
         device=torch.device(device),
+        activation=built,
     )
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, encode_crops
-from maskmine.transforms.masked_crop import CropConfig, MaskedCrop, mask_box, masked_crop, to_clip_tensor
+from maskmine.transforms.masked_crop import CropConfig, MaskedCrop, clip_batch, mask_box, masked_crops
 from maskmine.transforms.matching import match_nouns
 from maskmine.transforms.records import (
     DROP_BELOW_MIN_SCORE,
@@ -79,7 +79,7 @@ def mask_columns(mask: np.ndarray) -> dict:
 
 def crops_for(item: MiningItem, config: CropConfig) -> list[MaskedCrop]:
     assert item.image is not None and item.proposals is not None
-    return [masked_crop(item.image, m, config) for m in item.proposals.masks]
+    return masked_crops(item.image, item.proposals.masks, config)
 
 
 def category_matches(scores: torch.Tensor, probs: torch.Tensor, labels: Sequence[str]) -> list[Match]:
@@ -115,7 +115,7 @@ def pair_items(
     results = []
     for item in items:
         crops = crops_for(item, config)
-        crop_emb = encode_crops(clip, to_clip_tensor(np.stack([c.pixels for c in crops]), config), crop_batch_size)
+        crop_emb = encode_crops(clip, clip_batch(crops), crop_batch_size)
         if labels == LABELS_CATEGORIES:
             names = list(item.proposals.labels or [])
             text = text_cache.get(names)

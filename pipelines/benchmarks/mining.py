@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from maskmine.pipelines.runners import make_runner
 from maskmine.transforms.clip_models import encode_crops, load_clip
 from maskmine.transforms.coco_reader import read_captioned_images
-from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+from maskmine.transforms.masked_crop import clip_batch, masked_crop
 from maskmine.transforms.nouns import extract_nouns
 from maskmine.transforms.pairing import encode_jpg, encode_png, mask_columns
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
@@ -66,8 +66,8 @@ def bench_clip(records, images_dir: str, model: str, pretrained: str, n_images: 
     for record in records[:n_images]:
         image = read_image(Path(images_dir) / record.file_name)
         for mask in gen.generate([image], [record])[0].masks:
-            crops.append(masked_crop(image, mask, clip.crop_config).pixels)
-    batch = to_clip_tensor(np.stack(crops), clip.crop_config)
+            crops.append(masked_crop(image, mask, clip.crop_config))
+    batch = clip_batch(crops)
     torch.set_grad_enabled(False)
     encode_crops(clip, batch[:2])  # warm-up
     batched, single = float("inf"), float("inf")

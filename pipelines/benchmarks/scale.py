@@ -36,7 +36,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 FULL_IMAGES = 118_287  # COCO train2017 images with captions
@@ -186,7 +185,7 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     from maskmine.transforms.clip_models import load_clip
     from maskmine.transforms.coco_reader import read_captioned_images
     from maskmine.transforms.image_io import read_image
-    from maskmine.transforms.masked_crop import masked_crop, to_clip_tensor
+    from maskmine.transforms.masked_crop import clip_batch, masked_crops
     from maskmine.transforms.pairing import encode_jpg, encode_png, mask_columns
     from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 
@@ -211,9 +210,9 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     crops, n_props = [], 0
     start = time.perf_counter()
     for image, props in zip(images, proposals):
-        made = [masked_crop(image, m, config) for m in props.masks]
+        made = masked_crops(image, props.masks, config) if len(props.masks) else []
         if made:
-            to_clip_tensor(np.stack([c.pixels for c in made]), config)
+            clip_batch(made)
         crops += [(c, m) for c, m in zip(made, props.masks)]
         n_props += len(made)
     crop_s = (time.perf_counter() - start) / max(1, n_props)
@@ -222,7 +221,7 @@ def measure_cpu_costs(coco: Path, reference: RunResult, limit: int, threads: int
     for crop, mask in sample:
         encode_jpg(crop.pixels), encode_png(crop.mask), mask_columns(mask)
     encode_s = (time.perf_counter() - start) / max(1, len(sample))
-    batch = to_clip_tensor(np.stack([c.pixels for c, _ in crops[:4]]), config)
+    batch = clip_batch([c for c, _ in crops[:4]])
     with torch.inference_mode():
         clip.model.encode_image(batch[:1])  # warm-up
         start = time.perf_counter()

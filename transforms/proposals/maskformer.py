@@ -55,7 +55,8 @@ def masks_to_image(
     """``(Q, h, w)`` mask logits at the model's stride -> ``(Q, H, W)`` bool at the image size.
 
     Upsample to the padded input, cut off the padding, resize to the original
-    image, then binarise ``sigmoid >= threshold``. Queries go in chunks so a
+    image, then binarise ``sigmoid > threshold`` (strictly, as OVSeg's ``mask_pred > mask_thr``
+    and ``masked_crop.binarize``). Queries go in chunks so a
     100-query model on a large image does not need all masks in float at once.
     ``threshold=None`` returns the soft sigmoid probabilities (float32) instead,
     what OVSeg's semantic inference sums (eval).
@@ -69,7 +70,7 @@ def masks_to_image(
         part = F.interpolate(part, size=padded_hw, mode="bilinear", align_corners=False)
         part = part[:, :, :vh, :vw]
         part = F.interpolate(part, size=image_hw, mode="bilinear", align_corners=False)[0]
-        out[start : start + chunk] = part.sigmoid() if threshold is None else part.sigmoid() >= threshold
+        out[start : start + chunk] = part.sigmoid() if threshold is None else part.sigmoid() > threshold
     return out
 
 
