@@ -95,9 +95,10 @@ def assert_same_run(run: Path, whole: Path, stats: dict) -> None:
     assert verify_run(str(run)).ok
     assert sorted(p.name for p in run.rglob("*.tmp-*")) == []  # the rerun cleared what the kill left
     # a finished run holds its results only: no tasks, progress files or lock, whatever happened on the way
-    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in whole.iterdir()) == [
-        "manifest", *digests(whole), "parquet", "rejects.jsonl", "run.json", "stats.json", "vocabulary.json",
-    ]
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in whole.iterdir()) == sorted([
+        "README.md", "manifest", *digests(whole), "parquet", "rejects.jsonl", "run.json", "sizes.json", "stats.json",
+        "vocabulary.json",
+    ])
 
 
 def test_writer_failure_then_resume(coco_mini, tmp_path, monkeypatch):
