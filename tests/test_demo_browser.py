@@ -18,7 +18,7 @@ from PIL import Image
 from maskmine.eval.demo import DemoApp, DemoConfig, make_server
 from test_audit_browser import CHROMIUM, Chromium, is_blank
 from test_demo import TINY
-from test_sample_proposals import DEMO_MIN_OWN, demo_scene, needs_checkpoint, own_name_fractions, painted_names
+from test_sample_proposals import DEMO_MIN_ALL, DEMO_MIN_OWN, demo_scene, needs_checkpoint, own_name_fractions, painted_names
 
 pytestmark = [
     pytest.mark.browser,
@@ -152,4 +152,5 @@ def test_sample_models_paint_an_uploaded_scene_by_its_objects(browser, sample_de
                          "[li.childNodes[1].textContent.trim(), li.querySelector('.swatch').style.backgroundColor])")
     colours = {name: "#%02x%02x%02x" % tuple(int(v) for v in rgb[4:-1].split(",")) for name, rgb in legend}
     fractions = own_name_fractions(painted_names(overlay, scene.image, colours), scene)
-    assert set(fractions) == set(names) and min(fractions.values()) >= DEMO_MIN_OWN, fractions
+    assert set(fractions) == {*names, "all"}
+    assert min(fractions.values()) >= DEMO_MIN_OWN and fractions["all"] >= DEMO_MIN_ALL, fractions

@@ -155,7 +155,7 @@ def load_maskformer(checkpoint: str) -> tuple[Any, Any]:
     try:
         # float32 whatever the stored dtype (the sample checkpoint stores fp16): --precision
         # decides the compute dtype through autocast
-        model = AutoModelForUniversalSegmentation.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForUniversalSegmentation.from_pretrained(path).float()
         processor = AutoImageProcessor.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(
