@@ -72,10 +72,17 @@ def run_command(argv: list[str]) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def chain(data: Path, work: Path, adapted: list[str], limit: int | None) -> dict:
-    """Mine val with model proposals (and the reference), score pairs, eval mIoU with model proposals."""
+def chain(data: Path, work: Path, adapted: list[str], limit: int | None, threads: int = 1) -> dict:
+    """Mine val with model proposals (and the reference), score pairs, eval mIoU with model proposals.
+
+    torch runs with ``threads`` threads in every command (mine's ``--torch-threads``; eval runs in
+    this process): on a machine shared with other jobs one thread is much faster than two.
+    """
+    import torch
+
     from maskmine.transforms.sample_world.scoring import pair_precision
 
+    torch.set_num_threads(threads)
     split = "val"
     limit_args = ["--limit", str(limit)] if limit else []
     out: dict = {"pair_precision": {}, "miou": {}, "seconds": {}}
@@ -85,7 +92,8 @@ def chain(data: Path, work: Path, adapted: list[str], limit: int | None) -> dict
             "mine", "--captions", str(data / "annotations" / f"captions_{split}.json"),
             "--instances", str(data / "annotations" / f"instances_{split}.json"),
             "--images", str(data / "images" / split), "--out", str(run), *flags,
-            "--clip-model", "sample", "--device", "cpu", "--no-progress", *limit_args])
+            "--clip-model", "sample", "--device", "cpu", "--torch-threads", str(threads), "--no-progress",
+            *limit_args])
         score = pair_precision(run, iou=CHAIN_IOU)
         out["pair_precision"][name] = {k: v for k, v in json.loads(score.to_json()).items() if k != "per_class"}
         print(f"pair precision at IoU {CHAIN_IOU}, {name}: {score.correct}/{score.scored} = "
@@ -114,15 +122,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapted", nargs="*", default=[], metavar="RUN",
                         help="with --chain: also evaluate these `maskmine train` runs' adapted CLIPs")
     parser.add_argument("--no-recall", action="store_true", help="skip the recall table (with --chain)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
     args = parser.parse_args(argv)
     report: dict = {}
     if args.chain:
-        report["chain"] = chain(Path(args.data), Path(args.chain), args.adapted, args.images)
+        report["chain"] = chain(Path(args.data), Path(args.chain), args.adapted, args.images, args.threads)
     if args.no_recall:
         print(json.dumps(report, indent=1))
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         return
+    import torch
+
+    torch.set_num_threads(args.threads)
     results: dict[str, Recall] = {}
     for name, spec in GENERATORS.items():
         results[name] = measure_recall(build_proposal_generator(spec), args.data, args.split, args.images)
