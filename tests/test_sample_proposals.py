@@ -105,7 +105,9 @@ def test_committed_checkpoint_recall_is_far_above_a_random_model(tiny_set):
     assert trained.recall["R@50 IoU 0.5"] >= RECALL_50 and random.recall["R@50 IoU 0.5"] <= 0.2
 
 
-RECALL_50 = 0.5  # measured on these 6 scenes with the committed checkpoint: see the README's recall table
+# Measured on these 6 scenes (29 instances): committed checkpoint 0.724 (21/29), maskmine-tiny 0.103;
+# the margin is for float differences across machines. The README's table has the whole val split.
+RECALL_50 = 0.6
 
 
 @needs_checkpoint
