@@ -18,7 +18,7 @@ OVSeg's proposal network learns COCO panoptic's segments; the loss is the model'
 (Hungarian matching, mask BCE + dice + class). Writes a save_pretrained folder (fp16
 weights; default: the one `--proposal-checkpoint sample` loads) and a JSON record beside
 it (command, seed, steps, losses, wall time, mask recall on the val split).
-Deterministic for a given seed and thread count; about 20 minutes on a busy 2-core
+Deterministic for a given seed and thread count; about 30 minutes on a busy 2-core
 machine (4000 train images, 800 steps of 16).
 """
 
