@@ -219,3 +219,11 @@ def test_demo_with_sample_models_paints_a_scene_by_its_class_names():
     fractions = own_name_fractions(painted, scene)
     assert set(fractions) == {*names, "all"}
     assert min(fractions.values()) >= DEMO_MIN_OWN and fractions["all"] >= DEMO_MIN_ALL, fractions
+
+
+def test_a_missing_sample_checkpoint_is_a_one_line_error(tmp_path):
+    from maskmine.transforms.errors import UserError
+    from maskmine.transforms.proposals.maskformer import load_sample_maskformer
+
+    with pytest.raises(UserError, match="pretrain-sample-proposals"):
+        load_sample_maskformer(tmp_path / "absent")
