@@ -22,6 +22,7 @@ from maskmine.transforms.errors import UserError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("maskmine.pipelines.sample_cli", "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"),
     "pretrain-sample-clip": ("maskmine.pipelines.pretrain_cli", "train the small sample CLIP (--clip-model sample) on the sample set's whole images and captions"),
+    "pretrain-sample-proposals": ("maskmine.pipelines.pretrain_proposals_cli", "train the small class-agnostic Mask2Former (--proposal-checkpoint sample) on the sample set's instance masks"),
     "mine": ("maskmine.pipelines.mine_cli", "mine mask-noun pairs from captioned images into WebDataset shards (Apache Beam)"),
     "verify": ("maskmine.pipelines.verify_cli", "check a mining run: shards readable, checksums and counts, Parquet equals shards, keys unique"),
     "audit": ("maskmine.pipelines.audit_cli", "write an HTML report of a mining run: statistics, plots, galleries, spot-check sheet"),

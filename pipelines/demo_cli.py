@@ -28,6 +28,8 @@ it wins are left unpainted.
 examples:
   maskmine demo --clip-model ViT-B-16 --clip-pretrained openai \\
       --sam-checkpoint sam_vit_h.pth --port 7860
+  maskmine demo --proposal-checkpoint sample --clip-model sample \
+      --classes "sky, grass, house, tree, circle"            # offline: the sample-world models
   maskmine demo --proposal-checkpoint maskmine-tiny --sam-model-type maskmine-tiny \\
       --clip-model maskmine-tiny --clip-pretrained none      # tiny random models: plumbing only
 """
@@ -44,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proposal-checkpoint", default=DEFAULT_MASKFORMER_CHECKPOINT,
                         metavar="CKPT",
                         help="MaskFormer/Mask2Former hub id or local save_pretrained folder "
-                             "('maskmine-tiny' = tiny random model)")
+                             "('sample' = the small Mask2Former trained on the sample world; "
+                             "'maskmine-tiny' = tiny random model)")
     parser.add_argument("--sam-checkpoint", default="", metavar="PTH",
                         help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
     parser.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,

@@ -83,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "measures the classification step alone)")
     p.add_argument("--proposal-checkpoint", default="", metavar="CKPT",
                    help="maskformer: hub id or local save_pretrained folder (default "
-                        f"{DEFAULT_MASKFORMER_CHECKPOINT}; 'maskmine-tiny' = tiny random "
-                        "model); sam: the SAM .pth file")
+                        f"{DEFAULT_MASKFORMER_CHECKPOINT}; 'sample' = the small class-agnostic Mask2Former "
+                        "trained on the sample world; 'maskmine-tiny' = tiny random model); sam: the SAM .pth file")
     p.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
                    help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "
                         "(tiny random model, no checkpoint needed) (default vit_h)")

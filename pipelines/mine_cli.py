@@ -66,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="maskformer (HF transformers), sam (segment_anything) or coco-gt (ground-truth masks, the oracle); default maskformer")
     prop.add_argument("--proposal-checkpoint", default="",
                       help=f"maskformer: hub id or local save_pretrained folder (default {DEFAULT_MASKFORMER_CHECKPOINT}; "
+                      "'sample' = the small class-agnostic Mask2Former trained on the sample world, committed; "
                       "'maskmine-tiny' builds a small random Mask2Former for tests); sam: .pth file")
     prop.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
                       help="SAM architecture of the checkpoint (maskmine-tiny: a small random SAM for tests, no checkpoint needed)")

@@ -18,6 +18,7 @@ from PIL import Image
 from maskmine.eval.demo import DemoApp, DemoConfig, make_server
 from test_audit_browser import CHROMIUM, Chromium, is_blank
 from test_demo import TINY
+from test_sample_proposals import DEMO_MIN_ALL, DEMO_MIN_OWN, demo_scene, needs_checkpoint, own_name_fractions, painted_names
 
 pytestmark = [
     pytest.mark.browser,
@@ -115,3 +116,41 @@ def test_too_many_pixels_and_bad_classes_are_shown_on_the_page(browser, demo_url
     assert "1.1 megapixels, the limit is 1.0" in js(browser, "document.getElementById('error').textContent")
     submit(browser, demo_url, scene(tmp_path / "s.png"), " , ", "maskformer", "0.8")
     assert "at least one class name" in js(browser, "document.getElementById('error').textContent")
+
+
+@pytest.fixture(scope="module")
+def sample_demo_url() -> Iterator[str]:
+    """The demo as `maskmine demo --proposal-checkpoint sample --clip-model sample` serves it."""
+    from maskmine.transforms.clip_models import ClipSpec
+    from maskmine.transforms.proposals.factory import SAMPLE_PROPOSAL_CHECKPOINT, ProposalSpec
+
+    app = DemoApp(DemoConfig(clip=ClipSpec(model="sample", pretrained="sample"),
+                             maskformer=ProposalSpec(checkpoint=SAMPLE_PROPOSAL_CHECKPOINT), device="cpu"))
+    server = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@needs_checkpoint
+def test_sample_models_paint_an_uploaded_scene_by_its_objects(browser, sample_demo_url, tmp_path):
+    """Upload a generated scene, name its classes: each object's pixels are painted with its own name."""
+    import base64
+    import io
+
+    png, scene, names = demo_scene()
+    path = tmp_path / "scene.png"
+    path.write_bytes(png)
+    submit(browser, sample_demo_url, path, ", ".join(names), "maskformer", "0.8")
+    assert js(browser, "document.getElementById('error') === null")
+    src = js(browser, "document.getElementById('result').src")
+    assert src.startswith("data:image/png;base64,")
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+    assert overlay.shape == scene.image.shape
+    legend = js(browser, "Array.from(document.querySelectorAll('#legend li')).map(li => "
+                         "[li.childNodes[1].textContent.trim(), li.querySelector('.swatch').style.backgroundColor])")
+    colours = {name: "#%02x%02x%02x" % tuple(int(v) for v in rgb[4:-1].split(",")) for name, rgb in legend}
+    fractions = own_name_fractions(painted_names(overlay, scene.image, colours), scene)
+    assert set(fractions) == {*names, "all"}
+    assert min(fractions.values()) >= DEMO_MIN_OWN and fractions["all"] >= DEMO_MIN_ALL, fractions

@@ -8,6 +8,8 @@ For each seed, with maskmine's own commands (each printed as it runs):
 2. ``maskmine mine --proposals coco-gt+distractors --clip-model sample`` on train and
    on val; pair precision on val (the chosen mask is the ground-truth instance of
    the noun's category) against chance (a proposal drawn uniformly per noun);
+   and val mined with model proposals (``--proposals maskformer --proposal-checkpoint
+   sample``), its pair precision counting a mask right at IoU >= 0.5;
 3. ``maskmine mine --labels categories --proposals coco-gt`` on val: validation
    shards whose samples carry their ground-truth class;
 4. ``maskmine train`` on the mined train pairs, ``--mode prompt``, ``full`` and
@@ -51,6 +53,7 @@ class SeedResult:
     seed: int
     commands: list[str] = field(default_factory=list)
     pair_precision: dict[str, Any] = field(default_factory=dict)
+    pair_precision_maskformer: dict[str, Any] = field(default_factory=dict)  # model proposals, IoU >= 0.5
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     miou: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -124,6 +127,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> SeedResult:
     precision = pair_precision(work / "val-pairs")
     result.pair_precision = json.loads(precision.to_json())
     print(f"pair precision (val, seed {seed}): {precision.to_json()}", flush=True)
+    run_command(result, mine_args(data, "val", work / "val-pairs-maskformer", "--proposals", "maskformer",
+                                  "--proposal-checkpoint", "sample"), "mine")
+    result.pair_precision_maskformer = json.loads(pair_precision(work / "val-pairs-maskformer", iou=0.5).to_json())
     run_command(result, mine_args(data, "val", work / "val-gt", "--proposals", "coco-gt", "--labels", "categories"),
                 "mine")
     run_command(result, mine_args(data, "train", work / "train-gt", "--proposals", "coco-gt", "--labels",
@@ -163,12 +169,14 @@ def run_seed(args: argparse.Namespace, seed: int) -> SeedResult:
 
 
 def table(results: list[SeedResult]) -> str:
-    lines = ["| seed | pair precision (val) | chance | " + " | ".join(f"{m}: top-1 / mIoU" for m in MODELS) + " |",
-             "|---|---|---|" + "---|" * len(MODELS)]
+    lines = ["| seed | pair precision (val) | chance | maskformer/sample proposals: precision / chance | "
+             + " | ".join(f"{m}: top-1 / mIoU" for m in MODELS) + " |",
+             "|---|---|---|---|" + "---|" * len(MODELS)]
     for r in results:
         cells = [f"{100 * r.accuracy[m]['val_top1']:.1f}% / {r.miou[m]:.1f}" for m in MODELS]
-        p = r.pair_precision
-        lines.append(f"| {r.seed} | {100 * p['precision']:.1f}% | {100 * p['chance']:.1f}% | " + " | ".join(cells) + " |")
+        p, q = r.pair_precision, r.pair_precision_maskformer
+        lines.append(f"| {r.seed} | {100 * p['precision']:.1f}% | {100 * p['chance']:.1f}% | "
+                     f"{100 * q['precision']:.1f}% / {100 * q['chance']:.1f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

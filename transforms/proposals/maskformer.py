@@ -16,7 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT
+from maskmine.transforms.proposals.factory import (
+    DEFAULT_MASKFORMER_CHECKPOINT,
+    SAMPLE_PROPOSAL_CHECKPOINT,
+    SAMPLE_PROPOSAL_DIR,
+)
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch, check_images
 from maskmine.transforms.devices import autocast_dtype, resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
@@ -127,17 +131,32 @@ def _looks_like_path(checkpoint: str) -> bool:
     return checkpoint.startswith((".", "~", os.sep)) or os.path.isabs(checkpoint)
 
 
+def load_sample_maskformer(folder: str | os.PathLike) -> tuple[Any, Any]:
+    """The committed sample-world Mask2Former (``maskmine pretrain-sample-proposals``), a
+    ``save_pretrained`` folder loaded as any local checkpoint is."""
+    if not os.path.isdir(folder):
+        raise UserError(
+            f"the sample proposal checkpoint {folder} is missing: "
+            "train it with `maskmine pretrain-sample-proposals --data DATA`"
+        )
+    return load_maskformer(str(folder))
+
+
 def load_maskformer(checkpoint: str) -> tuple[Any, Any]:
     """Model and image processor from a hub id or a ``save_pretrained`` folder."""
     from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
 
     if checkpoint == TINY_CHECKPOINT:
         return build_tiny_mask2former()
+    if checkpoint == SAMPLE_PROPOSAL_CHECKPOINT:
+        return load_sample_maskformer(SAMPLE_PROPOSAL_DIR)
     path = os.path.expanduser(checkpoint)
     if _looks_like_path(checkpoint) and not os.path.isdir(path):
         raise UserError(f"MaskFormer checkpoint folder {checkpoint!r} does not exist")
     try:
-        model = AutoModelForUniversalSegmentation.from_pretrained(path)
+        # float32 whatever the stored dtype (the sample checkpoint stores fp16): --precision
+        # decides the compute dtype through autocast
+        model = AutoModelForUniversalSegmentation.from_pretrained(path).float()
         processor = AutoImageProcessor.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(
