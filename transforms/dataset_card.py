@@ -38,8 +38,8 @@ def _source_terms(captions: str | None) -> tuple[dict, list[dict]]:
         data = fileio.read_bytes(captions)
         if len(data) > MAX_CAPTIONS_BYTES:
             return {}, []
-        doc = json.loads(data)
-    except (OSError, ValueError, RecursionError):
+        doc = fileio.parse_json(data)
+    except (OSError, ValueError):
         return {}, []
     if not isinstance(doc, dict):
         return {}, []
