@@ -4,7 +4,6 @@
 - ``mine``, ``stages``: the mining job (tasks, the Beam graph, the DoFn of a shard)
 - ``runners``, ``runner_config``, ``dask_bundle_fix``: Beam runner choice, flag checks and fixes
 - ``verify``: the check of a finished mining run
-- ``benchmarks``: scripts that measure, apart from the tests
 """
 import logging
 

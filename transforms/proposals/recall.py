@@ -4,7 +4,7 @@ For every ground-truth instance (every visible, non-crowd instance of a COCO
 instances file), the best IoU among the generator's first k masks in its own
 order (best score first, after the generator's filters); recall@k at IoU t is
 the fraction of instances whose best IoU is at least t, the way proposal
-networks are measured. ``pipelines/benchmarks/proposals.py`` runs it on the
+networks are measured. ``benchmarks/proposals.py`` (repository root) runs it on the
 sample world's val split; ``pretrain-sample-proposals`` records it.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Mining benchmark: three ratios, each measured in one run on this machine.
 
-    python -m maskmine.pipelines.benchmarks.mining --coco DIR [--clip-model ViT-B-16]
+    python -m benchmarks.mining --coco DIR [--clip-model ViT-B-16]
 
 1. the noun stage through Beam (in-process runner) vs a plain Python loop
    over the same captions: what Beam's overhead costs on a cheap stage;
@@ -116,7 +116,7 @@ def bench_write(n_pairs: int) -> tuple[float, float, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--coco", default=str(Path(__file__).resolve().parents[3] / "shared/data/coco-mini"),
+    parser.add_argument("--coco", default=str(Path(__file__).resolve().parents[2] / "shared/data/coco-mini"),
                         help="COCO-format folder with annotations/ and train2017/ (default ../shared/data/coco-mini)")
     parser.add_argument("--clip-model", default="ViT-B-16")
     parser.add_argument("--clip-pretrained", default="none")

@@ -1,6 +1,6 @@
 """Scale-out benchmark: images/s on 1 vs 2 local workers, memory per worker, and a full-job estimate.
 
-    python -m maskmine.pipelines.benchmarks.scale [--coco DIR] [--limit 80] [--json PATH]
+    python -m benchmarks.scale [--coco DIR] [--limit 80] [--json PATH]
 
 Measures, on this machine, with coco-gt proposals and the tiny random CLIP
 (the real models cannot be downloaded here):
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FULL_IMAGES = 118_287  # COCO train2017 images with captions
 
 
@@ -279,7 +279,7 @@ def estimate(costs: CpuCosts, a: Assumptions, gpu_counts: tuple[int, ...] = (1, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m maskmine.pipelines.benchmarks.scale", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--coco", default=str(REPO.parent / "shared" / "data" / "coco-mini"), help="coco-mini folder")
     p.add_argument("--limit", type=int, default=80, help="images per run (default 80: all of coco-mini)")
     p.add_argument("--labels", default="nouns", choices=("nouns", "categories"))

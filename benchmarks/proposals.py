@@ -1,7 +1,7 @@
 """Proposals on the sample world: class-agnostic mask recall, and the chain mined and evaluated with them.
 
-    python -m maskmine.pipelines.benchmarks.proposals --data data/sample [--images 300] [--out results.json]
-    python -m maskmine.pipelines.benchmarks.proposals --data data/sample --chain runs/bench-proposals \
+    python -m benchmarks.proposals --data data/sample [--images 300] [--out results.json]
+    python -m benchmarks.proposals --data data/sample --chain runs/bench-proposals \
         [--adapted runs/sample-mpt ...]
 
 Measured as a proposal network is: for every ground-truth instance (things and

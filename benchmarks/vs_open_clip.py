@@ -1,6 +1,6 @@
 """Benchmark: ``maskmine train --mode full`` against open_clip's own trainer on the same shards.
 
-    python -m maskmine.pipelines.benchmarks.vs_open_clip --shards 'RUN/pairs-{000000..000007}.tar' \\
+    python -m benchmarks.vs_open_clip --shards 'RUN/pairs-{000000..000007}.tar' \\
         --model ViT-S-32 --batch-size 32 --threads 2 --workers 1
 
 Both run one epoch over the same shards (a run folder of ``maskmine mine``: open_clip

@@ -1,4 +1,4 @@
-"""Benchmarks: scripts, not tests; each runs with ``python -m maskmine.pipelines.benchmarks.NAME``.
+"""Benchmarks: scripts, not tests; each runs with ``python -m benchmarks.NAME``.
 
 - ``mining``: three ratios of the mining stages (nouns through Beam, batched CLIP, shard writing)
 - ``scale``: images/s on 1 vs 2 local workers (DirectRunner, Dask), memory per worker

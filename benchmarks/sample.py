@@ -1,6 +1,6 @@
 """The embedded default's proof: does mining + mask adaptation work on the sample world?
 
-    python -m maskmine.pipelines.benchmarks.sample --work runs/bench-sample [--seeds 0 1] [--images 2000 --val-images 300]
+    python -m benchmarks.sample --work runs/bench-sample [--seeds 0 1] [--images 2000 --val-images 300]
 
 For each seed, with maskmine's own commands (each printed as it runs):
 

@@ -1,6 +1,6 @@
 """Streaming benchmark: throughput and memory against job size, first shard, kill and resume.
 
-    python -m maskmine.pipelines.benchmarks.stream --sample data/sample [--sizes 600,3000,20000] [--json PATH]
+    python -m benchmarks.stream --sample data/sample [--sizes 600,3000,20000] [--json PATH]
 
 On the generated scene set (``maskmine sample``), with ``--proposals
 coco-gt+distractors --clip-model sample`` on CPU, every run a fresh
@@ -124,7 +124,7 @@ def shards_kept(out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m maskmine.pipelines.benchmarks.stream", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.stream", description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", required=True, help="folder written by `maskmine sample` (train split used)")
     p.add_argument("--sizes", default="600,3000,20000", help="comma-separated image counts (default 600,3000,20000)")
     p.add_argument("--kill-size", type=int, help="size of the kill-and-resume run (default: the middle size)")

@@ -1,6 +1,6 @@
 """Benchmark: can the shard loader feed the training step, and what do prompts cost?
 
-    python -m maskmine.pipelines.benchmarks.train --shards 'RUN/pairs-{000000..000002}.tar' \\
+    python -m benchmarks.train --shards 'RUN/pairs-{000000..000002}.tar' \\
         --clip-model maskmine-tiny --clip-pretrained none --batch-size 32 --workers 0 2
 
 Measures, each alone on the same machine:
@@ -72,7 +72,7 @@ def step_rate(mode: str, args: argparse.Namespace, batches: list, vocabulary: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m maskmine.pipelines.benchmarks.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", required=True, help="mined shards (brace pattern)")
     p.add_argument("--vocabulary", help="vocabulary file or run folder (default: the shards' nouns)")
