@@ -2,7 +2,7 @@
 
 - ``cli`` and ``*_cli``: the console script and one module per command
 - ``mine``, ``stages``: the mining job (tasks, the Beam graph, the DoFn of a shard)
-- ``runners``, ``runner_config``, ``dask_bundle_fix``: Beam runner choice, flag checks and fixes
+- ``runners``, ``runner_config``: Beam runner choice and flag checks
 - ``verify``: the check of a finished mining run
 """
 import logging

@@ -7,10 +7,15 @@ FnApiRunner, which honours ``--direct_running_mode`` (in_memory,
 multi_threading, multi_processing) and ``--direct_num_workers``.
 
 Dask: ``--runner DaskRunner --dask_client_address tcp://HOST:8786`` uses
-Beam's DaskRunner with ``maskmine.pipelines.dask_bundle_fix`` installed (Beam 2.77
-drops what a DoFn emits from ``finish_bundle`` there), after checking that
-the scheduler and every worker can import maskmine (the scheduler unpickles
-the task graph, the workers run it). Unless ``--dask_npartitions`` or
+Beam's DaskRunner, after checking that the scheduler and every worker can
+import maskmine (the scheduler unpickles the task graph, the workers run it).
+Beam 2.77's DaskRunner drops what a DoFn emits from ``finish_bundle`` (its
+``apply_dofn_to_bundle`` reads a bundle's outputs before it calls
+``finish_bundle``). The mining graph does not depend on it: a shard is mined
+and committed inside ``MineShardDoFn.process``, which yields from there only.
+So the runner refuses, before anything runs, a pipeline with a DoFn that
+overrides ``finish_bundle`` (Beam's ``BatchElements``, file sinks, a buffering
+DoFn) instead of losing its last outputs without a word. Unless ``--dask_npartitions`` or
 ``--dask_partition_size`` is given, every shard id is a partition of its own,
 so the shards spread over the workers one task each.
 
@@ -21,7 +26,7 @@ options).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
@@ -32,10 +37,8 @@ log = logging.getLogger(__name__)
 
 LOCAL_RUNNER_NAMES = (None, "", "DirectRunner", "direct", "FnApiRunner")
 DASK_RUNNER_NAMES = ("DaskRunner", "dask")
-# What the Dask scheduler and workers must import: the DoFns' module and the bundle fix.
-DASK_IMPORT_PROBE = (
-    "(__import__('importlib').import_module('maskmine.pipelines.stages').__file__, __import__('importlib').import_module('maskmine.pipelines.dask_bundle_fix').__name__)"
-)
+# What the Dask scheduler and workers must import: the DoFns' module.
+DASK_IMPORT_PROBE = "__import__('importlib').import_module('maskmine.pipelines.stages').__file__"
 
 
 def runner_name(options: PipelineOptions) -> str | None:
@@ -61,26 +64,33 @@ def make_runner(options: PipelineOptions) -> PipelineRunner | None:
     return None
 
 
-def make_dask_runner(options: PipelineOptions, bundle_fix: bool = True) -> PipelineRunner:
-    """Beam's DaskRunner with the finish_bundle fix, after checking the cluster can import maskmine.
-
-    ``bundle_fix=False`` runs Beam's own bundle function (it loses what
-    ``finish_bundle`` emits): only for showing the loss in tests.
-    """
+def make_dask_runner(options: PipelineOptions) -> PipelineRunner:
+    """Beam's DaskRunner, after checking the cluster can import maskmine."""
     try:
         from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner
     except ImportError as exc:  # dask or distributed missing
         raise UserError(f"--runner DaskRunner needs dask[distributed]: {exc}") from exc
-    from maskmine.pipelines import dask_bundle_fix
-
-    if bundle_fix:
-        dask_bundle_fix.install()
-    else:
-        dask_bundle_fix.uninstall()
     dask = options.view_as(DaskOptions)
     if dask.address or dask.scheduler_file:
         check_dask_cluster(dask.address, dask.scheduler_file, dask.timeout)
     return _closing(DaskRunner)()
+
+
+def finish_bundle_dofns(pipeline: Any) -> list[str]:
+    """Labels of the ParDos whose DoFn overrides ``finish_bundle`` (what Beam 2.77's DaskRunner drops)."""
+    import apache_beam as beam
+    from apache_beam.pipeline import PipelineVisitor
+
+    found: list[str] = []
+
+    class _Visitor(PipelineVisitor):
+        def visit_transform(self, applied) -> None:
+            fn = getattr(applied.transform, "fn", None)
+            if isinstance(applied.transform, beam.ParDo) and type(fn).finish_bundle is not beam.DoFn.finish_bundle:
+                found.append(f"{applied.full_label} ({type(fn).__name__})")
+
+    pipeline.visit(_Visitor())
+    return found
 
 
 def _closing(dask_runner_class: type) -> type:
@@ -88,7 +98,8 @@ def _closing(dask_runner_class: type) -> type:
 
     Beam's DaskRunner opens a ``distributed.Client`` per run and never closes
     it: the client then outlives the job (and, once the cluster is gone, logs
-    reconnection errors for half a minute).
+    reconnection errors for half a minute). It also refuses a pipeline whose
+    DoFns emit from ``finish_bundle`` (see the module docstring).
     """
     from apache_beam.runners.dask.dask_runner import DaskRunnerResult
 
@@ -101,6 +112,11 @@ def _closing(dask_runner_class: type) -> type:
 
     class ClosingDaskRunner(dask_runner_class):
         def run_pipeline(self, pipeline, options):
+            if dropped := finish_bundle_dofns(pipeline):
+                raise UserError(
+                    "Beam's DaskRunner drops what a DoFn emits from finish_bundle; this pipeline has such "
+                    f"DoFns: {', '.join(dropped)}. Run it on another runner, or emit from process()."
+                )
             result = super().run_pipeline(pipeline, options)
             return ClosingResult(result.client, result.futures)
 

@@ -1,4 +1,8 @@
-"""DaskRunner: Beam 2.77 loses finish_bundle outputs there; maskmine's fix keeps them all.
+"""DaskRunner: mining there equals the DirectRunner; a DoFn emitting from finish_bundle is refused.
+
+Beam 2.77's DaskRunner loses what a DoFn emits from ``finish_bundle``; the
+mining graph emits from ``process`` only, and maskmine's Dask runner refuses
+any pipeline that would lose outputs that way.
 
 Starts a local dask.distributed cluster of 2 worker processes on 127.0.0.1
 (module fixture) and stops it at the end. The workers import maskmine from
@@ -18,7 +22,11 @@ import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from maskmine.pipelines import dask_bundle_fix, runners
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from maskmine.pipelines import runners
+from maskmine.transforms.errors import UserError
 from maskmine.pipelines.cli import main
 from maskmine.pipelines.verify import verify_run
 from mining_helpers import mine_command
@@ -27,26 +35,26 @@ distributed = pytest.importorskip("distributed")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_probe_shows_the_loss_in_beams_function_and_none_with_the_fix():
-    upstream = dask_bundle_fix.upstream_function()
-    # 7 elements in groups of 3: 1+2+3, 4+5+6 from process(), 7 from finish_bundle()
-    assert dask_bundle_fix.probe(upstream, range(1, 8)) == [6, 15]  # the 7 is lost
-    assert dask_bundle_fix.probe(dask_bundle_fix.apply_dofn_to_bundle, range(1, 8)) == [6, 7, 15]
-    assert dask_bundle_fix.upstream_drops_outputs()
+class FinishBundleProbe(beam.DoFn):
+    """Emits the sum of every ``group`` elements; the remainder's sum from ``finish_bundle``."""
 
+    def __init__(self, group: int = 3) -> None:
+        self.group = group
+        self._buffer: list[int] = []
 
-def test_install_is_guarded_and_reversible():
-    from apache_beam.runners.dask import transform_evaluator
+    def start_bundle(self) -> None:
+        self._buffer = []
 
-    upstream = dask_bundle_fix.upstream_function()
-    try:
-        assert dask_bundle_fix.install() and dask_bundle_fix.installed()
-        assert transform_evaluator.apply_dofn_to_bundle is dask_bundle_fix.apply_dofn_to_bundle
-        assert dask_bundle_fix.install()  # idempotent
-    finally:
-        dask_bundle_fix.uninstall()
-    assert transform_evaluator.apply_dofn_to_bundle is upstream
-    assert not dask_bundle_fix.installed()
+    def process(self, element: int):
+        self._buffer.append(element)
+        if len(self._buffer) == self.group:
+            yield sum(self._buffer)
+            self._buffer = []
+
+    def finish_bundle(self):
+        if self._buffer:
+            yield WindowedValue(sum(self._buffer), 0, (GlobalWindow(),))
+        self._buffer = []
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,6 @@ def cluster():
         n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, env=env
     ) as local:
         yield local.scheduler_address
-    dask_bundle_fix.uninstall()
 
 
 def test_cluster_workers_import_maskmine(cluster):
@@ -80,28 +87,50 @@ class _WriteEach(beam.DoFn):
         yield value
 
 
-def _run_probe_pipeline(address: str, folder: Path, bundle_fix: bool) -> list[int]:
-    options = PipelineOptions(["--runner", "DaskRunner", "--dask_client_address", address, "--dask_npartitions", "4"])
-    runner = runners.make_dask_runner(options, bundle_fix=bundle_fix)
-    with beam.Pipeline(runner=runner, options=options) as p:
-        (
-            p
-            | beam.Create(list(range(40)))
-            | "Buffer" >> beam.ParDo(dask_bundle_fix.FinishBundleProbe(group=3))
-            | "Record" >> beam.ParDo(_WriteEach(str(folder)))
-        )
-    return sorted(int(f.read_text()) for f in folder.iterdir())
+def _probe_pipeline(p: beam.Pipeline, folder: Path) -> None:
+    (
+        p
+        | beam.Create(list(range(40)))
+        | "Buffer" >> beam.ParDo(FinishBundleProbe(group=3))
+        | "Record" >> beam.ParDo(_WriteEach(str(folder)))
+    )
 
 
-def test_buffering_dofn_loses_outputs_without_the_fix_and_none_with_it(cluster, tmp_path):
-    lost, kept = tmp_path / "without", tmp_path / "with"
-    lost.mkdir()
-    kept.mkdir()
-    without = _run_probe_pipeline(cluster, lost, bundle_fix=False)
-    with_fix = _run_probe_pipeline(cluster, kept, bundle_fix=True)
-    # 4 partitions of 10: three sums of 3 from process() and the sum of the last one from finish_bundle each
-    assert len(with_fix) == 16 and sum(with_fix) == sum(range(40))
-    assert len(without) == 12 and sum(without) < sum(range(40))
+def test_beams_dask_runner_still_drops_finish_bundle_outputs(cluster, tmp_path):
+    """Why maskmine refuses such DoFns on Dask; when this fails, upstream fixed it and the refusal can go."""
+    from apache_beam.runners.dask.dask_runner import DaskRunner
+
+    options = PipelineOptions(["--dask_client_address", cluster, "--dask_npartitions", "4"])
+    p = beam.Pipeline(runner=DaskRunner(), options=options)
+    _probe_pipeline(p, tmp_path)
+    result = p.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        result.client.close()
+    got = sorted(int(f.read_text()) for f in tmp_path.iterdir())
+    # 4 partitions of 10: three sums of 3 from process() each; the sum of the 10th from finish_bundle is lost
+    assert len(got) == 12 and sum(got) == sum(range(40)) - sum(range(9, 40, 10))
+
+
+def test_maskmine_dask_runner_refuses_a_dofn_emitting_from_finish_bundle(cluster, tmp_path):
+    options = PipelineOptions(["--runner", "DaskRunner", "--dask_client_address", cluster, "--dask_npartitions", "4"])
+    p = beam.Pipeline(runner=runners.make_dask_runner(options), options=options)
+    _probe_pipeline(p, tmp_path)
+    with pytest.raises(UserError, match=r"finish_bundle.*Buffer \(FinishBundleProbe\)"):
+        p.run()
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+    batching = beam.Pipeline()
+    _ = batching | beam.Create([1, 2, 3]) | beam.BatchElements(min_batch_size=2)
+    assert runners.finish_bundle_dofns(batching) == ["BatchElements/ParDo(_GlobalWindowsBatchingDoFn) (_GlobalWindowsBatchingDoFn)"]
+
+
+def test_mining_graph_emits_nothing_from_finish_bundle():
+    from maskmine.pipelines.mine import build_pipeline
+
+    p = beam.Pipeline()
+    build_pipeline(p, [0, 1, 2], job=None)
+    assert runners.finish_bundle_dofns(p) == []
 
 
 MINE_ARGS = ("--num-shards", "3", "--limit", "24", "--batch-size", "4")
@@ -130,7 +159,6 @@ def test_mine_on_dask_equals_direct_runner(cluster, coco_mini, nltk_data, tmp_pa
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     dask_args = mine_command(coco_mini, dask, *MINE_ARGS, "--runner", "DaskRunner", "--dask_client_address", cluster)
     assert main(dask_args[dask_args.index("mine"):]) == 0
-    assert dask_bundle_fix.installed()
     assert len(_digests(direct)) == 3
     assert _digests(dask) == _digests(direct)
     assert pd.read_parquet(dask / "parquet").equals(pd.read_parquet(direct / "parquet"))

@@ -243,17 +243,12 @@ def test_broken_annotation_run_on_dask(broken_inputs, nltk_data, tmp_path):
            "OMP_NUM_THREADS": "1"}
     if os.environ.get("NLTK_DATA"):
         env["NLTK_DATA"] = os.environ["NLTK_DATA"]
-    from maskmine.pipelines import dask_bundle_fix
-
-    try:
-        with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                                      dashboard_address=None, env=env) as cluster:
-            out = tmp_path / "dask"
-            args = mine_args(broken_inputs, out) + ["--runner", "DaskRunner",
-                                                    "--dask_client_address", cluster.scheduler_address]
-            assert main(args) == 0
-    finally:
-        dask_bundle_fix.uninstall()
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                  dashboard_address=None, env=env) as cluster:
+        out = tmp_path / "dask"
+        args = mine_args(broken_inputs, out) + ["--runner", "DaskRunner",
+                                                "--dask_client_address", cluster.scheduler_address]
+        assert main(args) == 0
     check_broken_run(out, broken_inputs)
 
 
