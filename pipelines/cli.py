@@ -100,8 +100,23 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class DropBeamImportNoise(logging.Filter):
+    """Beam warns at import that the optional GCP client is absent; maskmine does not use it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("apitools not found")
+
+
+def drop_beam_import_noise() -> None:
+    """Put the filter on the root logger (once), before a subcommand's module imports Beam."""
+    root = logging.getLogger()
+    if not any(isinstance(f, DropBeamImportNoise) for f in root.filters):
+        root.addFilter(DropBeamImportNoise())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    drop_beam_import_noise()
     try:
         parser = build_parser(argv)
         args, extra = parser.parse_known_args(argv)

@@ -1,0 +1,36 @@
+"""Importing maskmine changes nothing outside it; the command line is where logging is set up."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PACKAGES = ("maskmine.pipelines", "maskmine.transforms", "maskmine.finetune", "maskmine.eval")
+
+ROOT_LOGGING = "import logging; r = logging.getLogger(); print(len(r.handlers), [type(f).__name__ for f in r.filters], r.level)"
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_importing_the_packages_leaves_root_logging_alone():
+    before = _python(ROOT_LOGGING)
+    after = _python(f"import {', '.join(PACKAGES)}; {ROOT_LOGGING}")
+    assert before.returncode == 0 and after.returncode == 0, after.stderr[-2000:]
+    assert before.stdout == after.stdout == "0 [] 30\n"
+
+
+def test_the_command_line_drops_beams_import_warning():
+    bare = _python("import apache_beam")
+    cli = _python(
+        "import sys\nfrom maskmine.pipelines.cli import main\n"
+        "try:\n    main(['mine', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"print('apache_beam' in sys.modules); {ROOT_LOGGING}"
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    *_, beam_imported, root = cli.stdout.splitlines()
+    assert "usage: maskmine mine" in cli.stdout
+    assert beam_imported == "True"  # `mine`'s module imports Beam, so its import warning comes here
+    assert "['DropBeamImportNoise']" in root
+    assert "apitools not found" in bare.stderr  # this environment has no GCP client: Beam warns at import
+    assert "apitools not found" not in cli.stderr
