@@ -239,9 +239,7 @@ class PairStream(IterableDataset):
         )
         if self.shuffle_buffer > 0:
             rng = random.Random(_make_seed(self.seed, self.epoch, rank, worker, 2))
-            samples = wds.filters._shuffle(
-                samples, bufsize=self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), rng=rng
-            )
+            samples = wds.shuffle(bufsize=self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), rng=rng)(samples)
         augment_rng = random.Random(_make_seed(self.seed, self.epoch, rank, worker, 3))
         pixels: list[np.ndarray] = []
         masks: list[np.ndarray] = []
