@@ -47,7 +47,7 @@ from webdataset.shardlists import expand_urls
 from webdataset.utils import pytorch_worker_info
 
 from maskmine.finetune.augment import random_resized_crop
-from maskmine.finetune.runinfo import local_shard
+from maskmine.finetune.shard_context import local_shard
 from maskmine.transforms import shard_format
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig, masked_crop, to_clip_tensor

@@ -61,7 +61,7 @@ from maskmine.finetune.train_config import (
     training_crop,
 )
 from maskmine.finetune.validation import make_validator
-from maskmine.finetune.runinfo import read_context
+from maskmine.finetune.shard_context import read_context
 from maskmine.finetune.vocab import resolve_vocabulary
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write

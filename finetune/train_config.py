@@ -5,7 +5,7 @@
 :func:`prepare_out_dir` compares them with the run folder's ``train.json`` (a
 resume must match); :func:`resolve_init`, :func:`check_finished`, :func:`training_crop` and
 :func:`total_steps` settle what the settings leave to the data (the shards' run
-context, :mod:`maskmine.finetune.runinfo`): the base CLIP of ``--init``, which
+context, :mod:`maskmine.finetune.shard_context`): the base CLIP of ``--init``, which
 shards of an unfinished run may be read, the crop settings and the schedule's length.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import expand_shards
 from maskmine.finetune.losses import LOSSES, LossKind
 from maskmine.finetune.model import DEFAULT_LR, MODES, Mode
-from maskmine.finetune.runinfo import ShardContext, crop_for_context, crop_for_shards, crop_settings, local_shard, read_context
+from maskmine.finetune.shard_context import ShardContext, crop_for_context, crop_for_shards, crop_settings, local_shard, read_context
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.clip_models import ClipSpec

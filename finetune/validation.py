@@ -7,7 +7,7 @@ import torch
 
 from maskmine.finetune.data import PairStream, expand_shards, make_loader
 from maskmine.finetune.model import MaskPromptCLIP, training_autocast
-from maskmine.finetune.runinfo import read_context
+from maskmine.finetune.shard_context import read_context
 from maskmine.finetune.train_config import TrainConfig
 from maskmine.finetune.vocab import vocabulary_for_shards
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from maskmine.finetune.runinfo import ShardContext, local_shard, read_context, read_url, sibling_url
+from maskmine.finetune.shard_context import ShardContext, local_shard, read_context, read_url, sibling_url
 from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.run_folder import PARQUET_DIR, PARQUET_SUFFIX, VOCABULARY_FILE
