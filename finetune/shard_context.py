@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from maskmine.transforms import fileio
+from maskmine.transforms import storage
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import LEGACY_RESAMPLE, CropConfig
 from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, sidecar_names
@@ -96,7 +96,7 @@ def _read_json(url: str) -> dict | None:
     if data is None:
         return None
     try:
-        value = fileio.parse_json(data)
+        value = storage.parse_json(data)
     except ValueError as exc:  # parse_json makes nesting too deep a ValueError too
         raise UserError(f"{url} is damaged ({type(exc).__name__}: {exc})") from exc
     if not isinstance(value, dict):

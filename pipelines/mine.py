@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from maskmine.pipelines import endings, runner_config, runners
 from maskmine.pipelines.stages import MineShardDoFn, ShardJob, read_progress
 from maskmine.transforms.atomic import atomic_write
-from maskmine.transforms import fileio
+from maskmine.transforms import storage
 from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms.errors import UserError
@@ -99,8 +99,8 @@ class MineConfig:
         return {
             "captions": normalise_path(self.captions),
             "instances": normalise_path(self.instances) if self.instances else None,
-            "captions_sha256": fileio.sha256_of(self.captions),
-            "instances_sha256": fileio.sha256_of(self.instances) if self.instances else None,
+            "captions_sha256": storage.sha256_of(self.captions),
+            "instances_sha256": storage.sha256_of(self.instances) if self.instances else None,
             "proposals": self.proposals.identity(),
             "clip": {"model": self.clip.model, "pretrained": resolve_model(self.clip.model, self.clip.pretrained)[2],
                      "activation": self.clip.resolved_activation(), "crop": asdict(self.clip.crop)},
@@ -144,7 +144,7 @@ def check_config(config: MineConfig) -> None:
         raise UserError("--proposals coco-gt(+distractors) and --labels categories need --instances")
     if config.labels == LABELS_CATEGORIES and config.proposals.backend != "coco-gt":
         raise UserError("--labels categories pairs ground-truth masks with their names: use --proposals coco-gt")
-    if not fileio.exists(config.images):
+    if not storage.exists(config.images):
         raise UserError(f"images folder not found: {config.images}")
     if config.num_shards is not None and config.num_shards < 1:
         raise UserError("--num-shards must be at least 1")
@@ -171,12 +171,12 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
     A folder that holds shards but no run.json is refused: nothing says those
     shards were mined with these settings.
     """
-    fileio.makedirs(config.out)
-    path = fileio.join(config.out, RUN_FILE)
+    storage.makedirs(config.out)
+    path = storage.join(config.out, RUN_FILE)
     # Through JSON and back, so tuples compare equal to the lists run.json holds.
     identity = json.loads(json.dumps(config.identity(num_shards)))
-    if fileio.exists(path):
-        previous = fileio.parse_json(fileio.read_bytes(path)).get("identity", {})
+    if storage.exists(path):
+        previous = storage.parse_json(storage.read_bytes(path)).get("identity", {})
         changed = changed_settings(previous, identity, ignore=LOCATION_KEYS)
         if changed:
             raise UserError(
@@ -184,7 +184,7 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
                 "use a new --out folder to mine with these settings"
             )
         return
-    leftovers = fileio.glob(fileio.join(config.out, MANIFEST_GLOB)) + fileio.glob(fileio.join(config.out, TAR_GLOB))
+    leftovers = storage.glob(storage.join(config.out, MANIFEST_GLOB)) + storage.glob(storage.join(config.out, TAR_GLOB))
     if leftovers:
         raise UserError(
             f"{config.out} holds shards but no {RUN_FILE}, so nothing says how they were mined: use a new --out folder"
@@ -238,10 +238,10 @@ def progress_counts(
     progress = read_progress(out_dir)
     unseen = {s for s in pending if s not in committed and s not in progress}
     if unseen:
-        for path in fileio.glob(fileio.join(out_dir, MANIFEST_GLOB)):
-            shard = shard_from_name(fileio.basename(path), MANIFEST_SUFFIX)
+        for path in storage.glob(storage.join(out_dir, MANIFEST_GLOB)):
+            shard = shard_from_name(storage.basename(path), MANIFEST_SUFFIX)
             if shard in unseen:
-                m = ShardManifest.from_json(fileio.read_bytes(path))
+                m = ShardManifest.from_json(storage.read_bytes(path))
                 if m.tar_sha256 != pending[shard]:
                     committed[shard] = m.samples
     images = pairs = 0
@@ -296,8 +296,8 @@ def clear_leftovers(out_dir: str) -> None:
     finished run holds no working files, however often it was interrupted.
     """
     for folder in ("", *SHARD_FOLDERS):
-        fileio.remove_temporaries(fileio.join(out_dir, folder) if folder else out_dir)
-    fileio.delete(fileio.glob(fileio.join(out_dir, PROGRESS_GLOB)) + fileio.glob(fileio.join(out_dir, TASK_GLOB)))
+        storage.remove_temporaries(storage.join(out_dir, folder) if folder else out_dir)
+    storage.delete(storage.glob(storage.join(out_dir, PROGRESS_GLOB)) + storage.glob(storage.join(out_dir, TASK_GLOB)))
 
 
 def summarize(
@@ -334,14 +334,14 @@ def summarize(
     # Entries that never became an image (image_id null) first, in file order; then by image.
     rejects = list(input_rejects or []) + sorted((r for m in manifests.values() for r in m.rejects), key=lambda r: r["image_id"])
     atomic_write(
-        fileio.join(out_dir, REJECTS_FILE), "".join(json.dumps(r) + "\n" for r in rejects).encode()
+        storage.join(out_dir, REJECTS_FILE), "".join(json.dumps(r) + "\n" for r in rejects).encode()
     )
     vocabulary = [{"noun": n, "pairs": c} for n, c in sorted(nouns.items(), key=lambda kv: (-kv[1], kv[0]))]
-    atomic_write(fileio.join(out_dir, VOCABULARY_FILE), json.dumps(vocabulary, indent=1).encode())
-    identity = json.loads(fileio.read_bytes(fileio.join(out_dir, RUN_FILE))).get("identity", {})
+    atomic_write(storage.join(out_dir, VOCABULARY_FILE), json.dumps(vocabulary, indent=1).encode())
+    identity = json.loads(storage.read_bytes(storage.join(out_dir, RUN_FILE))).get("identity", {})
     write_publication_files(out_dir, identity, stats, manifests)
     # last: stats.json says the run is finished (train and audit read it so), so every other file is there
-    atomic_write(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
+    atomic_write(storage.join(out_dir, STATS_FILE), json.dumps(stats, indent=1).encode())
     return stats
 
 
@@ -449,7 +449,7 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
         raise RuntimeError(f"the pipeline finished but shards {missing[:10]} have no manifest entry")
     clear_leftovers(config.out)  # tasks of committed shards, and what an earlier interrupted run left
     for folder in (TASKS_DIR, PROGRESS_DIR):  # a finished run keeps no empty working folders
-        fileio.remove_empty_folder(fileio.join(config.out, folder))
+        storage.remove_empty_folder(storage.join(config.out, folder))
     return summarize(
         config.out, manifests, time.perf_counter() - started, resumed, plan.input_skipped, plan.input_rejects
     )

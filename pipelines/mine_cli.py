@@ -9,7 +9,7 @@ from typing import get_args
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE
 from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
 from maskmine.pipelines.mine import RETRYABLE_REASONS, MineConfig, run_mining
-from maskmine.transforms import fileio, run_lock
+from maskmine.transforms import storage, run_lock
 from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
@@ -166,7 +166,7 @@ def check_run_file(out: str) -> None:
     if not path.is_file():
         return
     try:
-        run = fileio.parse_json(path.read_bytes())
+        run = storage.parse_json(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is damaged ({exc}): remove it or use a new --out folder") from exc
     if not isinstance(run, dict) or not isinstance(run.get("identity"), dict):

@@ -27,7 +27,7 @@ import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
 from maskmine.transforms.atomic import atomic_write
-from maskmine.transforms import fileio, run_folder
+from maskmine.transforms import storage, run_folder
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
 from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
@@ -280,7 +280,7 @@ class ShardMiner:
     def _retry(self, task: ShardTask, progress: "ProgressFile") -> ShardManifest:
         """Re-mine the images of the task and rewrite the shard, keeping every other image's samples as they are."""
         out, shard = self.job.out, task.shard
-        old = ShardManifest.from_json(fileio.read_bytes(manifest_path(out, shard)))
+        old = ShardManifest.from_json(storage.read_bytes(manifest_path(out, shard)))
         retried = {}
         for batch in split_batches(self._items(task), self.weight):
             for result in self._results(batch):
@@ -316,7 +316,7 @@ class ShardMiner:
             for stage, sec in old.seconds.items():
                 m.seconds[stage] = m.seconds.get(stage, 0.0) + sec
             # A kill from here on leaves the shard without a manifest: a plain rerun re-mines it whole.
-            manifest = writer.close(before_commit=lambda: fileio.delete([manifest_path(out, shard)]))
+            manifest = writer.close(before_commit=lambda: storage.delete([manifest_path(out, shard)]))
         except BaseException:
             writer.abort()
             raise
@@ -332,13 +332,13 @@ class ProgressFile:
     """
 
     def __init__(self, out: str, shard: int, total: int, interval: float = 1.0) -> None:
-        self.path = fileio.join(out, run_folder.progress_name(shard))
+        self.path = storage.join(out, run_folder.progress_name(shard))
         self.total = total
         self.images = 0
         self.pairs = 0
         self.interval = interval
         self._last = 0.0
-        fileio.makedirs(fileio.join(out, run_folder.PROGRESS_DIR))
+        storage.makedirs(storage.join(out, run_folder.PROGRESS_DIR))
 
     def add(self, result: ImageResult) -> None:
         self.images += 1
@@ -350,18 +350,18 @@ class ProgressFile:
             atomic_write(self.path, json.dumps(body))
 
     def remove(self) -> None:
-        fileio.delete([self.path])
+        storage.delete([self.path])
 
 
 def read_progress(out: str) -> dict[int, dict]:
     """Progress files of the shards in flight: shard -> {"images", "pairs", "total"}."""
     found = {}
-    for path in fileio.glob(fileio.join(out, run_folder.PROGRESS_GLOB)):
+    for path in storage.glob(storage.join(out, run_folder.PROGRESS_GLOB)):
         try:
-            body = json.loads(fileio.read_bytes(path))
+            body = json.loads(storage.read_bytes(path))
         except (OSError, ValueError):  # renamed away between glob and read
             continue
-        found[run_folder.shard_from_name(fileio.basename(path), run_folder.PROGRESS_SUFFIX)] = body
+        found[run_folder.shard_from_name(storage.basename(path), run_folder.PROGRESS_SUFFIX)] = body
     return found
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from maskmine.transforms import dataset_card, fileio
+from maskmine.transforms import dataset_card, storage
 from maskmine.transforms.run_folder import (
     MANIFEST_DIR,
     MANIFEST_GLOB,
@@ -108,7 +108,7 @@ def read_tar_samples(data: bytes, name: str, report: VerifyReport, deep: bool = 
         text = body[TEXT].decode("utf-8", "replace")
         noun, image_id = "", None
         try:
-            meta = fileio.parse_json(body[META])
+            meta = storage.parse_json(body[META])
             image_id = int(meta["image_id"])
             noun = str(meta["noun"])
             want = noun if caption_template is None else caption_text(caption_template, noun)
@@ -138,15 +138,15 @@ def _decode_images(name: str, key: str, body: dict[str, bytes], report: VerifyRe
 
 def check_parquet(run_dir: str, manifest: ShardManifest, samples: list[TarSample], report: VerifyReport) -> None:
     """The Parquet part must list the shard's samples, in order, with their byte spans."""
-    path = fileio.join(run_dir, manifest.parquet)
-    if not fileio.exists(path):
+    path = storage.join(run_dir, manifest.parquet)
+    if not storage.exists(path):
         report.add(manifest.parquet, "missing-parquet", "the manifest names it but it is not there")
         return
     try:
         # single-threaded, no pre-buffering: Arrow's global thread pools are never started, so none
         # is alive when the interpreter exits (their teardown aborted 'maskmine verify' now and then)
         table = pq.read_table(
-            io.BytesIO(fileio.read_bytes(path)), columns=["key", "shard", "tar_offset", "tar_size", "noun", "image_id"],
+            io.BytesIO(storage.read_bytes(path)), columns=["key", "shard", "tar_offset", "tar_size", "noun", "image_id"],
             use_threads=False, pre_buffer=False,
         ).to_pydict()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
@@ -183,11 +183,11 @@ def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: 
     expected_name = tar_name(manifest.shard)
     if name != expected_name:
         report.add(name, "bad-manifest", f"manifest of shard {manifest.shard} names {name}, expected {expected_name}")
-    path = fileio.join(run_dir, name)
-    if not fileio.exists(path):
+    path = storage.join(run_dir, name)
+    if not storage.exists(path):
         report.add(name, "missing-shard", "the manifest names it but the tar is not there")
         return []
-    data = fileio.read_bytes(path)
+    data = storage.read_bytes(path)
     if len(data) != manifest.tar_bytes:
         kind = "truncated" if len(data) < manifest.tar_bytes else "size"
         report.add(name, kind, f"{len(data)} bytes, the manifest says {manifest.tar_bytes}")
@@ -216,10 +216,10 @@ def check_shard(run_dir: str, manifest: ShardManifest, num_shards: int, report: 
 
 def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManifest]:
     manifests: dict[int, ShardManifest] = {}
-    for path in sorted(fileio.glob(fileio.join(run_dir, MANIFEST_GLOB))):
-        where = f"{MANIFEST_DIR}/{fileio.basename(path)}"
+    for path in sorted(storage.glob(storage.join(run_dir, MANIFEST_GLOB))):
+        where = f"{MANIFEST_DIR}/{storage.basename(path)}"
         try:
-            manifest = ShardManifest.from_json(fileio.read_bytes(path))
+            manifest = ShardManifest.from_json(storage.read_bytes(path))
         except (ValueError, TypeError) as exc:
             report.add(where, "bad-manifest", f"{type(exc).__name__}: {exc}")
             continue
@@ -230,7 +230,7 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
 def _left_out_entry(line: str) -> bool:
     """A rejects.jsonl line of an entry that never became an image (its image_id is null)."""
     try:
-        body = fileio.parse_json(line)
+        body = storage.parse_json(line)
     except ValueError:
         return False
     return isinstance(body, dict) and "image_id" in body and body["image_id"] is None
@@ -238,12 +238,12 @@ def _left_out_entry(line: str) -> bool:
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
     """stats.json, sizes.json, vocabulary.json and rejects.jsonl must add up to the manifests."""
-    path = fileio.join(run_dir, STATS_FILE)
-    if not fileio.exists(path):
+    path = storage.join(run_dir, STATS_FILE)
+    if not storage.exists(path):
         report.add(STATS_FILE, "missing", "no stats.json: the driver did not finish (rerun maskmine mine)")
         return
     try:
-        stats = fileio.parse_json(fileio.read_bytes(path))
+        stats = storage.parse_json(storage.read_bytes(path))
         if not isinstance(stats, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
@@ -270,17 +270,17 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
     skipped = sum((stats.get("images_skipped") or {}).values())
     if stats.get("images_mined", 0) + skipped != stats.get("images_read"):
         report.add(STATS_FILE, "stats", f"images_mined + images_skipped = {stats.get('images_mined', 0) + skipped}, images_read = {stats.get('images_read')}")
-    spath = fileio.join(run_dir, SIZES_FILE)
-    if fileio.exists(spath):  # runs before sizes.json have none; one that is there must be right
+    spath = storage.join(run_dir, SIZES_FILE)
+    if storage.exists(spath):  # runs before sizes.json have none; one that is there must be right
         try:
-            recorded_sizes = fileio.parse_json(fileio.read_bytes(spath))
+            recorded_sizes = storage.parse_json(storage.read_bytes(spath))
         except ValueError as exc:
             recorded_sizes = f"unreadable ({exc})"
         if recorded_sizes != dataset_card.sizes(manifests):
             report.add(SIZES_FILE, "stats", "sizes.json does not list every shard's samples as the manifests do")
-    vpath = fileio.join(run_dir, VOCABULARY_FILE)
+    vpath = storage.join(run_dir, VOCABULARY_FILE)
     try:
-        vocab = fileio.parse_json(fileio.read_bytes(vpath)) if fileio.exists(vpath) else None
+        vocab = storage.parse_json(storage.read_bytes(vpath)) if storage.exists(vpath) else None
         if vocab is not None and not all(isinstance(v, dict) and isinstance(v.get("pairs"), int) for v in vocab):
             raise ValueError("not a list of {noun, pairs}")
     except (ValueError, TypeError) as exc:
@@ -291,9 +291,9 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
             report.add(VOCABULARY_FILE, "stats", f"{len(vocab)} nouns, {sum(v['pairs'] for v in vocab)} pairs; the manifests give {want['unique_nouns']}, {want['pairs']}")
     elif vocab is None:
         report.add(VOCABULARY_FILE, "missing", "no vocabulary.json")
-    rpath = fileio.join(run_dir, REJECTS_FILE)
-    if fileio.exists(rpath):
-        lines = [line for line in fileio.read_bytes(rpath).decode().splitlines() if line.strip()]
+    rpath = storage.join(run_dir, REJECTS_FILE)
+    if storage.exists(rpath):
+        lines = [line for line in storage.read_bytes(rpath).decode().splitlines() if line.strip()]
         # Lines of entries that never became an image (image_id null) match stats.json's input_skipped
         # kinds ("reason:problem" keys there count annotations/captions, which the manifests list).
         entries = sum(1 for line in lines if _left_out_entry(line))
@@ -308,12 +308,12 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
 def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     """Check every shard, Parquet part and summary file of a mining run folder."""
     report = VerifyReport(run_dir=str(run_dir))
-    run_path = fileio.join(str(run_dir), RUN_FILE)
-    if not fileio.exists(run_path):
+    run_path = storage.join(str(run_dir), RUN_FILE)
+    if not storage.exists(run_path):
         report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
         return report
     try:
-        identity = fileio.parse_json(fileio.read_bytes(run_path))["identity"]
+        identity = storage.parse_json(storage.read_bytes(run_path))["identity"]
         num_shards = int(identity["num_shards"])
         caption_template = identity.get("caption_template")  # absent: a run from before the template, bare nouns
     except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError

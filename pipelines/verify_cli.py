@@ -6,7 +6,7 @@ import json
 import sys
 
 from maskmine.pipelines.verify import verify_run
-from maskmine.transforms import fileio
+from maskmine.transforms import storage
 from maskmine.transforms.errors import UserError
 
 HELP = "check a mining run: shards readable, checksums and counts match, Parquet equals shards, keys unique"
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    if not fileio.exists(args.run_dir):
+    if not storage.exists(args.run_dir):
         raise UserError(f"run folder not found: {args.run_dir}")
     report = verify_run(args.run_dir, deep=args.deep)
     if any(p.what == "not-a-run" for p in report.problems):

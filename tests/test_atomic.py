@@ -102,7 +102,7 @@ def test_remote_paths_go_through_beam_filesystems(monkeypatch):
 
 def test_local_writes_and_run_folder_imports_do_not_load_beam(tmp_path):
     code = (
-        "import sys, maskmine.transforms.shards, maskmine.transforms.tasks, maskmine.transforms.fileio as f, "
+        "import sys, maskmine.transforms.shards, maskmine.transforms.tasks, maskmine.transforms.storage as f, "
         "maskmine.transforms.atomic as a; "
         f"a.atomic_write({str(tmp_path / 'x.json')!r}, b'1'); "
         f"w = a.AtomicWriter({str(tmp_path / 'y.tar')!r}); w.write(b'2'); w.commit(); "
@@ -116,7 +116,7 @@ def test_local_writes_and_run_folder_imports_do_not_load_beam(tmp_path):
 
 def test_a_rerun_sweeps_both_kinds_of_temporaries(tmp_path):
     """What a SIGKILL leaves: a whole file's hidden .NAME.tmp-<uuid>, a streamed file's NAME.tmp-<uuid>."""
-    from maskmine.transforms import fileio
+    from maskmine.transforms import storage
     from maskmine.transforms.atomic import AtomicWriter, temporary_sibling
 
     whole = temporary_sibling(tmp_path / "stats.json")
@@ -124,7 +124,7 @@ def test_a_rerun_sweeps_both_kinds_of_temporaries(tmp_path):
     streamed = AtomicWriter(tmp_path / "pairs-000000.tar")
     streamed.write(b"half")
     (tmp_path / "stats.json").write_bytes(b"{}")
-    assert fileio.remove_temporaries(str(tmp_path)) == 2
+    assert storage.remove_temporaries(str(tmp_path)) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["stats.json"]
 
 

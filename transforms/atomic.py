@@ -5,7 +5,7 @@ process never leaves a half-written file under a final name and readers see
 the old or the new content, never a mix. On an exception the temporary file
 is removed; after a SIGKILL it stays, as ``.NAME.tmp-<uuid>`` (a whole local
 file) or ``NAME.tmp-<uuid>`` (streamed with :class:`AtomicWriter`, or remote): both match
-``*.tmp-*``, which a mining rerun deletes in its run folder (``fileio.remove_temporaries``).
+``*.tmp-*``, which a mining rerun deletes in its run folder (``storage.remove_temporaries``).
 
 A write that fails for want of space or quota (ENOSPC, EDQUOT) is raised as
 :class:`~maskmine.transforms.errors.DiskFull`, naming the final path and the
@@ -157,7 +157,7 @@ class AtomicWriter:
     streamed tar knows its size and checksum without being read back.
     ``abort()`` (or leaving a ``with`` block on an exception) deletes the
     temporary file; a SIGKILL leaves it behind as ``PATH.tmp-<uuid>``, which
-    ``fileio.remove_temporaries`` clears before a rerun. The parent folder is
+    ``storage.remove_temporaries`` clears before a rerun. The parent folder is
     created for a local path.
     """
 

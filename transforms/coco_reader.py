@@ -21,7 +21,7 @@ from maskmine.transforms.annotations import (
     check_segmentation,
     reject,
 )
-from maskmine.transforms import fileio
+from maskmine.transforms import storage
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.records import SKIP_BAD_FILE_NAME, SKIP_DUPLICATE_IMAGE_ID, Caption, ImageRecord, Instance
 
@@ -39,7 +39,7 @@ def load_coco(path: str | Path, kind: str, required_annotation_keys: tuple[str, 
         raise UserError(f"{kind} file not found: {path}")
     try:
         with path.open("rb") as handle:
-            data = fileio.parse_json(handle.read())
+            data = storage.parse_json(handle.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{kind} file {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from maskmine.transforms import fileio
+from maskmine.transforms import storage
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.run_folder import CARD_FILE, PARQUET_GLOB, SIZES_FILE, TAR_GLOB
 from maskmine.transforms.shard_format import MEMBERS
@@ -32,13 +32,13 @@ def sizes(manifests: Mapping[int, Any]) -> dict[str, int]:
 
 def _source_terms(captions: str | None) -> tuple[dict, list[dict]]:
     """(``info``, ``licenses``) of a COCO-style captions file, as it declares them ({} / [] if none)."""
-    if not captions or not fileio.exists(captions):
+    if not captions or not storage.exists(captions):
         return {}, []
     try:
-        data = fileio.read_bytes(captions)
+        data = storage.read_bytes(captions)
         if len(data) > MAX_CAPTIONS_BYTES:
             return {}, []
-        doc = fileio.parse_json(data)
+        doc = storage.parse_json(data)
     except (OSError, ValueError):
         return {}, []
     if not isinstance(doc, dict):
@@ -115,5 +115,5 @@ def write_publication_files(out_dir: str, identity: Mapping[str, Any], stats: Ma
                             manifests: Mapping[int, Any]) -> None:
     """Write sizes.json and README.md of a finished run (atomically, each)."""
     counts = sizes(manifests)
-    atomic_write(fileio.join(out_dir, SIZES_FILE), json.dumps(counts, indent=1).encode())
-    atomic_write(fileio.join(out_dir, CARD_FILE), card_text(identity, stats, counts).encode("utf-8"))
+    atomic_write(storage.join(out_dir, SIZES_FILE), json.dumps(counts, indent=1).encode())
+    atomic_write(storage.join(out_dir, CARD_FILE), card_text(identity, stats, counts).encode("utf-8"))

@@ -100,9 +100,9 @@ def confined_path(images_dir: str, file_name: object) -> str:
         raise ImageSkip(SKIP_OUTSIDE_IMAGES, f"file_name {_shown(file_name)} is absolute, not a path inside --images")
     if ".." in file_name.replace("\\", "/").split("/"):
         raise ImageSkip(SKIP_OUTSIDE_IMAGES, f"file_name {_shown(file_name)} climbs out of --images with '..'")
-    from maskmine.transforms import fileio
+    from maskmine.transforms import storage
 
-    return fileio.join(str(images_dir), posixpath.normpath(file_name))
+    return storage.join(str(images_dir), posixpath.normpath(file_name))
 
 
 def _gray_rgb(gray: np.ndarray) -> np.ndarray:

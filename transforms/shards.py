@@ -18,7 +18,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from maskmine.transforms import fileio
+from maskmine.transforms import storage
 from maskmine.transforms.atomic import AtomicWriter, atomic_write
 from maskmine.transforms.records import ImageResult, PairSample, pair_columns
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE, TarWriter, pair_from_members, read_samples
@@ -96,11 +96,11 @@ class ShardManifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> "ShardManifest":
-        return cls(**fileio.parse_json(data))
+        return cls(**storage.parse_json(data))
 
 
 def manifest_path(out_dir: str, shard: int) -> str:
-    return fileio.join(out_dir, manifest_name(shard))
+    return storage.join(out_dir, manifest_name(shard))
 
 
 def image_order(image_id: int) -> str:
@@ -129,7 +129,7 @@ class ShardWriter:
         self.out_dir = out_dir
         self.shard = shard
         self.tar_name = tar_name(shard)
-        self._file = AtomicWriter(fileio.join(out_dir, self.tar_name))
+        self._file = AtomicWriter(storage.join(out_dir, self.tar_name))
         self._tar = TarWriter(self._file, caption_template)
         self._rows: list[dict] = []  # the Parquet rows (metadata only: the crop bytes are in the tar)
         self._last_order: str | None = None
@@ -187,10 +187,10 @@ class ShardWriter:
         if before_commit is not None:
             before_commit()
         self._file.commit()
-        fileio.makedirs(fileio.join(self.out_dir, PARQUET_DIR))
-        atomic_write(fileio.join(self.out_dir, m.parquet), buf.getvalue().to_pybytes())
+        storage.makedirs(storage.join(self.out_dir, PARQUET_DIR))
+        atomic_write(storage.join(self.out_dir, m.parquet), buf.getvalue().to_pybytes())
         m.seconds["write"] = m.seconds.get("write", 0.0) + self.seconds + time.perf_counter() - start
-        fileio.makedirs(fileio.join(self.out_dir, MANIFEST_DIR))
+        storage.makedirs(storage.join(self.out_dir, MANIFEST_DIR))
         atomic_write(manifest_path(self.out_dir, self.shard), m.to_json())
         return m
 
@@ -221,7 +221,7 @@ def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
 
     Rebuilt samples write back to the same tar members byte for byte.
     """
-    data = fileio.read_bytes(fileio.join(out_dir, tar_name(shard)))
+    data = storage.read_bytes(storage.join(out_dir, tar_name(shard)))
     by_image: dict[int, list[PairSample]] = {}
     for members in read_samples(data).values():
         pair = pair_from_members(members)
@@ -232,7 +232,7 @@ def read_shard_pairs(out_dir: str, shard: int) -> dict[int, list[PairSample]]:
 def completed_shards(out_dir: str) -> dict[int, ShardManifest]:
     """Manifest entries already on disk: the shards a rerun can skip."""
     done = {}
-    for path in fileio.glob(fileio.join(out_dir, MANIFEST_GLOB)):
-        manifest = ShardManifest.from_json(fileio.read_bytes(path))
+    for path in storage.glob(storage.join(out_dir, MANIFEST_GLOB)):
+        manifest = ShardManifest.from_json(storage.read_bytes(path))
         done[manifest.shard] = manifest
     return done

@@ -16,14 +16,14 @@ from dataclasses import asdict
 from typing import Iterator, Sequence
 
 from maskmine.transforms.atomic import atomic_write
-from maskmine.transforms import fileio
+from maskmine.transforms import storage
 from maskmine.transforms.records import Caption, ImageRecord, Instance
 from maskmine.transforms.run_folder import TASKS_DIR, task_name
 from maskmine.transforms.shards import image_order
 
 
 def task_path(out_dir: str, shard: int) -> str:
-    return fileio.join(out_dir, task_name(shard))
+    return storage.join(out_dir, task_name(shard))
 
 
 def record_to_json(record: ImageRecord) -> dict:
@@ -43,7 +43,7 @@ def write_task(out_dir: str, shard: int, records: Sequence[ImageRecord], retry: 
     ordered = sorted(records, key=lambda r: image_order(r.image_id))
     lines = [json.dumps({"shard": shard, "images": len(ordered), "retry": retry})]
     lines += [json.dumps(record_to_json(r), separators=(",", ":")) for r in ordered]
-    fileio.makedirs(fileio.join(out_dir, TASKS_DIR))
+    storage.makedirs(storage.join(out_dir, TASKS_DIR))
     path = task_path(out_dir, shard)
     atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
@@ -54,7 +54,7 @@ class ShardTask:
 
     def __init__(self, out_dir: str, shard: int) -> None:
         self.path = task_path(out_dir, shard)
-        self._handle = io.TextIOWrapper(fileio.open_read(self.path), encoding="utf-8")
+        self._handle = io.TextIOWrapper(storage.open_read(self.path), encoding="utf-8")
         header = json.loads(self._handle.readline())
         if int(header["shard"]) != shard:
             raise ValueError(f"{self.path} is the task of shard {header['shard']}, not {shard}")

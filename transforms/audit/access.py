@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from maskmine.transforms import fileio, shard_format
+from maskmine.transforms import storage, shard_format
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.run_folder import RUN_FILE, STATS_FILE, parquet_name, tar_name
 from maskmine.transforms.shards import shard_of
@@ -74,12 +74,12 @@ class Sample:
 
     @property
     def metadata(self) -> dict:
-        return fileio.parse_json(self.members[shard_format.META])
+        return storage.parse_json(self.members[shard_format.META])
 
 
 def _read_json(path: Path, what: str) -> dict | list:
     try:
-        return fileio.parse_json(path.read_bytes())
+        return storage.parse_json(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({what}): {exc}") from exc
 

@@ -1,9 +1,11 @@
-"""Small file helpers for run folders, which may live on gs:// too: Beam's FileSystems underneath.
+"""Files on local disk or an object store (gs://): join, list, read, delete. Beam's FileSystems underneath.
 
-Beam is imported when a helper first needs it, not by importing this module, so code that
-only imports the run-folder modules (shards, tasks) does not load Beam.
-Atomic writes have one home, :mod:`maskmine.transforms.atomic` (local paths
-written there directly, remote ones through Beam), for run-folder files too.
+Run folders and inputs may live on gs://, so the mining job, verify and the audit
+reach them through here. Beam is imported when a helper first needs it, not by
+importing this module, so code that only imports the run-folder modules (shards,
+tasks) does not load Beam. Writes are atomic and have one home,
+:mod:`maskmine.transforms.atomic` (local paths written there directly, remote ones
+through Beam), for run-folder files too.
 """
 from __future__ import annotations
 
