@@ -91,7 +91,7 @@ def test_remote_paths_go_through_beam_filesystems(monkeypatch):
     from maskmine.transforms import atomic
 
     fake = FakeRemote()
-    monkeypatch.setattr(atomic, "_filesystems", lambda: fake)
+    monkeypatch.setattr(atomic, "beam_filesystems", lambda: fake)
     atomic_write("gs://b/run/stats.json", b"{}")
     atomic_write("gs://b/run/stats.json", "{ }")
     assert fake.files == {"gs://b/run/stats.json": b"{ }"}

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 from maskmine.transforms.errors import DiskFull, is_disk_full
+from maskmine.transforms.storage import beam_filesystems, is_remote  # Beam: imported for remote paths alone
 
 
 def temporary_sibling(path: str | Path) -> Path:
@@ -108,17 +109,6 @@ def replacing_folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def is_remote(path: str | Path) -> bool:
-    """Whether ``path`` names a remote file (``scheme://...``) rather than a local one."""
-    return "://" in str(path)
-
-
-def _filesystems():
-    from apache_beam.io.filesystems import FileSystems  # remote paths only: Beam is imported for them alone
-
-    return FileSystems
-
-
 def atomic_write(path: str | Path, data: bytes | str, encoding: str = "utf-8") -> None:
     """Write ``data`` (bytes, or text encoded with ``encoding``) to ``path`` (local or remote) atomically."""
     if isinstance(data, str):
@@ -168,7 +158,7 @@ class AtomicWriter:
         self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
         self.remote = is_remote(self.path)
         if self.remote:
-            self._handle: BinaryIO = _filesystems().create(self.tmp)
+            self._handle: BinaryIO = beam_filesystems().create(self.tmp)
         else:
             os.makedirs(os.path.dirname(self.tmp) or ".", exist_ok=True)
             self._handle = open(self.tmp, "wb")
@@ -198,7 +188,7 @@ class AtomicWriter:
         if not self.remote:
             os.replace(self.tmp, self.path)
             return
-        fs = _filesystems()
+        fs = beam_filesystems()
         if fs.exists(self.path):
             fs.delete([self.path])
         fs.rename([self.tmp], [self.path])
@@ -211,8 +201,8 @@ class AtomicWriter:
         finally:
             if not self.remote:
                 Path(self.tmp).unlink(missing_ok=True)
-            elif _filesystems().exists(self.tmp):
-                _filesystems().delete([self.tmp])
+            elif beam_filesystems().exists(self.tmp):
+                beam_filesystems().delete([self.tmp])
 
     def __enter__(self) -> "AtomicWriter":
         return self

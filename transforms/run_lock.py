@@ -42,6 +42,7 @@ from typing import Iterator
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.run_folder import LOCK_FILE
+from maskmine.transforms.storage import is_remote
 
 log = logging.getLogger(__name__)
 # A file system that cannot lock: the job runs unlocked, with a warning.
@@ -63,10 +64,6 @@ class LockHolder:
 
 class FolderBusy(UserError):
     """Another live job holds the output folder (exit status 2, like every UserError)."""
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path
 
 
 def _written_holder(fd: int) -> LockHolder | None:
@@ -102,7 +99,7 @@ def acquire(folder: str, command: str) -> int | None:
     Raises :class:`FolderBusy` naming the holder when a live job has it.
     None: not locked (a remote folder, or a file system without locks), with a warning.
     """
-    if _is_remote(folder):
+    if is_remote(folder):
         log.warning("%s is not locked (remote folders cannot be): make sure no other job writes to it", folder)
         return None
     os.makedirs(folder, exist_ok=True)
@@ -164,7 +161,7 @@ def holding(folder: str, command: str) -> Iterator[None]:
     Folders the lock had to create and that are still empty at the end are
     removed: a command refused before any work leaves no output folder behind.
     """
-    created = [] if _is_remote(folder) else _missing_folders(folder)
+    created = [] if is_remote(folder) else _missing_folders(folder)
     fd = acquire(folder, command)
     try:
         yield

@@ -14,37 +14,43 @@ import os
 import posixpath
 
 __all__ = [
-    "basename", "delete", "exists", "glob", "join", "makedirs", "open_read", "parse_json", "read_bytes",
-    "remove_empty_folder", "remove_temporaries", "sha256_of",
+    "basename", "beam_filesystems", "delete", "exists", "glob", "is_remote", "join", "makedirs", "open_read",
+    "parse_json", "read_bytes", "remove_empty_folder", "remove_temporaries", "sha256_of",
 ]
 
 
-def _fs():
-    from apache_beam.io.filesystems import FileSystems  # local paths and gs:// alike
+def is_remote(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a remote file (``scheme://...``) rather than a local one."""
+    return "://" in str(path)
+
+
+def beam_filesystems():
+    """Beam's FileSystems (local paths and gs:// alike), imported on first use."""
+    from apache_beam.io.filesystems import FileSystems
 
     return FileSystems
 
 
 def join(base: str, *parts: str) -> str:
-    return _fs().join(str(base), *parts)
+    return beam_filesystems().join(str(base), *parts)
 
 
 def exists(path: str) -> bool:
-    return _fs().exists(str(path))
+    return beam_filesystems().exists(str(path))
 
 
 def makedirs(path: str) -> None:
-    if not _fs().exists(str(path)):
+    if not beam_filesystems().exists(str(path)):
         try:
-            _fs().mkdirs(str(path))
+            beam_filesystems().mkdirs(str(path))
         except OSError:
-            if not _fs().exists(str(path)):
+            if not beam_filesystems().exists(str(path)):
                 raise
 
 
 def open_read(path: str):
     """A binary file object reading ``path``."""
-    return _fs().open(str(path))
+    return beam_filesystems().open(str(path))
 
 
 def read_bytes(path: str) -> bytes:
@@ -54,7 +60,7 @@ def read_bytes(path: str) -> bytes:
 
 def glob(pattern: str) -> list[str]:
     """Sorted paths matching a glob pattern (no error when nothing matches)."""
-    result = _fs().match([str(pattern)])[0]
+    result = beam_filesystems().match([str(pattern)])[0]
     return sorted(m.path for m in result.metadata_list)
 
 
@@ -66,19 +72,19 @@ def remove_temporaries(folder: str) -> int:
     """Delete the ``*.tmp-*`` files a killed writer left directly in ``folder``; returns how many."""
     stale = glob(join(folder, "*.tmp-*"))
     if stale:
-        _fs().delete(stale)
+        beam_filesystems().delete(stale)
     return len(stale)
 
 
 def delete(paths: list[str]) -> None:
-    paths = [str(p) for p in paths if _fs().exists(str(p))]
+    paths = [str(p) for p in paths if beam_filesystems().exists(str(p))]
     if paths:
-        _fs().delete(paths)
+        beam_filesystems().delete(paths)
 
 
 def remove_empty_folder(path: str) -> None:
     """Remove a local folder once nothing is left in it (object stores have no folders to remove)."""
-    if "://" in str(path):
+    if is_remote(path):
         return
     try:
         os.rmdir(str(path))
