@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from maskmine.finetune.epoch_batches import epoch_batches
 from maskmine.finetune.optim import lr_factor
 from maskmine.transforms.atomic import atomic_write, replacing_folder
 from maskmine.transforms.errors import UserError
@@ -204,14 +205,11 @@ def pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, co
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    order, cursor = index[torch.randperm(index.numel(), generator=gen)], 0
+    batches = epoch_batches(index, config.batch_size, gen)
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="pretrain sample proposals", unit="step", disable=not progress, file=sys.stderr)
     for step in bar:
-        if cursor + config.batch_size > order.numel():
-            order, cursor = index[torch.randperm(index.numel(), generator=gen)], 0
-        idx = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
+        idx = next(batches)
         images, ids = train.images[idx], train.instances[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(2), images)

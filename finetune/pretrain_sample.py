@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from maskmine.finetune.epoch_batches import epoch_batches
 from maskmine.finetune.losses import clip_contrastive_loss
 from maskmine.finetune.model import MAX_LOGIT_SCALE
 from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
@@ -221,14 +222,10 @@ def pretrain(config: PretrainConfig, progress: bool = True, command: str | None 
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
     losses: list[float] = []
-    order = torch.randperm(n, generator=gen)
-    cursor = 0
+    batches = epoch_batches(torch.arange(n), config.batch_size, gen)
     bar = tqdm(range(config.steps), desc="pretrain sample CLIP", unit="step", disable=not progress, file=sys.stderr)
     for step in bar:
-        if cursor + config.batch_size > n:
-            order, cursor = torch.randperm(n, generator=gen), 0
-        idx = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
+        idx = next(batches)
         which = torch.randint(0, per_image, (len(idx),), generator=gen)
         text = tokens[idx, which]
         dx, dy = torch.randint(0, 2 * config.jitter + 1, (2,), generator=gen).tolist()
