@@ -47,32 +47,12 @@ MIN_TARGET_PIXELS = 4  # instances smaller than this at INPUT_SIZE are dropped f
 
 def sample_mask2former_config(num_queries: int = 50) -> Any:
     """The architecture: a 4-stage Swin (embed 32) and a 64-wide pixel decoder and transformer decoder."""
-    from transformers import Mask2FormerConfig, SwinConfig
+    from maskmine.transforms.proposals.maskformer import swin_mask2former_config
 
-    backbone = SwinConfig(
-        embed_dim=32,
-        depths=[2, 2, 2, 2],
-        num_heads=[1, 2, 4, 8],
-        window_size=4,
-        image_size=INPUT_SIZE,
-        drop_path_rate=0.0,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
-    return Mask2FormerConfig(
-        backbone_config=backbone,
-        feature_size=64,
-        mask_feature_size=64,
-        hidden_dim=64,
-        encoder_feedforward_dim=128,
-        encoder_layers=2,
-        decoder_layers=4,
-        num_attention_heads=4,
-        dim_feedforward=256,
-        num_queries=num_queries,
-        num_labels=1,
-        id2label={0: OBJECT_LABEL},
-        label2id={OBJECT_LABEL: 0},
-        train_num_points=1024,
+    return swin_mask2former_config(
+        64, swin_embed=32, swin_depths=[2, 2, 2, 2], swin_heads=[1, 2, 4, 8], image_size=INPUT_SIZE,
+        encoder_layers=2, decoder_layers=4, attention_heads=4, feedforward=256, num_queries=num_queries, num_labels=1,
+        drop_path_rate=0.0, id2label={0: OBJECT_LABEL}, label2id={OBJECT_LABEL: 0}, train_num_points=1024,
     )
 
 

@@ -78,6 +78,54 @@ def masks_to_image(
     return out
 
 
+def swin_mask2former_config(
+    width: int,
+    *,
+    swin_embed: int,
+    swin_depths: list[int],
+    swin_heads: list[int],
+    image_size: int,
+    encoder_layers: int,
+    decoder_layers: int,
+    attention_heads: int,
+    feedforward: int,
+    num_queries: int,
+    num_labels: int,
+    drop_path_rate: float = 0.1,
+    **extra: Any,
+) -> Any:
+    """A small Mask2Former config: a 4-stage Swin (window 4), pixel and transformer decoders ``width`` wide.
+
+    The shape of maskmine's own models (the random one of the tests, the
+    sample world's trained one); ``extra`` goes to ``Mask2FormerConfig``.
+    """
+    from transformers import Mask2FormerConfig, SwinConfig
+
+    backbone = SwinConfig(
+        embed_dim=swin_embed,
+        depths=swin_depths,
+        num_heads=swin_heads,
+        window_size=4,
+        image_size=image_size,
+        drop_path_rate=drop_path_rate,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    return Mask2FormerConfig(
+        backbone_config=backbone,
+        feature_size=width,
+        mask_feature_size=width,
+        hidden_dim=width,
+        encoder_feedforward_dim=2 * width,
+        encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
+        num_attention_heads=attention_heads,
+        dim_feedforward=feedforward,
+        num_queries=num_queries,
+        num_labels=num_labels,
+        **extra,
+    )
+
+
 def build_tiny_mask2former(
     num_queries: int = 16, image_size: int = 128, seed: int = 0
 ) -> tuple[Any, Any]:
@@ -87,33 +135,11 @@ def build_tiny_mask2former(
     every code path of the real model (Swin backbone, deformable pixel decoder,
     masked-attention decoder) runs.
     """
-    from transformers import (
-        Mask2FormerConfig,
-        Mask2FormerForUniversalSegmentation,
-        Mask2FormerImageProcessor,
-        SwinConfig,
-    )
+    from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
 
-    backbone = SwinConfig(
-        embed_dim=16,
-        depths=[1, 1, 1, 1],
-        num_heads=[1, 1, 2, 2],
-        window_size=4,
-        image_size=image_size,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
-    config = Mask2FormerConfig(
-        backbone_config=backbone,
-        feature_size=32,
-        mask_feature_size=32,
-        hidden_dim=32,
-        encoder_feedforward_dim=64,
-        encoder_layers=1,
-        decoder_layers=2,
-        num_attention_heads=2,
-        dim_feedforward=64,
-        num_queries=num_queries,
-        num_labels=5,
+    config = swin_mask2former_config(
+        32, swin_embed=16, swin_depths=[1, 1, 1, 1], swin_heads=[1, 1, 2, 2], image_size=image_size,
+        encoder_layers=1, decoder_layers=2, attention_heads=2, feedforward=64, num_queries=num_queries, num_labels=5,
     )
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
