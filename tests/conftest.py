@@ -50,6 +50,19 @@ def coco_images(coco_mini: Path) -> list:
     return images
 
 
+@pytest.fixture(scope="session")
+def make_sample_set(tmp_path_factory):
+    """``make_sample_set(images=..., val_images=..., seed=...)``: a generated sample set in a fresh folder, its root."""
+    from maskmine.transforms.sample_world.generate import SampleConfig, generate_sample
+
+    def make(**config) -> Path:
+        out = tmp_path_factory.mktemp("sample") / "set"
+        generate_sample(SampleConfig(out=str(out), **config), progress=False)
+        return out
+
+    return make
+
+
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
     """A 1 MB tmpfs: a real full file system for disk-full tests (mounting needs root; skipped where it is not permitted)."""

@@ -21,7 +21,7 @@ from maskmine.transforms.proposals.factory import (
     ProposalSpec,
     build_proposal_generator,
 )
-from maskmine.transforms.sample_world.generate import SampleConfig, generate_sample, render, split_paths
+from maskmine.transforms.sample_world.generate import render, split_paths
 
 needs_checkpoint = pytest.mark.skipif(
     not (SAMPLE_PROPOSAL_DIR / "model.safetensors").is_file(), reason=f"{SAMPLE_PROPOSAL_DIR} not committed"
@@ -29,10 +29,8 @@ needs_checkpoint = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample-proposals") / "set"
-    generate_sample(SampleConfig(out=str(out), images=4, val_images=6, seed=0), progress=False)
-    return out
+def tiny_set(make_sample_set) -> Path:
+    return make_sample_set(images=4, val_images=6, seed=0)
 
 
 def test_pretrain_is_deterministic_and_loads_as_a_maskformer_checkpoint(tiny_set, tmp_path):

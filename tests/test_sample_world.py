@@ -34,10 +34,8 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def small_set(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample") / "set"
-    generate_sample(SampleConfig(out=str(out), images=6, val_images=8, seed=3), progress=False)
-    return out
+def small_set(make_sample_set) -> Path:
+    return make_sample_set(images=6, val_images=8, seed=3)
 
 
 def test_same_seed_same_files(small_set, tmp_path):
