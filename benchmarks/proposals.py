@@ -23,7 +23,7 @@ instance of the noun's class at IoU >= 0.5
 (:func:`maskmine.transforms.sample_world.scoring.pair_precision`); then
 ``maskmine eval --dataset sample --proposals maskformer --proposal-checkpoint
 sample`` mIoU for the sample CLIP and each ``--adapted`` run.
-The README's tables come from this script; it is a benchmark, not a test.
+The tables in docs/sample-world.md come from this script; it is a benchmark, not a test.
 """
 from __future__ import annotations
 

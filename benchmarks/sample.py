@@ -27,7 +27,7 @@ The learning rates are explicit (``--lr`` for runs that train CLIP weights,
 pretrained ViT-L/14 and thousands of steps, not for the small sample CLIP.
 
 Writes ``results.json`` and a Markdown table (``results.md``) under ``--work``.
-The figures in the README come from this script; it is a benchmark, not a test.
+The figures in docs/benchmarks.md come from this script; it is a benchmark, not a test.
 """
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def test_committed_checkpoint_recall_is_far_above_a_random_model(tiny_set):
 
 
 # Measured on these 6 scenes (29 instances): committed checkpoint 0.724 (21/29), maskmine-tiny 0.103;
-# the margin is for float differences across machines. The README's table has the whole val split.
+# the margin is for float differences across machines. docs/sample-world.md's table has the whole val split.
 RECALL_50 = 0.6
 
 
