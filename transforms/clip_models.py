@@ -28,7 +28,7 @@ from typing import Literal, Sequence, get_args
 import open_clip
 import torch
 
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import CropConfig
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def resolve_activation(model_name: str, pretrained_arg: str | None,
     """
     register_configs()
     if requested not in ACTIVATION_CHOICES:
-        raise UserError(f"--clip-activation must be one of {', '.join(ACTIVATION_CHOICES)}, got {requested!r}")
+        raise SettingError("clip_activation", f"must be one of {', '.join(ACTIVATION_CHOICES)}, got {requested!r}")
     config = open_clip.get_model_config(model_name) or {}
     if requested == "quick_gelu" or config.get("quick_gelu"):
         return "quick_gelu"
