@@ -197,11 +197,19 @@ def sam_options(args: argparse.Namespace, box_nms_thresh: float | None = None) -
 
 # ---- masked crops ---------------------------------------------------------------------------------------
 
-def add_mask_threshold_argument(group: Group, default: float, use: str) -> None:
-    """``--mask-threshold`` (its range: ``transforms/masked_crop.MASK_THRESHOLD``); ``use`` says what the
-    binary masks are for in this command and where its default comes from."""
-    from maskmine.transforms.masked_crop import MASK_THRESHOLD
+def add_mask_threshold_argument(group: Group, job: str) -> None:
+    """``--mask-threshold`` with its one range (``transforms/masked_crop.MASK_THRESHOLD``) and the default of
+    ``job``: "mine" (the crops' CropConfig default, 0.5) or "segment" (eval and demo: OVSeg's MASK_THR, 0.4)."""
+    from maskmine.transforms.masked_crop import MASK_THRESHOLD, CropConfig
 
+    if job == "mine":
+        default, use = CropConfig.threshold, "the masked crops are cut from these"
+    else:
+        from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD
+
+        default = DEFAULT_MASK_THRESHOLD
+        use = ("a proposal's pixels are those above T: they make its crop, and a mask without any is not "
+               "classified (OVSeg's MODEL.CLIP_ADAPTER.MASK_THR default)")
     group.add_argument("--mask-threshold", type=arg_type(MASK_THRESHOLD), default=default, metavar="T",
                        help=f"binarise soft masks as mask > T, T {MASK_THRESHOLD.describe()} "
                             f"(at 1 no pixel passes): {use} (default {default:g})")

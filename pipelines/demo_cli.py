@@ -11,6 +11,7 @@ from maskmine.pipelines.cli_options import (
     add_adapted_argument,
     add_clip_arguments,
     add_device_argument,
+    add_mask_threshold_argument,
     add_proposal_arguments,
     add_sam_filter_arguments,
     clip_spec,
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sam-checkpoint", default="", metavar="PTH",
                         help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
     add_sam_filter_arguments(parser)
+    add_mask_threshold_argument(parser, "segment")
     parser.add_argument("--granularity", type=FRACTION, default=0.8, metavar="G",
                         help="the slider's starting value (default 0.8)")
     parser.add_argument("--classes", default=None,

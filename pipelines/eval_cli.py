@@ -25,7 +25,6 @@ from maskmine.pipelines.cli_options import (
 )
 from maskmine.eval.datasets import CLASS_ORDERS, UNKNOWN_LABELS
 from maskmine.eval.fusion import FUSION_MODES
-from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD
 from maskmine.eval.templates import TemplateSet
 
 # Eval's proposal backends: the mining oracle's distractors have no place in a benchmark.
@@ -87,9 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sam_filter_arguments(p)
     p.add_argument("--sam-box-nms", type=FRACTION, default=0.7, metavar="T",
                    help="SAM: box NMS IoU threshold between masks (default 0.7)")
-    add_mask_threshold_argument(p, DEFAULT_MASK_THRESHOLD,
-                                "a proposal's pixels are those above T: they make its crop, and a mask without any "
-                                "is not classified (OVSeg's MODEL.CLIP_ADAPTER.MASK_THR default)")
+    add_mask_threshold_argument(p, "segment")
     p.add_argument("--hard-masks", action="store_true",
                    help="semantic inference on the binary masks, pixels no classified mask covers left "
                         "unlabelled (maskmine's earlier variant); default: OVSeg's, on the soft masks")

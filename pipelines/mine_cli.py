@@ -28,7 +28,6 @@ from maskmine.pipelines.mine import RETRYABLE_REASONS, MineConfig, run_mining
 from maskmine.transforms import fileio, run_lock
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.pairing import LABELS, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import BACKENDS
 from maskmine.transforms.run_folder import RUN_FILE
@@ -84,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="what each sample's txt member holds: this text with {noun} filled in (default "
                       f"{DEFAULT_CAPTION_TEMPLATE.replace('%', '%%')!r}, the text maskmine train encodes, so open_clip's "
                       "trainer reading txt trains on the same text; recorded in run.json)")
-    add_mask_threshold_argument(clip, CropConfig.threshold, "the masked crops are cut from these")
+    add_mask_threshold_argument(clip, "mine")
 
     run = p.add_argument_group("execution")
     add_device_argument(run)

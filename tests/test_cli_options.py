@@ -23,7 +23,7 @@ from maskmine.transforms.errors import SettingError, UserError
 
 # Every command's flags before the shared groups (issue 22, taken from main at f12ca77), and the
 # aliases the shared groups added: --min-mask-area and --min-area-fraction name one flag in mine
-# and eval, and eval gained mine's --dedup-iou with its filter group.
+# and eval, eval gained mine's --dedup-iou with its filter group, and demo eval's --mask-threshold.
 FLAGS_BEFORE = {
     "audit": "--confidence --image-id --images --json --max-margin --max-pairs --min-score --no-progress --noun --out "
              "--per-noun --query --rare-max-pairs --rare-nouns --sample --score-sheet --seed --suspicious --top-nouns",
@@ -52,7 +52,7 @@ FLAGS_BEFORE = {
              "--warmup-steps --weight-decay --workers",
     "verify": "--deep --json",
 }
-FLAGS_ADDED = {"eval": "--min-mask-area --dedup-iou", "mine": "--min-area-fraction"}
+FLAGS_ADDED = {"eval": "--min-mask-area --dedup-iou", "mine": "--min-area-fraction", "demo": "--mask-threshold"}
 
 
 def command_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -105,12 +105,15 @@ def test_a_shared_flag_is_one_declaration_in_every_command():
                                      "sample", "train"]
     assert seen["--proposal-checkpoint"] == ["demo", "eval", "mine"]
     assert {parsers[c].get_default("proposal_checkpoint") for c in seen["--proposal-checkpoint"]} == {""}
-    # the mask threshold's default is each job's own (mining 0.5, OVSeg's eval 0.4); its range is one
-    assert (parsers["mine"].get_default("mask_threshold"), parsers["eval"].get_default("mask_threshold")) == (0.5, 0.4)
+    # the mask threshold's default is each job's own (mining 0.5, OVSeg's MASK_THR 0.4); its range is one
+    assert seen["--mask-threshold"] == ["demo", "eval", "mine"]
+    assert [parsers[c].get_default("mask_threshold") for c in ("mine", "eval", "demo")] == [0.5, 0.4, 0.4]
+    assert actions_by_flag(parsers["eval"])["--mask-threshold"].help == actions_by_flag(parsers["demo"])["--mask-threshold"].help
 
 
 MINE = ["mine", "--captions", "c.json", "--images", "i", "--out", "o"]
 EVAL = ["eval", "--dataset", "sample", "--root", "r", "--proposals", "coco-gt", "--out", "o"]
+DEMO = ["demo"]
 
 
 @pytest.mark.parametrize("value, problem", [
@@ -119,8 +122,8 @@ EVAL = ["eval", "--dataset", "sample", "--root", "r", "--proposals", "coco-gt", 
     ("-0.1", "must be >= 0 and < 1, got -0.1"),
     ("nan", "must be a finite number, got nan"),
 ])
-def test_mask_threshold_is_refused_alike_by_mine_and_eval(value, problem, capsys):
-    for argv in (MINE, EVAL):
+def test_mask_threshold_is_refused_alike_by_mine_eval_and_demo(value, problem, capsys):
+    for argv in (MINE, EVAL, DEMO):
         assert main(argv + ["--mask-threshold", value]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"maskmine {argv[0]}: error: argument --mask-threshold: {problem} (see maskmine {argv[0]} --help)"
@@ -207,3 +210,15 @@ def test_no_command_module_keeps_its_own_one_line_help():
         module = importlib.import_module(module_name)
         assert not hasattr(module, "HELP"), module_name
         assert Path(module.__file__).name.endswith("_cli.py")
+
+
+def test_demo_takes_the_mask_threshold_to_its_segmentation():
+    from maskmine.eval.demo import DemoApp, DemoConfig
+    from maskmine.pipelines import demo_cli
+
+    parsers = command_parsers()
+    config = demo_cli.config_from_args(parsers["demo"].parse_args(["--mask-threshold", "0.25", "--device", "cpu"]))
+    assert (config.mask_threshold, config.device, config.maskformer.device, config.sam.device) == (0.25, "cpu", "cpu", "cpu")
+    assert config.maskformer.checkpoint == ""  # the maskformer default checkpoint, as mine and eval
+    with pytest.raises(SettingError, match="^mask threshold must be >= 0 and < 1, got 1.0$"):
+        DemoApp(DemoConfig(mask_threshold=1.0, device="cpu"))  # refused before any model loads
