@@ -94,10 +94,10 @@ def check_config(c: TrainConfig) -> None:
     if c.mode not in MODES:
         raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {c.mode!r}")
     if c.prompt_lr is not None and c.mode != "full+prompt":
-        raise UserError("--prompt-lr is the prompts' rate in --mode full+prompt only; "
-                        "in --mode prompt the prompts train at --lr")
+        raise SettingError("prompt_lr", "is the prompts' rate in mode full+prompt only; "
+                                        "in mode prompt the prompts train at the lr")
     if c.init is not None and c.mode != "prompt":
-        raise UserError("--init starts mask prompt tuning from a finetuned CLIP: it needs --mode prompt")
+        raise SettingError("init", "starts mask prompt tuning from a finetuned CLIP: it needs mode prompt")
     if c.lr is None:
         c.lr = DEFAULT_LR[c.mode]
     if c.mode == "full+prompt" and c.prompt_lr is None:
@@ -117,9 +117,9 @@ def check_config(c: TrainConfig) -> None:
         ranges.POSITIVE_FLOAT.check(name, getattr(c, name))
     ranges.NON_NEGATIVE_FLOAT.check("weight_decay", c.weight_decay)
     if c.steps is None and c.epochs is None:
-        raise UserError("give --steps or --epochs")
+        raise SettingError("steps", "must be given when epochs is not")
     if c.resample and c.steps is None:
-        raise UserError("--resample streams forever: give --steps")
+        raise SettingError("resample", "streams forever: it needs steps")
     if c.mode == "full" and c.prompt_depth not in (None, 0):
         c.prompt_depth = None  # the CLI default of 3 means nothing without prompts
 
