@@ -118,7 +118,8 @@ BACKEND_HELP = {
     "sam": "sam: SAM's automatic masks (segment_anything)",
     "coco-gt": "coco-gt: the ground-truth masks, the oracle (mine: the --instances masks; eval: one per class "
                "present in the label map, which measures the classification step alone)",
-    "coco-gt+distractors": "coco-gt+distractors: the ground-truth masks plus distractor masks (tests of the pairing)",
+    "coco-gt+distractors": "coco-gt+distractors: the ground-truth masks plus plausible wrong ones (merged "
+                           "instances, parts, background blobs): a benchmark of the matching step",
 }
 
 
