@@ -222,3 +222,24 @@ def test_demo_takes_the_mask_threshold_to_its_segmentation():
     assert config.maskformer.checkpoint == ""  # the maskformer default checkpoint, as mine and eval
     with pytest.raises(SettingError, match="^mask threshold must be >= 0 and < 1, got 1.0$"):
         DemoApp(DemoConfig(mask_threshold=1.0, device="cpu"))  # refused before any model loads
+
+
+def test_a_range_judges_library_values_as_the_flag_judges_text():
+    import pickle
+
+    import numpy as np
+
+    from maskmine.pipelines.cli_options import arg_type
+    from maskmine.transforms.masked_crop import MASK_THRESHOLD
+    from maskmine.transforms.ranges import POSITIVE_INT
+
+    assert MASK_THRESHOLD.problem(np.float32(0.5)) is None and POSITIVE_INT.problem(np.int64(3)) is None
+    assert POSITIVE_INT.problem(True) == "must be an integer, got True"
+    assert POSITIVE_INT.problem(2.5) == "must be an integer, got 2.5"
+    assert MASK_THRESHOLD.problem(float("nan")) == "must be a finite number, got nan"
+    assert MASK_THRESHOLD.problem(1.0) == "must be >= 0 and < 1, got 1.0"
+    with pytest.raises(argparse.ArgumentTypeError, match="^must be >= 0 and < 1, got 1.0$"):
+        arg_type(MASK_THRESHOLD)("1.0")  # the same words at parse time
+    error = pickle.loads(pickle.dumps(SettingError("mask_threshold", "must be >= 0 and < 1, got 1.0")))
+    assert (error.setting, error.problem, str(error)) == (
+        "mask_threshold", "must be >= 0 and < 1, got 1.0", "mask threshold must be >= 0 and < 1, got 1.0")

@@ -9,6 +9,7 @@ naming the setting), and ``pipelines/cli_options.py`` turns it into an argparse
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from maskmine.transforms.errors import SettingError
@@ -36,12 +37,12 @@ class Range:
     def problem(self, value: float, shown: str | None = None) -> str | None:
         """Why ``value`` is refused (``must be >= 0 and < 1, got 1.0``), or None when it is in the range."""
         shown = str(value) if shown is None else shown
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's numbers are Real too
             return f"must be {'an integer' if self.kind is int else 'a number'}, got {shown}"
-        if self.kind is int and not float(value).is_integer():
-            return f"must be an integer, got {shown}"
         if not math.isfinite(value):
             return f"must be a finite number, got {shown}"
+        if self.kind is int and not float(value).is_integer():
+            return f"must be an integer, got {shown}"
         too_low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
         too_high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
         if too_low or too_high:
