@@ -62,7 +62,7 @@ from typing import Literal, Optional, get_args
 import numpy as np
 from PIL import Image
 
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -331,7 +331,7 @@ def get_dataset(name: str, root: str | Path, class_order: Optional[str] = None) 
     """
     spec = SPECS[canonical_name(name)]
     if class_order is not None and class_order not in CLASS_ORDERS:
-        raise UserError(f"--class-order must be one of {', '.join(CLASS_ORDERS)}, got {class_order!r}")
+        raise SettingError("class_order", f"must be one of {', '.join(CLASS_ORDERS)}, got {class_order!r}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"{spec.name}: dataset root {root} is not a folder; expected {_expected(spec)}")

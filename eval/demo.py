@@ -47,12 +47,13 @@ import jinja2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from maskmine.eval.inference import RegionClassifier, build_classifier, segment
+from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.clip_models import ClipSpec
+from maskmine.transforms.masked_crop import MASK_THRESHOLD
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.proposals.sam import TINY_MODEL_TYPE
 from maskmine.transforms.records import ImageRecord
@@ -85,6 +86,7 @@ class DemoConfig:
     max_classes: int = 100
     default_classes: str = "person, dog, cat, car, tree, grass, sky, road, building, water"
     default_granularity: float = 0.8
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD  # a proposal's pixels: mask > this (OVSeg's MASK_THR)
     read_timeout: float = 30.0  # seconds for any socket read, and for a whole request body
     max_queue: int = 4  # requests that may wait while one segmentation runs; more get 503
     queue_timeout: float = 300.0  # seconds a request waits for its turn before 503
@@ -166,7 +168,7 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
 
 
 def demo_labels(image: np.ndarray, names: list[str], proposals: Any, classifier: RegionClassifier,
-                granularity: Optional[float]) -> np.ndarray:
+                granularity: Optional[float], mask_threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
     """The demo's label map (``NO_CLASS`` where nothing is painted).
 
     One class name: as OVSeg's demo (``OVSegDEMO.forward``), "others" is added so the softmax
@@ -175,7 +177,7 @@ def demo_labels(image: np.ndarray, names: list[str], proposals: Any, classifier:
     """
     classify_names = names + [OTHERS] if len(names) == 1 else list(names)
     result = segment(image, classify_names, proposals, classifier, granularity=granularity,
-                     empty_label=NO_CLASS)
+                     empty_label=NO_CLASS, mask_threshold=mask_threshold)
     labels = result.labels
     if len(classify_names) > len(names):
         labels = np.where(labels >= len(names), NO_CLASS, labels)
@@ -186,6 +188,7 @@ class DemoApp:
     """Models loaded once; ``run`` turns one form submission into a result (thread-safe)."""
 
     def __init__(self, config: DemoConfig, classifier: Optional[RegionClassifier] = None) -> None:
+        MASK_THRESHOLD.check("mask_threshold", config.mask_threshold)
         self.config = config
         self.device = resolve_device(config.device)
         self.classifier = classifier or build_classifier(replace(config.clip, device=str(self.device)), config.adapted)
@@ -256,7 +259,7 @@ class DemoApp:
             else:
                 record = ImageRecord(0, "upload", image.shape[1], image.shape[0], [])
                 proposals = self._generators[backend].generate([image], [record])[0]
-            labels = demo_labels(image, names, proposals, self.classifier, granularity)
+            labels = demo_labels(image, names, proposals, self.classifier, granularity, self.config.mask_threshold)
         colours = colour_table(range(len(names)))
         ids, counts = np.unique(labels, return_counts=True)
         total = float(labels.size)

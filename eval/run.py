@@ -46,7 +46,8 @@ from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
-from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms import ranges
+from maskmine.transforms.masked_crop import MASK_THRESHOLD, CropConfig
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 from maskmine.transforms.records import ImageRecord
@@ -261,16 +262,18 @@ def read_image_file(path: Path, frame: tuple[int, int]) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {exc}") from exc
 
 
+def check_config(config: EvalConfig) -> None:
+    """Refuse a setting outside its range (SettingError naming the setting; the CLI names the flag)."""
+    ranges.POSITIVE_INT.check("limit", config.limit)
+    ranges.NON_NEGATIVE_INT.check("visualise", config.visualise)
+    ranges.FRACTION.check("granularity", config.granularity)
+    MASK_THRESHOLD.check("mask_threshold", config.mask_threshold)
+    ranges.FRACTION.check("ensemble_lambda", config.ensemble_lambda)
+
+
 def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> EvalResult:
     """Evaluate, reusing cached predictions; writes metrics.json, the CSV and visualisations."""
-    if config.limit is not None and config.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {config.limit}")
-    if config.granularity is not None and config.granularity < 0:
-        raise UserError(f"--granularity must be >= 0, got {config.granularity}")
-    if not 0 <= config.mask_threshold < 1:
-        raise UserError(f"--mask-threshold must be in [0, 1), got {config.mask_threshold}")
-    if config.ensemble_lambda is not None and not 0 <= config.ensemble_lambda <= 1:
-        raise UserError(f"--ensemble-lambda must be in [0, 1], got {config.ensemble_lambda}")
+    check_config(config)
     dataset = get_dataset(config.dataset, config.root, config.class_order)
     items = dataset.items[: config.limit] if config.limit else dataset.items
     check_pair_sizes(items)  # every pair, before anything is predicted

@@ -35,6 +35,7 @@ from PIL import Image
 from maskmine.finetune.epoch_batches import epoch_batches
 from maskmine.finetune.optim import lr_factor
 from maskmine.transforms.atomic import atomic_write, replacing_folder
+from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.factory import SAMPLE_PROPOSAL_DIR
 
@@ -168,8 +169,8 @@ def pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, co
     """Train, save the checkpoint folder and its JSON record; returns the record."""
     from tqdm import tqdm
 
-    if config.steps < 1 or config.batch_size < 1:
-        raise UserError("--steps and --batch-size must be at least 1")
+    for name in ("steps", "batch_size"):
+        ranges.POSITIVE_INT.check(name, getattr(config, name))
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     started = time.perf_counter()

@@ -36,10 +36,13 @@ from maskmine.finetune.model import MAX_LOGIT_SCALE
 from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write
 from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
+from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import OPENAI_MEAN, OPENAI_STD, CropConfig, masked_crop, to_clip_tensor
 
 log = logging.getLogger(__name__)
+
+CONTRASTIVE_BATCH = ranges.Range(int, lo=2)  # a contrastive batch needs another image as the negative
 
 
 @dataclass(frozen=True)
@@ -199,8 +202,8 @@ def pretrain(config: PretrainConfig, progress: bool = True, command: str | None 
     """Train, save the checkpoint and its JSON record; returns the record."""
     from tqdm import tqdm
 
-    if config.steps < 1 or config.batch_size < 2:
-        raise UserError("--steps must be at least 1 and --batch-size at least 2")
+    ranges.POSITIVE_INT.check("steps", config.steps)
+    CONTRASTIVE_BATCH.check("batch_size", config.batch_size)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     started = time.perf_counter()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,8 @@ from maskmine.finetune.shard_context import ShardContext, crop_for_context, crop
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write_json
 from maskmine.transforms.clip_models import ClipSpec
-from maskmine.transforms.errors import UserError
+from maskmine.transforms import ranges
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.shard_format import count_keys
 
@@ -92,12 +92,12 @@ def check_config(c: TrainConfig) -> None:
         raise UserError("training cuts its crops as the shards were mined (their run.json): "
                         "leave TrainConfig.clip's crop at its default")
     if c.mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}")
+        raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {c.mode!r}")
     if c.prompt_lr is not None and c.mode != "full+prompt":
-        raise UserError("--prompt-lr is the prompts' rate in --mode full+prompt only; "
-                        "in --mode prompt the prompts train at --lr")
+        raise SettingError("prompt_lr", "is the prompts' rate in mode full+prompt only; "
+                                        "in mode prompt the prompts train at the lr")
     if c.init is not None and c.mode != "prompt":
-        raise UserError("--init starts mask prompt tuning from a finetuned CLIP: it needs --mode prompt")
+        raise SettingError("init", "starts mask prompt tuning from a finetuned CLIP: it needs mode prompt")
     if c.lr is None:
         c.lr = DEFAULT_LR[c.mode]
     if c.mode == "full+prompt" and c.prompt_lr is None:
@@ -105,23 +105,21 @@ def check_config(c: TrainConfig) -> None:
     if c.augment_scale is not None:
         low, high = (float(v) for v in c.augment_scale)
         if not 0.0 < low <= high <= 1.0:
-            raise UserError("--augment-scale needs 0 < MIN <= MAX <= 1")
+            raise SettingError("augment_scale", f"needs 0 < MIN <= MAX <= 1, got {low:g} {high:g}")
         c.augment_scale = [low, high]
     if c.loss not in LOSSES:
-        raise UserError(f"--loss must be one of {', '.join(LOSSES)}")
-    for name in ("batch_size", "accum_steps", "val_every", "save_every"):
-        if getattr(c, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        raise SettingError("loss", f"must be one of {', '.join(LOSSES)}, got {c.loss!r}")
+    for name in ("batch_size", "accum_steps", "val_every", "save_every", "steps", "epochs", "val_limit", "stop_after"):
+        ranges.POSITIVE_INT.check(name, getattr(c, name))
+    for name in ("warmup_steps", "shuffle_buffer", "workers", "keep_checkpoints", "prompt_depth"):
+        ranges.NON_NEGATIVE_INT.check(name, getattr(c, name))
+    for name in ("lr", "prompt_lr"):
+        ranges.POSITIVE_FLOAT.check(name, getattr(c, name))
+    ranges.NON_NEGATIVE_FLOAT.check("weight_decay", c.weight_decay)
     if c.steps is None and c.epochs is None:
-        raise UserError("give --steps or --epochs")
-    if c.steps is not None and c.steps < 1 or c.epochs is not None and c.epochs < 1:
-        raise UserError("--steps and --epochs must be at least 1")
+        raise SettingError("steps", "must be given when epochs is not")
     if c.resample and c.steps is None:
-        raise UserError("--resample streams forever: give --steps")
-    if not all(math.isfinite(v) for v in (c.lr, c.weight_decay) + ((c.prompt_lr,) if c.prompt_lr is not None else ())):
-        raise UserError("--lr, --prompt-lr and --weight-decay must be finite numbers")
-    if c.lr <= 0 or (c.prompt_lr is not None and c.prompt_lr <= 0) or c.weight_decay < 0 or c.warmup_steps < 0 or c.shuffle_buffer < 0 or c.workers < 0:
-        raise UserError("--lr and --prompt-lr must be positive; --weight-decay, --warmup-steps, --shuffle-buffer, --workers >= 0")
+        raise SettingError("resample", "streams forever: it needs steps")
     if c.mode == "full" and c.prompt_depth not in (None, 0):
         c.prompt_depth = None  # the CLI default of 3 means nothing without prompts
 

@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 from maskmine.transforms.audit.report import QUERY, ReportOptions, build_report
-from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, POSITIVE_INT, number
+from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, POSITIVE_INT, add_progress_argument, number, settings
 from maskmine.transforms.audit.access import locate, open_run
 from maskmine.transforms.audit.scoresheet import restore_cell, score_sheet_file
 from maskmine.transforms.audit.table import Query
 from maskmine.transforms.errors import UserError
 
-HELP = "write an HTML report (stats, plots, galleries, spot-check sheet) of a mining run"
 DESCRIPTION = """\
 Audit a mining run: maskmine audit RUN_DIR [--out REPORT_DIR]
 
@@ -38,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the --out folder of 'maskmine mine'")
     p.add_argument("--out", help="report folder (default RUN_DIR/report)")
     p.add_argument("--images", help="folder of the source images (default: the one recorded in RUN_DIR/run.json)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
 
     g = p.add_argument_group("galleries")
     g.add_argument("--top-nouns", type=NON_NEGATIVE_INT, default=20, help="gallery of the N most frequent nouns (default 20)")
@@ -63,16 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--max-pairs", type=POSITIVE_INT, default=200, help="most pairs the query page shows (default 200)")
 
 
-def _check_counts(args: argparse.Namespace) -> None:
-    for name in ("top_nouns", "rare_nouns", "per_noun", "suspicious", "sample", "rare_max_pairs"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must not be negative")
-    if args.max_pairs < 1:
-        raise UserError("--max-pairs must be at least 1")
-    if not 0 < args.confidence < 1:
-        raise UserError("--confidence must be between 0 and 1")
-
-
 def run_score_sheet(args: argparse.Namespace) -> int:
     result = score_sheet_file(args.score_sheet, args.confidence)
     if args.run_dir:  # the sheet must come from this run
@@ -91,7 +80,6 @@ def run_score_sheet(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    _check_counts(args)
     if args.score_sheet:
         return run_score_sheet(args)
     if not args.run_dir:
@@ -101,21 +89,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.images and not Path(args.images).is_dir():
         raise UserError(f"images folder not found: {args.images}")
     query = Query(nouns=list(args.noun), min_score=args.min_score, max_margin=args.max_margin, image_ids=list(args.image_id))
-    opts = ReportOptions(
-        out=Path(args.out) if args.out else run_folder.path / "report",
-        images=images,
-        top_nouns=args.top_nouns,
-        per_noun=args.per_noun,
-        rare_nouns=args.rare_nouns,
-        rare_max_pairs=args.rare_max_pairs,
-        suspicious=args.suspicious,
-        sample=args.sample,
-        seed=args.seed,
-        query=query,
-        query_only=args.query,
-        max_pairs=args.max_pairs,
-        progress=not args.no_progress,
-    )
+    opts = settings(ReportOptions, args, out=Path(args.out) if args.out else run_folder.path / "report",
+                    images=images, query=query, query_only=args.query)
     result = build_report(run_folder, opts)
     if result.query_matches is not None:
         print(f"{result.query_matches} pairs match ({query.describe()}): {result.pages[QUERY]}")

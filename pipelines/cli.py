@@ -1,9 +1,12 @@
 """The ``maskmine`` console script: one entry point, one module per subcommand.
 
-Each subcommand lives in its own module exposing ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args, extra) -> int``. ``extra`` holds the
-arguments argparse did not recognise; only ``mine`` accepts them (they are Beam
-pipeline options), every other subcommand rejects them.
+Each subcommand lives in its own module exposing ``DESCRIPTION`` (its --help
+text after the one-line help of :data:`SUBCOMMANDS`), ``add_arguments(parser)``
+and ``run(args, extra) -> int``; the flags several commands share come from
+:mod:`maskmine.pipelines.cli_options`. ``extra`` holds the arguments argparse did
+not recognise; only ``mine`` accepts them (they are Beam pipeline options), every
+other subcommand rejects them. A library :class:`SettingError` is printed as the
+flag that set the value (``argument --mask-threshold: must be ...``).
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import sys
 import traceback
 
 from maskmine.pipelines import endings
-from maskmine.transforms.errors import UserError
+from maskmine.pipelines.cli_options import flag_error
+from maskmine.transforms.errors import SettingError, UserError
 
-# name -> (module, one-line help). Only the chosen subcommand's module is
+# name -> (module, one-line help): the one home of each command's one-line help (``maskmine --help``
+# lists it, ``maskmine COMMAND --help`` starts with it). Only the chosen subcommand's module is
 # imported: the others pull in torch, Beam or a web server for nothing.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("maskmine.pipelines.sample_cli", "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"),
@@ -26,7 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mine": ("maskmine.pipelines.mine_cli", "mine mask-noun pairs from captioned images into WebDataset shards (Apache Beam)"),
     "verify": ("maskmine.pipelines.verify_cli", "check a mining run: shards readable, checksums and counts, Parquet equals shards, keys unique"),
     "audit": ("maskmine.pipelines.audit_cli", "write an HTML report of a mining run: statistics, plots, galleries, spot-check sheet"),
-    "train": ("maskmine.pipelines.train_cli", "finetune CLIP on mined shards: mask prompt tuning and/or full finetuning"),
+    "train": ("maskmine.pipelines.train_cli", "finetune CLIP on mined shards as OVSeg does: mask prompt tuning and/or full finetuning"),
     "eval": ("maskmine.pipelines.eval_cli", "evaluate open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"),
     "demo": ("maskmine.pipelines.demo_cli", "serve a local web page to segment an uploaded image into your own class names"),
 }
@@ -92,11 +97,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help_text,
-            description=getattr(module, "DESCRIPTION", help_text),
+            description=f"{help_text}.\n\n{module.DESCRIPTION}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
     return parser
 
 
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(endings.QuietStop())
     try:
         return int(args._module.run(args, extra) or 0)
+    except SettingError as exc:  # a value the library refused: worded as the flag that set it
+        return fail(args.command, flag_error(args._parser, exc))
     except UserError as exc:
         return fail(args.command, str(exc))
 

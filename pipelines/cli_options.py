@@ -1,38 +1,180 @@
-"""Command-line flags that several subcommands share, defined once so their meaning cannot drift."""
+"""The flags several subcommands share, each declared once, and the one way from parsed flags to settings.
+
+Each ``add_*`` function adds one group of flags (device, precision, progress,
+proposals, proposal filters, masked crop, CLIP, adapted CLIP, SAM's filters) to a
+command's parser with one help text and one range; each range is a
+:class:`~maskmine.transforms.ranges.Range` the library checks too, so a value is
+refused with the same words at parse time and in library code (where it is a
+:class:`~maskmine.transforms.errors.SettingError`, which ``maskmine`` words as the
+flag: :func:`flag_error`). :func:`settings` builds a command's settings object from
+the parsed flags, field by field, the same way for every command.
+"""
 from __future__ import annotations
 
 import argparse
-import math
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any, Iterable, TypeVar
+
+from maskmine.transforms import ranges
+from maskmine.transforms.errors import SettingError
+from maskmine.transforms.ranges import Range
 
 if TYPE_CHECKING:
     from maskmine.transforms.clip_models import ClipSpec
-    from maskmine.transforms.proposals.factory import SamOptions
+    from maskmine.transforms.masked_crop import CropConfig
+    from maskmine.transforms.proposals.factory import ProposalSpec, SamOptions
+
+T = TypeVar("T")
+Group = argparse._ActionsContainer
 
 
-def add_clip_arguments(group: argparse._ActionsContainer) -> None:
-    """``--clip-model`` and ``--clip-pretrained`` as ``maskmine.transforms.clip_models.load_clip`` reads them."""
-    group.add_argument("--clip-model", default="ViT-B-16",
-                       help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
-    group.add_argument("--clip-pretrained", default=None,
-                       help="open_clip pretrained tag, checkpoint file, or 'none' for random weights "
-                            "(default: openai where open_clip has it, the committed checkpoint for "
-                            "--clip-model sample, random otherwise)")
-    group.add_argument("--clip-activation", choices=("auto", "quick_gelu", "gelu"), default="auto",
-                       help="transformer activation: auto (default) builds QuickGELU where the weights were "
-                            "trained with it (every openai tag, -quickgelu configs, exports that record it), "
-                            "as OVSeg; quick_gelu forces it; gelu keeps open_clip's config as it is")
+# ---- numbers in a range: argparse ``type=`` functions -------------------------------------------
+
+def arg_type(rng: Range):
+    """An argparse ``type=`` for a finite number in ``rng``.
+
+    A value outside it is an argparse error, so the command stops with one
+    line, ``maskmine COMMAND: error: argument --flag: must be ...``, before any
+    work; the words are :meth:`Range.problem`'s, the library's own.
+    """
+    def parse(text: str):
+        try:
+            value = rng.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if rng.kind is int else 'a number'}: {text!r}") from None
+        problem = rng.problem(value, shown=text)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = "integer" if rng.kind is int else "number"
+    return parse
 
 
-def clip_spec(args: argparse.Namespace) -> "ClipSpec":
-    """The ClipSpec of ``--clip-model``, ``--clip-pretrained`` and ``--device``."""
-    from maskmine.transforms.clip_models import ClipSpec
-
-    return ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, device=args.device,
-                    activation=args.clip_activation)
+def number(kind: type = float, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False):
+    """:func:`arg_type` of a range only one flag has (``--port``, ``--confidence``)."""
+    return arg_type(Range(kind, lo, hi, lo_open, hi_open))
 
 
-def add_sam_filter_arguments(group: argparse._ActionsContainer) -> None:
+POSITIVE_INT = arg_type(ranges.POSITIVE_INT)
+NON_NEGATIVE_INT = arg_type(ranges.NON_NEGATIVE_INT)
+FRACTION = arg_type(ranges.FRACTION)
+POSITIVE_FLOAT = arg_type(ranges.POSITIVE_FLOAT)
+NON_NEGATIVE_FLOAT = arg_type(ranges.NON_NEGATIVE_FLOAT)
+
+
+# ---- settings from parsed flags -------------------------------------------------------------------
+
+def settings(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """The dataclass ``cls`` from the parsed flags: each field from ``given``, else from the flag whose
+    dest is the field's name, else the field's default.
+
+    ``given`` holds the fields that are not one flag (nested specs, values derived
+    from several flags); a name in it that is not a field is a bug (TypeError).
+    """
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = set(given) - set(names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
+    values = {name: getattr(args, name) for name in names if name not in given and hasattr(args, name)}
+    return cls(**values, **given)
+
+
+def flag_error(parser: argparse.ArgumentParser, exc: SettingError) -> str:
+    """A library SettingError worded as the flag that set it: ``argument --mask-threshold: must be ...``
+    (argparse's words for a refused value); its own words where no flag of ``parser`` has that dest."""
+    for action in parser._actions:
+        if action.dest == exc.setting and action.option_strings:
+            return f"argument {'/'.join(action.option_strings)}: {exc.problem}"
+    return str(exc)
+
+
+# ---- execution --------------------------------------------------------------------------------------
+
+def add_device_argument(group: Group) -> None:
+    """``--device``: where every model of the command runs (``transforms/devices.resolve_device`` reads it)."""
+    group.add_argument("--device", default="auto",
+                       help="where the models run: auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
+
+
+def add_precision_argument(group: Group) -> None:
+    """``--precision``: the proposal model's autocast dtype on a GPU (``transforms/devices.autocast_dtype``)."""
+    from maskmine.transforms.devices import PRECISIONS
+
+    group.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="proposal model precision on GPU (auto: bf16 where supported; default auto)")
+
+
+def add_progress_argument(group: Group) -> None:
+    """``--no-progress``, read as ``args.progress`` (True unless given), the settings objects' field name."""
+    group.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+# ---- proposals ----------------------------------------------------------------------------------------
+
+BACKEND_HELP = {
+    "maskformer": "maskformer: MaskFormer/Mask2Former queries (HF transformers)",
+    "sam": "sam: SAM's automatic masks (segment_anything)",
+    "coco-gt": "coco-gt: the ground-truth masks, the oracle (mine: the --instances masks; eval: one per class "
+               "present in the label map, which measures the classification step alone)",
+    "coco-gt+distractors": "coco-gt+distractors: the ground-truth masks plus plausible wrong ones (merged "
+                           "instances, parts, background blobs): a benchmark of the matching step",
+}
+
+
+def add_proposal_arguments(group: Group, backends: Iterable[str] | None, default: str | None = None) -> None:
+    """``--proposals`` (``backends``; required when ``default`` is None; no flag when ``backends`` is None),
+    ``--proposal-checkpoint`` and ``--sam-model-type``."""
+    from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES
+
+    if backends is not None:
+        backends = tuple(backends)
+        group.add_argument("--proposals", choices=backends, default=default, required=default is None,
+                           help="mask proposals: " + "; ".join(BACKEND_HELP[b] for b in backends)
+                           + (f" (default {default})" if default else ""))
+    group.add_argument("--proposal-checkpoint", default="", metavar="CKPT",
+                       help="the proposal model: for MaskFormer a hub id or local save_pretrained folder (default "
+                            f"{DEFAULT_MASKFORMER_CHECKPOINT}; 'sample' = the small class-agnostic Mask2Former "
+                            "trained on the sample world, committed; 'maskmine-tiny' = a tiny random model for tests)"
+                            + ("; for --proposals sam the SAM .pth file" if backends and "sam" in backends else ""))
+    group.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
+                       help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "
+                            "(tiny random SAM, no checkpoint needed) (default vit_h)")
+
+
+def add_proposal_filter_arguments(group: Group) -> None:
+    """maskmine's mining filters of the proposals; unset (None) is the ProposalSpec's default."""
+    from maskmine.transforms.proposals.factory import DEDUP_IOU, MIN_AREA_FRACTION, ProposalSpec
+
+    d = ProposalSpec()
+    group.add_argument("--top-k", type=POSITIVE_INT, default=None, metavar="K",
+                       help=f"keep at most K proposals per image (default {d.top_k})")
+    group.add_argument("--min-mask-area", "--min-area-fraction", dest="min_area_fraction", metavar="F",
+                       type=arg_type(MIN_AREA_FRACTION), default=None,
+                       help=f"drop proposals smaller than F of the image (default {d.min_area_fraction:g})")
+    group.add_argument("--dedup-iou", type=arg_type(DEDUP_IOU), default=None, metavar="IOU",
+                       help=f"drop a proposal whose mask IoU with a better one reaches IOU (default {d.dedup_iou:g})")
+
+
+PROPOSAL_FILTERS = ("top_k", "min_area_fraction", "dedup_iou")
+
+
+def proposal_spec(args: argparse.Namespace, **given: Any) -> "ProposalSpec":
+    """The ProposalSpec of the proposal flags a command has (the others at their defaults)."""
+    from maskmine.transforms.proposals.factory import ProposalSpec
+
+    if "backend" not in given and getattr(args, "proposals", None) is not None:
+        given["backend"] = args.proposals
+    if "checkpoint" not in given and hasattr(args, "proposal_checkpoint"):
+        given["checkpoint"] = args.proposal_checkpoint
+    for name in PROPOSAL_FILTERS:  # unset filters keep the spec's defaults
+        if name not in given and getattr(args, name, None) is None:
+            given[name] = getattr(ProposalSpec, name)
+    return settings(ProposalSpec, args, **given)
+
+
+def add_sam_filter_arguments(group: Group) -> None:
     """SAM's automatic-mask-generator grid and filters (its own defaults), for ``eval`` and ``demo``."""
     group.add_argument("--sam-points-per-side", type=POSITIVE_INT, default=32, metavar="N",
                        help="SAM automatic mask generator point grid (default 32)")
@@ -54,45 +196,104 @@ def sam_options(args: argparse.Namespace, box_nms_thresh: float | None = None) -
     )
 
 
-def _bound_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
-    parts = []
-    if lo is not None:
-        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
-    if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
-    return " and ".join(parts)
+# ---- masked crops ---------------------------------------------------------------------------------------
+
+def add_mask_threshold_argument(group: Group, job: str) -> None:
+    """``--mask-threshold`` with its one range (``transforms/masked_crop.MASK_THRESHOLD``) and the default of
+    ``job``: "mine" (the crops' CropConfig default, 0.5) or "segment" (eval and demo: OVSeg's MASK_THR, 0.4)."""
+    from maskmine.transforms.masked_crop import MASK_THRESHOLD, CropConfig
+
+    if job == "mine":
+        default, use = CropConfig.threshold, "the masked crops are cut from these"
+    else:
+        from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD
+
+        default = DEFAULT_MASK_THRESHOLD
+        use = ("a proposal's pixels are those above T: they make its crop, and a mask without any is not "
+               "classified (OVSeg's MODEL.CLIP_ADAPTER.MASK_THR default)")
+    group.add_argument("--mask-threshold", type=arg_type(MASK_THRESHOLD), default=default, metavar="T",
+                       help=f"binarise soft masks as mask > T, T {MASK_THRESHOLD.describe()} "
+                            f"(at 1 no pixel passes): {use} (default {default:g})")
 
 
-def number(kind: type = float, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, hi_open: bool = False):
-    """An argparse ``type=`` for a finite ``kind`` (int or float) in a range.
+def add_crop_arguments(group: Group) -> None:
+    """How a mask becomes CLIP's crop (``transforms/masked_crop.CropConfig``), except ``--mask-threshold``."""
+    from typing import get_args
 
-    A value outside it is an argparse error, so the command stops with one
-    line, ``maskmine COMMAND: error: argument --flag: must be ...``, before any work.
-    """
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        too_low = lo is not None and (value <= lo if lo_open else value < lo)
-        too_high = hi is not None and (value >= hi if hi_open else value > hi)
-        if too_low or too_high:
-            raise argparse.ArgumentTypeError(f"must be {_bound_text(lo, hi, lo_open, hi_open)}, got {text}")
-        return value
+    from maskmine.transforms.masked_crop import CROP_EXPAND, CropFill, CropResample, CropResize
 
-    parse.__name__ = "integer" if kind is int else "number"
-    return parse
+    group.add_argument("--crop-fill", choices=get_args(CropFill), default="mean",
+                       help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
+    group.add_argument("--crop-resize", choices=get_args(CropResize), default="stretch",
+                       help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
+    group.add_argument("--crop-resample", choices=get_args(CropResample), default="torch",
+                       help="torch (default): OVSeg's crop, float pixels, unrounded mean fill, torch bicubic "
+                            "without antialiasing; pil: maskmine's former uint8 crop with PIL's antialiased bicubic")
+    group.add_argument("--crop-expand", type=arg_type(CROP_EXPAND), default=1.0,
+                       help=f"scale the mask's box by this ratio ({CROP_EXPAND.describe()}) before cropping (default 1.0)")
 
 
-POSITIVE_INT = number(int, lo=1)
-NON_NEGATIVE_INT = number(int, lo=0)
-FRACTION = number(float, lo=0.0, hi=1.0)
-POSITIVE_FLOAT = number(float, lo=0.0, lo_open=True)
-NON_NEGATIVE_FLOAT = number(float, lo=0.0)
+def crop_config(args: argparse.Namespace) -> "CropConfig":
+    """The CropConfig of :func:`add_crop_arguments`' flags and ``--mask-threshold``."""
+    from maskmine.transforms.masked_crop import CropConfig
 
+    return CropConfig(fill=args.crop_fill, resize=args.crop_resize, expand_ratio=args.crop_expand,
+                      threshold=args.mask_threshold, resample=args.crop_resample)
+
+
+# ---- CLIP -----------------------------------------------------------------------------------------------------
+
+def add_clip_arguments(group: Group) -> None:
+    """``--clip-model``, ``--clip-pretrained`` and ``--clip-activation`` as ``transforms.clip_models.load_clip`` reads them."""
+    group.add_argument("--clip-model", default="ViT-B-16",
+                       help="open_clip model name, 'sample' or 'maskmine-tiny' (default ViT-B-16)")
+    group.add_argument("--clip-pretrained", default=None,
+                       help="open_clip pretrained tag, checkpoint file, or 'none' for random weights "
+                            "(default: openai where open_clip has it, the committed checkpoint for "
+                            "--clip-model sample, random otherwise)")
+    group.add_argument("--clip-activation", choices=("auto", "quick_gelu", "gelu"), default="auto",
+                       help="transformer activation: auto (default) builds QuickGELU where the weights were "
+                            "trained with it (every openai tag, -quickgelu configs, exports that record it), "
+                            "as OVSeg; quick_gelu forces it; gelu keeps open_clip's config as it is")
+
+
+def clip_spec(args: argparse.Namespace, **given: Any) -> "ClipSpec":
+    """The ClipSpec of ``--clip-model``, ``--clip-pretrained``, ``--clip-activation`` and ``--device``."""
+    from maskmine.transforms.clip_models import ClipSpec
+
+    return ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, device=args.device,
+                    activation=args.clip_activation, **given)
+
+
+def add_adapted_argument(group: Group) -> None:
+    """``--adapted``: the CLIP a ``maskmine train`` run adapted, instead of the ``--clip-*`` one."""
+    group.add_argument("--adapted", default=None, metavar="RUN_DIR",
+                       help="use the adapted CLIP of a `maskmine train` run, with the crop settings recorded "
+                            "in its export (overrides --clip-model/--clip-pretrained)")
+
+
+# ---- the two sample-model trainers ---------------------------------------------------------------------------
+
+def add_pretrain_arguments(p: argparse.ArgumentParser, config: Any, out_help: str, seed_of: str,
+                           eval_help: str, batch_size: Range = ranges.POSITIVE_INT) -> None:
+    """The flags ``pretrain-sample-clip`` and ``pretrain-sample-proposals`` share; defaults from ``config``
+    (their config dataclass, whose class attributes are its defaults); ``batch_size`` is the trainer's range."""
+    p.add_argument("--data", default="data/sample", help="sample set folder (default data/sample)")
+    p.add_argument("--out", default=config.out, help=f"{out_help} (default {config.out})")
+    p.add_argument("--steps", type=POSITIVE_INT, default=config.steps, help=f"optimizer steps (default {config.steps})")
+    p.add_argument("--batch-size", type=arg_type(batch_size), default=config.batch_size,
+                   help=f"images per step (default {config.batch_size})")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=config.lr,
+                   help=f"peak learning rate, AdamW, cosine schedule (default {config.lr:g})")
+    p.add_argument("--seed", type=int, default=config.seed, help=f"seed of {seed_of} (default {config.seed})")
+    p.add_argument("--threads", type=POSITIVE_INT, default=config.threads,
+                   help=f"torch CPU threads (default {config.threads}: fastest on a busy machine; results depend on it)")
+    p.add_argument("--eval-images", type=NON_NEGATIVE_INT, default=config.eval_images,
+                   help=f"{eval_help} (0: skip; default {config.eval_images})")
+    add_progress_argument(p)
+
+
+# ---- output folders -------------------------------------------------------------------------------------------
 
 def check_out_dir(path: str, flag: str) -> None:
     """An output folder must be a folder (or not exist yet) that this process can write in.

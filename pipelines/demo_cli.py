@@ -8,17 +8,20 @@ from maskmine.pipelines.cli_options import (
     NON_NEGATIVE_INT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
+    add_adapted_argument,
     add_clip_arguments,
+    add_device_argument,
+    add_mask_threshold_argument,
+    add_proposal_arguments,
     add_sam_filter_arguments,
     clip_spec,
     number,
+    proposal_spec,
     sam_options,
+    settings,
 )
-from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES
 
-HELP = "serve a local web page to segment an uploaded image into your own class names"
-DESCRIPTION = f"""{HELP}.
-
+DESCRIPTION = """\
 Upload an image, type class names separated by commas, pick the proposal model
 (MaskFormer, or SAM with its granularity slider) and get the coloured
 segmentation with a legend. Binds 127.0.0.1 by default (this machine only).
@@ -28,7 +31,7 @@ it wins are left unpainted.
 examples:
   maskmine demo --clip-model ViT-B-16 --clip-pretrained openai \\
       --sam-checkpoint sam_vit_h.pth --port 7860
-  maskmine demo --proposal-checkpoint sample --clip-model sample \
+  maskmine demo --proposal-checkpoint sample --clip-model sample \\
       --classes "sky, grass, house, tree, circle"            # offline: the sample-world models
   maskmine demo --proposal-checkpoint maskmine-tiny --sam-model-type maskmine-tiny \\
       --clip-model maskmine-tiny --clip-pretrained none      # tiny random models: plumbing only
@@ -40,19 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the page to the network)")
     parser.add_argument("--port", type=number(int, 0, 65535), default=7860, help="port (default 7860; 0 = any free port)")
     add_clip_arguments(parser)
-    parser.add_argument("--adapted", default=None, metavar="RUN_DIR",
-                        help="use the adapted CLIP of a `maskmine train` run instead (with the crop settings "
-                        "recorded in its export)")
-    parser.add_argument("--proposal-checkpoint", default=DEFAULT_MASKFORMER_CHECKPOINT,
-                        metavar="CKPT",
-                        help="MaskFormer/Mask2Former hub id or local save_pretrained folder "
-                             "('sample' = the small Mask2Former trained on the sample world; "
-                             "'maskmine-tiny' = tiny random model)")
+    add_adapted_argument(parser)
+    add_proposal_arguments(parser, backends=None)
     parser.add_argument("--sam-checkpoint", default="", metavar="PTH",
                         help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
-    parser.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
-                        help="vit_h, vit_l, vit_b, or maskmine-tiny (tiny random SAM) (default vit_h)")
     add_sam_filter_arguments(parser)
+    add_mask_threshold_argument(parser, "segment")
     parser.add_argument("--granularity", type=FRACTION, default=0.8, metavar="G",
                         help="the slider's starting value (default 0.8)")
     parser.add_argument("--classes", default=None,
@@ -71,37 +67,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-connections", type=POSITIVE_INT, default=32, metavar="N",
                         help="connections served at once; more wait in the listen queue (128 deep) "
                              "instead of being reset (default 32)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    add_device_argument(parser)
 
 
-def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from maskmine.eval.demo import DemoApp, DemoConfig, make_server
-    from maskmine.transforms.errors import UserError
-    from maskmine.transforms.proposals.factory import ProposalSpec
+def config_from_args(args: argparse.Namespace) -> "DemoConfig":
+    """The demo's settings of the parsed flags."""
+    from maskmine.eval.demo import DemoConfig
 
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port must be in 0..65535, got {args.port}")
-    if args.max_upload_mb <= 0 or args.max_megapixels <= 0 or args.max_classes < 1:
-        raise UserError("--max-upload-mb, --max-megapixels and --max-classes must be positive")
-    if not 0 <= args.granularity <= 1:
-        raise UserError(f"--granularity must be between 0 and 1, got {args.granularity}")
-    config = DemoConfig(
+    config = settings(
+        DemoConfig, args,
         clip=clip_spec(args),
-        adapted=args.adapted,
-        maskformer=ProposalSpec(backend="maskformer", checkpoint=args.proposal_checkpoint, device=args.device),
-        sam=ProposalSpec(backend="sam", checkpoint=args.sam_checkpoint, device=args.device,
-                         sam_model_type=args.sam_model_type, sam=sam_options(args)),
-        device=args.device,
+        maskformer=proposal_spec(args, backend="maskformer", sam_model_type="vit_h"),
+        sam=proposal_spec(args, backend="sam", checkpoint=args.sam_checkpoint, sam=sam_options(args)),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1_000_000),
-        max_classes=args.max_classes,
         default_granularity=args.granularity,
-        read_timeout=args.read_timeout,
-        max_queue=args.max_queue,
-        max_connections=args.max_connections,
     )
     if args.classes is not None:
         config.default_classes = args.classes
+    return config
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from maskmine.eval.demo import DemoApp, make_server
+
+    config = config_from_args(args)
     server = make_server(DemoApp(config), args.host, args.port)
     host, port = server.server_address[:2]
     if args.host not in ("127.0.0.1", "localhost", "::1"):

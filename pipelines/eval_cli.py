@@ -8,27 +8,32 @@ from maskmine.pipelines.cli_options import (
     FRACTION,
     NON_NEGATIVE_INT,
     POSITIVE_INT,
+    PROPOSAL_FILTERS,
+    add_adapted_argument,
     add_clip_arguments,
+    add_device_argument,
+    add_mask_threshold_argument,
+    add_progress_argument,
+    add_proposal_arguments,
+    add_proposal_filter_arguments,
     add_sam_filter_arguments,
     check_out_dir,
     clip_spec,
+    proposal_spec,
     sam_options,
-    number,
+    settings,
 )
 from maskmine.eval.datasets import CLASS_ORDERS, UNKNOWN_LABELS
 from maskmine.eval.fusion import FUSION_MODES
 from maskmine.eval.templates import TemplateSet
-from maskmine.transforms.proposals.factory import DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES
 
 # Eval's proposal backends: the mining oracle's distractors have no place in a benchmark.
 EVAL_BACKENDS = ("maskformer", "sam", "coco-gt")
 
-HELP = "evaluate two-stage open-vocabulary segmentation (proposals + CLIP) on a benchmark: mIoU, fwIoU, mACC, pACC"
 DATASET_CHOICES = (
     "ade20k-150", "ade20k-847", "pascal-context-59", "pascal-context-459", "pascal-voc-20", "sample",
 )
-DESCRIPTION = f"""{HELP}.
-
+DESCRIPTION = """\
 Each validation image: class-agnostic mask proposals -> masked crops -> CLIP
 class probabilities over the dataset's class names (14 ViLD prompt templates)
 -> a per-pixel label map (OVSeg's semantic inference on the soft masks, or SAM
@@ -41,15 +46,15 @@ or a full disk, rerun the same command). One eval per --out: a second one on a
 folder a live one holds stops at once (status 2), naming it.
 
 Dataset layouts under --root (as the OVSeg, FC-CLIP/ODISE *_d2 and CAT-Seg prepare scripts write them):
-  ade20k-150          ADEChallengeData2016/{{images,annotations_detectron2}}/validation
-  ade20k-847          ADE20K_2021_17_01/{{images_detectron2,annotations_detectron2}}/validation (16-bit .tif)
-  pascal-context-59   pascal_ctx_d2/{{images,annotations_ctx59}}/validation (d2 order), or
-                      VOCdevkit/VOC2010/{{JPEGImages,annotations_detectron2/pc59_val}} (OVSeg or CAT-Seg order)
-  pascal-context-459  pascal_ctx_d2/{{images,annotations_ctx459}}/validation (16-bit .tif), or
-                      VOCdevkit/VOC2010/{{JPEGImages,annotations_detectron2/pc459_val}}
-  pascal-voc-20       pascal_voc_d2/{{images,annotations_pascal20}}/validation, or
-                      VOCdevkit/VOC2012/{{JPEGImages,annotations_detectron2/val}}
-  sample              semseg/{{images,annotations}}/validation + semseg/classes.txt
+  ade20k-150          ADEChallengeData2016/{images,annotations_detectron2}/validation
+  ade20k-847          ADE20K_2021_17_01/{images_detectron2,annotations_detectron2}/validation (16-bit .tif)
+  pascal-context-59   pascal_ctx_d2/{images,annotations_ctx59}/validation (d2 order), or
+                      VOCdevkit/VOC2010/{JPEGImages,annotations_detectron2/pc59_val} (OVSeg or CAT-Seg order)
+  pascal-context-459  pascal_ctx_d2/{images,annotations_ctx459}/validation (16-bit .tif), or
+                      VOCdevkit/VOC2010/{JPEGImages,annotations_detectron2/pc459_val}
+  pascal-voc-20       pascal_voc_d2/{images,annotations_pascal20}/validation, or
+                      VOCdevkit/VOC2012/{JPEGImages,annotations_detectron2/val}
+  sample              semseg/{images,annotations}/validation + semseg/classes.txt
 A classes.txt (one name per line, line k = label k-1) in the label folder or the
 dataset's top folder wins over the built-in class lists.
 
@@ -77,33 +82,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="evaluate only the first N images (sorted by name)")
 
     p = parser.add_argument_group("proposals")
-    p.add_argument("--proposals", required=True, choices=EVAL_BACKENDS,
-                   help="mask proposals: MaskFormer/Mask2Former queries, SAM's automatic masks, or "
-                        "coco-gt = ground-truth masks (one per class present in the label map: "
-                        "measures the classification step alone)")
-    p.add_argument("--proposal-checkpoint", default="", metavar="CKPT",
-                   help="maskformer: hub id or local save_pretrained folder (default "
-                        f"{DEFAULT_MASKFORMER_CHECKPOINT}; 'sample' = the small class-agnostic Mask2Former "
-                        "trained on the sample world; 'maskmine-tiny' = tiny random model); sam: the SAM .pth file")
-    p.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
-                   help="SAM architecture of the checkpoint: vit_h, vit_l, vit_b, or maskmine-tiny "
-                        "(tiny random model, no checkpoint needed) (default vit_h)")
+    add_proposal_arguments(p, EVAL_BACKENDS)
     add_sam_filter_arguments(p)
     p.add_argument("--sam-box-nms", type=FRACTION, default=0.7, metavar="T",
                    help="SAM: box NMS IoU threshold between masks (default 0.7)")
-    p.add_argument("--mask-threshold", type=FRACTION, default=0.4, metavar="T",
-                   help="a proposal's pixels are those with mask probability > T: they make its crop, and a "
-                        "mask without any is not classified (default 0.4, the default of OVSeg's MODEL.CLIP_ADAPTER.MASK_THR)")
+    add_mask_threshold_argument(p, "segment")
     p.add_argument("--hard-masks", action="store_true",
                    help="semantic inference on the binary masks, pixels no classified mask covers left "
                         "unlabelled (maskmine's earlier variant); default: OVSeg's, on the soft masks")
     p.add_argument("--proposal-filters", action="store_true",
-                   help="apply maskmine's mining filters to the proposals (minimum objectness/area, IoU "
-                        "de-duplication at 0.9, --top-k); default: none, as OVSeg")
-    p.add_argument("--top-k", type=POSITIVE_INT, default=None, metavar="K",
-                   help="with --proposal-filters: keep at most K proposals per image (default 100)")
-    p.add_argument("--min-area-fraction", type=number(float, 0.0, 1.0, hi_open=True), default=None, metavar="F",
-                   help="with --proposal-filters: drop proposals smaller than F of the image (default 0.0005)")
+                   help="apply maskmine's mining filters to the proposals (minimum objectness, and the "
+                        "mining filters group below: --top-k, --min-mask-area, --dedup-iou); default: none, as OVSeg")
     p.add_argument("--granularity", type=FRACTION, default=None, metavar="G",
                    help="SAM granularity fusion: per class keep the masks scoring >= G x the class's "
                         "best mask score and merge them. 1 = only the single best mask per class "
@@ -120,11 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "evaluation weight (0.7 ADE, 0.6 PASCAL Context, 0.45 VOC, else 0.7) with "
                         "--proposals maskformer when its head scores every class, else CLIP alone")
 
+    add_proposal_filter_arguments(parser.add_argument_group(
+        "mining filters", "maskmine's proposal filters, applied with --proposal-filters only (OVSeg: none)"))
+
     c = parser.add_argument_group("classifier")
     add_clip_arguments(c)
-    c.add_argument("--adapted", default=None, metavar="RUN_DIR",
-                   help="use the adapted CLIP of a `maskmine train` run (overrides --clip-model/"
-                        "--clip-pretrained)")
+    add_adapted_argument(c)
     c.add_argument("--templates", choices=get_args(TemplateSet), default="vild",
                    help="prompt templates averaged per class: the 14 ViLD ones or 'a photo of a {}.'")
     c.add_argument("--clip-temperature", type=_temperature, default=100.0, metavar="T|model",
@@ -137,9 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="output folder: metrics.json, per_class_iou.csv, visualisations/, predictions/")
     o.add_argument("--visualise", type=NON_NEGATIVE_INT, default=4, metavar="K",
                    help="write image | ground truth | prediction PNGs for the first K images (default 4)")
-    o.add_argument("--device", default="auto",
-                   help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(o)
+    add_progress_argument(o)
 
 
 def _temperature(text: str) -> float | None:
@@ -155,59 +144,32 @@ def _temperature(text: str) -> float | None:
     return value
 
 
-def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from maskmine.eval.run import EvalConfig, run_eval
-    from maskmine.transforms import run_lock
+def config_from_args(args: argparse.Namespace) -> "EvalConfig":
+    """The eval settings of the parsed flags."""
+    from maskmine.eval.run import EvalConfig
     from maskmine.transforms.errors import UserError
-    from maskmine.transforms.proposals.factory import ProposalSpec
-
-    check_out_dir(args.out, "--out")
 
     if args.proposals != "sam" and args.sam_model_type != "vit_h":
         raise UserError("--sam-model-type applies to --proposals sam only")
     if args.proposals == "coco-gt" and args.proposal_checkpoint:
         raise UserError("--proposals coco-gt takes no --proposal-checkpoint")
-    if not args.proposal_filters and (args.top_k is not None or args.min_area_fraction is not None):
-        raise UserError("--top-k and --min-area-fraction are mining filters: they need --proposal-filters")
-    top_k = 100 if args.top_k is None else args.top_k
-    min_area_fraction = 0.0005 if args.min_area_fraction is None else args.min_area_fraction
-    if top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {top_k}")
-    if args.visualise < 0:
-        raise UserError(f"--visualise must be >= 0, got {args.visualise}")
-    granularity = args.granularity
-    if granularity is None and args.proposals == "sam":
-        granularity = 0.8
-    config = EvalConfig(
-        dataset=args.dataset,
-        root=args.root,
-        out=args.out,
-        proposals=ProposalSpec(
-            backend=args.proposals,
-            checkpoint=args.proposal_checkpoint,
-            device=args.device,
-            top_k=top_k,
-            min_area_fraction=min_area_fraction,
-            sam_model_type=args.sam_model_type,
-            sam=sam_options(args, box_nms_thresh=args.sam_box_nms),
-        ),
+    if not args.proposal_filters and any(getattr(args, name) is not None for name in PROPOSAL_FILTERS):
+        raise UserError("--top-k, --min-mask-area and --dedup-iou are mining filters: they need --proposal-filters")
+    granularity = 0.8 if args.granularity is None and args.proposals == "sam" else args.granularity
+    return settings(
+        EvalConfig, args,
+        proposals=proposal_spec(args, sam=sam_options(args, box_nms_thresh=args.sam_box_nms)),
         clip=clip_spec(args),
-        adapted=args.adapted,
         granularity=granularity,
-        ensemble_lambda=args.ensemble_lambda,
-        templates=args.templates,
-        clip_temperature=args.clip_temperature,
-        fusion_mode=args.fusion_mode,
-        mask_threshold=args.mask_threshold,
-        hard_masks=args.hard_masks,
-        proposal_filters=args.proposal_filters,
-        limit=args.limit,
-        visualise=args.visualise,
-        device=args.device,
-        progress=not args.no_progress,
-        unknown_labels=args.unknown_labels,
-        class_order=args.class_order,
     )
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from maskmine.eval.run import run_eval
+    from maskmine.transforms import run_lock
+
+    check_out_dir(args.out, "--out")
+    config = config_from_args(args)
     with run_lock.holding(args.out, "eval"):  # one eval per --out: they share the prediction cache
         result = run_eval(config, log_fn=print)
     return 0 if result.images else 1

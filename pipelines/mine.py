@@ -29,7 +29,9 @@ from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import storage
 from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
-from maskmine.transforms.errors import UserError
+from maskmine.transforms import ranges
+from maskmine.transforms.errors import SettingError, UserError
+from maskmine.transforms.masked_crop import MASK_THRESHOLD
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
@@ -137,31 +139,29 @@ def default_num_shards(images: int, images_per_shard: int) -> int:
 
 
 def check_config(config: MineConfig) -> None:
+    """Refuse settings out of their range (SettingError naming the setting) or that do not go together."""
     if config.labels not in (LABELS_NOUNS, LABELS_CATEGORIES):
-        raise UserError(f"--labels must be {LABELS_NOUNS!r} or {LABELS_CATEGORIES!r}")
+        raise SettingError("labels", f"must be {LABELS_NOUNS!r} or {LABELS_CATEGORIES!r}, got {config.labels!r}")
     needs_instances = config.proposals.backend in ("coco-gt", "coco-gt+distractors") or config.labels == LABELS_CATEGORIES
     if needs_instances and not config.instances:
-        raise UserError("--proposals coco-gt(+distractors) and --labels categories need --instances")
+        raise SettingError("instances", "is needed by proposals coco-gt(+distractors) and labels categories")
     if config.labels == LABELS_CATEGORIES and config.proposals.backend != "coco-gt":
-        raise UserError("--labels categories pairs ground-truth masks with their names: use --proposals coco-gt")
+        raise SettingError("labels", "categories pairs ground-truth masks with their names: it needs proposals coco-gt")
     if not storage.exists(config.images):
         raise UserError(f"images folder not found: {config.images}")
-    if config.num_shards is not None and config.num_shards < 1:
-        raise UserError("--num-shards must be at least 1")
+    for name in ("num_shards", "batch_size", "max_batch_bytes", "torch_threads", "captions_per_image", "limit"):
+        ranges.POSITIVE_INT.check(name, getattr(config, name))
+    MASK_THRESHOLD.check("mask_threshold", config.clip.crop.threshold)
+    config.proposals.check()
     try:
         check_caption_template(config.caption_template)
     except ValueError as exc:
-        raise UserError(f"--caption-template: {exc}") from exc
-    if config.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if config.max_batch_bytes is not None and config.max_batch_bytes < 1:
-        raise UserError("--max-batch-bytes must be positive")
-    if config.torch_threads is not None and config.torch_threads < 1:
-        raise UserError("--torch-threads must be at least 1")
+        raise SettingError("caption_template", str(exc)) from exc
     bad = sorted(set(config.retry_skipped) - set(RETRYABLE_REASONS))
     if bad:
-        raise UserError(
-            f"--retry-skipped takes {', '.join(RETRYABLE_REASONS)} (the reasons a restored file can change), not {', '.join(bad)}"
+        raise SettingError(
+            "retry_skipped",
+            f"takes {', '.join(RETRYABLE_REASONS)} (the reasons a restored file can change), not {', '.join(bad)}",
         )
 
 

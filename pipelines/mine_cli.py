@@ -4,28 +4,38 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import get_args
 
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE
-from maskmine.pipelines.cli_options import POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, number, check_out_dir
+from maskmine.pipelines.cli_options import (
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_clip_arguments,
+    add_crop_arguments,
+    add_device_argument,
+    add_mask_threshold_argument,
+    add_precision_argument,
+    add_progress_argument,
+    add_proposal_arguments,
+    add_proposal_filter_arguments,
+    check_out_dir,
+    clip_spec,
+    crop_config,
+    number,
+    proposal_spec,
+    settings,
+)
 from maskmine.pipelines.mine import RETRYABLE_REASONS, MineConfig, run_mining
 from maskmine.transforms import storage, run_lock
-from maskmine.transforms.clip_models import ClipSpec
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.devices import PRECISIONS
-from maskmine.transforms.masked_crop import CropConfig, CropFill, CropResample, CropResize
 from maskmine.transforms.pairing import LABELS, LABELS_NOUNS
-from maskmine.transforms.proposals.factory import BACKENDS, DEFAULT_MASKFORMER_CHECKPOINT, SAM_MODEL_TYPES, ProposalSpec
+from maskmine.transforms.proposals.factory import BACKENDS
 from maskmine.transforms.run_folder import RUN_FILE
 
-HELP = "mine (masked crop, noun) pairs from COCO Captions into WebDataset shards (Apache Beam)"
 DESCRIPTION = """\
-Mine (masked crop, noun) pairs from COCO-format captions with Apache Beam.
-
-Reads captions (and instances), extracts nouns with NLTK, makes class-agnostic
-mask proposals, pairs each noun with the proposal CLIP finds most similar, and
-writes OUT/pairs-NNNNNN.tar (WebDataset), OUT/parquet/*.parquet (one row per
+Reads COCO-format captions (and instances), extracts nouns with NLTK, makes
+class-agnostic mask proposals, pairs each noun with the proposal CLIP finds most
+similar, and writes OUT/pairs-NNNNNN.tar (WebDataset), OUT/parquet/*.parquet (one row per
 pair), OUT/stats.json, OUT/rejects.jsonl and OUT/vocabulary.json.
 
 A shard is a task: each shard is written and committed (manifest last) as
@@ -62,36 +72,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     "ground-truth mask with its category name (validation shards, OVSeg's COCO-GT set)")
 
     prop = p.add_argument_group("mask proposals")
-    prop.add_argument("--proposals", choices=BACKENDS, default="maskformer",
-                      help="maskformer (HF transformers), sam (segment_anything) or coco-gt (ground-truth masks, the oracle); default maskformer")
-    prop.add_argument("--proposal-checkpoint", default="",
-                      help=f"maskformer: hub id or local save_pretrained folder (default {DEFAULT_MASKFORMER_CHECKPOINT}; "
-                      "'sample' = the small class-agnostic Mask2Former trained on the sample world, committed; "
-                      "'maskmine-tiny' builds a small random Mask2Former for tests); sam: .pth file")
-    prop.add_argument("--sam-model-type", default="vit_h", choices=SAM_MODEL_TYPES,
-                      help="SAM architecture of the checkpoint (maskmine-tiny: a small random SAM for tests, no checkpoint needed)")
-    prop.add_argument("--top-k", type=POSITIVE_INT, default=100, help="keep at most K proposals per image (default 100)")
-    prop.add_argument("--min-mask-area", type=number(float, 0.0, 1.0, hi_open=True), default=0.0005, help="drop proposals smaller than this fraction of the image (default 0.0005)")
-    prop.add_argument("--dedup-iou", type=number(float, 0.0, 1.0, lo_open=True), default=0.9, help="drop a proposal whose mask IoU with a better one reaches this (default 0.9)")
+    add_proposal_arguments(prop, BACKENDS, default="maskformer")
+    add_proposal_filter_arguments(prop)
 
     clip = p.add_argument_group("CLIP matching")
     add_clip_arguments(clip)
     clip.add_argument("--min-score", type=number(float, -1.0, 1.0), help="drop pairs whose cosine score (-1..1) is below this (counted in stats.json)")
-    clip.add_argument("--crop-fill", choices=get_args(CropFill), default="mean", help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
-    clip.add_argument("--crop-resize", choices=get_args(CropResize), default="stretch", help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
-    clip.add_argument("--crop-resample", choices=get_args(CropResample), default="torch",
-                      help="torch (default): OVSeg's crop, float pixels, unrounded mean fill, torch bicubic "
-                           "without antialiasing; pil: maskmine's former uint8 crop with PIL's antialiased bicubic")
-    clip.add_argument("--crop-expand", type=number(float, 1.0, 10.0), default=1.0, help="scale the mask's box by this ratio (1..10) before cropping (default 1.0)")
+    add_crop_arguments(clip)
     clip.add_argument("--caption-template", default=DEFAULT_CAPTION_TEMPLATE,
                       help="what each sample's txt member holds: this text with {noun} filled in (default "
                       f"{DEFAULT_CAPTION_TEMPLATE.replace('%', '%%')!r}, the text maskmine train encodes, so open_clip's "
                       "trainer reading txt trains on the same text; recorded in run.json)")
-    clip.add_argument("--mask-threshold", type=number(float, 0.0, 1.0, hi_open=True), default=0.5, help="binarise soft masks at this value (default 0.5)")
+    add_mask_threshold_argument(clip, "mine")
 
     run = p.add_argument_group("execution")
-    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    run.add_argument("--precision", default="auto", choices=PRECISIONS, help="proposal model precision on GPU (auto: bf16 where supported)")
+    add_device_argument(run)
+    add_precision_argument(run)
     run.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="images per GPU batch (default 8)")
     run.add_argument("--max-batch-bytes", type=POSITIVE_INT,
                      help="byte budget of a GPU batch (decoded images plus proposal masks); an image over it "
@@ -109,7 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--max-megapixels", type=POSITIVE_FLOAT, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
                      help="skip images over MP megapixels as too-large, judged from the header before decoding "
                      f"(default {DEFAULT_MAX_MEGAPIXELS:g})")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(run)
 
 
 def _reasons(value: str) -> tuple[str, ...]:
@@ -120,44 +116,8 @@ def _reasons(value: str) -> tuple[str, ...]:
 
 
 def config_from_args(args: argparse.Namespace) -> MineConfig:
-    return MineConfig(
-        captions=args.captions,
-        images=args.images,
-        out=args.out,
-        instances=args.instances,
-        proposals=ProposalSpec(
-            backend=args.proposals,
-            checkpoint=args.proposal_checkpoint,
-            device=args.device,
-            precision=args.precision,
-            top_k=args.top_k,
-            min_area_fraction=args.min_mask_area,
-            dedup_iou=args.dedup_iou,
-            sam_model_type=args.sam_model_type,
-        ),
-        clip=ClipSpec(
-            model=args.clip_model,
-            pretrained=args.clip_pretrained,
-            device=args.device,
-            activation=args.clip_activation,
-            crop=CropConfig(
-                fill=args.crop_fill, resize=args.crop_resize,
-                expand_ratio=args.crop_expand, threshold=args.mask_threshold, resample=args.crop_resample,
-            ),
-        ),
-        labels=args.labels,
-        captions_per_image=args.captions_per_image,
-        min_score=args.min_score,
-        num_shards=args.num_shards,
-        images_per_shard=args.images_per_shard,
-        batch_size=args.batch_size,
-        max_batch_bytes=args.max_batch_bytes,
-        limit=args.limit,
-        torch_threads=args.torch_threads,
-        retry_skipped=args.retry_skipped,
-        max_megapixels=args.max_megapixels,
-        caption_template=args.caption_template,
-    )
+    """The mining settings of the parsed flags."""
+    return settings(MineConfig, args, proposals=proposal_spec(args), clip=clip_spec(args, crop=crop_config(args)))
 
 
 def check_run_file(out: str) -> None:
@@ -179,6 +139,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     with run_lock.holding(args.out, "mine"):  # this process, the driver, holds --out; Beam's workers do not
         if "://" not in args.out:
             check_run_file(args.out)
-        stats = run_mining(config_from_args(args), extra, progress=not args.no_progress)
+        stats = run_mining(config_from_args(args), extra, progress=args.progress)
     print(json.dumps(stats, indent=1))
     return 0

@@ -6,10 +6,9 @@ import json
 import shlex
 import sys
 
-from maskmine.pipelines.cli_options import NON_NEGATIVE_INT
+from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, add_progress_argument, settings
 from maskmine.transforms.errors import UserError
 
-HELP = "generate the sample scene set (COCO captions/instances + semantic layout) for running offline"
 DESCRIPTION = """\
 Generate the sample scene set: images of simple objects, shapes and stuff bands
 (sky, grass, water...) with 5 COCO-style captions each, exact instance masks
@@ -27,20 +26,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-images", type=NON_NEGATIVE_INT, default=300, help="val images (default 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train split (default 0)")
     p.add_argument("--val-seed", type=int, help="seed of the val split (default seed + 1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.transforms.sample_world.generate import SampleConfig, generate_sample
 
-    if args.images < 0 or args.val_images < 0:
-        raise UserError("--images and --val-images must be zero or more")
     if args.images + args.val_images == 0:
         raise UserError("nothing to generate: --images and --val-images are both 0")
-    config = SampleConfig(
-        out=args.out, images=args.images, val_images=args.val_images, seed=args.seed, val_seed=args.val_seed
-    )
+    config = settings(SampleConfig, args)
     command = "maskmine " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    info = generate_sample(config, progress=not args.no_progress, command=command)
+    info = generate_sample(config, progress=args.progress, command=command)
     print(json.dumps({"out": args.out, "splits": {k: {"images": v["images"], "seed": v["seed"]} for k, v in info["splits"].items()}, "seconds": info["seconds"]}, indent=1))
     return 0

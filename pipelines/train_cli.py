@@ -6,14 +6,22 @@ import json
 
 from maskmine.finetune.model import MODES
 from maskmine.finetune.losses import LOSSES
-from maskmine.pipelines.cli_options import check_out_dir, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_clip_arguments, clip_spec
-
-HELP = "finetune CLIP on mined (masked crop, noun) shards: mask prompt tuning and/or full finetuning"
+from maskmine.pipelines.cli_options import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_clip_arguments,
+    add_device_argument,
+    add_progress_argument,
+    check_out_dir,
+    clip_spec,
+    settings,
+)
 DESCRIPTION = """\
-Finetune CLIP on the WebDataset shards written by `maskmine mine`, as OVSeg does.
-
-Crops stream from the shards (shuffle buffer, split by node and DataLoader
-worker); malformed samples are skipped and counted. The class vocabulary is the
+Trains on the WebDataset shards written by `maskmine mine`. Crops stream from
+the shards (shuffle buffer, split by node and DataLoader worker); malformed
+samples are skipped and counted. The class vocabulary is the
 set of nouns in the training shards, read from the mining run's Parquet table
 (or --vocabulary), with stable sorted indices.
 
@@ -128,49 +136,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     run.add_argument("--stop-after", type=POSITIVE_INT,
                      help="end this invocation after step N with a checkpoint (for time-limited jobs; resume later)")
-    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(run)
+    add_progress_argument(run)
+
+
+def config_from_args(args: argparse.Namespace) -> "TrainConfig":
+    """The training settings of the parsed flags."""
+    from maskmine.finetune.train import TrainConfig
+
+    return settings(
+        TrainConfig, args,
+        clip=clip_spec(args),
+        steps=args.steps if args.steps is not None else (None if args.epochs is not None else 10000),
+        train_logit_scale=not args.freeze_logit_scale,
+        augment_scale=None if args.no_augment else list(args.augment_scale),
+    )
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from maskmine.finetune.train import TrainConfig, train
+    from maskmine.finetune.train import train
     from maskmine.transforms import run_lock
 
     check_out_dir(args.out, "--out")
-    steps = args.steps if args.steps is not None else (None if args.epochs is not None else 10000)
-    config = TrainConfig(
-        shards=args.shards,
-        out=args.out,
-        clip=clip_spec(args),
-        mode=args.mode,
-        prompt_depth=args.prompt_depth,
-        init=args.init,
-        batch_size=args.batch_size,
-        accum_steps=args.accum_steps,
-        lr=args.lr,
-        prompt_lr=args.prompt_lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
-        steps=steps,
-        epochs=args.epochs,
-        loss=args.loss,
-        train_logit_scale=not args.freeze_logit_scale,
-        augment_scale=None if args.no_augment else list(args.augment_scale),
-        vocabulary=args.vocabulary,
-        val_shards=args.val_shards,
-        val_every=args.val_every,
-        val_limit=args.val_limit,
-        save_every=args.save_every,
-        keep_checkpoints=args.keep_checkpoints,
-        workers=args.workers,
-        shuffle_buffer=args.shuffle_buffer,
-        resample=args.resample,
-        seed=args.seed,
-        resume=args.resume,
-        stop_after=args.stop_after,
-        progress=not args.no_progress,
-        allow_partial=args.allow_partial,
-    )
+    config = config_from_args(args)
     with run_lock.holding(args.out, "train"):
         result = train(config)
     summary = {

@@ -9,7 +9,6 @@ from maskmine.pipelines.verify import verify_run
 from maskmine.transforms import storage
 from maskmine.transforms.errors import UserError
 
-HELP = "check a mining run: shards readable, checksums and counts match, Parquet equals shards, keys unique"
 DESCRIPTION = """\
 Check a finished mining run: maskmine verify RUN_DIR
 

@@ -34,7 +34,7 @@ def test_omitted_pretrained_means_the_models_default():
 @pytest.mark.parametrize(
     "name, pretrained, message",
     [
-        ("ViT-Nope-99", "none", "unknown CLIP model 'ViT-Nope-99'"),
+        ("ViT-Nope-99", "none", "clip model 'ViT-Nope-99' is unknown"),
         ("ViT-B-16", "not-a-tag", "known tags: "),
         ("maskmine-tiny", "/no/such/file.pt", "neither a file nor a pretrained tag"),
     ],

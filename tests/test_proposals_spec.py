@@ -72,8 +72,9 @@ def test_sam_generator_gets_the_spec_options_and_filters() -> None:
     assert default.mask_generator.point_grids[0].shape == (32 * 32, 2)
     assert (default.mask_generator.pred_iou_thresh, default.mask_generator.stability_score_thresh,
             default.mask_generator.box_nms_thresh) == (0.88, 0.95, 0.7)
-    with pytest.raises(UserError, match="needs --proposal-checkpoint"):
+    with pytest.raises(UserError, match="proposal checkpoint must name a SAM .pth file") as refused:
         build_proposal_generator(ProposalSpec(backend="sam", device="cpu"))
+    assert refused.value.setting == "proposal_checkpoint"  # maskmine words it as --proposal-checkpoint
 
 
 def test_maskformer_generator_gets_the_spec_filters() -> None:

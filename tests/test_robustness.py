@@ -377,7 +377,7 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "mine-num-shards-0": (m(num_shards="0"), "argument --num-shards: must be >= 1"),
         "mine-captions-per-image-0": (m("--captions-per-image", "0"), "argument --captions-per-image: must be >= 1"),
         "mine-mask-threshold-2": (m("--mask-threshold", "2"), "argument --mask-threshold: must be >= 0 and < 1"),
-        "mine-min-mask-area-1": (m("--min-mask-area", "1"), "argument --min-mask-area: must be >= 0 and < 1"),
+        "mine-min-mask-area-1": (m("--min-mask-area", "1"), "argument --min-mask-area/--min-area-fraction: must be >= 0 and < 1"),
         # mine: output folder, run file, runner, input files
         "mine-out-is-a-file": (m(out=r / "a-file"), "is a file, not a folder"),
         "mine-out-under-a-file": (m(out=r / "a-file" / "run"), "is a file, not a folder"),

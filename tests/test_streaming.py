@@ -182,8 +182,9 @@ def test_retry_keeps_the_annotation_rejects_of_the_shards_it_rewrites(coco_mini,
 
 
 def test_retry_skipped_takes_only_file_reasons(coco_mini, tmp_path):
-    with pytest.raises(UserError, match="--retry-skipped"):
+    with pytest.raises(UserError, match="retry skipped takes .*not no-nouns") as refused:
         run_mining(coco_mini_config(coco_mini, tmp_path / "o", retry_skipped=("no-nouns",)), progress=False)
+    assert refused.value.setting == "retry_skipped"  # the setting the CLI words as --retry-skipped
     parser = argparse.ArgumentParser()
     mine_cli.add_arguments(parser)
     base = ["--captions", "c.json", "--images", "i", "--out", "o"]

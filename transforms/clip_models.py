@@ -28,7 +28,7 @@ from typing import Literal, Sequence, get_args
 import open_clip
 import torch
 
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import CropConfig
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def resolve_activation(model_name: str, pretrained_arg: str | None,
     """
     register_configs()
     if requested not in ACTIVATION_CHOICES:
-        raise UserError(f"--clip-activation must be one of {', '.join(ACTIVATION_CHOICES)}, got {requested!r}")
+        raise SettingError("clip_activation", f"must be one of {', '.join(ACTIVATION_CHOICES)}, got {requested!r}")
     config = open_clip.get_model_config(model_name) or {}
     if requested == "quick_gelu" or config.get("quick_gelu"):
         return "quick_gelu"
@@ -187,15 +187,15 @@ def check_clip(name: str, pretrained: str | None) -> tuple[str, str | None, str]
     register_configs()
     model_name, pretrained_arg, tag = resolve_model(name, pretrained)
     if model_name not in open_clip.list_models() and not model_name.startswith(("hf-hub:", "local-dir:")):
-        raise UserError(
-            f"unknown CLIP model {name!r}: use an open_clip model name "
+        raise SettingError(
+            "clip_model", f"{name!r} is unknown: use an open_clip model name "
             "(see open_clip.list_models()), 'sample' or 'maskmine-tiny'"
         )
     if pretrained_arg is not None and not Path(pretrained_arg).exists():
         known = {t for _, t in open_clip.list_pretrained() if _ == model_name}
         if pretrained_arg not in known:
-            raise UserError(
-                f"--clip-pretrained {pretrained_arg!r} is neither a file nor a pretrained tag "
+            raise SettingError(
+                "clip_pretrained", f"{pretrained_arg!r} is neither a file nor a pretrained tag "
                 f"of {model_name} (known tags: {', '.join(sorted(known)) or 'none'})"
             )
     return model_name, pretrained_arg, tag

@@ -22,6 +22,7 @@ from maskmine.transforms.annotations import (
     reject,
 )
 from maskmine.transforms import storage
+from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.records import SKIP_BAD_FILE_NAME, SKIP_DUPLICATE_IMAGE_ID, Caption, ImageRecord, Instance
 
@@ -193,10 +194,8 @@ def read_captioned_images(
     receives one rejects.jsonl line per entry that never became an image:
     ``{"image_id": null, "file_name", "reason": what, "detail"}``.
     """
-    if captions_per_image < 1:
-        raise UserError("--captions-per-image must be at least 1")
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be at least 1")
+    ranges.POSITIVE_INT.check("captions_per_image", captions_per_image)
+    ranges.POSITIVE_INT.check("limit", limit)
     captions = load_coco(captions_path, "captions", ("image_id", "caption", "id"))
     instances = None
     if instances_path is not None:

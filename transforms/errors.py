@@ -6,6 +6,25 @@ class UserError(Exception):
     """Bad input or configuration: the CLI prints the message and exits with status 2."""
 
 
+class SettingError(UserError, ValueError):
+    """One setting's value is refused: the library says what is wrong with the value, the CLI names the flag.
+
+    ``setting`` is the setting's name as the settings objects and the command line
+    share it (``mask_threshold``: ``--mask-threshold``'s dest); ``problem`` is the rest
+    of the sentence (``must be >= 0 and < 1, got 1.0``). ``str()`` reads without any
+    flag (``mask threshold must be ...``), for library callers; ``maskmine`` prints
+    ``argument --mask-threshold: must be ...``, as argparse words a refused value.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting.replace('_', ' ')} {problem}")
+        self.setting = setting
+        self.problem = problem
+
+    def __reduce__(self):
+        return (type(self), (self.setting, self.problem))
+
+
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from maskmine.transforms.ranges import Range
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -39,6 +41,12 @@ CropFill = Literal["mean", "zero"]  # the background of a masked crop
 CropResize = Literal["stretch", "pad"]  # how the box becomes a square
 CropResample = Literal["torch", "pil"]  # OVSeg's float torch crop, or maskmine's former uint8 PIL crop
 LEGACY_RESAMPLE: CropResample = "pil"  # what recorded settings without a ``resample`` field were cut with
+
+# Soft masks are probabilities in [0, 1] binarised strictly (``mask > threshold``, OVSeg's test):
+# at 1 no pixel can pass, every mask would be empty, so 1 is refused (mining and eval alike).
+MASK_THRESHOLD = Range(float, lo=0.0, hi=1.0, hi_open=True)
+# The box scale of ``CropConfig.expand_ratio`` a command accepts: the tight box up to ten times it.
+CROP_EXPAND = Range(float, lo=1.0, hi=10.0)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
+from maskmine.transforms.ranges import Range
 from maskmine.transforms.proposals.base import ProposalGenerator
 
 DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"  # the MaskFormer checkpoint when none is named
@@ -24,6 +25,13 @@ BACKENDS: tuple[Backend, ...] = get_args(Backend)
 # SAM's architectures (segment_anything's registry names) and a small random SAM for tests.
 SamModelType = Literal["vit_h", "vit_l", "vit_b", "maskmine-tiny"]
 SAM_MODEL_TYPES: tuple[SamModelType, ...] = get_args(SamModelType)
+SAM_TINY: SamModelType = "maskmine-tiny"  # random weights (proposals/sam.TINY_MODEL_TYPE): needs no checkpoint
+
+# The ranges of maskmine's mining filters a command accepts: an area fraction of 1 would drop
+# every mask; an IoU of 0 every mask that touches a better one. (Library callers may pass
+# values beyond them that turn a filter off, as ``eval/proposal_classes.NO_FILTERS`` does.)
+MIN_AREA_FRACTION = Range(float, lo=0.0, hi=1.0, hi_open=True)
+DEDUP_IOU = Range(float, lo=0.0, hi=1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,14 @@ class ProposalSpec:
     sam_model_type: SamModelType = "vit_h"
     sam: SamOptions = field(default_factory=SamOptions)
 
+    def check(self) -> None:
+        """Refuse a SAM without weights before any model loads (SettingError naming the setting:
+        the command line names its flag). The filters are not checked: eval turns them off with
+        values no command accepts (``eval/proposal_classes.NO_FILTERS``)."""
+        if self.backend == "sam" and not self.checkpoint and self.sam_model_type != SAM_TINY:
+            raise SettingError("proposal_checkpoint", "must name a SAM .pth file for the sam backend "
+                               f"(only sam_model_type {SAM_TINY} needs none)")
+
     def identity(self) -> dict[str, Any]:
         """The spec as a run folder records it: every field, ``sam`` only where it is not SAM's
         defaults on the SAM backend (so folders written before it existed still match)."""
@@ -74,6 +90,7 @@ class ProposalSpec:
 
 def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
     """The generator ``spec`` describes, with its model loaded (once per worker process)."""
+    spec.check()
     if spec.backend == "coco-gt":
         from maskmine.transforms.proposals.coco_gt import CocoGtProposals
 
@@ -93,10 +110,8 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
             **filters,
         )
     if spec.backend == "sam":
-        from maskmine.transforms.proposals.sam import TINY_MODEL_TYPE, SamProposals
+        from maskmine.transforms.proposals.sam import SamProposals
 
-        if not spec.checkpoint and spec.sam_model_type != TINY_MODEL_TYPE:
-            raise UserError("--proposals sam needs --proposal-checkpoint PATH (a SAM .pth file)")
         return SamProposals(
             checkpoint=spec.checkpoint or None,
             model_type=spec.sam_model_type,
