@@ -119,6 +119,20 @@ def drop_beam_import_noise() -> None:
         root.addFilter(DropBeamImportNoise())
 
 
+def drop_implicit_root_handler() -> None:
+    """Remove the handler a library's import-time ``logging.warning`` made (Beam's), so ``basicConfig`` applies.
+
+    ``logging.warning`` on a root logger without handlers calls ``basicConfig()`` itself; after that
+    maskmine's own ``basicConfig`` (level, ``-v``, format) would do nothing. Only that implicit handler
+    (a plain ``StreamHandler`` with logging's ``BASIC_FORMAT``) is removed; handlers others installed stay.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        fmt = getattr(handler.formatter, "_fmt", None)
+        if type(handler) is logging.StreamHandler and fmt == logging.BASIC_FORMAT:
+            root.removeHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     drop_beam_import_noise()
@@ -130,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
         return 2
+    drop_implicit_root_handler()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

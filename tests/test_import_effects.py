@@ -34,3 +34,18 @@ def test_the_command_line_drops_beams_import_warning():
     assert "['DropBeamImportNoise']" in root
     assert "apitools not found" in bare.stderr  # this environment has no GCP client: Beam warns at import
     assert "apitools not found" not in cli.stderr
+
+
+def test_verbose_applies_after_beams_import_warning():
+    """Beam's import-time warning makes logging's implicit root handler; -v and maskmine's format still apply."""
+    code = (
+        "import logging, apache_beam\nfrom maskmine.pipelines.cli import main\n"
+        "r = logging.getLogger(); print(len(r.handlers))\n"
+        "main(['-v', 'verify', '/nonexistent-run-folder'])\n"
+        "print(r.level, len(r.handlers), r.handlers[0].formatter._fmt)"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    *_, before, after = out.stdout.splitlines()
+    assert before == "1"  # the implicit handler Beam's logging.warning made
+    assert after == "10 1 %(asctime)s %(levelname)s %(name)s: %(message)s"
