@@ -10,8 +10,9 @@ Test data, and which fixture to use (issue 22):
 * ``coco_mini``: the 80-image set in ../shared/data (or $MASKMINE_SHARED_DATA), skipped when absent: only
   for a test that truly needs more images than coco_cc_by holds.
 
-Process-global state: ``_torch_state_is_left_as_found`` (autouse) fails a test that changes torch's thread
-count, so one test cannot change another's float results (see its docstring).
+Order: the suite runs shuffled (pytest-randomly). The hooks at the end of this file reseed torch's global RNG
+before each test and fail a test that leaves torch's thread count changed, so no test changes another's
+float results.
 """
 from __future__ import annotations
 
