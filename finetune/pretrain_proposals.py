@@ -38,6 +38,7 @@ from maskmine.transforms.atomic import atomic_write, replacing_folder
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.factory import SAMPLE_PROPOSAL_DIR
+from maskmine.transforms.torch_state import own_rng, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +168,16 @@ def save_checkpoint(model: Any, processor: Any, out: str | Path) -> int:
 
 def pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, command: str | None = None) -> dict:
     """Train, save the checkpoint folder and its JSON record; returns the record."""
+    with torch_threads(config.threads), own_rng(config.seed):  # the caller's torch settings come back after
+        return _pretrain_proposals(config, progress, command)
+
+
+def _pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, command: str | None = None) -> dict:
+    """:func:`pretrain_proposals` with its threads and seed set: train, save the checkpoint folder and its JSON record; returns the record."""
     from tqdm import tqdm
 
     for name in ("steps", "batch_size"):
         ranges.POSITIVE_INT.check(name, getattr(config, name))
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
     started = time.perf_counter()
     processor = sample_processor()
     train = load_instances(config.data, "train", processor)

@@ -39,6 +39,7 @@ from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT,
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import OPENAI_MEAN, OPENAI_STD, CropConfig, masked_crop, to_clip_tensor
+from maskmine.transforms.torch_state import own_rng, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +201,16 @@ def sanity_metrics(model: torch.nn.Module, tokenizer, data: str | Path, size: in
 
 def pretrain(config: PretrainConfig, progress: bool = True, command: str | None = None) -> dict:
     """Train, save the checkpoint and its JSON record; returns the record."""
+    with torch_threads(config.threads), own_rng(config.seed):  # the caller's torch settings come back after
+        return _pretrain(config, progress, command)
+
+
+def _pretrain(config: PretrainConfig, progress: bool = True, command: str | None = None) -> dict:
+    """:func:`pretrain` with its threads and seed set: train, save the checkpoint and its JSON record; returns the record."""
     from tqdm import tqdm
 
     ranges.POSITIVE_INT.check("steps", config.steps)
     CONTRASTIVE_BATCH.check("batch_size", config.batch_size)
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
     started = time.perf_counter()
     model = build_model(config.seed)
     tokenizer = open_clip.get_tokenizer(SAMPLE_MODEL_NAME)

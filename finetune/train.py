@@ -69,6 +69,7 @@ from maskmine.transforms.clip_models import MINING_TEMPLATES, encode_texts
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.torch_state import own_rng
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +377,15 @@ class Trainer:
 def train(c: TrainConfig) -> TrainResult:
     """Run (or resume) a finetuning job; see the module docstring."""
     check_config(c)
+    # The Trainer seeds torch's global RNG (the prompts' initialisation, and every draw after it):
+    # the caller's RNG state comes back when the job ends, so code run after it in this process
+    # does not depend on whether a training job ran before it.
+    with own_rng(device=resolve_device(c.clip.device)):
+        return _train(c)
+
+
+def _train(c: TrainConfig) -> TrainResult:
+    """:func:`train` inside its own RNG state."""
     trainer = Trainer(c)
     if trainer.state.step == 0:
         trainer.validate()

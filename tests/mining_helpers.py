@@ -1,4 +1,4 @@
-"""The tests' standard mining job: coco-mini, ground-truth proposals, the tiny random CLIP, on CPU."""
+"""The tests' standard mining job: a COCO folder (the committed coco_cc_by, or coco-mini), ground-truth proposals, the tiny random CLIP, on CPU."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +25,7 @@ def coco_mini_config(coco_mini: Path, out: Path, **overrides) -> MineConfig:
 
 
 def mine_command(coco_mini: Path, out: Path, *extra: str, threads: int = 1) -> list[str]:
-    """`maskmine mine` as a fresh process on coco-mini (coco-gt, tiny CLIP, CPU) with an explicit torch thread count.
+    """`maskmine mine` as a fresh process on a COCO folder (coco-gt, tiny CLIP, CPU) with an explicit torch thread count.
 
     Byte-identical tars hold between runs with the same thread count; runs
     compared in tests are all made this way, in fresh processes, so no run

@@ -1,4 +1,4 @@
-"""maskmine audit on a run mined from coco-mini: report files, counts, random access, score sheets."""
+"""maskmine audit on a run mined from the committed COCO images (coco_cc_by): report files, counts, random access, score sheets."""
 from __future__ import annotations
 
 import csv
@@ -28,10 +28,10 @@ PAGES = ("index.html", "frequent.html", "rare.html", "suspicious.html", "spot-ch
 
 
 @pytest.fixture(scope="module")
-def run_dir(coco_mini, nltk_data, tmp_path_factory) -> Path:
+def run_dir(coco_cc_by, nltk_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("audit") / "run"
     labels = "nouns" if importlib.util.find_spec("maskmine.transforms.nouns") else "categories"
-    run_mining(coco_mini_config(coco_mini, out, labels=labels, num_shards=3), progress=False)
+    run_mining(coco_mini_config(coco_cc_by, out, labels=labels, num_shards=3), progress=False)
     return out
 
 

@@ -158,10 +158,10 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def report(coco_mini, nltk_data, tmp_path_factory) -> Path:
+def report(coco_cc_by, nltk_data, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("audit-browser")
     labels = "nouns" if importlib.util.find_spec("maskmine.transforms.nouns") else "categories"
-    run_mining(coco_mini_config(coco_mini, base / "run", labels=labels, num_shards=2), progress=False)
+    run_mining(coco_mini_config(coco_cc_by, base / "run", labels=labels, num_shards=2), progress=False)
     out = base / "report"
     assert main(["audit", str(base / "run"), "--out", str(out), "--sample", "12", "--top-nouns", "6",
                  "--rare-nouns", "6", "--per-noun", "4", "--suspicious", "12", "--no-progress"]) == 0

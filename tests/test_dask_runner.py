@@ -150,14 +150,14 @@ def test_dask_workers_size_torch_threads_to_their_share(cluster):
     assert resolve_torch_threads(3, None) == 3 and resolve_torch_threads(None, 1) == local_cpu_count()
 
 
-def test_mine_on_dask_equals_direct_runner(cluster, coco_mini, nltk_data, tmp_path):
+def test_mine_on_dask_equals_direct_runner(cluster, coco_cc_by, nltk_data, tmp_path):
     # Both runs in fresh processes (a subprocess; Dask's worker processes) with 1 torch thread:
     # CPU float32 results depend on the thread count, and byte-identical tars need the same one.
     direct, dask = tmp_path / "direct", tmp_path / "dask"
-    done = subprocess.run(mine_command(coco_mini, direct, *MINE_ARGS, "--runner", "DirectRunner"), cwd=REPO,
+    done = subprocess.run(mine_command(coco_cc_by, direct, *MINE_ARGS, "--runner", "DirectRunner"), cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    dask_args = mine_command(coco_mini, dask, *MINE_ARGS, "--runner", "DaskRunner", "--dask_client_address", cluster)
+    dask_args = mine_command(coco_cc_by, dask, *MINE_ARGS, "--runner", "DaskRunner", "--dask_client_address", cluster)
     assert main(dask_args[dask_args.index("mine"):]) == 0
     assert len(_digests(direct)) == 3
     assert _digests(dask) == _digests(direct)

@@ -45,10 +45,10 @@ def assert_interrupted(done: subprocess.CompletedProcess, command: str, sig: sig
 
 
 @pytest.fixture(scope="module")
-def run_dir(coco_mini, tmp_path_factory) -> Path:
-    """Ground-truth category pairs of 12 coco-mini images in 2 shards."""
+def run_dir(coco_cc_by, tmp_path_factory) -> Path:
+    """Ground-truth category pairs of the 12 committed COCO images in 2 shards."""
     out = tmp_path_factory.mktemp("endings") / "run"
-    run_mining(coco_mini_config(coco_mini, out, labels="categories", num_shards=2, limit=12), progress=False)
+    run_mining(coco_mini_config(coco_cc_by, out, labels="categories", num_shards=2, limit=12), progress=False)
     return out
 
 

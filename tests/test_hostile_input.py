@@ -10,7 +10,7 @@
 * identity: colliding image ids, ids outside int64, absurd coordinates,
   all-equal polygons and JSON nested 200,000 deep are counted rejects or one
   line, before pycocotools sees anything;
-* the hostile run: a coco-mini copy with one of each bad entry is mined to the
+* the hostile run: a copy of committed COCO images with one of each bad entry is mined to the
   end, counts each with its own reason, its good images' shards are
   byte-identical to a clean run's, and ``verify --deep`` passes.
 """
@@ -450,8 +450,8 @@ BAD_IMAGES = {  # file_name -> the skip reason of an image entry (ids 9_000_000 
 }
 
 
-def _hostile_inputs(coco_mini: Path, root: Path, hostile: bool) -> dict:
-    ann = coco_mini / "annotations"
+def _hostile_inputs(coco_cc_by: Path, root: Path, hostile: bool) -> dict:
+    ann = coco_cc_by / "annotations"
     caps = json.loads((ann / "captions_train2017.json").read_text())
     inst = json.loads((ann / "instances_train2017.json").read_text())
     chosen = sorted(caps["images"], key=lambda i: i["id"])[:N_GOOD]
@@ -459,7 +459,7 @@ def _hostile_inputs(coco_mini: Path, root: Path, hostile: bool) -> dict:
     images = root / "images"
     images.mkdir(parents=True)
     for info in chosen:
-        (images / info["file_name"]).symlink_to(coco_mini / "train2017" / info["file_name"])
+        (images / info["file_name"]).symlink_to(coco_cc_by / "train2017" / info["file_name"])
     caps["images"] = [i for i in caps["images"] if i["id"] in keep]
     caps["annotations"] = [a for a in caps["annotations"] if a["image_id"] in keep]
     inst["images"] = [i for i in inst["images"] if i["id"] in keep]
@@ -468,7 +468,7 @@ def _hostile_inputs(coco_mini: Path, root: Path, hostile: bool) -> dict:
     if hostile:
         outside = root / "outside"
         outside.mkdir()
-        shutil.copy(coco_mini / "train2017" / chosen[0]["file_name"], outside / "secret.jpg")
+        shutil.copy(coco_cc_by / "train2017" / chosen[0]["file_name"], outside / "secret.jpg")
         os.mkfifo(images / "pipe.jpg")
         (images / "folder.jpg").mkdir()
         Image.frombytes("I", (64, 48), np.full((48, 64), 7, np.int32).tobytes()).save(images / "int32.tif")
@@ -509,10 +509,10 @@ def _mine(inputs: dict, out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def hostile_runs(coco_mini, nltk_data, tmp_path_factory) -> tuple[Path, Path, dict]:
+def hostile_runs(coco_cc_by, nltk_data, tmp_path_factory) -> tuple[Path, Path, dict]:
     base = tmp_path_factory.mktemp("hostile")
-    clean_inputs = _hostile_inputs(coco_mini, base / "clean-in", hostile=False)
-    hostile_inputs = _hostile_inputs(coco_mini, base / "hostile-in", hostile=True)
+    clean_inputs = _hostile_inputs(coco_cc_by, base / "clean-in", hostile=False)
+    hostile_inputs = _hostile_inputs(coco_cc_by, base / "hostile-in", hostile=True)
     _mine(clean_inputs, base / "clean")
     _mine(hostile_inputs, base / "hostile")
     return base / "clean", base / "hostile", hostile_inputs

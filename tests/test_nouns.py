@@ -23,9 +23,9 @@ DATA_FILE = Path(nouns.__file__).parent / "data" / nouns.NONVISUAL_FILE
 
 
 @pytest.fixture(scope="module")
-def coco_captions(coco_mini) -> dict[int, dict]:
-    """coco-mini caption annotations by caption id."""
-    data = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
+def coco_captions(coco_mini_captions) -> dict[int, dict]:
+    """coco-mini caption annotations by caption id (the committed captions file: no images needed)."""
+    data = json.loads(coco_mini_captions.read_text())
     return {a["id"]: a for a in data["annotations"]}
 
 

@@ -40,13 +40,13 @@ from mining_hooks import FailAfterImages
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().parent / "mining_hooks.py"
 SHARDS = 4
-LIMIT = 32
+LIMIT = 12  # every committed image (coco_cc_by)
 ARGS = ("--labels", "categories", "--num-shards", str(SHARDS), "--limit", str(LIMIT), "--batch-size", "4")
 
 
-def config(coco_mini: Path, out: Path) -> MineConfig:
+def config(coco_cc_by: Path, out: Path) -> MineConfig:
     return coco_mini_config(
-        coco_mini, out,
+        coco_cc_by, out,
         labels="categories",  # resume does not depend on the labels; this skips NLTK and is faster
         num_shards=SHARDS,
         limit=LIMIT,
@@ -69,18 +69,18 @@ def hooked(cmd: list[str], *hooks: str) -> list[str]:
     return [cmd[0], str(HOOKS), *hooks, *cmd[3:]]
 
 
-def mine(coco_mini: Path, out: Path, kill_after: int | None = None, *extra: str, signal_name: str = "SIGKILL") -> subprocess.CompletedProcess:
+def mine(coco_cc_by: Path, out: Path, kill_after: int | None = None, *extra: str, signal_name: str = "SIGKILL") -> subprocess.CompletedProcess:
     """`maskmine mine` in a fresh process; with ``kill_after``, one that sends itself ``signal_name`` after that many mined images."""
-    cmd = mine_command(coco_mini, out, *ARGS, *extra)
+    cmd = mine_command(coco_cc_by, out, *ARGS, *extra)
     if kill_after is not None:
         cmd = hooked(cmd, "--kill-after-images", str(kill_after), "--signal", signal_name)
     return subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(coco_mini, tmp_path_factory) -> tuple[Path, dict]:
+def uninterrupted(coco_cc_by, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("resume") / "whole"
-    done = mine(coco_mini, out)
+    done = mine(coco_cc_by, out)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["shards"] == SHARDS and stats["images_read"] == LIMIT
@@ -101,20 +101,20 @@ def assert_same_run(run: Path, whole: Path, stats: dict) -> None:
     ])
 
 
-def test_writer_failure_then_resume(coco_mini, tmp_path, monkeypatch):
+def test_writer_failure_then_resume(coco_cc_by, tmp_path, monkeypatch):
     whole = tmp_path / "whole"
-    stats = run_mining(config(coco_mini, whole), progress=False)  # the same process as the runs it is compared with
+    stats = run_mining(config(coco_cc_by, whole), progress=False)  # the same process as the runs it is compared with
     run = tmp_path / "run"
     with monkeypatch.context() as patch:  # the worker fails before its next shard once it has committed 1 image
         patch.setattr(FailAfterImages, "limit", 1)
         patch.setattr(FailAfterImages, "written", 0)
         patch.setattr(mine_module, "MineShardDoFn", FailAfterImages)
         with pytest.raises(Exception, match="test hook"):
-            run_mining(config(coco_mini, run), progress=False)
+            run_mining(config(coco_cc_by, run), progress=False)
     done = manifests(run)
     assert len(done) == 1  # the first shard was committed, then the job failed
     assert not (run / "stats.json").exists()
-    again = run_mining(config(coco_mini, run), progress=False)
+    again = run_mining(config(coco_cc_by, run), progress=False)
     assert again["shards_resumed"] == 1
     assert {k: again[k] for k in ("images_read", "images_mined", "pairs", "unique_nouns")} == {
         k: stats[k] for k in ("images_read", "images_mined", "pairs", "unique_nouns")
@@ -122,8 +122,8 @@ def test_writer_failure_then_resume(coco_mini, tmp_path, monkeypatch):
     assert_same_run(run, whole, stats)
 
 
-def shard_sizes(coco_mini: Path) -> list[int]:
-    captions = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
+def shard_sizes(coco_cc_by: Path) -> list[int]:
+    captions = json.loads((coco_cc_by / "annotations" / "captions_train2017.json").read_text())
     ids = sorted({a["image_id"] for a in captions["annotations"]})[:LIMIT]
     sizes = [0] * SHARDS
     for i in ids:
@@ -131,22 +131,22 @@ def shard_sizes(coco_mini: Path) -> list[int]:
     return sizes
 
 
-def killed_then_resumed(coco_mini: Path, run: Path, kill_after: int) -> list[str]:
+def killed_then_resumed(coco_cc_by: Path, run: Path, kill_after: int) -> list[str]:
     """Mine with a worker that SIGKILLs its process after ``kill_after`` images; return the shards it committed."""
-    killed = mine(coco_mini, run, kill_after=kill_after)
+    killed = mine(coco_cc_by, run, kill_after=kill_after)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert not (run / "stats.json").exists()
     assert (run / LOCK_FILE).is_file()  # the killed job's lock file: the rerun takes it over
     return manifests(run)
 
 
-def test_first_shard_is_committed_while_the_job_runs(uninterrupted, coco_mini, tmp_path):
+def test_first_shard_is_committed_while_the_job_runs(uninterrupted, coco_cc_by, tmp_path):
     whole, stats = uninterrupted
-    sizes = shard_sizes(coco_mini)
+    sizes = shard_sizes(coco_cc_by)
     run = tmp_path / "run"
     # One in-process worker mines shard after shard. Killed once it has mined more images than the
     # largest shard holds, it has finished its first shard and is inside another one.
-    kept = killed_then_resumed(coco_mini, run, max(sizes) + 1)
+    kept = killed_then_resumed(coco_cc_by, run, max(sizes) + 1)
     assert 1 <= len(kept) < SHARDS
     # The kept shards are final, byte for byte those of the uninterrupted run, and the shard in
     # flight was being streamed to a temporary file when the kill came.
@@ -165,29 +165,29 @@ def test_first_shard_is_committed_while_the_job_runs(uninterrupted, coco_mini, t
     # a shard whose manifest still has the tar digest it had at the start is a retry not yet rewritten
     old = {s: json.loads((run / "manifest" / f"pairs-{s:06d}.json").read_text())["tar_sha256"] for s in committed_now}
     assert progress_counts(str(run), old, dict(enumerate(sizes)))[0] == 0
-    again = json.loads(mine(coco_mini, run).stdout)
+    again = json.loads(mine(coco_cc_by, run).stdout)
     assert again["shards_resumed"] == len(kept) and again["pairs"] == stats["pairs"]
     assert_same_run(run, whole, stats)
 
 
-def test_sigkill_at_a_random_point_then_resume(uninterrupted, coco_mini, tmp_path):
+def test_sigkill_at_a_random_point_then_resume(uninterrupted, coco_cc_by, tmp_path):
     whole, stats = uninterrupted
     seed = random.randrange(2**32)
     kill_after = random.Random(seed).randint(1, LIMIT - 1)
     run = tmp_path / "run"
-    kept = killed_then_resumed(coco_mini, run, kill_after)
+    kept = killed_then_resumed(coco_cc_by, run, kill_after)
     assert len(kept) < SHARDS, f"seed {seed}, kill after {kill_after} images"
-    again = mine(coco_mini, run)
+    again = mine(coco_cc_by, run)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert json.loads(again.stdout)["shards_resumed"] == len(kept)
     assert_same_run(run, whole, stats)
 
 
-def test_multi_process_runner_gives_the_same_shards(uninterrupted, coco_mini, tmp_path):
+def test_multi_process_runner_gives_the_same_shards(uninterrupted, coco_cc_by, tmp_path):
     whole, stats = uninterrupted
     run = tmp_path / "run"
     done = subprocess.run(
-        mine_command(coco_mini, run, *ARGS, "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+        mine_command(coco_cc_by, run, *ARGS, "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
                      "--direct_num_workers", "2"),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
     )
@@ -205,27 +205,27 @@ def interrupted_line(command: str, sig: signal.Signals) -> str:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_ends_mine_with_one_line_and_the_rerun_resumes(uninterrupted, coco_mini, tmp_path, sig):
+def test_a_signal_ends_mine_with_one_line_and_the_rerun_resumes(uninterrupted, coco_cc_by, tmp_path, sig):
     whole, stats = uninterrupted
     run = tmp_path / "run"
-    stopped = mine(coco_mini, run, max(shard_sizes(coco_mini)) + 1, signal_name=sig.name)  # inside the second shard
+    stopped = mine(coco_cc_by, run, max(shard_sizes(coco_cc_by)) + 1, signal_name=sig.name)  # inside the second shard
     err = stopped.stderr.decode()
     assert stopped.returncode == 128 + sig, err[-3000:]
     assert err.strip().splitlines()[-1] == interrupted_line("mine", sig)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     kept = manifests(run)
     assert 1 <= len(kept) < SHARDS and not (run / LOCK_FILE).exists()  # a clean stop releases its lock
-    again = mine(coco_mini, run)
+    again = mine(coco_cc_by, run)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert json.loads(again.stdout)["shards_resumed"] == len(kept)
     assert_same_run(run, whole, stats)
 
 
 @pytest.mark.slow  # worker processes start slowly: about a minute on 2 cores
-def test_sigterm_to_the_driver_of_worker_processes_stops_them_and_the_rerun_resumes(uninterrupted, coco_mini, tmp_path):
+def test_sigterm_to_the_driver_of_worker_processes_stops_them_and_the_rerun_resumes(uninterrupted, coco_cc_by, tmp_path):
     whole, stats = uninterrupted
     run = tmp_path / "run"
-    cmd = mine_command(coco_mini, run, *ARGS, "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+    cmd = mine_command(coco_cc_by, run, *ARGS, "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
                        "--direct_num_workers", "2")
     driver = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -243,21 +243,21 @@ def test_sigterm_to_the_driver_of_worker_processes_stops_them_and_the_rerun_resu
     workers = [int(pid) for _, pid in re.findall(r"shard (\d+) committed: .* \(worker pid (\d+)\)", err)]
     for pid in workers:  # the worker processes ended with their driver
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
-    again = mine(coco_mini, run)
+    again = mine(coco_cc_by, run)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert_same_run(run, whole, stats)
 
 
-def test_a_second_mine_on_a_live_run_folder_stops_at_once_and_the_first_finishes(uninterrupted, coco_mini, tmp_path):
+def test_a_second_mine_on_a_live_run_folder_stops_at_once_and_the_first_finishes(uninterrupted, coco_cc_by, tmp_path):
     whole, stats = uninterrupted
     run, gate = tmp_path / "run", tmp_path / "go"
-    first = subprocess.Popen(hooked(mine_command(coco_mini, run, *ARGS), "--wait-after-images", "1", str(gate)),
+    first = subprocess.Popen(hooked(mine_command(coco_cc_by, run, *ARGS), "--wait-after-images", "1", str(gate)),
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         while not Path(f"{gate}.reached").exists():  # the first job is mid-run, held there
             assert first.poll() is None, first.stderr.read().decode()[-2000:]
             time.sleep(0.05)
-        second = mine(coco_mini, run)
+        second = mine(coco_cc_by, run)
         gate.touch()
         out, err = first.communicate(timeout=300)
     finally:
@@ -275,10 +275,10 @@ def test_a_second_mine_on_a_live_run_folder_stops_at_once_and_the_first_finishes
     assert_same_run(run, whole, stats)
 
 
-def test_a_full_disk_is_one_line_and_the_rerun_resumes(uninterrupted, coco_mini, small_disk):
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(uninterrupted, coco_cc_by, small_disk):
     whole, stats = uninterrupted
     run = small_disk / "run"
-    full = mine(coco_mini, run)
+    full = mine(coco_cc_by, run)
     err = full.stderr.decode()
     assert full.returncode == 1, err[-3000:]
     line = err.strip().splitlines()[-1]
@@ -291,6 +291,6 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(uninterrupted, coco_mini,
     assert "Traceback" not in err
     assert sorted(p.name for p in run.rglob("*.tmp-*")) == []  # the failed write took its temporary file away
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
-    again = mine(coco_mini, run)
+    again = mine(coco_cc_by, run)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert_same_run(run, whole, stats)

@@ -1,15 +1,7 @@
 """Bad input never crashes a job (issue 16).
 
-(Named to sort after test_dask_runner.py and test_resume.py. Any in-process
-mining run earlier in the same pytest process makes
-test_dask_runner::test_mine_on_dask_equals_direct_runner see Dask floats that
-differ from DirectRunner's in the last bits, and test_resume's SIGKILL test
-differ too; both fail that way in the default suite on the commit before this
-file as well (earlier test files mine in process first), so the cause is the mining job's,
-not this file's.)
-
 * every kind of malformed instance annotation is named (``check_segmentation``)
-  and, in a mining run over coco-mini with one image of each kind, is a counted
+  and, in a mining run over the committed COCO images with one image of each kind, is a counted
   ``bad-annotation`` skip while the rest of its image is still mined; broken
   images and captions are counted too, and ``maskmine verify`` passes (also on Dask);
 * the fuzz test: about fifty broken flags, files and run folders given to
@@ -39,7 +31,7 @@ from maskmine.pipelines.verify import verify_run
 from maskmine.transforms.annotations import AnnotationProblem, check_segmentation, compressed_rle_counts
 from maskmine.transforms.image_io import ImageSkip, decode_image, read_image
 
-N_GOOD = 10  # coco-mini images that each get one broken annotation (or none)
+N_GOOD = 10  # committed COCO images (coco_cc_by) that each get one broken annotation (or none)
 W, H = 40, 30  # size of the RLE checks' image
 
 # kind -> (segmentation, problem); every way pycocotools crashed or decoded garbage in the issue
@@ -80,7 +72,7 @@ def test_valid_segmentations_pass_and_compressed_counts_decode_like_pycocotools(
     assert sum(runs) == H * W and runs[1] == 15  # the first run of ones is one column of the box
 
 
-# --- a mining run over coco-mini with one broken thing per image ------------------------------------
+# --- a mining run over the committed COCO images with one broken thing per image ------------------------------------
 
 
 def _png_with_header_size(width: int, height: int) -> bytes:
@@ -103,10 +95,10 @@ EXTRA_IMAGES = {  # file name -> (what the entry says (w, h), the skip reason)
 LONG_NOUN = "zebrafinch" * 30  # 300 characters, one noun
 
 
-def write_broken_inputs(coco_mini: Path, root: Path) -> dict:
-    """coco-mini's first N_GOOD images, one broken annotation on each of the first nine, three broken
+def write_broken_inputs(coco_cc_by: Path, root: Path) -> dict:
+    """The first N_GOOD committed COCO images, one broken annotation on each of the first nine, three broken
     images, captions that are not text or have no image; returns the paths and what to expect."""
-    ann = coco_mini / "annotations"
+    ann = coco_cc_by / "annotations"
     inst = json.loads((ann / "instances_train2017.json").read_text())
     caps = json.loads((ann / "captions_train2017.json").read_text())
     images = sorted(caps["images"], key=lambda i: i["id"])[:N_GOOD]
@@ -115,7 +107,7 @@ def write_broken_inputs(coco_mini: Path, root: Path) -> dict:
     img_dir = root / "images"
     img_dir.mkdir(parents=True)
     for info in images:
-        (img_dir / info["file_name"]).symlink_to(coco_mini / "train2017" / info["file_name"])
+        (img_dir / info["file_name"]).symlink_to(coco_cc_by / "train2017" / info["file_name"])
     kinds = {
         "polygon-with-1-point": [[10, 10]],
         "polygon-with-2-points": [[10, 10, 50, 50]],
@@ -184,8 +176,8 @@ def mine_args(inputs: dict, out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def broken_inputs(coco_mini, tmp_path_factory) -> dict:
-    return write_broken_inputs(coco_mini, tmp_path_factory.mktemp("broken-inputs"))
+def broken_inputs(coco_cc_by, tmp_path_factory) -> dict:
+    return write_broken_inputs(coco_cc_by, tmp_path_factory.mktemp("broken-inputs"))
 
 
 @pytest.fixture(scope="module")
@@ -636,7 +628,7 @@ def test_console_script_exits_with_the_commands_status(broken_run, tmp_path):
         assert "terminate called" not in done.stderr
 
 
-def test_verify_deep_flags_all_zero_crop_masks(coco_mini, nltk_data, tmp_path):
+def test_verify_deep_flags_all_zero_crop_masks(coco_cc_by, nltk_data, tmp_path):
     """What --crop-expand -1 used to produce (the CLI now refuses it): verify --deep says so."""
     import dataclasses
 
@@ -646,7 +638,7 @@ def test_verify_deep_flags_all_zero_crop_masks(coco_mini, nltk_data, tmp_path):
     from maskmine.transforms.masked_crop import CropConfig
 
     clip = dataclasses.replace(TINY_CLIP, crop=CropConfig(expand_ratio=-1.0))
-    run_mining(coco_mini_config(coco_mini, tmp_path / "run", clip=clip, limit=2), progress=False)
+    run_mining(coco_mini_config(coco_cc_by, tmp_path / "run", clip=clip, limit=2), progress=False)
     report = verify_run(str(tmp_path / "run"), deep=True)
     kinds = {p.what for p in report.problems}
     assert kinds == {"empty-mask"}, [str(p) for p in report.problems][:5]

@@ -14,10 +14,10 @@ from mining_helpers import coco_mini_config
 
 
 @pytest.fixture(scope="module")
-def run(coco_mini, nltk_data, tmp_path_factory) -> Path:
-    """24 coco-mini images with the default shard count (at least 8 shards)."""
+def run(coco_cc_by, nltk_data, tmp_path_factory) -> Path:
+    """The 12 committed COCO images with the default shard count (at least 8 shards)."""
     out = tmp_path_factory.mktemp("clients") / "run"
-    run_mining(coco_mini_config(coco_mini, out, limit=24), progress=False)
+    run_mining(coco_mini_config(coco_cc_by, out), progress=False)
     return out
 
 
@@ -57,10 +57,10 @@ def test_webdataset_reads_captions_and_one_mask_schema(run: Path) -> None:
     assert seen == len(table) == sum(json.loads((run / "sizes.json").read_text()).values())
 
 
-def test_caption_texts_are_the_captions_files_own(run: Path, coco_mini: Path) -> None:
+def test_caption_texts_are_the_captions_files_own(run: Path, coco_cc_by: Path) -> None:
     import duckdb
 
-    captions = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())["annotations"]
+    captions = json.loads((coco_cc_by / "annotations" / "captions_train2017.json").read_text())["annotations"]
     text = {c["id"]: c["caption"] for c in captions}
     rows = duckdb.sql(f"select caption_ids, captions, noun from read_parquet('{run}/parquet/*.parquet')").fetchall()
     assert rows and all([text[i].strip() for i in ids] == list(texts) for ids, texts, _ in rows)

@@ -29,11 +29,11 @@ BRACE = "pairs-{000000..000002}.tar"
 
 
 @pytest.fixture(scope="module")
-def run(coco_mini, nltk_data, tmp_path_factory) -> Path:
-    """24 coco-mini images in 3 shards, mined with non-default crop settings (zero fill, padded)."""
+def run(coco_cc_by, nltk_data, tmp_path_factory) -> Path:
+    """The 12 committed COCO images in 3 shards, mined with non-default crop settings (zero fill, padded)."""
     out = tmp_path_factory.mktemp("ctx") / "run"
     clip = replace(TINY_CLIP, crop=CropConfig(fill="zero", resize="pad"))
-    run_mining(coco_mini_config(coco_mini, out, num_shards=3, limit=24, clip=clip), progress=False)
+    run_mining(coco_mini_config(coco_cc_by, out, num_shards=3, clip=clip), progress=False)
     return out
 
 

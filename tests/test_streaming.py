@@ -115,18 +115,18 @@ def digests(out: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("pairs-*.tar"))}
 
 
-def test_retry_skipped_remines_a_restored_image_and_leaves_other_shards_alone(coco_mini, tmp_path):
+def test_retry_skipped_remines_a_restored_image_and_leaves_other_shards_alone(coco_cc_by, tmp_path):
     images = tmp_path / "images"
-    shutil.copytree(coco_mini / "train2017", images)
-    settings = dict(labels="categories", num_shards=3, limit=24, batch_size=4, torch_threads=1)
+    shutil.copytree(coco_cc_by / "train2017", images)
+    settings = dict(labels="categories", num_shards=3, batch_size=4, torch_threads=1)
     reference = tmp_path / "reference"
-    run_mining(coco_mini_config(coco_mini, reference, **settings), progress=False)
-    captions = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
+    run_mining(coco_mini_config(coco_cc_by, reference, **settings), progress=False)
+    captions = json.loads((coco_cc_by / "annotations" / "captions_train2017.json").read_text())
     first = sorted(captions["images"], key=lambda i: i["id"])[0]
     hidden = tmp_path / "hidden.jpg"
     shutil.move(images / first["file_name"], hidden)
     run = tmp_path / "run"
-    config = coco_mini_config(coco_mini, run, images=str(images), **settings)
+    config = coco_mini_config(coco_cc_by, run, images=str(images), **settings)
     stats = run_mining(config, progress=False)
     assert stats["images_skipped"] == {SKIP_MISSING_IMAGE: 1}
     before = digests(run)
@@ -138,20 +138,20 @@ def test_retry_skipped_remines_a_restored_image_and_leaves_other_shards_alone(co
     after = digests(run)
     assert after == digests(reference)  # the retried shard now equals a run that had the file all along
     assert {k for k in after if after[k] != before[k]} == {shard}  # and only that shard was rewritten
-    assert again["images_skipped"] == {} and again["images_read"] == 24 and again["shards_resumed"] == 2
+    assert again["images_skipped"] == {} and again["images_read"] == 12 and again["shards_resumed"] == 2
     assert (run / "rejects.jsonl").read_text() == ""
     assert verify_run(str(run)).ok
     # nothing left to retry: a second retry rewrites nothing
     assert run_mining(config, progress=False)["shards_resumed"] == 3 and digests(run) == after
 
 
-def test_retry_keeps_the_annotation_rejects_of_the_shards_it_rewrites(coco_mini, tmp_path):
+def test_retry_keeps_the_annotation_rejects_of_the_shards_it_rewrites(coco_cc_by, tmp_path):
     """A rewritten shard keeps every left-out annotation of its carried images, and retried images count theirs."""
     images = tmp_path / "images"
-    shutil.copytree(coco_mini / "train2017", images)
-    instances = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())
-    captions = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
-    ids = sorted(i["id"] for i in captions["images"])[:24]
+    shutil.copytree(coco_cc_by / "train2017", images)
+    instances = json.loads((coco_cc_by / "annotations" / "instances_train2017.json").read_text())
+    captions = json.loads((coco_cc_by / "annotations" / "captions_train2017.json").read_text())
+    ids = sorted(i["id"] for i in captions["images"])
     first = ids[0]
     same_shard = next(i for i in ids[1:] if shard_of(i, 3) == shard_of(first, 3))
     broken = []
@@ -160,15 +160,15 @@ def test_retry_keeps_the_annotation_rejects_of_the_shards_it_rewrites(coco_mini,
         ann["segmentation"] = [[1.0, 2.0, 3.0, 4.0]]
         broken.append(ann["id"])
     (tmp_path / "instances.json").write_text(json.dumps(instances))
-    settings = dict(labels="categories", num_shards=3, limit=24, batch_size=4, torch_threads=1,
+    settings = dict(labels="categories", num_shards=3, batch_size=4, torch_threads=1,
                     instances=str(tmp_path / "instances.json"), images=str(images))
     reference = tmp_path / "reference"
-    expected = run_mining(coco_mini_config(coco_mini, reference, **settings), progress=False)
+    expected = run_mining(coco_mini_config(coco_cc_by, reference, **settings), progress=False)
     assert sum(expected["annotations_skipped"].values()) == 2
     file_name = next(i["file_name"] for i in captions["images"] if i["id"] == first)
     shutil.move(images / file_name, tmp_path / "hidden.jpg")
     run = tmp_path / "run"
-    config = coco_mini_config(coco_mini, run, **settings)
+    config = coco_mini_config(coco_cc_by, run, **settings)
     run_mining(config, progress=False)
     shutil.move(tmp_path / "hidden.jpg", images / file_name)
     config.retry_skipped = (SKIP_MISSING_IMAGE,)
@@ -181,9 +181,9 @@ def test_retry_keeps_the_annotation_rejects_of_the_shards_it_rewrites(coco_mini,
     assert verify_run(str(run)).ok
 
 
-def test_retry_skipped_takes_only_file_reasons(coco_mini, tmp_path):
+def test_retry_skipped_takes_only_file_reasons(coco_cc_by, tmp_path):
     with pytest.raises(UserError, match="retry skipped takes .*not no-nouns") as refused:
-        run_mining(coco_mini_config(coco_mini, tmp_path / "o", retry_skipped=("no-nouns",)), progress=False)
+        run_mining(coco_mini_config(coco_cc_by, tmp_path / "o", retry_skipped=("no-nouns",)), progress=False)
     assert refused.value.setting == "retry_skipped"  # the setting the CLI words as --retry-skipped
     parser = argparse.ArgumentParser()
     mine_cli.add_arguments(parser)
@@ -195,7 +195,7 @@ def test_retry_skipped_takes_only_file_reasons(coco_mini, tmp_path):
     assert config.retry_skipped == () and config.torch_threads is None
 
 
-def test_run_identity_is_the_files_content_not_their_path(coco_mini, tmp_path, monkeypatch):
+def test_run_identity_is_the_files_content_not_their_path(coco_cc_by, tmp_path, monkeypatch):
     data = write_coco(tmp_path / "data", 6)
     out = tmp_path / "out"
     kw = dict(images=str(data / "images"), num_shards=2)

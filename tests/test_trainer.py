@@ -20,10 +20,10 @@ from mining_helpers import coco_mini_config
 
 
 @pytest.fixture(scope="module")
-def run(coco_mini, tmp_path_factory) -> Path:
-    """Ground-truth category pairs of 12 coco-mini images in one shard (training and validation data)."""
+def run(coco_cc_by, tmp_path_factory) -> Path:
+    """Ground-truth category pairs of the 12 committed COCO images in one shard (training and validation data)."""
     out = tmp_path_factory.mktemp("trainer") / "cats"
-    run_mining(coco_mini_config(coco_mini, out, num_shards=1, labels="categories", limit=12), progress=False)
+    run_mining(coco_mini_config(coco_cc_by, out, num_shards=1, labels="categories", limit=12), progress=False)
     return out
 
 

@@ -18,19 +18,18 @@ from maskmine.pipelines.verify import verify_run
 from mining_helpers import coco_mini_config
 
 
-def small_config(coco_mini: Path, out: Path) -> MineConfig:
+def small_config(coco_cc_by: Path, out: Path) -> MineConfig:
     return coco_mini_config(
-        coco_mini, out,
+        coco_cc_by, out,
         labels="categories",  # no NLTK needed, fast
         num_shards=3,
-        limit=24,
     )
 
 
 @pytest.fixture(scope="module")
-def good_run(coco_mini, tmp_path_factory) -> Path:
+def good_run(coco_cc_by, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("verify") / "run"
-    run_mining(small_config(coco_mini, out), progress=False)
+    run_mining(small_config(coco_cc_by, out), progress=False)
     return out
 
 
