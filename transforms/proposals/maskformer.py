@@ -127,6 +127,56 @@ def build_tiny_mask2former(
     return model, processor
 
 
+def build_random_swin_large_mask2former(shortest_edge: int = 384, seed: int = 0) -> tuple[Any, Any]:
+    """The architecture of ``facebook/mask2former-swin-large-coco-panoptic`` (DEFAULT_CHECKPOINT) with
+    random weights, built from config (nothing downloaded): for measuring a worker's memory and CPU
+    time before the real weights are at hand (benchmarks/worker_footprint.py).
+
+    From Mask2Former's ``maskformer2_swin_large_IN21k_384_bs16_100ep.yaml`` (COCO panoptic):
+    Swin-L (embed 192, depths 2-2-18-2, heads 6-12-24-48, window 12, pretrain size 384), 200
+    queries, 133 classes, hidden 256, 6 deformable encoder layers (feed-forward 1024), 10 decoder
+    layers (feed-forward 2048), 8 heads. The processor resizes the shortest edge to
+    ``shortest_edge`` (384, what the hub checkpoint's processor is believed to use; Mask2Former's
+    own COCO test size is 800) and pads to a multiple of 32.
+    """
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
+
+    backbone = SwinConfig(
+        embed_dim=192,
+        depths=[2, 2, 18, 2],
+        num_heads=[6, 12, 24, 48],
+        window_size=12,
+        image_size=384,
+        drop_path_rate=0.3,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        num_queries=200,
+        num_labels=133,
+        hidden_dim=256,
+        feature_size=256,
+        mask_feature_size=256,
+        encoder_layers=6,
+        encoder_feedforward_dim=1024,
+        decoder_layers=10,
+        dim_feedforward=2048,
+        num_attention_heads=8,
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = Mask2FormerForUniversalSegmentation(config).eval()
+    finally:
+        torch.random.set_rng_state(state)
+    return model, Mask2FormerImageProcessor(size=shortest_edge, size_divisor=32)
+
+
 def _looks_like_path(checkpoint: str) -> bool:
     return checkpoint.startswith((".", "~", os.sep)) or os.path.isabs(checkpoint)
 
