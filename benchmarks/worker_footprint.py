@@ -19,7 +19,8 @@ Two child processes are measured with ``os.wait4`` (their own ``ru_maxrss`` and 
 
 CPU seconds per image = (mine CPU - load CPU) / N: an estimate (the mine run also starts Beam and
 reads the annotations). Random weights give arbitrary masks: the number of proposals CLIP embeds per
-image (the mining's filters, top-k 100) is printed, because CLIP's share of the cost scales with it.
+image (the mining's filters, top-k 100) is counted by a third, untimed child and printed, because
+CLIP's share of the cost scales with it.
 These are CPU figures; on a GPU worker the models run on the device and the CPU keeps decode, crops
 and encoding. Slow on a CPU (ViT-L/14 on 100 crops per image): a few images are enough.
 """
@@ -52,16 +53,30 @@ print(sum(p.numel() for p in generator.model.parameters()), sum(p.numel() for p 
       clip.activation)
 """
 
+COUNT_SCRIPT = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[5]))
+from maskmine.transforms.coco_reader import read_captioned_images
+from maskmine.transforms.image_io import read_record_image
+from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
+records = read_captioned_images(sys.argv[2], sys.argv[3], limit=int(sys.argv[4]))
+generator = build_proposal_generator(ProposalSpec(backend="maskformer", checkpoint=sys.argv[1], device="cpu",
+                                                  precision="fp32"))
+for record in records:
+    image = read_record_image(sys.argv[6], record)
+    print(record.image_id, image.shape[0], image.shape[1], len(generator.generate([image], [record])[0]))
+"""
+
 
 def write_checkpoint(folder: Path, shortest_edge: int) -> None:
-    """The random Swin-L Mask2Former as a save_pretrained folder (about 860 MB), written once."""
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return
-    from maskmine.transforms.proposals.maskformer import build_random_swin_large_mask2former
+    """The random Swin-L Mask2Former as a save_pretrained folder (about 860 MB; the weights are written
+    once and reused), with its image processor."""
+    from maskmine.transforms.proposals.maskformer import build_random_swin_large_mask2former, swin_large_processor
 
-    model, processor = build_random_swin_large_mask2former(shortest_edge=shortest_edge)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    if not ((folder / "config.json").is_file() and (folder / "model.safetensors").is_file()):
+        model, _ = build_random_swin_large_mask2former(shortest_edge=shortest_edge)
+        model.save_pretrained(folder)
+    swin_large_processor(shortest_edge).save_pretrained(folder)
 
 
 def measured(command: list[str]) -> dict:
@@ -120,6 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--proposals", "maskformer", "--proposal-checkpoint", str(checkpoint), *CLIP_FLAGS,
         "--device", "cpu", "--precision", "fp32", "--torch-threads", threads, "--no-progress",
     ])
+    # not timed: how many proposals the random model leaves per image (the crops CLIP embeds)
+    count = measured([sys.executable, "-c", COUNT_SCRIPT, str(checkpoint), str(ann / "captions_train2017.json"),
+                      str(ann / "instances_train2017.json"), str(args.images), threads, str(args.coco / "train2017")])
+    per_image_proposals = [line.split() for line in count["output_tail"].strip().splitlines()[-args.images:]]
     stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
     per_image = (mine["cpu_seconds"] - load["cpu_seconds"]) / args.images if args.images else None
     result = {
@@ -132,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mine_output_tail": mine["output_tail"] if mine["returncode"] else "",
         "cpu_seconds_per_image": per_image,
         "worker_peak_rss_mib": max(load["peak_rss_mib"], mine["peak_rss_mib"]),
+        "proposals_per_image": per_image_proposals,  # image id, height, width, proposals kept
         "stats": stats,
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
@@ -148,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{mine['wall_seconds']:.0f} s wall, exit {mine['returncode']}")
     if per_image is not None:
         print(f"  CPU seconds per image (mine - load) / {args.images}: {per_image:.1f}")
+    print(f"  proposals kept per image (image id, height, width, count): {per_image_proposals}")
     if mine["returncode"]:
         print(mine["output_tail"])
     if args.json:

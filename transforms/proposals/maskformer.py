@@ -135,16 +135,9 @@ def build_random_swin_large_mask2former(shortest_edge: int = 384, seed: int = 0)
     From Mask2Former's ``maskformer2_swin_large_IN21k_384_bs16_100ep.yaml`` (COCO panoptic):
     Swin-L (embed 192, depths 2-2-18-2, heads 6-12-24-48, window 12, pretrain size 384), 200
     queries, 133 classes, hidden 256, 6 deformable encoder layers (feed-forward 1024), 10 decoder
-    layers (feed-forward 2048), 8 heads. The processor resizes the shortest edge to
-    ``shortest_edge`` (384, what the hub checkpoint's processor is believed to use; Mask2Former's
-    own COCO test size is 800) and pads to a multiple of 32.
+    layers (feed-forward 2048), 8 heads. :func:`swin_large_processor` is its image processor.
     """
-    from transformers import (
-        Mask2FormerConfig,
-        Mask2FormerForUniversalSegmentation,
-        Mask2FormerImageProcessor,
-        SwinConfig,
-    )
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
     backbone = SwinConfig(
         embed_dim=192,
@@ -174,7 +167,17 @@ def build_random_swin_large_mask2former(shortest_edge: int = 384, seed: int = 0)
         model = Mask2FormerForUniversalSegmentation(config).eval()
     finally:
         torch.random.set_rng_state(state)
-    return model, Mask2FormerImageProcessor(size=shortest_edge, size_divisor=32)
+    return model, swin_large_processor(shortest_edge)
+
+
+def swin_large_processor(shortest_edge: int = 384) -> Any:
+    """Resize so the shortest edge is ``shortest_edge`` and the longest at most ``shortest_edge * 1333 / 800``
+    (Mask2Former's COCO test sizes, 800 and 1333, scaled), pad to a multiple of 32. 384 is what the hub
+    checkpoint's processor is believed to use (not verified here: no download); 800 is Mask2Former's own."""
+    from transformers import Mask2FormerImageProcessor
+
+    longest = round(shortest_edge * 1333 / 800)
+    return Mask2FormerImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest}, size_divisor=32)
 
 
 def _looks_like_path(checkpoint: str) -> bool:
