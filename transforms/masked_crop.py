@@ -342,7 +342,8 @@ def _batched_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: 
     col_index, col_weight = _cubic_taps(source_w, size)
     flat_masks = binary.reshape(len(boxes), -1)
     crops: list[MaskedCrop] = []
-    row_bytes = size * 4 * (3 * 4 + 8 + 1)  # gathered values, indices, mask bits per source row
+    # per source row: 4 taps per output column, each with 3 float values, two int64 indices, a weight, 2 flags
+    row_bytes = size * 4 * (3 * 4 + 2 * 8 + 4 + 2)
     heights = source_h.cpu().tolist()
     start = 0
     while start < len(boxes):
