@@ -61,7 +61,7 @@ from maskmine.transforms.image_io import read_record_image
 from maskmine.transforms.proposals.factory import ProposalSpec, build_proposal_generator
 records = read_captioned_images(sys.argv[2], sys.argv[3], limit=int(sys.argv[4]))
 generator = build_proposal_generator(ProposalSpec(backend="maskformer", checkpoint=sys.argv[1], device="cpu",
-                                                  precision="fp32"))
+                                                  precision="fp32", dedup_iou=float(sys.argv[7])))
 for record in records:
     image = read_record_image(sys.argv[6], record)
     print(record.image_id, image.shape[0], image.shape[1], len(generator.generate([image], [record])[0]))
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of the worker (default 1)")
     parser.add_argument("--shortest-edge", type=int, default=384,
                         help="Mask2Former's input shortest edge (default 384; Mask2Former's COCO test size is 800)")
+    parser.add_argument("--dedup-iou", type=float, default=0.9,
+                        help="mining's --dedup-iou (default 0.9, mining's own); 1.0 keeps all but identical masks, so "
+                             "a random model's near-duplicate queries still give CLIP up to top-k crops to embed")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the random checkpoint (reused when present) and the runs (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
@@ -126,18 +129,20 @@ def main(argv: list[str] | None = None) -> dict:
     write_checkpoint(checkpoint, args.shortest_edge)
     threads = str(args.torch_threads)
     load = measured([sys.executable, "-c", LOAD_SCRIPT, str(checkpoint), threads])
-    out = work / f"run-{args.images}"
+    out = work / f"run-{args.images}-dedup{args.dedup_iou}"
     ann = args.coco / "annotations"
     mine = measured([
         sys.executable, "-m", "maskmine.pipelines.cli", "mine",
         "--captions", str(ann / "captions_train2017.json"), "--instances", str(ann / "instances_train2017.json"),
         "--images", str(args.coco / "train2017"), "--out", str(out), "--limit", str(args.images),
         "--proposals", "maskformer", "--proposal-checkpoint", str(checkpoint), *CLIP_FLAGS,
+        "--dedup-iou", str(args.dedup_iou),
         "--device", "cpu", "--precision", "fp32", "--torch-threads", threads, "--no-progress",
     ])
     # not timed: how many proposals the random model leaves per image (the crops CLIP embeds)
     count = measured([sys.executable, "-c", COUNT_SCRIPT, str(checkpoint), str(ann / "captions_train2017.json"),
-                      str(ann / "instances_train2017.json"), str(args.images), threads, str(args.coco / "train2017")])
+                      str(ann / "instances_train2017.json"), str(args.images), threads, str(args.coco / "train2017"),
+                      str(args.dedup_iou)])
     per_image_proposals = [line.split() for line in count["output_tail"].strip().splitlines()[-args.images:]]
     stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
     per_image = (mine["cpu_seconds"] - load["cpu_seconds"]) / args.images if args.images else None
@@ -146,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images": args.images,
         "torch_threads": args.torch_threads,
         "mask2former_shortest_edge": args.shortest_edge,
+        "dedup_iou": args.dedup_iou,
         "load": {k: v for k, v in load.items() if k != "output_tail"} | {"stdout": load["output_tail"].strip()},
         "mine": {k: v for k, v in mine.items() if k != "output_tail"},
         "mine_output_tail": mine["output_tail"] if mine["returncode"] else "",
