@@ -15,8 +15,9 @@ fill, PIL bicubic with antialiasing): it stays so that runs and models made
 with it are cut the same way again (settings that record no ``resample`` are
 such runs).
 
-:func:`masked_crops` cuts any number of masks of one image in one call (torch
-throughout, so it can run where the image is); :func:`masked_crop` is one mask.
+:func:`masked_crops` cuts any number of masks of one image in one call, on a given
+device (torch throughout): mask by mask with ``F.interpolate`` on the CPU, all masks at
+once with the same bicubic taps on a GPU (see its docstring); :func:`masked_crop` is one mask.
 A crop's :attr:`MaskedCrop.clip_input` is what CLIP sees; :attr:`MaskedCrop.pixels`
 is its uint8 picture (what the shards store as ``jpg``), and ``to_clip_tensor``
 normalises such uint8 pictures again.
