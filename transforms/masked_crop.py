@@ -174,9 +174,12 @@ def masked_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor | Sequence[
     code path); "batched" cuts all masks of the image at once with precomputed separable cubic taps
     (:func:`_batched_crops`), equal to the loop within float rounding (the tests hold it to 1e-4 abs,
     masks and boxes identical); "auto" batches on the device types of :data:`BATCHED_DEVICE_TYPES` and
-    loops elsewhere, because on the CPU the loop is the faster of the two (benchmarks/masked_crops.py)
-    and keeps the CPU's crops bit for bit what they were. The PIL crop always runs on the CPU.
+    loops elsewhere, because on the CPU with a worker's one torch thread the loop is about 4.5x faster
+    (benchmarks/masked_crops.py) and keeps the CPU's crops bit for bit what they were. The PIL crop
+    always runs on the CPU, mask by mask.
     """
+    if strategy not in ("auto", "loop", "batched"):
+        raise ValueError(f"unknown strategy {strategy!r}: expected 'auto', 'loop' or 'batched'")
     masks = _as_stack(masks)
     image = np.asarray(image)
     _check(image, masks)
@@ -192,8 +195,6 @@ def masked_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor | Sequence[
         strategy = "batched" if target.type in BATCHED_DEVICE_TYPES else "loop"
     if strategy == "batched":
         return _batched_crops(image, masks, config, target)
-    if strategy != "loop":
-        raise ValueError(f"unknown strategy {strategy!r}: expected 'auto', 'loop' or 'batched'")
     return _looped_crops(image, masks, config, target)
 
 
