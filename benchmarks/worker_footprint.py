@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.work or Path(tempfile.mkdtemp(prefix="worker-footprint-"))
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / f"{CHECKPOINT_DIR}-{args.shortest_edge}"
-    load_before = os.getloadavg()
+    load_before, measured_at = os.getloadavg(), commit()
     write_checkpoint(checkpoint, args.shortest_edge)
     threads = str(args.torch_threads)
     load = measured([sys.executable, "-c", LOAD_SCRIPT, str(checkpoint), threads])
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
     per_image = (mine["cpu_seconds"] - load["cpu_seconds"]) / args.images if args.images else None
     result = {
-        "commit": commit(),
+        "commit": measured_at,
         "images": args.images,
         "torch_threads": args.torch_threads,
         "mask2former_shortest_edge": args.shortest_edge,
