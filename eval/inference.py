@@ -98,7 +98,7 @@ class RegionClassifier:
         if rows.size == 0:
             return RegionScores(probs=probs, valid=valid)
         config = self.clip.crop_config
-        crops = masked_crops(image, masks[rows], config)
+        crops = masked_crops(image, masks[rows], config, device=self.clip.device)  # batched on a GPU
         pixels = clip_batch(crops)
         crop_masks = torch.from_numpy(np.stack([c.mask for c in crops]))
         emb = self.encoder.encode_crops(pixels, crop_masks).float().cpu()

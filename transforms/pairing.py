@@ -77,9 +77,10 @@ def mask_columns(mask: np.ndarray) -> dict:
     return {"mask_rle": rle["counts"], "height": rle["size"][0], "width": rle["size"][1]}
 
 
-def crops_for(item: MiningItem, config: CropConfig) -> list[MaskedCrop]:
+def crops_for(item: MiningItem, config: CropConfig, device: torch.device | None = None) -> list[MaskedCrop]:
+    """The item's masked crops, cut on ``device`` (the CLIP's: on a GPU all masks at once)."""
     assert item.image is not None and item.proposals is not None
-    return masked_crops(item.image, item.proposals.masks, config)
+    return masked_crops(item.image, item.proposals.masks, config, device=device)
 
 
 def category_matches(scores: torch.Tensor, probs: torch.Tensor, labels: Sequence[str]) -> list[Match]:
@@ -114,7 +115,7 @@ def pair_items(
     config = clip.crop_config
     results = []
     for item in items:
-        crops = crops_for(item, config)
+        crops = crops_for(item, config, clip.device)
         crop_emb = encode_crops(clip, clip_batch(crops), crop_batch_size)
         if labels == LABELS_CATEGORIES:
             names = list(item.proposals.labels or [])

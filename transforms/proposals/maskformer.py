@@ -126,6 +126,18 @@ def swin_mask2former_config(
     )
 
 
+def _seeded_model(config: Any, seed: int) -> Any:
+    """A Mask2Former with random weights drawn from ``seed``; torch's global RNG is given back unchanged."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return Mask2FormerForUniversalSegmentation(config).eval()
+    finally:
+        torch.random.set_rng_state(state)
+
+
 def build_tiny_mask2former(
     num_queries: int = 16, image_size: int = 128, seed: int = 0
 ) -> tuple[Any, Any]:
@@ -135,22 +147,65 @@ def build_tiny_mask2former(
     every code path of the real model (Swin backbone, deformable pixel decoder,
     masked-attention decoder) runs.
     """
-    from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
+    from transformers import Mask2FormerImageProcessor
 
     config = swin_mask2former_config(
         32, swin_embed=16, swin_depths=[1, 1, 1, 1], swin_heads=[1, 1, 2, 2], image_size=image_size,
         encoder_layers=1, decoder_layers=2, attention_heads=2, feedforward=64, num_queries=num_queries, num_labels=5,
     )
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = Mask2FormerForUniversalSegmentation(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
+    model = _seeded_model(config, seed)
     processor = Mask2FormerImageProcessor(
         size={"shortest_edge": image_size, "longest_edge": image_size * 3 // 2}
     )
     return model, processor
+
+
+def build_random_swin_large_mask2former(shortest_edge: int = 384, seed: int = 0) -> tuple[Any, Any]:
+    """The architecture of ``facebook/mask2former-swin-large-coco-panoptic`` (DEFAULT_CHECKPOINT) with
+    random weights, built from config (nothing downloaded): for measuring a worker's memory and CPU
+    time before the real weights are at hand (benchmarks/worker_footprint.py).
+
+    From Mask2Former's ``maskformer2_swin_large_IN21k_384_bs16_100ep.yaml`` (COCO panoptic):
+    Swin-L (embed 192, depths 2-2-18-2, heads 6-12-24-48, window 12, pretrain size 384), 200
+    queries, 133 classes, hidden 256, 6 deformable encoder layers (feed-forward 1024), 10 decoder
+    layers (feed-forward 2048), 8 heads. :func:`swin_large_processor` is its image processor.
+    """
+    from transformers import Mask2FormerConfig, SwinConfig
+
+    backbone = SwinConfig(
+        embed_dim=192,
+        depths=[2, 2, 18, 2],
+        num_heads=[6, 12, 24, 48],
+        window_size=12,
+        image_size=384,
+        drop_path_rate=0.3,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        num_queries=200,
+        num_labels=133,
+        hidden_dim=256,
+        feature_size=256,
+        mask_feature_size=256,
+        encoder_layers=6,
+        encoder_feedforward_dim=1024,
+        decoder_layers=10,
+        dim_feedforward=2048,
+        num_attention_heads=8,
+    )
+    model = _seeded_model(config, seed)
+    return model, swin_large_processor(shortest_edge)
+
+
+def swin_large_processor(shortest_edge: int = 384) -> Any:
+    """Resize so the shortest edge is ``shortest_edge`` and the longest at most ``shortest_edge * 1333 / 800``
+    (Mask2Former's COCO test sizes, 800 and 1333, scaled), pad to a multiple of 32. 384 is what the hub
+    checkpoint's processor is believed to use (not verified here: no download); 800 is Mask2Former's own."""
+    from transformers import Mask2FormerImageProcessor
+
+    longest = round(shortest_edge * 1333 / 800)
+    return Mask2FormerImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest}, size_divisor=32)
 
 
 def _looks_like_path(checkpoint: str) -> bool:
