@@ -97,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--hard-masks", action="store_true",
                    help="semantic inference on the binary masks, pixels no classified mask covers left "
                         "unlabelled (maskmine's earlier variant); default: OVSeg's, on the soft masks")
+    p.add_argument("--test-size", type=POSITIVE_INT, default=None, metavar="S",
+                   help="resize each image so its short side is S (long side at most 2560) before proposals and "
+                        "crops, and interpolate the class scores back to the image's size (bilinear): OVSeg's "
+                        "test size is 640 (INPUT.MIN_SIZE_TEST); default: the image at its own size (maskmine's "
+                        "choice). Granularity fusion has no scores: its label map is resized back with nearest "
+                        "neighbour; coco-gt regions are cut from the label map resized the same way")
     p.add_argument("--proposal-filters", action="store_true",
                    help="apply maskmine's mining filters to the proposals (minimum objectness/area, IoU "
                         "de-duplication at 0.9, --top-k); default: none, as OVSeg")
@@ -201,6 +207,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         mask_threshold=args.mask_threshold,
         hard_masks=args.hard_masks,
         proposal_filters=args.proposal_filters,
+        test_size=args.test_size,
         limit=args.limit,
         visualise=args.visualise,
         device=args.device,
