@@ -188,6 +188,7 @@ def test_shortest_edge_shape_by_hand() -> None:
     assert shortest_edge_shape(640, 480, 640) == (853, 640)
     assert shortest_edge_shape(300, 300, 640) == (640, 640)
     assert shortest_edge_shape(101, 202, 640) == (640, 1280)
+    assert shortest_edge_shape(300, 500, 640) == (640, 1067)  # 1066.67 rounds half up
     # the long side is capped at 2560: 100 x 3000 → 640 x 19200 → scaled by 2560/19200 → 85.33 x 2560
     assert shortest_edge_shape(100, 3000, 640) == (85, 2560)
     with pytest.raises(ValueError):
