@@ -56,7 +56,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
-from maskmine.eval.ovseg_demo import OTHERS, OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo
+from maskmine.eval.ovseg_demo import OTHERS, OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo  # noqa: F401 - OTHERS re-exported
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
 from maskmine.eval.shortest_edge import resize_image, shortest_edge_shape
 from maskmine.eval.visualise import colour_table, hex_colour, overlay

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskmine.eval.demo import NO_CLASS, DemoApp, DemoConfig, demo_labels, render_page, FormState
+from maskmine.eval.demo import DemoApp, DemoConfig, FormState, demo_labels, render_page
 from maskmine.eval.inference import build_classifier, segment
 from maskmine.eval.ovseg_demo import (
     OTHERS,
