@@ -3,11 +3,19 @@
 Stdlib only (``http.server``): a form with an image upload, comma-separated
 class names, the proposal model (MaskFormer or SAM) and SAM's granularity;
 the answer is the same page with the coloured segmentation over the image and
-a legend. Classification is CLIP alone (OVSeg's demo setting, CLIP_ENSEMBLE_WEIGHT 0), with
-maskmine's evaluation inference, which differs from OVSeg's demo (``OVSegDEMO.demo_inference``,
-ov-seg@36f49d4 open_vocab_seg/ovseg_model.py lines 445-466: masks binarised at 0.35
-(configs/ovseg_swinB_vitL_demo.yaml line 49), only the best mask of each class kept, "others"
-painted with its label): here soft masks at 0.4, every mask, "others" unpainted. The page says so.
+a legend. Classification is CLIP alone (OVSeg's demo setting, CLIP_ENSEMBLE_WEIGHT 0). MaskFormer's
+masks are painted by one of two inferences (``DemoConfig.inference``, ``--inference``):
+
+* ``maskmine`` (default): maskmine's evaluation inference (:func:`maskmine.eval.inference.segment`:
+  soft masks, threshold 0.4, every mask); with one class name, pixels where "others" wins stay
+  unpainted;
+* ``ovseg-demo``: OVSeg's demo inference (:mod:`maskmine.eval.ovseg_demo`, ``OVSegDEMO.demo_inference``,
+  ov-seg@36f49d4 open_vocab_seg/ovseg_model.py lines 429-460: masks binarised at 0.35, only the best
+  mask of each class kept, "others" painted with its label).
+
+``DemoConfig.test_size`` (``--test-size 640``) resizes the image as OVSeg's predictor does before
+proposals and crops (:mod:`maskmine.eval.shortest_edge`). SAM's masks always go through granularity
+fusion. The page says which inference and size made the picture.
 
 Input is checked before any model runs: request and image byte size, pixel
 count (read from the header, before decoding, so a decompression bomb is
@@ -48,8 +56,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
+from maskmine.eval.ovseg_demo import OTHERS, OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo  # noqa: F401 - OTHERS re-exported
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
+from maskmine.eval.shortest_edge import resize_image, shortest_edge_shape
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
+from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.clip_models import ClipSpec
@@ -61,7 +72,7 @@ from maskmine.transforms.records import ImageRecord
 log = logging.getLogger(__name__)
 
 NO_CLASS = 65535
-OTHERS = "others"  # the extra class OVSeg's demo adds when one class name is given
+DEMO_INFERENCES = ("maskmine", "ovseg-demo")  # see the module docstring
 FORM_OVERHEAD = 64 * 1024  # the text fields and multipart boundaries around the image
 DRAIN_FACTOR = 32  # bodies up to this many times the limit are read and dropped, so the browser sees the message
 
@@ -86,13 +97,15 @@ class DemoConfig:
     max_classes: int = 100
     default_classes: str = "person, dog, cat, car, tree, grass, sky, road, building, water"
     default_granularity: float = 0.8
-    mask_threshold: float = DEFAULT_MASK_THRESHOLD  # a proposal's pixels: mask > this (OVSeg's MASK_THR)
+    mask_threshold: Optional[float] = None  # a proposal's pixels: mask > this; None: the inference's own (0.4 / 0.35)
     read_timeout: float = 30.0  # seconds for any socket read, and for a whole request body
     max_queue: int = 4  # requests that may wait while one segmentation runs; more get 503
     queue_timeout: float = 300.0  # seconds a request waits for its turn before 503
     retry_after: int = 5  # seconds a 503 answer asks the client to wait (Retry-After)
     max_connections: int = 32  # connections served at once; more wait in the listen queue
     backlog: int = 128  # the listen queue: connections accepted by the kernel, not yet served
+    inference: str = "maskmine"  # MaskFormer's masks: "maskmine" (eval's inference) or "ovseg-demo"
+    test_size: Optional[int] = None  # OVSeg's test size: the image's short side resized to this first
 
 
 @dataclass
@@ -113,6 +126,7 @@ class DemoResult:
     granularity: Optional[float]
     seconds: float
     uncovered: float  # fraction of pixels no class claimed
+    inference: str = ""  # in words: which inference painted the picture, at which size
 
 
 def parse_classes(text: str, max_classes: int) -> list[str]:
@@ -168,16 +182,29 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
 
 
 def demo_labels(image: np.ndarray, names: list[str], proposals: Any, classifier: RegionClassifier,
-                granularity: Optional[float], mask_threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
-    """The demo's label map (``NO_CLASS`` where nothing is painted).
+                granularity: Optional[float], mask_threshold: Optional[float] = None, *,
+                inference: str = "maskmine", output_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """The demo's label map (``NO_CLASS`` where nothing is painted), at ``output_size`` if given
+    (``image`` is then a resized copy: see :mod:`maskmine.eval.shortest_edge`); masks are binarised
+    ``> mask_threshold`` (None: the inference's own, 0.4 or OVSeg's demo 0.35).
 
     One class name: as OVSeg's demo (``OVSegDEMO.forward``), "others" is added so the softmax
     has an alternative (a lone class would get probability 1 on every mask and paint the whole
-    image); pixels where "others" wins are left unpainted and kept out of the legend.
+    image). ``inference="maskmine"`` (or any ``granularity``): pixels where "others" wins are left
+    unpainted and kept out of the legend. ``inference="ovseg-demo"`` (no granularity): OVSeg's demo
+    inference (:func:`maskmine.eval.ovseg_demo.segment_ovseg_demo`), "others" is a label like the
+    names (id ``len(names)``).
     """
-    classify_names = names + [OTHERS] if len(names) == 1 else list(names)
+    classify_names = demo_class_names(names)
+    if inference not in DEMO_INFERENCES:
+        raise ValueError(f"unknown demo inference {inference!r}; choose from {DEMO_INFERENCES}")
+    if inference == "ovseg-demo" and granularity is None:
+        threshold = OVSEG_DEMO_MASK_THRESHOLD if mask_threshold is None else mask_threshold
+        return segment_ovseg_demo(image, classify_names, proposals, classifier, blank_label=NO_CLASS,
+                                  mask_threshold=threshold, output_size=output_size).labels
     result = segment(image, classify_names, proposals, classifier, granularity=granularity,
-                     empty_label=NO_CLASS, mask_threshold=mask_threshold)
+                     empty_label=NO_CLASS, output_size=output_size,
+                     mask_threshold=DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold)
     labels = result.labels
     if len(classify_names) > len(names):
         labels = np.where(labels >= len(names), NO_CLASS, labels)
@@ -188,8 +215,12 @@ class DemoApp:
     """Models loaded once; ``run`` turns one form submission into a result (thread-safe)."""
 
     def __init__(self, config: DemoConfig, classifier: Optional[RegionClassifier] = None) -> None:
-        MASK_THRESHOLD.check("mask_threshold", config.mask_threshold)
+        if config.mask_threshold is not None:
+            MASK_THRESHOLD.check("mask_threshold", config.mask_threshold)
+        ranges.POSITIVE_INT.check("test_size", config.test_size)
         self.config = config
+        if config.inference not in DEMO_INFERENCES:
+            raise UserError(f"unknown demo inference {config.inference!r}; choose from {', '.join(DEMO_INFERENCES)}")
         self.device = resolve_device(config.device)
         self.classifier = classifier or build_classifier(replace(config.clip, device=str(self.device)), config.adapted)
         self._lock = threading.Lock()  # one segmentation at a time
@@ -253,20 +284,30 @@ class DemoApp:
         granularity = self.parse_granularity(granularity_text) if backend == "sam" else None
         image = decode_upload(image_bytes, cfg.max_upload_bytes, cfg.max_pixels)
         started = time.monotonic()
+        ovseg = cfg.inference == "ovseg-demo" and backend == "maskformer"
+        work, output_size = image, None
+        if cfg.test_size:  # OVSeg's predictor: ResizeShortestEdge, then the scores back to this size
+            work = resize_image(image, shortest_edge_shape(image.shape[0], image.shape[1], cfg.test_size))
+            output_size = (int(image.shape[0]), int(image.shape[1]))
+        threshold = cfg.mask_threshold
+        if threshold is None:  # each inference's own default: OVSeg's MASK_THR 0.4, its demo config's 0.35
+            threshold = OVSEG_DEMO_MASK_THRESHOLD if ovseg else DEFAULT_MASK_THRESHOLD
         with self._turn():
             if backend == "maskformer":  # every query's soft mask, as the eval's semantic inference
-                proposals, _ = maskformer_eval_proposals(self._generators[backend], image)
+                proposals, _ = maskformer_eval_proposals(self._generators[backend], work, mask_threshold=threshold)
             else:
-                record = ImageRecord(0, "upload", image.shape[1], image.shape[0], [])
-                proposals = self._generators[backend].generate([image], [record])[0]
-            labels = demo_labels(image, names, proposals, self.classifier, granularity, self.config.mask_threshold)
-        colours = colour_table(range(len(names)))
+                record = ImageRecord(0, "upload", work.shape[1], work.shape[0], [])
+                proposals = self._generators[backend].generate([work], [record])[0]
+            labels = demo_labels(work, names, proposals, self.classifier, granularity, threshold,
+                                 inference="ovseg-demo" if ovseg else "maskmine", output_size=output_size)
+        shown = demo_class_names(names) if ovseg else names  # OVSeg's demo paints "others" too
+        colours = colour_table(range(len(shown)))
         ids, counts = np.unique(labels, return_counts=True)
         total = float(labels.size)
         legend = [
-            LegendEntry(names[int(c)], hex_colour(colours[int(c)]), float(n) / total)
+            LegendEntry(shown[int(c)], hex_colour(colours[int(c)]), float(n) / total)
             for c, n in sorted(zip(ids, counts), key=lambda cn: -cn[1])
-            if 0 <= c < len(names)
+            if 0 <= c < len(shown)
         ]
         buf = io.BytesIO()
         Image.fromarray(overlay(image, labels, colours)).save(buf, format="PNG")
@@ -280,7 +321,26 @@ class DemoApp:
             granularity=granularity,
             seconds=time.monotonic() - started,
             uncovered=float((labels == NO_CLASS).sum()) / total,
+            inference=self.describe_inference(backend, image.shape[:2], work.shape[:2], threshold),
         )
+
+    def describe_inference(self, backend: str, size: tuple[int, ...], work: tuple[int, ...], threshold: float) -> str:
+        """One line for the page: which inference painted the picture, and at which size."""
+        if backend != "maskformer":
+            what = "SAM granularity fusion"
+        elif self.config.inference == "ovseg-demo":
+            what = (f"OVSeg's demo inference (masks at {threshold:g}, the best mask per "
+                    "class, \u201cothers\u201d painted)")
+        else:
+            what = (f"maskmine's evaluation inference (soft masks, threshold {threshold:g}, "
+                    "every mask, \u201cothers\u201d unpainted)")
+        if tuple(work) == tuple(size):
+            where = "at the image's own size" + ("" if self.config.test_size else " (OVSeg: short side 640)")
+        else:
+            where = (f"at {work[1]}x{work[0]} (short side {self.config.test_size}, as OVSeg's test size), "
+                     f"scores interpolated back to {size[1]}x{size[0]}")
+        return f"{what}, {where}"
+
 
 
 @dataclass
@@ -314,6 +374,8 @@ def render_page(app: DemoApp, form: FormState, result: Optional[DemoResult] = No
         max_upload=_megabytes(cfg.max_upload_bytes),
         max_megapixels=f"{cfg.max_pixels / 1e6:.1f}",
         max_classes=cfg.max_classes,
+        inference=cfg.inference,
+        test_size=cfg.test_size,
         form=form,
         backends=[(key, label, key in app.backends) for key, label in (("maskformer", "MaskFormer"), ("sam", "SAM"))],
         sam_note=app.unavailable.get("sam", ""),

@@ -24,6 +24,7 @@ import torch
 
 from maskmine.eval.fusion import FusionMode, granularity_fusion
 from maskmine.eval.semantic import argmax_labels, ensemble_probs, semantic_map
+from maskmine.eval.shortest_edge import resize_label_map, scores_to_size
 from maskmine.eval.templates import VILD_TEMPLATES
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, encode_crops, encode_texts
 from maskmine.transforms.devices import resolve_device
@@ -134,6 +135,7 @@ def segment(
     fusion_mode: FusionMode = "assigned",
     mask_threshold: float = DEFAULT_MASK_THRESHOLD,
     hard_masks: bool = False,
+    output_size: Optional[tuple[int, int]] = None,
 ) -> Segmentation:
     """Classify ``proposals`` of ``image`` into ``class_names`` and paint the label map.
 
@@ -156,6 +158,11 @@ def segment(
     merge more masks into a class).
 
     ``ensemble_lambda`` needs ``proposal_class_probs`` (Q, C); None means CLIP alone.
+
+    ``output_size`` (height, width): ``image`` is a resized copy (OVSeg's test size, see
+    :mod:`maskmine.eval.shortest_edge`) and the labels are wanted at this size: the (C, h, w)
+    score map is interpolated bilinearly to it before the argmax, as OVSeg's ``sem_seg_postprocess``;
+    a fused label map (``granularity``) has no scores and is resized with nearest neighbour.
     """
     if 0 <= empty_label < len(class_names):
         raise ValueError(f"empty_label {empty_label} is a class id for {len(class_names)} classes")
@@ -182,24 +189,26 @@ def segment(
         if proposal_class_probs is None:
             raise UserError("the ensemble weight needs class scores from the proposal model")
         probs = ensemble_probs(proposal_class_probs, scores.probs, ensemble_lambda, scores.valid).numpy()
+    out_shape = tuple(output_size) if output_size is not None else (height, width)
     if masks.shape[0] == 0:
-        labels = np.full((height, width), empty_label, dtype=np.int32)
+        labels = np.full(out_shape, empty_label, dtype=np.int32)
         return Segmentation(labels, proposals, scores.probs, probs, [] if granularity is not None else None)
     if granularity is not None or hard_masks:
         probs = np.where(scores.valid[:, None], probs, 0.0).astype(np.float32)
         if granularity is not None:
             fused = granularity_fusion(masks, probs, granularity, ignore_label=empty_label, mode=fusion_mode)
             return Segmentation(
-                fused.labels.astype(np.int32), proposals, scores.probs, probs, [k.index for k in fused.kept]
+                resize_label_map(fused.labels.astype(np.int32), out_shape), proposals, scores.probs, probs,
+                [k.index for k in fused.kept],
             )
-        scores_map = semantic_map(masks, probs)
+        scores_map = scores_to_size(semantic_map(masks, probs), out_shape)
         labels = argmax_labels(scores_map, empty_label=empty_label).numpy().astype(np.int32)
         return Segmentation(labels, proposals, scores.probs, probs)
     # OVSeg's semantic inference on the soft masks
     weights = soft if soft is not None else masks.astype(np.float32)
     rows = np.arange(len(probs)) if ensemble_lambda is not None else np.flatnonzero(scores.valid)
     probs = np.asarray(probs, dtype=np.float32)
-    scores_map = semantic_map(weights[rows], probs[rows])
+    scores_map = scores_to_size(semantic_map(weights[rows], probs[rows]), out_shape)
     labels = argmax_labels(scores_map).numpy().astype(np.int32)
     used = np.zeros(len(probs), dtype=np.float32)
     used[rows] = 1.0

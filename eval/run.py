@@ -40,6 +40,7 @@ from maskmine.eval.fusion import FusionMode
 from maskmine.eval.gt_proposals import label_map_proposals
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, OVSEG_TEMPERATURE, RegionClassifier, build_classifier, segment
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
+from maskmine.eval.shortest_edge import OVSEG_MAX_SIZE_TEST, resize_image, resize_label_map, shortest_edge_shape
 from maskmine.eval.templates import TEMPLATE_SETS, TemplateSet
 from maskmine.eval.visualise import comparison_panel
 from maskmine.transforms.atomic import atomic_write
@@ -89,6 +90,9 @@ class EvalConfig:
     mask_threshold: float = DEFAULT_MASK_THRESHOLD  # OVSeg's MASK_THR: mask > 0.4 makes crops and the valid flag
     hard_masks: bool = False  # maskmine's earlier semantic inference on binary masks (OVSeg: soft)
     proposal_filters: bool = False  # maskmine's mining filters (top-k, min area, de-dup); OVSeg: none
+    # OVSeg's test size (MIN_SIZE_TEST 640, long side at most 2560): the image is resized before proposals
+    # and crops, the score map interpolated back; None: maskmine's choice, the image at its own size
+    test_size: Optional[int] = None
     limit: Optional[int] = None
     visualise: int = 4
     device: str = "auto"  # where both models run (the specs' own device fields are not used)
@@ -136,6 +140,8 @@ def settings_identity(config: EvalConfig, dataset: SemSegDataset) -> dict[str, A
     }
     if not config.adapted and config.clip.crop != CropConfig():  # not settable from the command line
         identity["clip_crop"] = asdict(config.clip.crop)
+    if config.test_size is not None:  # absent otherwise, so folders from before the flag keep their cache
+        identity["test_size"] = {"short_edge": config.test_size, "max_size": OVSEG_MAX_SIZE_TEST}
     return identity
 
 
@@ -225,6 +231,12 @@ class _Predictor:
     def predict(self, image: np.ndarray, gt: np.ndarray, name: str) -> np.ndarray:
         ds, cfg = self.dataset, self.config
         class_probs = None
+        output_size = None
+        if cfg.test_size is not None:  # OVSeg's ResizeShortestEdge (see maskmine.eval.shortest_edge)
+            output_size = (int(image.shape[0]), int(image.shape[1]))
+            shape = shortest_edge_shape(output_size[0], output_size[1], cfg.test_size)
+            image = resize_image(image, shape)
+            gt = resize_label_map(gt, shape)  # only for --proposals coco-gt; scored at full size
         if cfg.proposals.backend == "coco-gt":
             proposals = label_map_proposals(gt, ds.class_names, ds.ignore_label)
         elif cfg.proposals.backend == "maskformer":
@@ -250,6 +262,7 @@ class _Predictor:
             fusion_mode=cfg.fusion_mode,
             mask_threshold=cfg.mask_threshold,
             hard_masks=cfg.hard_masks,
+            output_size=output_size,
         )
         return result.labels
 
@@ -269,6 +282,7 @@ def check_config(config: EvalConfig) -> None:
     ranges.FRACTION.check("granularity", config.granularity)
     MASK_THRESHOLD.check("mask_threshold", config.mask_threshold)
     ranges.FRACTION.check("ensemble_lambda", config.ensemble_lambda)
+    ranges.POSITIVE_INT.check("test_size", config.test_size)
 
 
 def run_eval(config: EvalConfig, log_fn: Callable[[str], None] = log.info) -> EvalResult:

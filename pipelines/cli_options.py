@@ -200,11 +200,18 @@ def sam_options(args: argparse.Namespace, box_nms_thresh: float | None = None) -
 
 def add_mask_threshold_argument(group: Group, job: str) -> None:
     """``--mask-threshold`` with its one range (``transforms/masked_crop.MASK_THRESHOLD``) and the default of
-    ``job``: "mine" (the crops' CropConfig default, 0.5) or "segment" (eval and demo: OVSeg's MASK_THR, 0.4)."""
+    ``job``: "mine" (the crops' CropConfig default, 0.5), "segment" (eval: OVSeg's MASK_THR, 0.4) or "demo"
+    (the default of its --inference: 0.4, or 0.35 for OVSeg's demo)."""
     from maskmine.transforms.masked_crop import MASK_THRESHOLD, CropConfig
 
     if job == "mine":
         default, use = CropConfig.threshold, "the masked crops are cut from these"
+    elif job == "demo":
+        group.add_argument("--mask-threshold", type=arg_type(MASK_THRESHOLD), default=None, metavar="T",
+                           help=f"binarise soft masks as mask > T, T {MASK_THRESHOLD.describe()} (at 1 no pixel "
+                                "passes) (default 0.4, OVSeg's MODEL.CLIP_ADAPTER.MASK_THR; 0.35 with --inference "
+                                "ovseg-demo, OVSeg's demo config)")
+        return
     else:
         from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD
 

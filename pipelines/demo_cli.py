@@ -26,7 +26,8 @@ Upload an image, type class names separated by commas, pick the proposal model
 (MaskFormer, or SAM with its granularity slider) and get the coloured
 segmentation with a legend. Binds 127.0.0.1 by default (this machine only).
 With a single class name, "others" is added as OVSeg's demo does; pixels where
-it wins are left unpainted.
+it wins are left unpainted (painted and labelled with --inference ovseg-demo,
+OVSeg's demo inference; add --test-size 640 for OVSeg's demo image size).
 
 examples:
   maskmine demo --clip-model ViT-B-16 --clip-pretrained openai \\
@@ -48,9 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sam-checkpoint", default="", metavar="PTH",
                         help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
     add_sam_filter_arguments(parser)
-    add_mask_threshold_argument(parser, "segment")
+    add_mask_threshold_argument(parser, "demo")
     parser.add_argument("--granularity", type=FRACTION, default=0.8, metavar="G",
                         help="the slider's starting value (default 0.8)")
+    parser.add_argument("--inference", choices=("maskmine", "ovseg-demo"), default="maskmine",
+                        help="how MaskFormer's masks are painted: 'maskmine' = eval's inference (soft masks at "
+                             "0.4, every mask; with one class, 'others' pixels unpainted) (default); 'ovseg-demo' "
+                             "= OVSeg's demo (masks at 0.35, each class's best mask, 'others' painted); with "
+                             "--test-size 640, OVSeg's demo inference at its image size. The page says which made the picture")
+    parser.add_argument("--test-size", type=POSITIVE_INT, default=None, metavar="S",
+                        help="resize the image so its short side is S (long side at most 2560) before proposals "
+                             "and crops, the scores interpolated back: OVSeg's predictor uses 640; default: the "
+                             "image at its own size")
     parser.add_argument("--classes", default=None,
                         help="the class field's starting text (comma-separated)")
     parser.add_argument("--max-upload-mb", type=POSITIVE_FLOAT, default=10.0, metavar="MB",
