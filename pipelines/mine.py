@@ -1,6 +1,6 @@
 """The mining job: COCO Captions → (masked crop, noun) pairs in WebDataset shards.
 
-Wiring only; the work is in ``transforms/`` and ``pipelines/stages.py``. A
+Wiring only; the work is in ``transforms/`` (a shard: ``transforms/shard_mining.py``). A
 shard is a task: the driver reads and checks the annotations, skips shards a
 previous run completed, writes each remaining shard's records to
 ``OUT/tasks/`` and runs a Beam pipeline over the shard ids alone
@@ -24,7 +24,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import endings, runner_config, runners
-from maskmine.pipelines.stages import MineShardDoFn, ShardJob, read_progress
+from maskmine.pipelines.stages import MineShardDoFn
+from maskmine.transforms.progress_files import read_progress
+from maskmine.transforms.shard_mining import ShardJob
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import fileio
 from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
@@ -54,6 +56,7 @@ from maskmine.transforms.dataset_card import write_publication_files
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE, check_caption_template
 from maskmine.transforms.shards import (
     ShardManifest,
+    ShardStats,
     completed_shards,
     is_image_skip,
     shard_of,
@@ -306,25 +309,18 @@ def summarize(
     input_rejects: list[dict] | None = None,
 ) -> dict:
     """stats.json: images read = mined + skipped (by reason); pairs; nouns; drops; stage seconds."""
-    skipped: dict[str, int] = {}
-    dropped: dict[str, int] = {}
-    seconds: dict[str, float] = {}
-    nouns: dict[str, int] = {}
-    annotations: dict[str, int] = {}
+    total = ShardStats()
     for m in manifests.values():
-        for bucket, source in ((skipped, m.skipped), (dropped, m.dropped), (nouns, m.nouns), (annotations, m.annotations_skipped)):
-            for k, v in source.items():
-                bucket[k] = bucket.get(k, 0) + v
-        for k, v in m.seconds.items():
-            seconds[k] = seconds.get(k, 0.0) + v
+        total.add(m)
+    nouns, seconds = total.nouns, total.seconds
     stats = {
-        "images_read": sum(m.images for m in manifests.values()),
-        "images_mined": sum(m.mined for m in manifests.values()),
-        "images_skipped": dict(sorted(skipped.items())),
-        "pairs": sum(m.samples for m in manifests.values()),
+        "images_read": total.images,
+        "images_mined": total.mined,
+        "images_skipped": dict(sorted(total.skipped.items())),
+        "pairs": total.samples,
         "unique_nouns": len(nouns),
-        "pairs_dropped": dict(sorted(dropped.items())),
-        "annotations_skipped": dict(sorted(annotations.items())),  # bad-annotation / bad-caption, in rejects.jsonl
+        "pairs_dropped": dict(sorted(total.dropped.items())),
+        "annotations_skipped": dict(sorted(total.annotations_skipped.items())),  # bad-annotation / bad-caption, in rejects.jsonl
         "input_skipped": dict(sorted((input_skipped or {}).items())),  # what the reader left out, by kind
         "shards": len(manifests),
         "shards_resumed": resumed_shards,

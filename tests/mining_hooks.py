@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from maskmine.pipelines import stages
+from maskmine.transforms.progress_files import ProgressFile
+from maskmine.transforms.shard_mining import ShardMiner
 
 
 class FailAfterImages(stages.MineShardDoFn):
@@ -53,7 +55,7 @@ class FailAfterImages(stages.MineShardDoFn):
 
 def after_images(limit: int, action: Callable[[], None]) -> None:
     """From now on, run ``action`` (once) at the end of the batch that brings this process's mined images to ``limit``."""
-    results, add = stages.ShardMiner._results, stages.ProgressFile.add
+    results, add = ShardMiner._results, ProgressFile.add
     state = {"mined": 0, "batch": 0, "pending": 0, "done": False}
 
     def counted_results(self, batch):
@@ -70,8 +72,8 @@ def after_images(limit: int, action: Callable[[], None]) -> None:
                 state["done"] = True
                 action()
 
-    stages.ShardMiner._results = counted_results
-    stages.ProgressFile.add = counted_add
+    ShardMiner._results = counted_results
+    ProgressFile.add = counted_add
 
 
 def kill_after_images(limit: int, signum: int = signal.SIGKILL) -> None:

@@ -1,0 +1,234 @@
+"""The mining work of one shard, apart from any runner: a shard is a task.
+
+``ShardMiner.mine(shard)`` streams the shard's task file (``transforms/tasks.py``)
+through the per-element functions of ``transforms/`` in batches: nouns and
+decode per image, then proposals and CLIP matching per batch (``--batch-size``
+and ``--max-batch-bytes``, ``transforms/batching.py``), and hands each
+finished image to a ``ShardWriter``, which streams the tar and commits the
+shard (manifest last) as soon as its own images are done. Every image is timed
+into ``MiningItem.seconds`` so stats.json reports seconds per stage on any
+runner. The two models come loaded: a proposal generator built from its
+``ProposalSpec`` and a :class:`ClipWithTextCache` from its ``ClipSpec``, once
+per worker process (``pipelines/stages.py`` wires this into a Beam DoFn).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from maskmine.transforms import fileio
+from maskmine.transforms.batching import BatchWeight, split_batches
+from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache
+from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
+from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
+from maskmine.transforms.progress_files import ProgressFile
+from maskmine.transforms.proposals.base import ProposalGenerator
+from maskmine.transforms.proposals.factory import ProposalSpec
+from maskmine.transforms.records import (
+    SKIP_NO_NOUNS,
+    SKIP_NO_PAIRS,
+    SKIP_NO_PROPOSALS,
+    ImageResult,
+    MiningItem,
+)
+from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE
+from maskmine.transforms.shards import (
+    ShardManifest,
+    ShardWriter,
+    image_order,
+    is_image_skip,
+    manifest_path,
+    read_shard_pairs,
+)
+from maskmine.transforms.tasks import ShardTask
+
+log = logging.getLogger(__name__)
+
+
+def _add_seconds(items: Sequence[MiningItem], stage: str, seconds: float) -> None:
+    share = seconds / max(1, len(items))
+    for item in items:
+        item.seconds[stage] = item.seconds.get(stage, 0.0) + share
+
+
+def extract_nouns_stage(item: MiningItem, labels: str) -> MiningItem:
+    if item.skipped:
+        return item
+    start = time.perf_counter()
+    if labels != LABELS_CATEGORIES:
+        from maskmine.transforms.nouns import extract_nouns
+
+        item.nouns = extract_nouns(item.record.captions)
+        if not item.nouns:
+            item.skip(SKIP_NO_NOUNS)
+    _add_seconds([item], "nouns", time.perf_counter() - start)
+    return item
+
+
+def load_image_stage(item: MiningItem, images_dir: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> MiningItem:
+    if item.skipped:
+        return item
+    start = time.perf_counter()
+    try:
+        item.image = read_record_image(images_dir, item.record, max_megapixels)
+    except ImageSkip as exc:
+        item.skip(exc.reason, exc.detail)
+    _add_seconds([item], "decode", time.perf_counter() - start)
+    return item
+
+
+class ClipWithTextCache:
+    """A loaded CLIP with its text-embedding cache: what one worker process keeps for matching (one per process)."""
+
+    def __init__(self, clip: LoadedClip) -> None:
+        self.clip = clip
+        self.text_cache = TextEmbeddingCache(clip)
+
+    @classmethod
+    def load(cls, spec: ClipSpec) -> "ClipWithTextCache":
+        """The CLIP ``spec`` names, loaded (the "load" half of a Beam ``ModelHandler``)."""
+        return cls(spec.load())
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What a worker needs to mine any shard of a run (the same for every shard; no records)."""
+
+    out: str
+    images: str
+    labels: str
+    proposals: ProposalSpec
+    clip: ClipSpec
+    min_score: float | None = None
+    batch_size: int = 8
+    max_batch_bytes: int | None = None
+    torch_threads: int | None = None  # None: cores ÷ local_workers
+    local_workers: int | None = None  # worker processes on one machine, where the driver knows it
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
+    caption_template: str = DEFAULT_CAPTION_TEMPLATE  # the txt member: this, filled with the noun
+
+
+class ShardMiner:
+    """Mines whole shards with one proposal generator and one CLIP model (one per worker process)."""
+
+    def __init__(self, job: ShardJob, generator: ProposalGenerator, clip_worker: ClipWithTextCache) -> None:
+        self.job = job
+        self.generator = generator
+        self.worker = clip_worker
+        self.weight = BatchWeight(job.batch_size, job.max_batch_bytes)
+
+    def _items(self, task: ShardTask) -> Iterator[MiningItem]:
+        for record in task.records():
+            item = MiningItem(record=record, shard=task.shard)
+            if record.skip_reason:  # the reader refused the entry itself (e.g. duplicate-image-id)
+                item.skip(record.skip_reason, record.skip_detail)
+            item = extract_nouns_stage(item, self.job.labels)
+            yield load_image_stage(item, self.job.images, self.job.max_megapixels)
+
+    def _results(self, batch: list[MiningItem]) -> list[ImageResult]:
+        live = [item for item in batch if not item.skipped]
+        if live:
+            start = time.perf_counter()
+            proposals = self.generator.generate([i.image for i in live], [i.record for i in live])
+            for item, props in zip(live, proposals):
+                item.proposals = props
+                if len(props) == 0:
+                    item.skip(SKIP_NO_PROPOSALS)
+            _add_seconds(live, "proposals", time.perf_counter() - start)
+        outcomes = {}
+        live = [item for item in batch if not item.skipped]
+        for chunk in split_batches(live, self.weight):  # the masks count toward the budget now
+            start = time.perf_counter()
+            paired = pair_items(
+                chunk, self.worker.clip, self.worker.text_cache, labels=self.job.labels, min_score=self.job.min_score
+            )
+            _add_seconds(chunk, "match", time.perf_counter() - start)
+            outcomes.update({id(item): out for item, out in zip(chunk, paired)})
+        results = []
+        for item in batch:
+            pairs, dropped = outcomes.get(id(item), ([], {}))
+            if not item.skipped and not pairs:
+                item.skip(SKIP_NO_PAIRS)
+            results.append(
+                ImageResult(
+                    image_id=item.record.image_id,
+                    file_name=item.record.file_name,
+                    shard=item.shard,
+                    status="skipped" if item.skipped else "mined",
+                    reason=item.skip_reason,
+                    pairs=pairs,
+                    dropped=dropped,
+                    seconds=dict(item.seconds),
+                    rejects=list(item.record.rejects),  # annotations/captions left out (counted, not fatal)
+                    detail=item.skip_detail,
+                )
+            )
+            item.image = item.proposals = None  # done with the pixels
+        return results
+
+    def mine(self, shard: int) -> ShardManifest:
+        """Mine one shard from its task file and commit it; returns its manifest entry."""
+        out = self.job.out
+        task = ShardTask(out, shard)
+        progress = ProgressFile(out, shard, task.images)
+        if task.retry:
+            return self._retry(task, progress)
+        writer = ShardWriter(out, shard, self.job.caption_template)
+        try:
+            for batch in split_batches(self._items(task), self.weight):
+                for result in self._results(batch):
+                    writer.add(result)
+                    progress.add(result)
+            if writer.stats.images != task.images:
+                raise RuntimeError(f"shard {shard}: {writer.stats.images} of {task.images} images were mined")
+            manifest = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        progress.remove()
+        return manifest
+
+    def _retry(self, task: ShardTask, progress: "ProgressFile") -> ShardManifest:
+        """Re-mine the images of the task and rewrite the shard, keeping every other image's samples as they are."""
+        out, shard = self.job.out, task.shard
+        old = ShardManifest.from_json(fileio.read_bytes(manifest_path(out, shard)))
+        retried = {}
+        for batch in split_batches(self._items(task), self.weight):
+            for result in self._results(batch):
+                retried[result.image_id] = result
+                progress.add(result)
+        old_pairs = read_shard_pairs(out, shard)
+        carried = {}
+        for image_id, pairs in old_pairs.items():
+            carried[image_id] = ImageResult(image_id, pairs[0].file_name, shard, "mined", pairs=pairs)
+        for reject in old.rejects:
+            if reject["image_id"] not in retried and is_image_skip(reject):
+                carried[reject["image_id"]] = ImageResult(
+                    reject["image_id"], reject["file_name"], shard, "skipped", reason=reject["reason"],
+                    detail=reject.get("detail", ""),
+                )
+        for reject in old.rejects:  # a carried image's left-out annotations and captions stay counted
+            if reject["image_id"] in carried and not is_image_skip(reject):
+                carried[reject["image_id"]].rejects.append(
+                    {k: v for k, v in reject.items() if k not in ("image_id", "file_name")}
+                )
+        if set(carried) & set(retried):
+            raise RuntimeError(f"shard {shard}: retried images already have samples in the shard")
+        writer = ShardWriter(out, shard, self.job.caption_template)
+        try:
+            merged = {**carried, **retried}
+            for image_id in sorted(merged, key=image_order):
+                writer.add(merged[image_id])
+            if writer.stats.images != old.images:
+                raise RuntimeError(f"shard {shard}: {writer.stats.images} images after the retry, {old.images} before")
+            writer.stats.dropped.update(old.dropped)  # the carried images' drops and stage times
+            writer.stats.seconds.update(old.seconds)
+            # A kill from here on leaves the shard without a manifest: a plain rerun re-mines it whole.
+            manifest = writer.close(before_commit=lambda: fileio.delete([manifest_path(out, shard)]))
+        except BaseException:
+            writer.abort()
+            raise
+        progress.remove()
+        return manifest
