@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from maskmine.transforms import fileio
 from maskmine.transforms.batching import BatchWeight, split_batches
-from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache
+from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache, encode_crops
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
-from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items
+from maskmine.transforms.masked_crop import MaskedCrop, clip_batch
+from maskmine.transforms.pairing import LABELS_CATEGORIES, ImageMatches, build_pairs, crops_for, match_item, matched_crops
 from maskmine.transforms.progress_files import ProgressFile
 from maskmine.transforms.proposals.base import ProposalGenerator
 from maskmine.transforms.proposals.factory import ProposalSpec
@@ -34,6 +36,7 @@ from maskmine.transforms.records import (
     MiningItem,
 )
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE
+from maskmine.transforms.stage_threads import StageThreads, ordered_map
 from maskmine.transforms.shards import (
     ShardManifest,
     ShardWriter,
@@ -45,6 +48,7 @@ from maskmine.transforms.shards import (
 from maskmine.transforms.tasks import ShardTask
 
 log = logging.getLogger(__name__)
+CLIP_BATCH = 128  # rows per CLIP forward call (an image's crops, up to --top-k, fit in one)
 
 
 def _add_seconds(items: Sequence[MiningItem], stage: str, seconds: float) -> None:
@@ -108,16 +112,52 @@ class ShardJob:
     local_workers: int | None = None  # worker processes on one machine, where the driver knows it
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are skipped as too-large
     caption_template: str = DEFAULT_CAPTION_TEMPLATE  # the txt member: this, filled with the noun
+    overlap: bool = True  # the stages in threads of their own (False: in turn, in the worker's thread)
+
+
+@dataclass
+class ClipUnit:
+    """Images that go to CLIP together, in shard order, with the skipped images among them.
+
+    On CPU a unit is one image (CLIP runs per image: bit-identical whatever the
+    neighbours); on an accelerator it is a chunk of a proposal batch within
+    ``--batch-size`` / ``--max-batch-bytes`` (masks counted), embedded in one call.
+    ``crops[i]`` are item i's crops (after CLIP: only the matched ones),
+    ``matched[i]`` its matching; both None for a skipped item.
+    """
+
+    items: list[MiningItem]
+    crops: list[Sequence[MaskedCrop] | dict[int, MaskedCrop] | None] = field(default_factory=list)
+    matched: list[ImageMatches | None] = field(default_factory=list)
+
+    def live(self) -> list[int]:
+        return [i for i, item in enumerate(self.items) if not item.skipped]
 
 
 class ShardMiner:
-    """Mines whole shards with one proposal generator and one CLIP model (one per worker process)."""
+    """Mines whole shards with one proposal generator and one CLIP model (one per worker process).
 
-    def __init__(self, job: ShardJob, generator: ProposalGenerator, clip_worker: ClipWithTextCache) -> None:
+    A shard streams through five stages: read (task records, nouns, decode,
+    batches), proposals (device), crops (CPU, ``crop_workers`` threads), CLIP
+    and matching (device), and pairs + writing (the calling thread). With
+    ``job.overlap`` each stage runs in its own thread (``transforms/stage_threads.py``),
+    so the device works while the CPU decodes, crops and encodes; without it
+    the same stages run in turn. Both write the same bytes: every image's
+    computation is the same, and order is kept.
+    """
+
+    def __init__(self, job: ShardJob, generator: ProposalGenerator, clip_worker: ClipWithTextCache,
+                 crop_workers: int | None = None) -> None:
         self.job = job
         self.generator = generator
         self.worker = clip_worker
         self.weight = BatchWeight(job.batch_size, job.max_batch_bytes)
+        self.cross_image_clip = clip_worker.clip.device.type != "cpu"  # CPU: one image per CLIP call
+        if crop_workers is None:
+            import torch
+
+            crop_workers = torch.get_num_threads() if job.overlap else 1
+        self.crop_workers = max(1, crop_workers)
 
     def _items(self, task: ShardTask) -> Iterator[MiningItem]:
         for record in task.records():
@@ -127,28 +167,64 @@ class ShardMiner:
             item = extract_nouns_stage(item, self.job.labels)
             yield load_image_stage(item, self.job.images, self.job.max_megapixels)
 
-    def _results(self, batch: list[MiningItem]) -> list[ImageResult]:
-        live = [item for item in batch if not item.skipped]
-        if live:
+    def _propose(self, batches: Iterator[list[MiningItem]]) -> Iterator[ClipUnit]:
+        """Proposals for each batch of images (one model call a batch), cut into CLIP units."""
+        for batch in batches:
+            live = [item for item in batch if not item.skipped]
+            if live:
+                start = time.perf_counter()
+                proposals = self.generator.generate([i.image for i in live], [i.record for i in live])
+                for item, props in zip(live, proposals):
+                    item.proposals = props
+                    if len(props) == 0:
+                        item.skip(SKIP_NO_PROPOSALS)
+                _add_seconds(live, "proposals", time.perf_counter() - start)
+            if self.cross_image_clip:  # the masks count toward the budget now; skipped items ride along
+                yield from (ClipUnit(chunk) for chunk in split_batches(batch, self.weight))
+            else:
+                yield from (ClipUnit([item]) for item in batch)
+
+    def _crop(self, unit: ClipUnit) -> ClipUnit:
+        config = self.worker.clip.crop_config
+        for item in unit.items:
+            if item.skipped:
+                unit.crops.append(None)
+                continue
             start = time.perf_counter()
-            proposals = self.generator.generate([i.image for i in live], [i.record for i in live])
-            for item, props in zip(live, proposals):
-                item.proposals = props
-                if len(props) == 0:
-                    item.skip(SKIP_NO_PROPOSALS)
-            _add_seconds(live, "proposals", time.perf_counter() - start)
-        outcomes = {}
-        live = [item for item in batch if not item.skipped]
-        for chunk in split_batches(live, self.weight):  # the masks count toward the budget now
+            unit.crops.append(crops_for(item, config))
+            _add_seconds([item], "crop", time.perf_counter() - start)
+        return unit
+
+    def _match(self, units: Iterator[ClipUnit]) -> Iterator[ClipUnit]:
+        """CLIP on each unit's crops (one call a unit), then each image's labels matched to its crops."""
+        clip, job = self.worker.clip, self.job
+        for unit in units:
+            live = unit.live()
             start = time.perf_counter()
-            paired = pair_items(
-                chunk, self.worker.clip, self.worker.text_cache, labels=self.job.labels, min_score=self.job.min_score
-            )
-            _add_seconds(chunk, "match", time.perf_counter() - start)
-            outcomes.update({id(item): out for item, out in zip(chunk, paired)})
+            if self.cross_image_clip and live:
+                batch = clip_batch([c for i in live for c in unit.crops[i]])
+                embedded = encode_crops(clip, batch, CLIP_BATCH).split([len(unit.crops[i]) for i in live])
+            else:
+                embedded = [encode_crops(clip, clip_batch(unit.crops[i]), CLIP_BATCH) for i in live]
+            unit.matched = [None] * len(unit.items)
+            for i, emb in zip(live, embedded):
+                unit.matched[i] = match_item(unit.items[i], emb, self.worker.text_cache, clip.logit_scale, job.labels)
+                unit.crops[i] = matched_crops(unit.matched[i], unit.crops[i])  # the other crops can go
+            _add_seconds([unit.items[i] for i in live], "match", time.perf_counter() - start)
+            yield unit
+
+    def _results(self, unit: ClipUnit) -> list[ImageResult]:
+        """Each image of a matched unit as an ImageResult: its pairs encoded (JPEG, PNG, RLE)."""
+        clip, job = self.worker.clip, self.job
         results = []
-        for item in batch:
-            pairs, dropped = outcomes.get(id(item), ([], {}))
+        for item, crops, matched in zip(unit.items, unit.crops, unit.matched or [None] * len(unit.items)):
+            pairs, dropped = [], {}
+            if matched is not None:
+                start = time.perf_counter()
+                pairs, drops = build_pairs(item, matched, crops, clip.name, clip.pretrained,
+                                           labels=job.labels, min_score=job.min_score)
+                dropped = dict(drops)
+                _add_seconds([item], "encode", time.perf_counter() - start)
             if not item.skipped and not pairs:
                 item.skip(SKIP_NO_PAIRS)
             results.append(
@@ -166,7 +242,24 @@ class ShardMiner:
                 )
             )
             item.image = item.proposals = None  # done with the pixels
+        unit.crops = unit.matched = []
         return results
+
+    def _mined(self, task: ShardTask) -> Iterator[ImageResult]:
+        """The task's images, mined, in shard order; the stages run in threads of their own with ``job.overlap``."""
+        stages = StageThreads(threaded=self.job.overlap, name=f"shard-{task.shard}")
+        batch_depth = 2  # batches of decoded images ahead of the proposal model
+        unit_depth = max(self.job.batch_size, 2 * self.crop_workers)  # about a batch of images between stages
+        try:
+            batches = stages.stage(lambda _: split_batches(self._items(task), self.weight), [None], batch_depth, "read")
+            units = stages.stage(self._propose, batches, unit_depth, "proposals")
+            units = stages.stage(lambda us: ordered_map(self._crop, us, self.crop_workers, "crop"), units,
+                                 self.crop_workers, "crops")
+            units = stages.stage(self._match, units, unit_depth, "clip")
+            for unit in units:
+                yield from self._results(unit)
+        finally:
+            stages.stop()
 
     def mine(self, shard: int) -> ShardManifest:
         """Mine one shard from its task file and commit it; returns its manifest entry."""
@@ -177,8 +270,8 @@ class ShardMiner:
             return self._retry(task, progress)
         writer = ShardWriter(out, shard, self.job.caption_template)
         try:
-            for batch in split_batches(self._items(task), self.weight):
-                for result in self._results(batch):
+            with closing(self._mined(task)) as results:  # a failure here stops the stage threads at once
+                for result in results:
                     writer.add(result)
                     progress.add(result)
             if writer.stats.images != task.images:
@@ -195,8 +288,8 @@ class ShardMiner:
         out, shard = self.job.out, task.shard
         old = ShardManifest.from_json(fileio.read_bytes(manifest_path(out, shard)))
         retried = {}
-        for batch in split_batches(self._items(task), self.weight):
-            for result in self._results(batch):
+        with closing(self._mined(task)) as results:
+            for result in results:
                 retried[result.image_id] = result
                 progress.add(result)
         old_pairs = read_shard_pairs(out, shard)
