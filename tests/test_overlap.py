@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -38,12 +39,13 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in files}
 
 
-def mine_with(cfg, overlap: bool, generator=None, crop_workers: int | None = None) -> None:
+def mine_with(cfg, overlap: bool, generator=None, crop_workers: int | None = None,
+              cross_image_clip: bool | None = None) -> None:
     """Mine every pending shard of ``cfg`` with one ShardMiner in this process."""
     plan = plan_run(cfg)
     job = replace(shard_job(cfg, 1), overlap=overlap)
     miner = ShardMiner(job, generator or build_proposal_generator(cfg.proposals), ClipWithTextCache.load(cfg.clip),
-                       crop_workers=crop_workers)
+                       crop_workers=crop_workers, cross_image_clip=cross_image_clip)
     for shard in sorted(plan.pending):
         miner.mine(shard)
 
@@ -65,6 +67,18 @@ def test_overlapped_and_serial_workers_write_the_same_bytes(coco_mini, nltk_data
     mine_with(threaded, overlap=True, crop_workers=3)  # crops of three images at once, still in order
     whole = shard_bytes(tmp_path / "overlapped")
     assert len(whole) == 4 and whole == shard_bytes(tmp_path / "serial") == shard_bytes(tmp_path / "threaded")
+
+
+def test_cross_image_clip_chunks_pair_each_image_as_alone(coco_mini, nltk_data, tmp_path):
+    """The accelerator path (one CLIP call for a chunk of images), run on CPU: every image keeps its pairs."""
+    alone, chunked = config(coco_mini, tmp_path / "alone"), config(coco_mini, tmp_path / "chunked")
+    mine_with(alone, overlap=True)
+    mine_with(chunked, overlap=True, cross_image_clip=True)
+    a = pd.read_parquet(tmp_path / "alone" / "parquet").sort_values("key").reset_index(drop=True)
+    c = pd.read_parquet(tmp_path / "chunked" / "parquet").sort_values("key").reset_index(drop=True)
+    assert len(a) > 0 and list(a["key"]) == list(c["key"])
+    assert list(a["proposal_index"]) == list(c["proposal_index"]) and list(a["noun"]) == list(c["noun"])
+    assert np.allclose(a["score"], c["score"], atol=1e-5)
 
 
 class FailingProposals(ProposalGenerator):

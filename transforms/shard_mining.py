@@ -46,6 +46,7 @@ from maskmine.transforms.shards import (
     read_shard_pairs,
 )
 from maskmine.transforms.tasks import ShardTask
+from maskmine.transforms.torch_threads import resolve_torch_threads
 
 log = logging.getLogger(__name__)
 CLIP_BATCH = 128  # rows per CLIP forward call (an image's crops, up to --top-k, fit in one)
@@ -147,16 +148,16 @@ class ShardMiner:
     """
 
     def __init__(self, job: ShardJob, generator: ProposalGenerator, clip_worker: ClipWithTextCache,
-                 crop_workers: int | None = None) -> None:
+                 crop_workers: int | None = None, cross_image_clip: bool | None = None) -> None:
         self.job = job
         self.generator = generator
         self.worker = clip_worker
         self.weight = BatchWeight(job.batch_size, job.max_batch_bytes)
-        self.cross_image_clip = clip_worker.clip.device.type != "cpu"  # CPU: one image per CLIP call
-        if crop_workers is None:
-            import torch
-
-            crop_workers = torch.get_num_threads() if job.overlap else 1
+        if cross_image_clip is None:  # CPU: one image per CLIP call, so an image's bytes never depend on its neighbours
+            cross_image_clip = clip_worker.clip.device.type != "cpu"
+        self.cross_image_clip = cross_image_clip
+        if crop_workers is None:  # one crop thread per core of this worker's share
+            crop_workers = resolve_torch_threads(None, job.local_workers) if job.overlap else 1
         self.crop_workers = max(1, crop_workers)
 
     def _items(self, task: ShardTask) -> Iterator[MiningItem]:
