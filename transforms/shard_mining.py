@@ -1,13 +1,17 @@
 """The mining work of one shard, apart from any runner: a shard is a task.
 
 ``ShardMiner.mine(shard)`` streams the shard's task file (``transforms/tasks.py``)
-through the per-element functions of ``transforms/`` in batches: nouns and
-decode per image, then proposals and CLIP matching per batch (``--batch-size``
-and ``--max-batch-bytes``, ``transforms/batching.py``), and hands each
-finished image to a ``ShardWriter``, which streams the tar and commits the
-shard (manifest last) as soon as its own images are done. Every image is timed
-into ``MiningItem.seconds`` so stats.json reports seconds per stage on any
-runner. The two models come loaded: a proposal generator built from its
+through the per-element functions of ``transforms/``: nouns and decode per
+image, proposals per batch (``--batch-size`` and ``--max-batch-bytes``,
+``transforms/batching.py``), masked crops per image, CLIP and matching per
+image on CPU (per chunk of a batch on an accelerator), and hands each finished
+image to a ``ShardWriter``, which streams the tar and commits the shard
+(manifest last) as soon as its own images are done. The stages run in
+threads of their own joined by bounded queues (``transforms/stage_threads.py``),
+so the device is not idle while the CPU decodes, crops and encodes; the bytes
+are those of the same stages run in turn. Every image is timed into
+``MiningItem.seconds`` so stats.json reports seconds per stage on any runner.
+The two models come loaded: a proposal generator built from its
 ``ProposalSpec`` and a :class:`ClipWithTextCache` from its ``ClipSpec``, once
 per worker process (``pipelines/stages.py`` wires this into a Beam DoFn).
 """
@@ -252,7 +256,7 @@ class ShardMiner:
         batch_depth = 2  # batches of decoded images ahead of the proposal model
         unit_depth = max(self.job.batch_size, 2 * self.crop_workers)  # about a batch of images between stages
         try:
-            batches = stages.stage(lambda _: split_batches(self._items(task), self.weight), [None], batch_depth, "read")
+            batches = stages.source(lambda: split_batches(self._items(task), self.weight), batch_depth, "read")
             units = stages.stage(self._propose, batches, unit_depth, "proposals")
             units = stages.stage(lambda us: ordered_map(self._crop, us, self.crop_workers, "crop"), units,
                                  self.crop_workers, "crops")

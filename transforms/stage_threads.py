@@ -60,6 +60,10 @@ class StageThreads:
         thread.start()
         return self._read(out)
 
+    def source(self, make: Callable[[], Iterator[U]], depth: int, name: str) -> Iterator[U]:
+        """The first stage: ``make()``'s elements, produced in a thread of its own (in turn if not threaded)."""
+        return self.stage(lambda _: make(), (), depth, name)
+
     def _put(self, out: queue.Queue, element: object) -> bool:
         while not self._stop.is_set():
             try:
