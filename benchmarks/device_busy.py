@@ -136,8 +136,9 @@ class SimulatedClipModel(torch.nn.Module):
 
     def encode_image(self, crops: torch.Tensor) -> torch.Tensor:
         self.device.run(crops.shape[0] / self.crop_rate)
-        pooled = torch.nn.functional.adaptive_avg_pool2d(crops.float(), 8).flatten(1)
-        return pooled @ self.image_projection
+        size = crops.shape[-1]
+        sampled = crops[:, :, :: size // 8, :: size // 8][:, :, :8, :8].reshape(crops.shape[0], -1)  # no CPU work to speak of
+        return sampled.float() @ self.image_projection
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         self.device.run(tokens.shape[0] / self.text_rate)

@@ -23,6 +23,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+import torch
+
 from maskmine.transforms import fileio
 from maskmine.transforms.batching import BatchWeight, split_batches
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache, encode_crops
@@ -128,11 +130,13 @@ class ClipUnit:
     neighbours); on an accelerator it is a chunk of a proposal batch within
     ``--batch-size`` / ``--max-batch-bytes`` (masks counted), embedded in one call.
     ``crops[i]`` are item i's crops (after CLIP: only the matched ones),
-    ``matched[i]`` its matching; both None for a skipped item.
+    ``matched[i]`` its matching; both None for a skipped item. The crop
+    threads stack the unit's CLIP input, so the CLIP thread only runs the model.
     """
 
     items: list[MiningItem]
     crops: list[Sequence[MaskedCrop] | dict[int, MaskedCrop] | None] = field(default_factory=list)
+    clip_input: torch.Tensor | None = None  # the live items' crops stacked (N, 3, S, S): one CLIP call
     matched: list[ImageMatches | None] = field(default_factory=list)
 
     def live(self) -> list[int]:
@@ -198,6 +202,9 @@ class ShardMiner:
             start = time.perf_counter()
             unit.crops.append(crops_for(item, config))
             _add_seconds([item], "crop", time.perf_counter() - start)
+        live = unit.live()
+        if live:
+            unit.clip_input = clip_batch([c for i in live for c in unit.crops[i]])
         return unit
 
     def _match(self, units: Iterator[ClipUnit]) -> Iterator[ClipUnit]:
@@ -206,11 +213,10 @@ class ShardMiner:
         for unit in units:
             live = unit.live()
             start = time.perf_counter()
-            if self.cross_image_clip and live:
-                batch = clip_batch([c for i in live for c in unit.crops[i]])
-                embedded = encode_crops(clip, batch, CLIP_BATCH).split([len(unit.crops[i]) for i in live])
-            else:
-                embedded = [encode_crops(clip, clip_batch(unit.crops[i]), CLIP_BATCH) for i in live]
+            embedded = []
+            if live:  # one call a unit: one image on CPU, a chunk of images on an accelerator
+                embedded = encode_crops(clip, unit.clip_input, CLIP_BATCH).split([len(unit.crops[i]) for i in live])
+            unit.clip_input = None
             unit.matched = [None] * len(unit.items)
             for i, emb in zip(live, embedded):
                 unit.matched[i] = match_item(unit.items[i], emb, self.worker.text_cache, clip.logit_scale, job.labels)
