@@ -1,6 +1,6 @@
 """The mining job: COCO Captions → (masked crop, noun) pairs in WebDataset shards.
 
-Wiring only; the work is in ``transforms/`` and ``pipelines/stages.py``. A
+Wiring only; the work is in ``transforms/`` (a shard: ``transforms/shard_mining.py``). A
 shard is a task: the driver reads and checks the annotations, skips shards a
 previous run completed, writes each remaining shard's records to
 ``OUT/tasks/`` and runs a Beam pipeline over the shard ids alone
@@ -24,12 +24,15 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import endings, runner_config, runners
-from maskmine.pipelines.stages import MineShardDoFn, ShardJob, read_progress
+from maskmine.pipelines.stages import MineShardDoFn
+from maskmine.transforms.progress_files import read_progress
+from maskmine.transforms.shard_mining import ShardJob
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import storage
 from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms import ranges
+from maskmine.transforms.torch_state import torch_threads
 from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import MASK_THRESHOLD
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
@@ -56,6 +59,7 @@ from maskmine.transforms.dataset_card import write_publication_files
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE, check_caption_template
 from maskmine.transforms.shards import (
     ShardManifest,
+    ShardStats,
     completed_shards,
     is_image_skip,
     shard_of,
@@ -306,25 +310,18 @@ def summarize(
     input_rejects: list[dict] | None = None,
 ) -> dict:
     """stats.json: images read = mined + skipped (by reason); pairs; nouns; drops; stage seconds."""
-    skipped: dict[str, int] = {}
-    dropped: dict[str, int] = {}
-    seconds: dict[str, float] = {}
-    nouns: dict[str, int] = {}
-    annotations: dict[str, int] = {}
+    total = ShardStats()
     for m in manifests.values():
-        for bucket, source in ((skipped, m.skipped), (dropped, m.dropped), (nouns, m.nouns), (annotations, m.annotations_skipped)):
-            for k, v in source.items():
-                bucket[k] = bucket.get(k, 0) + v
-        for k, v in m.seconds.items():
-            seconds[k] = seconds.get(k, 0.0) + v
+        total.add(m)
+    nouns, seconds = total.nouns, total.seconds
     stats = {
-        "images_read": sum(m.images for m in manifests.values()),
-        "images_mined": sum(m.mined for m in manifests.values()),
-        "images_skipped": dict(sorted(skipped.items())),
-        "pairs": sum(m.samples for m in manifests.values()),
+        "images_read": total.images,
+        "images_mined": total.mined,
+        "images_skipped": dict(sorted(total.skipped.items())),
+        "pairs": total.samples,
         "unique_nouns": len(nouns),
-        "pairs_dropped": dict(sorted(dropped.items())),
-        "annotations_skipped": dict(sorted(annotations.items())),  # bad-annotation / bad-caption, in rejects.jsonl
+        "pairs_dropped": dict(sorted(total.dropped.items())),
+        "annotations_skipped": dict(sorted(total.annotations_skipped.items())),  # bad-annotation / bad-caption, in rejects.jsonl
         "input_skipped": dict(sorted((input_skipped or {}).items())),  # what the reader left out, by kind
         "shards": len(manifests),
         "shards_resumed": resumed_shards,
@@ -404,14 +401,6 @@ def plan_run(config: MineConfig) -> RunPlan:
     return RunPlan(num_shards, total, pending, resumed, totals, retry_images, input_skipped, input_rejects)
 
 
-def _torch_threads(restore: int | None = None) -> int:
-    import torch
-
-    if restore is not None and torch.get_num_threads() != restore:
-        torch.set_num_threads(restore)
-    return torch.get_num_threads()
-
-
 def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool = True) -> dict:
     """Run (or resume) a mining job and return its stats."""
     check_config(config)
@@ -434,15 +423,13 @@ def run_mining(config: MineConfig, beam_args: Sequence[str] = (), progress: bool
         if progress:
             watcher = threading.Thread(target=_progress, args=(config.out, pending, plan.totals, stop), daemon=True)
             watcher.start()
-        threads = _torch_threads()
-        try:
-            with endings.signals_to_children(), beam.Pipeline(runner=runner, options=options) as pipeline:
+        try:  # the in-process runner sizes torch's threads in this very process: given back after
+            with torch_threads(None), endings.signals_to_children(), beam.Pipeline(runner=runner, options=options) as pipeline:
                 build_pipeline(pipeline, list(pending), job)
         finally:
             stop.set()
             if watcher is not None:
                 watcher.join()
-            _torch_threads(threads)  # the in-process runner set them in this very process
     manifests = completed_shards(config.out)
     missing = sorted(set(range(num_shards)) - set(manifests))
     if missing:

@@ -6,8 +6,9 @@
   (``monkeypatch.setattr(maskmine.pipelines.mine, "MineShardDoFn", FailAfterImages)``);
   the in-process runner runs it in the test's own process.
 - ``after_images``: runs an action once this process has mined ``limit``
-  images (counted per batch, right after a batch's results are in the shard
-  writer and the progress file), wherever its shards are at that moment:
+  images (counted per CLIP unit, one image on CPU, right after a unit's
+  results are in the shard writer and the progress file, in the worker's own
+  thread while its stage threads run on), wherever its shards are at that moment:
   ``kill_after_images`` sends this process SIGKILL (or another signal),
   ``wait_after_images`` writes ``FILE.reached`` and waits until ``FILE`` exists
   (a job held alive mid-run for as long as a test needs).
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from maskmine.pipelines import stages
+from maskmine.transforms.progress_files import ProgressFile
+from maskmine.transforms.shard_mining import ShardMiner
 
 
 class FailAfterImages(stages.MineShardDoFn):
@@ -52,26 +55,26 @@ class FailAfterImages(stages.MineShardDoFn):
 
 
 def after_images(limit: int, action: Callable[[], None]) -> None:
-    """From now on, run ``action`` (once) at the end of the batch that brings this process's mined images to ``limit``."""
-    results, add = stages.ShardMiner._results, stages.ProgressFile.add
+    """From now on, run ``action`` (once) at the end of the unit that brings this process's mined images to ``limit``."""
+    results, add = ShardMiner._results, ProgressFile.add
     state = {"mined": 0, "batch": 0, "pending": 0, "done": False}
 
-    def counted_results(self, batch):
-        out = results(self, batch)
-        state["batch"] = state["pending"] = len(out)  # one result per image of the batch
+    def counted_results(self, unit):
+        out = results(self, unit)
+        state["batch"] = state["pending"] = len(out)  # one result per image of the unit
         return out
 
     def counted_add(self, result):
         add(self, result)
         state["pending"] -= 1
-        if state["pending"] == 0:  # the batch's last result: all of them are in the writer and the progress file
+        if state["pending"] == 0:  # the unit's last result: all of them are in the writer and the progress file
             state["mined"] += state["batch"]
             if state["mined"] >= limit and not state["done"]:
                 state["done"] = True
                 action()
 
-    stages.ShardMiner._results = counted_results
-    stages.ProgressFile.add = counted_add
+    ShardMiner._results = counted_results
+    ProgressFile.add = counted_add
 
 
 def kill_after_images(limit: int, signum: int = signal.SIGKILL) -> None:

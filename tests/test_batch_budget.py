@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that
 
 from maskmine.pipelines import mine_cli
 from maskmine.pipelines.runners import make_runner
-from maskmine.pipelines.stages import BatchWeight, item_nbytes
+from maskmine.transforms.batching import BatchWeight, item_nbytes
 from maskmine.transforms.records import ImageRecord, MiningItem, ProposalSet
 
 MB = 2**10  # "megabytes" scaled down to KiB: same arithmetic, small arrays

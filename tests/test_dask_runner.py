@@ -141,7 +141,7 @@ def _digests(out: Path) -> dict[str, str]:
 
 
 def test_dask_workers_size_torch_threads_to_their_share(cluster):
-    from maskmine.pipelines.stages import local_cpu_count, resolve_torch_threads
+    from maskmine.transforms.worker_threads import local_cpu_count, resolve_torch_threads
 
     with distributed.Client(cluster) as client:
         workers = list(client.scheduler_info()["workers"])

@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import mine_cli
 from maskmine.pipelines.mine import build_pipeline, plan_run, run_mining, shard_job
-from maskmine.pipelines.stages import BatchWeight, split_batches
+from maskmine.transforms.batching import BatchWeight, split_batches
 from maskmine.pipelines.verify import verify_run
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.records import SKIP_MISSING_IMAGE, ImageRecord, MiningItem

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections import Counter
+from dataclasses import dataclass
 from typing import Literal, Sequence, get_args
 
 import numpy as np
@@ -96,6 +98,79 @@ def category_matches(scores: torch.Tensor, probs: torch.Tensor, labels: Sequence
     return matches
 
 
+@dataclass
+class ImageMatches:
+    """One image's matching result, before its pairs are encoded: the chosen proposal per label."""
+
+    names: list[str]
+    matches: list[Match]
+    caption_ids: list[list[int]]
+    captions: list[list[str]]
+
+
+def match_item(
+    item: MiningItem, crop_emb: torch.Tensor, text_cache: TextEmbeddingCache, logit_scale: float,
+    labels: str = LABELS_NOUNS,
+) -> ImageMatches:
+    """Match an image's labels (caption nouns or its proposals' categories) to its crop embeddings."""
+    if labels == LABELS_CATEGORIES:
+        names = list(item.proposals.labels or [])
+        text = text_cache.get(names)
+        scores = text.float() @ crop_emb.float().T
+        probs = torch.softmax(scores * logit_scale, dim=1)
+        matches = category_matches(scores, probs, names)
+        return ImageMatches(names, matches, [[] for _ in names], [[] for _ in names])
+    names = [n.noun for n in item.nouns]
+    matches = match_nouns(crop_emb, text_cache.get(names), names, logit_scale)
+    caption_ids = [list(n.caption_ids) for n in item.nouns]
+    by_id = {c.caption_id: c.text for c in item.record.captions}
+    return ImageMatches(names, matches, caption_ids, [[by_id[i] for i in ids] for ids in caption_ids])
+
+
+def matched_crops(matched: ImageMatches, crops: Sequence[MaskedCrop]) -> dict[int, MaskedCrop]:
+    """The crops of the chosen proposals only (the others can go once the image is matched)."""
+    return {m.proposal_index: crops[m.proposal_index] for m in matched.matches}
+
+
+def build_pairs(
+    item: MiningItem, matched: ImageMatches, crops: Sequence[MaskedCrop] | dict[int, MaskedCrop],
+    clip_name: str, clip_pretrained: str, *, labels: str = LABELS_NOUNS, min_score: float | None = None,
+) -> tuple[list[PairSample], Counter]:
+    """An image's PairSamples (mask RLE, box, JPEG crop, PNG mask encoded) and its drops by reason."""
+    keys = unique_keys(item.record.image_id, matched.names)
+    pairs, dropped = [], Counter()
+    for key, match, cap_ids, cap_texts in zip(keys, matched.matches, matched.caption_ids, matched.captions):
+        if min_score is not None and match.score < min_score:
+            dropped[DROP_BELOW_MIN_SCORE] += 1
+            continue
+        crop = crops[match.proposal_index]
+        mask = item.proposals.masks[match.proposal_index]
+        pairs.append(
+            PairSample(
+                key=key,
+                image_id=item.record.image_id,
+                file_name=item.record.file_name,
+                noun=match.noun,
+                caption_ids=cap_ids,
+                captions=cap_texts,
+                proposal_index=match.proposal_index,
+                box=list(mask_box(mask)),
+                **mask_columns(mask),
+                score=match.score,
+                probability=match.probability,
+                margin=match.margin,
+                proposal_backend=item.proposals.backend,
+                proposal_checkpoint=item.proposals.checkpoint,
+                clip_model=clip_name,
+                clip_pretrained=clip_pretrained,
+                label_source="category" if labels == LABELS_CATEGORIES else "caption",
+                crop_jpg=encode_jpg(crop.pixels),
+                crop_mask_png=encode_png(crop.mask),
+            )
+        )
+    return pairs, dropped
+
+
 def pair_items(
     items: Sequence[MiningItem],
     clip: LoadedClip,
@@ -104,63 +179,20 @@ def pair_items(
     labels: str = LABELS_NOUNS,
     min_score: float | None = None,
     crop_batch_size: int = 128,
-) -> list[tuple[list[PairSample], dict[str, int]]]:
+) -> list[tuple[list[PairSample], Counter]]:
     """Crop, embed and match a batch of images; returns (pairs, dropped) per item.
 
     Each image's crops are embedded as one batch of their own, so an image's
     scores never depend on which images shared its batch (bit-identical
     shards across runs and runners); an image's proposals (up to top-k) are
     the CLIP batch. Items must have an image and at least one proposal.
+    The mining worker runs the same steps (:func:`crops_for`, ``encode_crops``,
+    :func:`match_item`, :func:`build_pairs`) in threads of their own.
     """
-    config = clip.crop_config
     results = []
     for item in items:
-        crops = crops_for(item, config, clip.device)
+        crops = crops_for(item, clip.crop_config, clip.device)
         crop_emb = encode_crops(clip, clip_batch(crops), crop_batch_size)
-        if labels == LABELS_CATEGORIES:
-            names = list(item.proposals.labels or [])
-            text = text_cache.get(names)
-            scores = text.float() @ crop_emb.float().T
-            probs = torch.softmax(scores * clip.logit_scale, dim=1)
-            matches = category_matches(scores, probs, names)
-            caption_ids: list[list[int]] = [[] for _ in names]
-            texts: list[list[str]] = [[] for _ in names]
-        else:
-            names = [n.noun for n in item.nouns]
-            matches = match_nouns(crop_emb, text_cache.get(names), names, clip.logit_scale)
-            caption_ids = [list(n.caption_ids) for n in item.nouns]
-            by_id = {c.caption_id: c.text for c in item.record.captions}
-            texts = [[by_id[i] for i in ids] for ids in caption_ids]
-        keys = unique_keys(item.record.image_id, names)
-        pairs, dropped = [], {}
-        for key, match, cap_ids, cap_texts in zip(keys, matches, caption_ids, texts):
-            if min_score is not None and match.score < min_score:
-                dropped[DROP_BELOW_MIN_SCORE] = dropped.get(DROP_BELOW_MIN_SCORE, 0) + 1
-                continue
-            crop = crops[match.proposal_index]
-            mask = item.proposals.masks[match.proposal_index]
-            pairs.append(
-                PairSample(
-                    key=key,
-                    image_id=item.record.image_id,
-                    file_name=item.record.file_name,
-                    noun=match.noun,
-                    caption_ids=cap_ids,
-                    captions=cap_texts,
-                    proposal_index=match.proposal_index,
-                    box=list(mask_box(mask)),
-                    **mask_columns(mask),
-                    score=match.score,
-                    probability=match.probability,
-                    margin=match.margin,
-                    proposal_backend=item.proposals.backend,
-                    proposal_checkpoint=item.proposals.checkpoint,
-                    clip_model=clip.name,
-                    clip_pretrained=clip.pretrained,
-                    label_source="category" if labels == LABELS_CATEGORIES else "caption",
-                    crop_jpg=encode_jpg(crop.pixels),
-                    crop_mask_png=encode_png(crop.mask),
-                )
-            )
-        results.append((pairs, dropped))
+        matched = match_item(item, crop_emb, text_cache, clip.logit_scale, labels)
+        results.append(build_pairs(item, matched, crops, clip.name, clip.pretrained, labels=labels, min_score=min_score))
     return results

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
@@ -99,6 +100,38 @@ class ShardManifest:
         return cls(**storage.parse_json(data))
 
 
+COUNTED = ("skipped", "dropped", "nouns", "seconds", "annotations_skipped")  # ShardManifest's counters, by key
+
+
+@dataclass
+class ShardStats:
+    """One accumulator for a shard's share of stats.json: the writer adds each image, the retry
+    path the carried images, the driver every shard (``Counter.update`` adds, key by key)."""
+
+    images: int = 0
+    mined: int = 0
+    samples: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    nouns: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
+    annotations_skipped: Counter = field(default_factory=Counter)  # rejected annotations/captions by reason
+
+    def add(self, other: "ShardStats | ShardManifest") -> "ShardStats":
+        """Add the counts of another accumulator or of a committed manifest."""
+        self.images += other.images
+        self.mined += other.mined
+        self.samples += other.samples
+        for name in COUNTED:
+            getattr(self, name).update(getattr(other, name))
+        return self
+
+    def counts(self) -> dict:
+        """The manifest's count fields, as plain dicts."""
+        return {"images": self.images, "mined": self.mined, "samples": self.samples,
+                **{name: dict(getattr(self, name)) for name in COUNTED}}
+
+
 def manifest_path(out_dir: str, shard: int) -> str:
     return storage.join(out_dir, manifest_name(shard))
 
@@ -135,10 +168,8 @@ class ShardWriter:
         self._last_order: str | None = None
         self._last_key: str | None = None
         self.seconds = 0.0
-        self.manifest = ShardManifest(
-            shard=shard, tar=self.tar_name, parquet=parquet_name(shard),
-            samples=0, tar_bytes=0, tar_sha256="", images=0, mined=0,
-        )
+        self.stats = ShardStats()  # the counts, added up as images arrive; the manifest gets them at close
+        self.rejects: list[dict] = []
 
     def add(self, result: ImageResult) -> None:
         start = time.perf_counter()
@@ -146,39 +177,35 @@ class ShardWriter:
         if self._last_order is not None and order <= self._last_order:
             raise ValueError(f"shard {self.shard}: image {result.image_id} arrived out of order or twice")
         self._last_order = order
-        m = self.manifest
-        m.images += 1
+        stats = self.stats
+        stats.images += 1
         if result.status == "mined":
-            m.mined += 1
+            stats.mined += 1
         else:
-            m.skipped[result.reason] = m.skipped.get(result.reason, 0) + 1
+            stats.skipped[result.reason] += 1
             entry = {"image_id": result.image_id, "file_name": result.file_name, "reason": result.reason}
             if result.detail:
                 entry["detail"] = result.detail
-            m.rejects.append(entry)
+            self.rejects.append(entry)
         for rejected in result.rejects:  # an annotation or caption left out; the image may still be mined
-            m.rejects.append({"image_id": result.image_id, "file_name": result.file_name, **rejected})
-            m.annotations_skipped[rejected["reason"]] = m.annotations_skipped.get(rejected["reason"], 0) + 1
-        for reason, n in result.dropped.items():
-            m.dropped[reason] = m.dropped.get(reason, 0) + n
-        for stage, sec in result.seconds.items():
-            m.seconds[stage] = m.seconds.get(stage, 0.0) + sec
+            self.rejects.append({"image_id": result.image_id, "file_name": result.file_name, **rejected})
+            stats.annotations_skipped[rejected["reason"]] += 1
+        stats.dropped.update(result.dropped)
+        stats.seconds.update(result.seconds)
         for pair in sorted(result.pairs, key=lambda p: p.key):
             if self._last_key is not None and pair.key <= self._last_key:
                 raise ValueError(f"duplicate keys in shard {self.shard}: {pair.key}")
             self._last_key = pair.key
             self._rows.append(parquet_row(self.shard, pair, self._tar.add(pair)))
-            m.nouns[pair.noun] = m.nouns.get(pair.noun, 0) + 1
-            m.samples += 1
+            stats.nouns[pair.noun] += 1
+            stats.samples += 1
         self.seconds += time.perf_counter() - start
 
     def close(self, before_commit=None) -> ShardManifest:
         """Finish the tar, then commit tar, Parquet part and manifest entry, in that order."""
         start = time.perf_counter()
         self._tar.close()
-        m = self.manifest
-        m.tar_bytes = self._file.tell()
-        m.tar_sha256 = self._file.sha256
+        tar_bytes, tar_sha256 = self._file.tell(), self._file.sha256
         buf = pa.BufferOutputStream()
         if self._rows:
             pq.write_table(pa.Table.from_pylist(self._rows, schema=PARQUET_SCHEMA), buf)
@@ -188,8 +215,13 @@ class ShardWriter:
             before_commit()
         self._file.commit()
         storage.makedirs(storage.join(self.out_dir, PARQUET_DIR))
-        atomic_write(storage.join(self.out_dir, m.parquet), buf.getvalue().to_pybytes())
-        m.seconds["write"] = m.seconds.get("write", 0.0) + self.seconds + time.perf_counter() - start
+        parquet = parquet_name(self.shard)
+        atomic_write(storage.join(self.out_dir, parquet), buf.getvalue().to_pybytes())
+        self.stats.seconds["write"] += self.seconds + time.perf_counter() - start
+        m = ShardManifest(
+            shard=self.shard, tar=self.tar_name, parquet=parquet, tar_bytes=tar_bytes,
+            tar_sha256=tar_sha256, rejects=self.rejects, **self.stats.counts(),
+        )
         storage.makedirs(storage.join(self.out_dir, MANIFEST_DIR))
         atomic_write(manifest_path(self.out_dir, self.shard), m.to_json())
         return m
