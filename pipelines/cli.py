@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Beam's own INFO lines (type hints, worker servers, each worker's log forwarded again) only with -v
+    logging.getLogger("apache_beam").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     for handler in logging.getLogger().handlers:  # a stop by signal or full disk is one line, not Beam's traceback
         handler.addFilter(endings.QuietStop())
     try:
