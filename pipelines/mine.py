@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 import apache_beam as beam
@@ -199,20 +199,9 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
 
 
 def shard_job(config: MineConfig, local_workers: int | None) -> ShardJob:
-    return ShardJob(
-        out=config.out,
-        images=config.images,
-        labels=config.labels,
-        proposals=config.proposals,
-        clip=config.clip,
-        min_score=config.min_score,
-        batch_size=config.batch_size,
-        max_batch_bytes=config.max_batch_bytes,
-        torch_threads=config.torch_threads,
-        local_workers=local_workers,
-        max_megapixels=config.max_megapixels,
-        caption_template=config.caption_template,
-    )
+    """The worker's share of the settings: every ShardJob field MineConfig has, by name (declared once there)."""
+    shared = {f.name: getattr(config, f.name) for f in fields(ShardJob) if hasattr(config, f.name)}
+    return ShardJob(**shared, local_workers=local_workers)
 
 
 def build_pipeline(pipeline: beam.Pipeline, shards: Sequence[int], job: ShardJob) -> None:
