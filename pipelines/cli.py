@@ -145,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{exc.prog}: error: {exc} (see {exc.prog} --help)", file=sys.stderr)
         return 2
     drop_implicit_root_handler()
+    # maskmine's own lines at INFO; other libraries' (Beam's workers and type hints, open_clip's model
+    # building) only from WARNING, unless -v, which shows everything at DEBUG
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Beam's own INFO lines (type hints, worker servers, each worker's log forwarded again) only with -v
-    logging.getLogger("apache_beam").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    logging.getLogger("maskmine").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     for handler in logging.getLogger().handlers:  # a stop by signal or full disk is one line, not Beam's traceback
         handler.addFilter(endings.QuietStop())
     try:

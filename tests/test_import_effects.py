@@ -49,3 +49,14 @@ def test_verbose_applies_after_beams_import_warning():
     *_, before, after = out.stdout.splitlines()
     assert before == "1"  # the implicit handler Beam's logging.warning made
     assert after == "10 1 %(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def test_without_verbose_maskmine_logs_at_info_and_other_libraries_from_warning():
+    code = (
+        "import logging, apache_beam\nfrom maskmine.pipelines.cli import main\n"
+        "main(['verify', '/nonexistent-run-folder'])\n"
+        "print(logging.getLogger().level, logging.getLogger('maskmine').level)"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1] == "30 20"  # open_clip's and Beam's INFO lines stay out; maskmine's show
