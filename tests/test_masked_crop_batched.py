@@ -144,12 +144,12 @@ def test_coco_sized_image_with_many_masks_in_several_chunks() -> None:
     assert_matches_reference(image, masks, config)
 
 
-def test_real_coco_masks(coco_mini) -> None:
-    """Instance masks of coco-mini images (their polygons rasterised by pycocotools)."""
+def test_real_coco_masks(coco_cc_by) -> None:
+    """Instance masks of the committed COCO images (their polygons rasterised by pycocotools)."""
     from PIL import Image
     from pycocotools import mask as mask_utils
 
-    data = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())
+    data = json.loads((coco_cc_by / "annotations" / "instances_train2017.json").read_text())
     by_image: dict[int, list] = {}
     for ann in data["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
@@ -168,7 +168,7 @@ def test_real_coco_masks(coco_mini) -> None:
                 masks.append(m)
         if not masks:
             continue
-        with Image.open(coco_mini / "train2017" / info["file_name"]) as im:
+        with Image.open(coco_cc_by / "train2017" / info["file_name"]) as im:
             image = np.asarray(im.convert("RGB"))
         for config in (CropConfig(), CropConfig(resize="pad", expand_ratio=1.2)):
             assert_matches_reference(image, np.stack(masks), config)

@@ -25,13 +25,13 @@ from maskmine.transforms.shard_mining import ClipWithTextCache, ShardMiner
 from maskmine.transforms.stage_threads import StageThreads, ordered_map
 from mining_helpers import coco_mini_config
 
-LIMIT = 24
+LIMIT = 12  # every committed image (coco_cc_by)
 
 
-def config(coco_mini: Path, out: Path, **changes):
+def config(coco_cc_by: Path, out: Path, **changes):
     settings = dict(num_shards=2, limit=LIMIT, batch_size=4, torch_threads=1, labels="nouns")
     settings.update(changes)
-    return coco_mini_config(coco_mini, out, **settings)
+    return coco_mini_config(coco_cc_by, out, **settings)
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
@@ -58,20 +58,20 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def test_overlapped_and_serial_workers_write_the_same_bytes(coco_mini, nltk_data, tmp_path):
-    stats = run_mining(config(coco_mini, tmp_path / "overlapped"), progress=False)  # the job as it runs
+def test_overlapped_and_serial_workers_write_the_same_bytes(coco_cc_by, nltk_data, tmp_path):
+    stats = run_mining(config(coco_cc_by, tmp_path / "overlapped"), progress=False)  # the job as it runs
     assert stats["images_read"] == LIMIT and stats["pairs"] > 0
-    serial = config(coco_mini, tmp_path / "serial")
+    serial = config(coco_cc_by, tmp_path / "serial")
     mine_with(serial, overlap=False)
-    threaded = config(coco_mini, tmp_path / "threaded")
+    threaded = config(coco_cc_by, tmp_path / "threaded")
     mine_with(threaded, overlap=True, crop_workers=3)  # crops of three images at once, still in order
     whole = shard_bytes(tmp_path / "overlapped")
     assert len(whole) == 4 and whole == shard_bytes(tmp_path / "serial") == shard_bytes(tmp_path / "threaded")
 
 
-def test_cross_image_clip_chunks_pair_each_image_as_alone(coco_mini, nltk_data, tmp_path):
+def test_cross_image_clip_chunks_pair_each_image_as_alone(coco_cc_by, nltk_data, tmp_path):
     """The accelerator path (one CLIP call for a chunk of images), run on CPU: every image keeps its pairs."""
-    alone, chunked = config(coco_mini, tmp_path / "alone"), config(coco_mini, tmp_path / "chunked")
+    alone, chunked = config(coco_cc_by, tmp_path / "alone"), config(coco_cc_by, tmp_path / "chunked")
     mine_with(alone, overlap=True)
     mine_with(chunked, overlap=True, cross_image_clip=True)
     a = pd.read_parquet(tmp_path / "alone" / "parquet").sort_values("key").reset_index(drop=True)
@@ -94,8 +94,8 @@ class FailingProposals(ProposalGenerator):
         return self.inner.generate(images, records)
 
 
-def test_a_failing_stage_thread_fails_the_shard_and_stops_its_threads(coco_mini, tmp_path):
-    cfg = config(coco_mini, tmp_path / "run", labels="categories", num_shards=1)
+def test_a_failing_stage_thread_fails_the_shard_and_stops_its_threads(coco_cc_by, tmp_path):
+    cfg = config(coco_cc_by, tmp_path / "run", labels="categories", num_shards=1)
     generator = FailingProposals(build_proposal_generator(cfg.proposals), fail_at=3)
     with pytest.raises(RuntimeError, match="proposal model failed"):
         mine_with(cfg, overlap=True, generator=generator)
