@@ -58,7 +58,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
 from maskmine.eval.ovseg_demo import OTHERS, OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo  # noqa: F401 - OTHERS re-exported
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
-from maskmine.eval.shortest_edge import resize_image, shortest_edge_shape
+from maskmine.eval.shortest_edge import at_test_size
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
@@ -285,10 +285,7 @@ class DemoApp:
         image = decode_upload(image_bytes, cfg.max_upload_bytes, cfg.max_pixels)
         started = time.monotonic()
         ovseg = cfg.inference == "ovseg-demo" and backend == "maskformer"
-        work, output_size = image, None
-        if cfg.test_size:  # OVSeg's predictor: ResizeShortestEdge, then the scores back to this size
-            work = resize_image(image, shortest_edge_shape(image.shape[0], image.shape[1], cfg.test_size))
-            output_size = (int(image.shape[0]), int(image.shape[1]))
+        work, output_size = at_test_size(image, cfg.test_size)  # OVSeg's predictor; scores back to this size
         threshold = cfg.mask_threshold
         if threshold is None:  # each inference's own default: OVSeg's MASK_THR 0.4, its demo config's 0.35
             threshold = OVSEG_DEMO_MASK_THRESHOLD if ovseg else DEFAULT_MASK_THRESHOLD

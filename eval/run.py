@@ -40,7 +40,7 @@ from maskmine.eval.fusion import FusionMode
 from maskmine.eval.gt_proposals import label_map_proposals
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, OVSEG_TEMPERATURE, RegionClassifier, build_classifier, segment
 from maskmine.eval.metrics import ConfusionMatrix, SegMetrics, per_class_csv
-from maskmine.eval.shortest_edge import OVSEG_MAX_SIZE_TEST, resize_image, resize_label_map, shortest_edge_shape
+from maskmine.eval.shortest_edge import OVSEG_MAX_SIZE_TEST, at_test_size, resize_label_map
 from maskmine.eval.templates import TEMPLATE_SETS, TemplateSet
 from maskmine.eval.visualise import comparison_panel
 from maskmine.transforms.atomic import atomic_write
@@ -231,12 +231,8 @@ class _Predictor:
     def predict(self, image: np.ndarray, gt: np.ndarray, name: str) -> np.ndarray:
         ds, cfg = self.dataset, self.config
         class_probs = None
-        output_size = None
-        if cfg.test_size is not None:  # OVSeg's ResizeShortestEdge (see maskmine.eval.shortest_edge)
-            output_size = (int(image.shape[0]), int(image.shape[1]))
-            shape = shortest_edge_shape(output_size[0], output_size[1], cfg.test_size)
-            image = resize_image(image, shape)
-            gt = resize_label_map(gt, shape)  # only for --proposals coco-gt; scored at full size
+        image, output_size = at_test_size(image, cfg.test_size)  # OVSeg's ResizeShortestEdge
+        gt = resize_label_map(gt, image.shape[:2])  # only for --proposals coco-gt; scored at full size
         if cfg.proposals.backend == "coco-gt":
             proposals = label_map_proposals(gt, ds.class_names, ds.ignore_label)
         elif cfg.proposals.backend == "maskformer":

@@ -60,6 +60,16 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((shape[1], shape[0]), Image.BILINEAR))
 
 
+def at_test_size(image: np.ndarray, test_size: int | None) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """``image`` as OVSeg segments it, and the size its scores go back to: with ``test_size``, the image
+    resized to short side ``test_size`` (:func:`shortest_edge_shape`, :func:`resize_image`) and its own
+    (height, width); without, the image itself and None (nothing to interpolate back)."""
+    if test_size is None:
+        return image, None
+    size = (int(image.shape[0]), int(image.shape[1]))
+    return resize_image(image, shortest_edge_shape(size[0], size[1], test_size)), size
+
+
 def resize_label_map(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) integer label map → ``shape`` with PIL's nearest neighbour (the labels are kept, never blended)."""
     labels = np.asarray(labels)
