@@ -317,7 +317,7 @@ def test_masked_crops_are_ovsegs_crops(seed: int) -> None:
     crops = masked_crops(image, soft[valid.numpy()], CropConfig(threshold=0.4))
     got = torch.stack([c.clip_input for c in crops])
     assert got.shape == ref_regions.shape == (int(valid.sum()), 3, 224, 224)
-    torch.testing.assert_close(got, ref_regions, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got, ref_regions, rtol=0, atol=0)  # bit for bit: the same float operations
     np.testing.assert_array_equal(np.stack([c.mask for c in crops]), ref_masks[:, 0].numpy() > 0.5)
 
 
