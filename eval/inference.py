@@ -29,7 +29,7 @@ from maskmine.eval.templates import VILD_TEMPLATES
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, encode_crops, encode_texts
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.masked_crop import clip_batch, masked_crops
+from maskmine.transforms.masked_crop import masked_crops
 from maskmine.transforms.records import ProposalSet
 
 
@@ -99,8 +99,9 @@ class RegionClassifier:
         if rows.size == 0:
             return RegionScores(probs=probs, valid=valid)
         config = self.clip.crop_config
-        crops = masked_crops(image, masks[rows], config, device=self.clip.device)  # batched on a GPU
-        pixels = clip_batch(crops)
+        pixels = torch.empty((rows.size, 3, config.input_size, config.input_size), dtype=torch.float32,
+                             device=self.clip.device)
+        crops = masked_crops(image, masks[rows], config, device=self.clip.device, out=pixels)  # batched on a GPU
         crop_masks = torch.from_numpy(np.stack([c.mask for c in crops]))
         emb = self.encoder.encode_crops(pixels, crop_masks).float().cpu()
         logits = self.scale() * emb @ text.float().T

@@ -76,3 +76,46 @@ def test_soft_mask_threshold_and_errors():
     with pytest.raises(ValueError, match="does not match"):
         masked_crop(image, mask[:10], CropConfig(input_size=8))
     assert mask_box(mask) == (30, 10, 20, 10)
+
+
+@pytest.mark.parametrize("resample", ["torch", "pil"])
+def test_out_receives_the_crops_bit_for_bit(resample):
+    """Crops written into a caller's (K, 3, S, S) tensor are the crops cut without one, row by row."""
+    from maskmine.transforms.masked_crop import masked_crops
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    masks = rng.random((4, 45, 70)) > 0.7
+    config = CropConfig(input_size=24, resample=resample)
+    alone = masked_crops(image, masks, config)
+    out = torch.full((4, 3, 24, 24), float("nan"))
+    written = masked_crops(image, masks, config, out=out)
+    for k, (a, w) in enumerate(zip(alone, written)):
+        assert torch.equal(out[k], a.clip_input) and torch.equal(w.clip_input, a.clip_input)
+        assert w.clip_input.data_ptr() == out[k].data_ptr()  # a view of the caller's row, not a copy
+        assert np.array_equal(w.mask, a.mask) and w.box == a.box
+    with pytest.raises(ValueError, match=r"out must be \(4, 3, 24, 24\) float32"):
+        masked_crops(image, masks, config, out=torch.zeros((3, 3, 24, 24)))
+    with pytest.raises(ValueError, match="float32"):
+        masked_crops(image, masks, config, out=torch.zeros((4, 3, 24, 24), dtype=torch.float64))
+
+
+def test_matched_crops_keep_their_own_pixels():
+    """The crops kept after matching hold only their own CLIP input, not the image's whole (K, 3, S, S) tensor."""
+    from maskmine.transforms.masked_crop import masked_crops
+    from maskmine.transforms.pairing import ImageMatches, matched_crops
+    from maskmine.transforms.records import Match
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    masks = rng.random((5, 30, 40)) > 0.5
+    out = torch.empty((5, 3, 16, 16))
+    crops = masked_crops(image, masks, CropConfig(input_size=16), out=out)
+    matched = ImageMatches(names=["cat", "dog"], matches=[Match("cat", 3, 0.3, 0.6, 0.1), Match("dog", 1, 0.2, 0.5, None)],
+                           caption_ids=[[0], [0]], captions=[["a cat"], ["a dog"]])
+    kept = matched_crops(matched, crops)
+    assert sorted(kept) == [1, 3]
+    for index, crop in kept.items():
+        assert torch.equal(crop.clip_input, out[index])
+        assert crop.clip_input.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
+        assert crop.clip_input.untyped_storage().nbytes() == 3 * 16 * 16 * 4

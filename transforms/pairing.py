@@ -5,7 +5,7 @@ import hashlib
 import io
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Sequence, get_args
 
 import numpy as np
@@ -79,10 +79,12 @@ def mask_columns(mask: np.ndarray) -> dict:
     return {"mask_rle": rle["counts"], "height": rle["size"][0], "width": rle["size"][1]}
 
 
-def crops_for(item: MiningItem, config: CropConfig, device: torch.device | None = None) -> list[MaskedCrop]:
-    """The item's masked crops, cut on ``device`` (the CLIP's: on a GPU all masks at once)."""
+def crops_for(item: MiningItem, config: CropConfig, device: torch.device | None = None,
+              out: torch.Tensor | None = None) -> list[MaskedCrop]:
+    """The item's masked crops, cut on ``device`` (the CLIP's: on a GPU all masks at once), their CLIP
+    inputs written into ``out`` if given (see :func:`masked_crops`)."""
     assert item.image is not None and item.proposals is not None
-    return masked_crops(item.image, item.proposals.masks, config, device=device)
+    return masked_crops(item.image, item.proposals.masks, config, device=device, out=out)
 
 
 def category_matches(scores: torch.Tensor, probs: torch.Tensor, labels: Sequence[str]) -> list[Match]:
@@ -128,8 +130,17 @@ def match_item(
 
 
 def matched_crops(matched: ImageMatches, crops: Sequence[MaskedCrop]) -> dict[int, MaskedCrop]:
-    """The crops of the chosen proposals only (the others can go once the image is matched)."""
-    return {m.proposal_index: crops[m.proposal_index] for m in matched.matches}
+    """The crops of the chosen proposals only (the others can go once the image is matched).
+
+    Each kept crop gets a CLIP input of its own: the crops of a call share one (K, 3, S, S) tensor
+    (:func:`masked_crops`), which a kept view would hold whole.
+    """
+    kept = {}
+    for m in matched.matches:
+        if m.proposal_index not in kept:
+            crop = crops[m.proposal_index]
+            kept[m.proposal_index] = replace(crop, clip_input=crop.clip_input.clone())
+    return kept
 
 
 def build_pairs(

@@ -29,7 +29,7 @@ from maskmine.transforms import storage
 from maskmine.transforms.batching import BatchWeight, split_batches
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache, encode_crops
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
-from maskmine.transforms.masked_crop import MaskedCrop, clip_batch
+from maskmine.transforms.masked_crop import MaskedCrop
 from maskmine.transforms.pairing import LABELS_CATEGORIES, ImageMatches, build_pairs, crops_for, match_item, matched_crops
 from maskmine.transforms.progress_files import ProgressFile
 from maskmine.transforms.proposals.base import ProposalGenerator
@@ -131,12 +131,12 @@ class ClipUnit:
     ``--batch-size`` / ``--max-batch-bytes`` (masks counted), embedded in one call.
     ``crops[i]`` are item i's crops (after CLIP: only the matched ones),
     ``matched[i]`` its matching; both None for a skipped item. The crop
-    threads stack the unit's CLIP input, so the CLIP thread only runs the model.
+    threads write the unit's CLIP input, so the CLIP thread only runs the model.
     """
 
     items: list[MiningItem]
     crops: list[Sequence[MaskedCrop] | dict[int, MaskedCrop] | None] = field(default_factory=list)
-    clip_input: torch.Tensor | None = None  # the live items' crops stacked (N, 3, S, S): one CLIP call
+    clip_input: torch.Tensor | None = None  # the live items' crops, one (N, 3, S, S) tensor: one CLIP call
     matched: list[ImageMatches | None] = field(default_factory=list)
 
     def live(self) -> list[int]:
@@ -194,17 +194,22 @@ class ShardMiner:
                 yield from (ClipUnit([item]) for item in batch)
 
     def _crop(self, unit: ClipUnit) -> ClipUnit:
+        """Every live item's crops, written into one (N, 3, S, S) tensor: the unit's CLIP input, no stacking."""
         config, device = self.worker.clip.crop_config, self.worker.clip.device
-        for item in unit.items:
+        counts = [0 if item.skipped else len(item.proposals.masks) for item in unit.items]
+        if sum(counts):
+            size = config.input_size
+            unit.clip_input = torch.empty((sum(counts), 3, size, size), dtype=torch.float32, device=device)
+        rows = 0
+        for item, count in zip(unit.items, counts):
             if item.skipped:
                 unit.crops.append(None)
                 continue
             start = time.perf_counter()
-            unit.crops.append(crops_for(item, config, device))  # on a GPU: all masks at once, there
+            out = unit.clip_input[rows : rows + count]
+            unit.crops.append(crops_for(item, config, device, out=out))  # on a GPU: all masks at once, there
+            rows += count
             _add_seconds([item], "crop", time.perf_counter() - start)
-        live = unit.live()
-        if live:
-            unit.clip_input = clip_batch([c for i in live for c in unit.crops[i]])
         return unit
 
     def _match(self, units: Iterator[ClipUnit]) -> Iterator[ClipUnit]:
