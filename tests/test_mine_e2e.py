@@ -42,7 +42,7 @@ def test_stats_add_up(mined):
     assert stats["images_mined"] == 12  # the committed images all have nouns and instances
     assert stats["pairs"] > 3 * stats["images_mined"]
     assert stats["shards"] == 3
-    assert set(stats["seconds_per_stage"]) >= {"nouns", "decode", "proposals", "match", "write"}
+    assert set(stats["seconds_per_stage"]) >= {"nouns", "decode", "proposals", "crop", "clip", "match", "encode", "write"}
     vocab = json.loads((out / "vocabulary.json").read_text())
     assert len(vocab) == stats["unique_nouns"] and sum(v["pairs"] for v in vocab) == stats["pairs"]
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]

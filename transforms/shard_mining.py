@@ -137,6 +137,7 @@ class ClipUnit:
     items: list[MiningItem]
     crops: list[Sequence[MaskedCrop] | dict[int, MaskedCrop] | None] = field(default_factory=list)
     clip_input: torch.Tensor | None = None  # the live items' crops, one (N, 3, S, S) tensor: one CLIP call
+    embedded: list[torch.Tensor] = field(default_factory=list)  # each live item's crop embeddings, after CLIP
     matched: list[ImageMatches | None] = field(default_factory=list)
 
     def live(self) -> list[int]:
@@ -146,9 +147,10 @@ class ClipUnit:
 class ShardMiner:
     """Mines whole shards with one proposal generator and one CLIP model (one per worker process).
 
-    A shard streams through five stages: read (task records, nouns, decode,
+    A shard streams through six stages: read (task records, nouns, decode,
     batches), proposals (device), crops (CPU, ``crop_workers`` threads), CLIP
-    and matching (device), and pairs + writing (the calling thread). With
+    (device, nothing else, so its calls follow each other without a gap), matching
+    (CPU), and pairs + writing (the calling thread). With
     ``job.overlap`` each stage runs in its own thread (``transforms/stage_threads.py``),
     so the device works while the CPU decodes, crops and encodes; without it
     the same stages run in turn. Both write the same bytes: every image's
@@ -212,21 +214,30 @@ class ShardMiner:
             _add_seconds([item], "crop", time.perf_counter() - start)
         return unit
 
+    def _embed(self, units: Iterator[ClipUnit]) -> Iterator[ClipUnit]:
+        """CLIP on each unit's crops, one call a unit, and nothing else: the device's next call waits on no CPU work."""
+        clip = self.worker.clip
+        for unit in units:
+            live = unit.live()
+            if live:  # one call a unit: one image on CPU, a chunk of images on an accelerator
+                start = time.perf_counter()
+                unit.embedded = list(encode_crops(clip, unit.clip_input, CLIP_BATCH).split([len(unit.crops[i]) for i in live]))
+                _add_seconds([unit.items[i] for i in live], "clip", time.perf_counter() - start)
+            unit.clip_input = None
+            yield unit
+
     def _match(self, units: Iterator[ClipUnit]) -> Iterator[ClipUnit]:
-        """CLIP on each unit's crops (one call a unit), then each image's labels matched to its crops."""
+        """Each embedded image's labels matched to its crops (the text embeddings come from the cache)."""
         clip, job = self.worker.clip, self.job
         for unit in units:
             live = unit.live()
-            start = time.perf_counter()
-            embedded = []
-            if live:  # one call a unit: one image on CPU, a chunk of images on an accelerator
-                embedded = encode_crops(clip, unit.clip_input, CLIP_BATCH).split([len(unit.crops[i]) for i in live])
-            unit.clip_input = None
             unit.matched = [None] * len(unit.items)
-            for i, emb in zip(live, embedded):
+            for i, emb in zip(live, unit.embedded):
+                start = time.perf_counter()
                 unit.matched[i] = match_item(unit.items[i], emb, self.worker.text_cache, clip.logit_scale, job.labels)
                 unit.crops[i] = matched_crops(unit.matched[i], unit.crops[i])  # the other crops can go
-            _add_seconds([unit.items[i] for i in live], "match", time.perf_counter() - start)
+                _add_seconds([unit.items[i]], "match", time.perf_counter() - start)
+            unit.embedded = []
             yield unit
 
     def _results(self, unit: ClipUnit) -> list[ImageResult]:
@@ -271,7 +282,8 @@ class ShardMiner:
             units = stages.stage(self._propose, batches, unit_depth, "proposals")
             units = stages.stage(lambda us: ordered_map(self._crop, us, self.crop_workers, "crop"), units,
                                  self.crop_workers, "crops")
-            units = stages.stage(self._match, units, unit_depth, "clip")
+            units = stages.stage(self._embed, units, unit_depth, "clip")
+            units = stages.stage(self._match, units, unit_depth, "match")
             for unit in units:
                 yield from self._results(unit)
         finally:
