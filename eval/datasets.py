@@ -159,7 +159,8 @@ _PROJECTS = {"ovseg": OVSEG, "d2": FCCLIP, "catseg": CATSEG}  # class order -> t
 def _written_by(names: Optional[str], **scripts: str) -> tuple[Preparation, ...]:
     """The preparations that write a layout in the order ``names`` lists, one per keyword
     (a class order, naming its project) whose value is that project's ``datasets/`` script."""
-    return tuple(Preparation(order, f"{_PROJECTS[order]} datasets/{script}", names) for order, script in scripts.items())
+    return tuple(Preparation(order, f"{_PROJECTS[order]} datasets/{script}", names)
+                 for order, script in scripts.items())
 
 
 def _d2_layout(top: str, labels: str, label_ext: str, script: str, names: str) -> Layout:
@@ -191,7 +192,8 @@ SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
         Layout("ade/ADE20K_2021_17_01", *_ADE847_DIRS, _ADE847_PREPS[1:2]),  # where FC-CLIP's script writes it
     ), ignore_label=65535, num_classes=847),
     DatasetSpec("pc59", (
-        _d2_layout("pascal_ctx_d2", "annotations_ctx59", ".png", "prepare_pascal_ctx_sem_seg.py", "pc59_d2_classes.txt"),
+        _d2_layout("pascal_ctx_d2", "annotations_ctx59", ".png", "prepare_pascal_ctx_sem_seg.py",
+                   "pc59_d2_classes.txt"),
         _vocdevkit_layout("VOCdevkit/VOC2010", "pc59_val", ".png",
                           _written_by("pc59_classes.txt", ovseg="prepare_pascal_context.py")
                           + _written_by("pc59_d2_classes.txt", catseg="prepare_pascal_context_59.py"),
