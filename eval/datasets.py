@@ -153,94 +153,68 @@ class SemSegDataset:
         return len(self.items)
 
 
-def _prep(order: str, script: str, names: Optional[str]) -> Preparation:
-    return Preparation(order, script, names)
+_PROJECTS = {"ovseg": OVSEG, "d2": FCCLIP, "catseg": CATSEG}  # class order -> the project whose scripts write it
 
 
-_ADE150 = "ade150_classes.txt"
+def _written_by(names: Optional[str], **scripts: str) -> tuple[Preparation, ...]:
+    """The preparations that write a layout in the order ``names`` lists, one per keyword
+    (a class order, naming its project) whose value is that project's ``datasets/`` script."""
+    return tuple(Preparation(order, f"{_PROJECTS[order]} datasets/{script}", names)
+                 for order, script in scripts.items())
+
+
+def _d2_layout(top: str, labels: str, label_ext: str, script: str, names: str) -> Layout:
+    """An FC-CLIP/ODISE ``*_d2`` folder: ``images/validation`` and ``LABELS/validation``."""
+    return Layout(top, "images/validation", f"{labels}/validation", label_ext, _written_by(names, d2=script))
+
+
+def _vocdevkit_layout(top: str, labels: str, label_ext: str, preparations: tuple[Preparation, ...],
+                      twin: Optional[tuple[str, str, str]] = None) -> Layout:
+    """OVSeg's and CAT-Seg's PASCAL folders: ``JPEGImages`` and ``annotations_detectron2/LABELS``."""
+    return Layout(top, "JPEGImages", f"annotations_detectron2/{labels}", label_ext, preparations, twin)
+
+
 _ADE847 = "ade847_classes.txt"
 _PC459 = "pc459_classes.txt"
 _VOC20 = "voc20_classes.txt"
-_ADE847_PREPS = (
-    _prep("ovseg", f"{OVSEG} datasets/prepare_ade20k_full_sem_seg.py", _ADE847),
-    _prep("d2", f"{FCCLIP} datasets/prepare_ade20k_full_sem_seg.py", _ADE847),
-    _prep("catseg", f"{CATSEG} datasets/prepare_ade20k_full.py", _ADE847),
-)
+_ADE847_DIRS = ("images_detectron2/validation", "annotations_detectron2/validation", ".tif")
+_ADE847_PREPS = _written_by(_ADE847, ovseg="prepare_ade20k_full_sem_seg.py", d2="prepare_ade20k_full_sem_seg.py",
+                            catseg="prepare_ade20k_full.py")
 
-SPECS: dict[str, DatasetSpec] = {
-    "ade150": DatasetSpec(
-        "ade150",
-        (Layout("ADEChallengeData2016", "images/validation", "annotations_detectron2/validation", ".png", (
-            _prep("ovseg", f"{OVSEG} datasets/prepare_ade20k_sem_seg.py", _ADE150),
-            _prep("d2", f"{FCCLIP} datasets/prepare_ade20k_sem_seg.py", _ADE150),
-            _prep("catseg", f"{CATSEG} datasets/prepare_ade20k_150.py", _ADE150),
-        )),),
-        ignore_label=255,
-        num_classes=150,
-    ),
-    "ade847": DatasetSpec(
-        "ade847",
-        (
-            Layout("ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
-                   ".tif", _ADE847_PREPS),
-            Layout("ade/ADE20K_2021_17_01", "images_detectron2/validation", "annotations_detectron2/validation",
-                   ".tif", _ADE847_PREPS[1:2]),
-        ),
-        ignore_label=65535,
-        num_classes=847,
-    ),
-    "pc59": DatasetSpec(
-        "pc59",
-        (
-            Layout("pascal_ctx_d2", "images/validation", "annotations_ctx59/validation", ".png", (
-                _prep("d2", f"{FCCLIP} datasets/prepare_pascal_ctx_sem_seg.py", "pc59_d2_classes.txt"),
-            )),
-            Layout("VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc59_val", ".png", (
-                _prep("ovseg", f"{OVSEG} datasets/prepare_pascal_context.py", "pc59_classes.txt"),
-                _prep("catseg", f"{CATSEG} datasets/prepare_pascal_context_59.py", "pc59_d2_classes.txt"),
-            ), twin=("annotations_detectron2/pc459_val", ".tif", "pc459")),
-        ),
-        ignore_label=255,
-        num_classes=59,
-    ),
-    "pc459": DatasetSpec(
-        "pc459",
-        (
-            Layout("pascal_ctx_d2", "images/validation", "annotations_ctx459/validation", ".tif", (
-                _prep("d2", f"{FCCLIP} datasets/prepare_pascal_ctx_full_sem_seg.py", _PC459),
-            )),
-            Layout("VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc459_val", ".tif", (
-                _prep("ovseg", f"{OVSEG} datasets/prepare_pascal_context.py", _PC459),
-                _prep("catseg", f"{CATSEG} datasets/prepare_pascal_context_459.py", _PC459),
-            )),
-        ),
-        ignore_label=65535,
-        num_classes=459,
-    ),
-    "voc20": DatasetSpec(
-        "voc20",
-        (
-            Layout("pascal_voc_d2", "images/validation", "annotations_pascal20/validation", ".png", (
-                _prep("d2", f"{FCCLIP} datasets/prepare_pascal_voc_sem_seg.py", _VOC20),
-            )),
-            Layout("VOCdevkit/VOC2012", "JPEGImages", "annotations_detectron2/val", ".png", (
-                _prep("ovseg", f"{OVSEG} datasets/prepare_voc_sem_seg.py", _VOC20),
-                _prep("catseg", f"{CATSEG} datasets/prepare_voc.py", _VOC20),
-            )),
-        ),
-        ignore_label=255,
-        num_classes=20,
-    ),
-    "sample": DatasetSpec(
-        "sample",
-        (Layout("semseg", "images/validation", "annotations/validation", ".png", (
-            _prep("sample", "maskmine's sample-world generator", None),
-        )),),
-        ignore_label=255,
-        num_classes=None,
-        names_hint="the sample generator writes semseg/classes.txt, one name per line",
-    ),
-}
+SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec("ade150", (
+        Layout("ADEChallengeData2016", "images/validation", "annotations_detectron2/validation", ".png",
+               _written_by("ade150_classes.txt", ovseg="prepare_ade20k_sem_seg.py", d2="prepare_ade20k_sem_seg.py",
+                           catseg="prepare_ade20k_150.py")),
+    ), ignore_label=255, num_classes=150),
+    DatasetSpec("ade847", (
+        Layout("ADE20K_2021_17_01", *_ADE847_DIRS, _ADE847_PREPS),
+        Layout("ade/ADE20K_2021_17_01", *_ADE847_DIRS, _ADE847_PREPS[1:2]),  # where FC-CLIP's script writes it
+    ), ignore_label=65535, num_classes=847),
+    DatasetSpec("pc59", (
+        _d2_layout("pascal_ctx_d2", "annotations_ctx59", ".png", "prepare_pascal_ctx_sem_seg.py",
+                   "pc59_d2_classes.txt"),
+        _vocdevkit_layout("VOCdevkit/VOC2010", "pc59_val", ".png",
+                          _written_by("pc59_classes.txt", ovseg="prepare_pascal_context.py")
+                          + _written_by("pc59_d2_classes.txt", catseg="prepare_pascal_context_59.py"),
+                          twin=("annotations_detectron2/pc459_val", ".tif", "pc459")),
+    ), ignore_label=255, num_classes=59),
+    DatasetSpec("pc459", (
+        _d2_layout("pascal_ctx_d2", "annotations_ctx459", ".tif", "prepare_pascal_ctx_full_sem_seg.py", _PC459),
+        _vocdevkit_layout("VOCdevkit/VOC2010", "pc459_val", ".tif", _written_by(
+            _PC459, ovseg="prepare_pascal_context.py", catseg="prepare_pascal_context_459.py")),
+    ), ignore_label=65535, num_classes=459),
+    DatasetSpec("voc20", (
+        _d2_layout("pascal_voc_d2", "annotations_pascal20", ".png", "prepare_pascal_voc_sem_seg.py", _VOC20),
+        _vocdevkit_layout("VOCdevkit/VOC2012", "val", ".png", _written_by(
+            _VOC20, ovseg="prepare_voc_sem_seg.py", catseg="prepare_voc.py")),
+    ), ignore_label=255, num_classes=20),
+    DatasetSpec("sample", (
+        Layout("semseg", "images/validation", "annotations/validation", ".png",
+               (Preparation("sample", "maskmine's sample-world generator", None),)),
+    ), ignore_label=255, num_classes=None,
+        names_hint="the sample generator writes semseg/classes.txt, one name per line"),
+)}
 
 ALIASES: dict[str, str] = {
     "ade20k-150": "ade150", "ade-150": "ade150", "a-150": "ade150",

@@ -24,7 +24,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from maskmine.finetune.epoch_batches import epoch_batches
-from maskmine.finetune.optim import lr_factor
+from maskmine.finetune.pretrain_config import PretrainSchedule, SamplePretrainConfig
 from maskmine.transforms.atomic import atomic_write, replacing_folder
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
@@ -65,19 +65,12 @@ def sample_processor() -> Any:
     return Mask2FormerImageProcessor(size={"height": INPUT_SIZE, "width": INPUT_SIZE})
 
 
-@dataclass(frozen=True)
-class ProposalPretrainConfig:
-    data: str  # sample set root (maskmine sample --out)
+@dataclass(frozen=True, kw_only=True)
+class ProposalPretrainConfig(SamplePretrainConfig):
     out: str = str(SAMPLE_PROPOSAL_DIR)
-    steps: int = 800
-    batch_size: int = 16
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    warmup: int = 50
+    schedule: PretrainSchedule = PretrainSchedule(steps=800, batch_size=16, lr=5e-4, warmup=50)
+    eval_images: int = 100  # val images for the recall record
     num_queries: int = 50
-    seed: int = 0
-    threads: int = 1
-    eval_images: int = 100  # val images for the recall record (0: skip)
 
 
 @dataclass
@@ -176,24 +169,26 @@ def _pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, c
     """:func:`pretrain_proposals` with its threads and seed set: train, save the checkpoint folder and its JSON record; returns the record."""
     from tqdm import tqdm
 
+    schedule = config.schedule
     for name in ("steps", "batch_size"):
-        ranges.POSITIVE_INT.check(name, getattr(config, name))
+        ranges.POSITIVE_INT.check(name, getattr(schedule, name))
     started = time.perf_counter()
     processor = sample_processor()
     train = load_instances(config.data, "train", processor)
     usable = torch.tensor([c > 0 for c in train.counts])
     index = torch.nonzero(usable).flatten()
-    if index.numel() < config.batch_size:
-        raise UserError(f"{index.numel()} train images with instances, fewer than --batch-size {config.batch_size}")
+    if index.numel() < schedule.batch_size:
+        raise UserError(f"{index.numel()} train images with instances, fewer than --batch-size {schedule.batch_size}")
     load_seconds = time.perf_counter() - started
 
     model = build_model(config)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    batches = epoch_batches(index, config.batch_size, gen)
+    batches = epoch_batches(index, schedule.batch_size, gen)
     losses: list[float] = []
-    bar = tqdm(range(config.steps), desc="pretrain sample proposals", unit="step", disable=not progress, file=sys.stderr)
+    bar = tqdm(range(schedule.steps), desc="pretrain sample proposals", unit="step", disable=not progress,
+               file=sys.stderr)
     for step in bar:
         idx = next(batches)
         images, ids = train.images[idx], train.instances[idx]
@@ -202,7 +197,7 @@ def _pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, c
         ids = torch.where(flip.view(-1, 1, 1), ids.flip(2), ids)
         mask_labels, class_labels = targets(ids, [train.counts[int(i)] for i in idx])
         for group in optimizer.param_groups:
-            group["lr"] = lr_factor(step, config.warmup, config.steps, peak=config.lr)
+            group["lr"] = schedule.lr_at(step)
         out = model(pixel_values=normalise(images, processor), mask_labels=mask_labels, class_labels=class_labels)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -225,13 +220,13 @@ def _pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, c
         recall = measure_recall(generator, config.data, "val", limit=config.eval_images).as_dict()
     record = {
         "command": command,
-        "config": asdict(config),
+        "config": config.as_record(),
         "input_size": INPUT_SIZE,
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "train_images": int(index.numel()),
         "train_instances": int(sum(train.counts)),
-        "steps": config.steps,
-        "samples_seen": config.steps * config.batch_size,
+        "steps": schedule.steps,
+        "samples_seen": schedule.steps * schedule.batch_size,
         "first_loss": round(losses[0], 4),
         "final_loss": round(float(np.mean(losses[-20:])), 4),
         "loss_every_100_steps": [round(float(np.mean(losses[max(0, s - 20) : s + 1])), 3) for s in range(0, len(losses), 100)],

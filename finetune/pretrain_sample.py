@@ -21,7 +21,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,8 @@ from PIL import Image
 from maskmine.finetune.epoch_batches import epoch_batches
 from maskmine.finetune.losses import clip_contrastive_loss
 from maskmine.finetune.model import MAX_LOGIT_SCALE
-from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, lr_factor, optimizer_param_groups
+from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, optimizer_param_groups
+from maskmine.finetune.pretrain_config import PretrainSchedule, SamplePretrainConfig
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write
 from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
 from maskmine.transforms import ranges
@@ -46,19 +47,12 @@ log = logging.getLogger(__name__)
 CONTRASTIVE_BATCH = ranges.Range(int, lo=2)  # a contrastive batch needs another image as the negative
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
-    data: str  # sample set root (maskmine sample --out)
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig(SamplePretrainConfig):
     out: str = str(SAMPLE_CHECKPOINT)
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup: int = 40
-    seed: int = 0
-    threads: int = 1
+    schedule: PretrainSchedule = PretrainSchedule(steps=1000, batch_size=128, lr=1e-3, warmup=40)
+    eval_images: int = 300  # val images for the sanity metrics
     jitter: int = 6  # max translation (pixels at model size) of the random crop
-    eval_images: int = 300  # val images for the sanity metrics (0: skip)
 
 
 @dataclass
@@ -209,29 +203,30 @@ def _pretrain(config: PretrainConfig, progress: bool = True, command: str | None
     """:func:`pretrain` with its threads and seed set: train, save the checkpoint and its JSON record; returns the record."""
     from tqdm import tqdm
 
-    ranges.POSITIVE_INT.check("steps", config.steps)
-    CONTRASTIVE_BATCH.check("batch_size", config.batch_size)
+    schedule = config.schedule
+    ranges.POSITIVE_INT.check("steps", schedule.steps)
+    CONTRASTIVE_BATCH.check("batch_size", schedule.batch_size)
     started = time.perf_counter()
     model = build_model(config.seed)
     tokenizer = open_clip.get_tokenizer(SAMPLE_MODEL_NAME)
     size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, (tuple, list)) else model.visual.image_size)
     train = load_split(config.data, "train", size + 2 * config.jitter)
     n = len(train.captions)
-    if n < config.batch_size:
-        raise UserError(f"{n} train images, fewer than --batch-size {config.batch_size}")
+    if n < schedule.batch_size:
+        raise UserError(f"{n} train images, fewer than --batch-size {schedule.batch_size}")
     per_image = max(len(c) for c in train.captions)
     flat = [c[k % len(c)] for c in train.captions for k in range(per_image)]
     tokens = tokenizer(flat).view(n, per_image, -1)
     keep = used_tokens(tokenizer, flat + [t.format("") for t in MINING_TEMPLATES])
     load_seconds = time.perf_counter() - started
 
-    groups = optimizer_param_groups(model, config.lr, config.weight_decay, no_decay_names=("embedding",))
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    groups = optimizer_param_groups(model, schedule.lr, schedule.weight_decay, no_decay_names=("embedding",))
+    optimizer = torch.optim.AdamW(groups, lr=schedule.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
     losses: list[float] = []
-    batches = epoch_batches(torch.arange(n), config.batch_size, gen)
-    bar = tqdm(range(config.steps), desc="pretrain sample CLIP", unit="step", disable=not progress, file=sys.stderr)
+    batches = epoch_batches(torch.arange(n), schedule.batch_size, gen)
+    bar = tqdm(range(schedule.steps), desc="pretrain sample CLIP", unit="step", disable=not progress, file=sys.stderr)
     for step in bar:
         idx = next(batches)
         which = torch.randint(0, per_image, (len(idx),), generator=gen)
@@ -239,7 +234,7 @@ def _pretrain(config: PretrainConfig, progress: bool = True, command: str | None
         dx, dy = torch.randint(0, 2 * config.jitter + 1, (2,), generator=gen).tolist()
         images = _normalise(train.images[idx, :, dy : dy + size, dx : dx + size])
         for group in optimizer.param_groups:
-            group["lr"] = lr_factor(step, config.warmup, config.steps, peak=config.lr)
+            group["lr"] = schedule.lr_at(step)
         img = F.normalize(model.encode_image(images), dim=-1)
         txt = F.normalize(model.encode_text(text), dim=-1)
         loss = clip_contrastive_loss(img, txt, model.logit_scale.exp(), batch_labels(text), duplicates="share")
@@ -256,12 +251,12 @@ def _pretrain(config: PretrainConfig, progress: bool = True, command: str | None
     metrics = sanity_metrics(build_loaded(config.out), tokenizer, config.data, size, config.eval_images) if config.eval_images else {}
     record = {
         "command": command,
-        "config": asdict(config),
+        "config": config.as_record(),
         "model": SAMPLE_MODEL_NAME,
         "train_images": n,
         "captions_per_image": per_image,
-        "steps": config.steps,
-        "samples_seen": config.steps * config.batch_size,
+        "steps": schedule.steps,
+        "samples_seen": schedule.steps * schedule.batch_size,
         "final_loss": round(float(np.mean(losses[-20:])), 4),
         "first_loss": round(losses[0], 4),
         "logit_scale": round(model.logit_scale.exp().item(), 3),

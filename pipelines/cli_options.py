@@ -22,9 +22,11 @@ from maskmine.transforms.ranges import Range
 if TYPE_CHECKING:
     from maskmine.transforms.clip_models import ClipSpec
     from maskmine.transforms.masked_crop import CropConfig
+    from maskmine.finetune.pretrain_config import SamplePretrainConfig
     from maskmine.transforms.proposals.factory import ProposalSpec, SamOptions
 
 T = TypeVar("T")
+P = TypeVar("P", bound="SamplePretrainConfig")
 Group = argparse._ActionsContainer
 
 
@@ -281,23 +283,33 @@ def add_adapted_argument(group: Group) -> None:
 
 # ---- the two sample-model trainers ---------------------------------------------------------------------------
 
-def add_pretrain_arguments(p: argparse.ArgumentParser, config: Any, out_help: str, seed_of: str,
-                           eval_help: str, batch_size: Range = ranges.POSITIVE_INT) -> None:
+def add_pretrain_arguments(p: argparse.ArgumentParser, config: "type[SamplePretrainConfig]", out_help: str,
+                           seed_of: str, eval_help: str, batch_size: Range = ranges.POSITIVE_INT) -> None:
     """The flags ``pretrain-sample-clip`` and ``pretrain-sample-proposals`` share; defaults from ``config``
-    (their config dataclass, whose class attributes are its defaults); ``batch_size`` is the trainer's range."""
+    (their config dataclass, whose class attributes are its defaults); ``batch_size`` is the trainer's range.
+    :func:`pretrain_settings` reads them back."""
+    schedule = config.schedule
     p.add_argument("--data", default="data/sample", help="sample set folder (default data/sample)")
     p.add_argument("--out", default=config.out, help=f"{out_help} (default {config.out})")
-    p.add_argument("--steps", type=POSITIVE_INT, default=config.steps, help=f"optimizer steps (default {config.steps})")
-    p.add_argument("--batch-size", type=arg_type(batch_size), default=config.batch_size,
-                   help=f"images per step (default {config.batch_size})")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, default=config.lr,
-                   help=f"peak learning rate, AdamW, cosine schedule (default {config.lr:g})")
+    p.add_argument("--steps", type=POSITIVE_INT, default=schedule.steps,
+                   help=f"optimizer steps (default {schedule.steps})")
+    p.add_argument("--batch-size", type=arg_type(batch_size), default=schedule.batch_size,
+                   help=f"images per step (default {schedule.batch_size})")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=schedule.lr,
+                   help=f"peak learning rate, AdamW, cosine schedule (default {schedule.lr:g})")
     p.add_argument("--seed", type=int, default=config.seed, help=f"seed of {seed_of} (default {config.seed})")
     p.add_argument("--threads", type=POSITIVE_INT, default=config.threads,
                    help=f"torch CPU threads (default {config.threads}: fastest on a busy machine; results depend on it)")
     p.add_argument("--eval-images", type=NON_NEGATIVE_INT, default=config.eval_images,
                    help=f"{eval_help} (0: skip; default {config.eval_images})")
     add_progress_argument(p)
+
+
+def pretrain_settings(cls: "type[P]", args: argparse.Namespace) -> "P":
+    """The pretrainer's config from :func:`add_pretrain_arguments`' flags: ``--steps``, ``--batch-size``
+    and ``--lr`` replace those of its default schedule (its warmup and weight decay are not flags)."""
+    schedule = dataclasses.replace(cls.schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    return settings(cls, args, schedule=schedule)
 
 
 # ---- output folders -------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from maskmine.pipelines.cli_options import add_pretrain_arguments, settings
+from maskmine.pipelines.cli_options import add_pretrain_arguments, pretrain_settings
 
 DESCRIPTION = """\
 Train the small open_clip model `maskmine-sample` contrastively on (whole image,
@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.finetune.pretrain_sample import PretrainConfig, pretrain
 
-    config = settings(PretrainConfig, args)
+    config = pretrain_settings(PretrainConfig, args)
     command = "maskmine " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     record = pretrain(config, progress=args.progress, command=command)
     summary = {k: record[k] for k in ("steps", "final_loss", "train_seconds", "wall_seconds", "checkpoint_bytes")}

@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from maskmine.pipelines.cli_options import POSITIVE_INT, add_pretrain_arguments, settings
+from maskmine.pipelines.cli_options import POSITIVE_INT, add_pretrain_arguments, pretrain_settings
 
 DESCRIPTION = """\
 Train a small Hugging Face Mask2Former (Swin backbone, 128 px square input, 50
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.finetune.pretrain_proposals import ProposalPretrainConfig, pretrain_proposals
 
-    config = settings(ProposalPretrainConfig, args)
+    config = pretrain_settings(ProposalPretrainConfig, args)
     command = "maskmine " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     record = pretrain_proposals(config, progress=args.progress, command=command)
     summary = {k: record[k] for k in ("steps", "first_loss", "final_loss", "train_seconds", "wall_seconds", "checkpoint_bytes")}

@@ -34,10 +34,11 @@ def test_lr_factor_with_a_peak_gives_pretrains_rates_bit_for_bit(lr: float, warm
 
 def test_the_float_order_of_the_warmup_matters() -> None:
     """Why ``lr_factor`` multiplies by the peak first: the other order changes some of pretrain's rates."""
-    config = PretrainConfig(data="unused")
-    assert config.lr == 1e-3 and config.warmup == 40
-    other_order = [config.lr * ((s + 1) / config.warmup) for s in range(config.warmup)]
-    ours = [lr_factor(s, config.warmup, config.steps, peak=config.lr) for s in range(config.warmup)]
+    schedule = PretrainConfig(data="unused").schedule
+    assert schedule.lr == 1e-3 and schedule.warmup == 40
+    other_order = [schedule.lr * ((s + 1) / schedule.warmup) for s in range(schedule.warmup)]
+    ours = [schedule.lr_at(s) for s in range(schedule.warmup)]
+    assert ours == [lr_factor(s, schedule.warmup, schedule.steps, peak=schedule.lr) for s in range(schedule.warmup)]
     assert ours != other_order and ours[2] != other_order[2]
 
 

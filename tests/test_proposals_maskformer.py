@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.base import mask_iou_matrix
+from maskmine.transforms.proposals.base import ProposalFilter, mask_iou_matrix
 from maskmine.transforms.proposals.maskformer import (
     TINY_CHECKPOINT,
     MaskFormerProposals,
@@ -123,7 +123,7 @@ def test_generate_on_real_images_of_different_sizes(tiny, coco_images) -> None:
     model, processor = tiny
     params = dict(top_k=100, dedup_iou=0.9, min_area_fraction=0.01)
     generator = MaskFormerProposals(
-        model=model, processor=processor, device="cpu", batch_size=2, **params
+        model=model, processor=processor, device="cpu", batch_size=2, proposal_filter=ProposalFilter(**params)
     )
     results = generator.generate(coco_images, records_for(coco_images))
     assert len(results) == len(coco_images)
@@ -134,17 +134,18 @@ def test_generate_on_real_images_of_different_sizes(tiny, coco_images) -> None:
 
     # Top-k keeps the best masks of the same greedy ranking.
     small = MaskFormerProposals(
-        model=model, processor=processor, device="cpu", batch_size=2, **{**params, "top_k": 2}
+        model=model, processor=processor, device="cpu", batch_size=2,
+        proposal_filter=ProposalFilter(**{**params, "top_k": 2}),
     ).generate(coco_images, records_for(coco_images))
     for full, cut in zip(results, small):
         assert len(cut) == min(2, len(full))
         assert np.array_equal(cut.masks, full.masks[: len(cut)])
         np.testing.assert_allclose(cut.scores, full.scores[: len(cut)])
 
-    # min_objectness drops low-scoring queries before anything else.
+    # The filter's min_score (a floor on objectness) drops low-scoring queries before anything else.
     floor = float(np.median(np.concatenate([r.scores for r in results])))
     strict = MaskFormerProposals(
-        model=model, processor=processor, device="cpu", min_objectness=floor, **params
+        model=model, processor=processor, device="cpu", proposal_filter=ProposalFilter(**params, min_score=floor)
     ).generate(coco_images, records_for(coco_images))
     assert all(np.all(r.scores >= floor) for r in strict)
     assert sum(len(r) for r in strict) < sum(len(r) for r in results)
@@ -167,7 +168,7 @@ def test_predict_queries_is_the_model_output_of_one_forward_pass(tiny, coco_imag
     model, processor = tiny
     images = [np.array(coco_images[0]), np.array(coco_images[1][:300, :400])]  # writable, as torch wants
     generator = MaskFormerProposals(model=model, processor=processor, device="cpu", batch_size=1,
-                                    dedup_iou=0.8, min_area_fraction=0.01, top_k=5)
+                                    proposal_filter=ProposalFilter(dedup_iou=0.8, min_area_fraction=0.01, top_k=5))
     predictions = generator.predict_queries(images)
     queries = model.config.num_queries
     for image, pred in zip(images, predictions):
@@ -234,9 +235,10 @@ def test_gpu_autocast_matches_cpu(tiny, coco_images) -> None:
         pytest.skip("needs CUDA")
     model, processor = tiny
     images = coco_images[:2]
-    cpu = MaskFormerProposals(model=model, processor=processor, device="cpu", dedup_iou=1.01, min_area_fraction=0)
+    keep_all = ProposalFilter(dedup_iou=1.01, min_area_fraction=0)
+    cpu = MaskFormerProposals(model=model, processor=processor, device="cpu", proposal_filter=keep_all)
     cpu_results = cpu.generate(images, records_for(images))
-    gpu = MaskFormerProposals(model=model, processor=processor, device="cuda", dedup_iou=1.01, min_area_fraction=0)
+    gpu = MaskFormerProposals(model=model, processor=processor, device="cuda", proposal_filter=keep_all)
     assert gpu.dtype in (torch.bfloat16, torch.float16)
     gpu_results = gpu.generate(images, records_for(images))
     model.to("cpu")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import torch
 pytest.importorskip("segment_anything", reason="segment-anything (maskmine[sam]) not installed")
 
 from maskmine.transforms.errors import UserError  # noqa: E402
-from maskmine.transforms.proposals.base import mask_iou_matrix  # noqa: E402
+from maskmine.transforms.proposals.base import ProposalFilter, mask_iou_matrix  # noqa: E402
+from maskmine.transforms.proposals.factory import SamOptions  # noqa: E402
 from maskmine.transforms.proposals.sam import (  # noqa: E402
     TINY_MODEL_TYPE,
     SamProposals,
@@ -24,13 +26,8 @@ from maskmine.transforms.records import Caption, ImageRecord  # noqa: E402
 
 # A random SAM predicts low IoUs and zero stability: relax SAM's own filters
 # (and its box NMS, so several masks reach our filter) and check invariants.
-RELAXED = dict(
-    points_per_side=4,
-    pred_iou_thresh=0.0,
-    stability_score_thresh=0.0,
-    box_nms_thresh=1.0,
-    device="cpu",
-)
+RELAXED = SamOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+KEEP_ALL = ProposalFilter(dedup_iou=1.01, min_area_fraction=0)
 
 
 
@@ -48,7 +45,7 @@ def records_for(images: list[np.ndarray]) -> list[ImageRecord]:
 
 def test_generate_on_real_images(tiny_sam, coco_images) -> None:
     params = dict(top_k=100, dedup_iou=0.9, min_area_fraction=0.01)
-    generator = SamProposals(model=tiny_sam, **RELAXED, **params)
+    generator = SamProposals(model=tiny_sam, options=RELAXED, device="cpu", proposal_filter=ProposalFilter(**params))
     results = generator.generate(coco_images, records_for(coco_images))
     assert len(results) == len(coco_images)
     assert any(len(r) > 1 for r in results)
@@ -65,7 +62,8 @@ def test_generate_on_real_images(tiny_sam, coco_images) -> None:
         np.fill_diagonal(iou, 0)
         assert np.all(iou < 0.9)
 
-    cut = SamProposals(model=tiny_sam, **RELAXED, **{**params, "top_k": 2}).generate(
+    cut = SamProposals(model=tiny_sam, options=RELAXED, device="cpu",
+                       proposal_filter=ProposalFilter(**{**params, "top_k": 2})).generate(
         coco_images, records_for(coco_images)
     )
     for full, small in zip(results, cut):
@@ -75,12 +73,12 @@ def test_generate_on_real_images(tiny_sam, coco_images) -> None:
 
 def test_pred_iou_thresh_is_applied(tiny_sam, coco_images) -> None:
     image = coco_images[0]
-    relaxed = SamProposals(model=tiny_sam, **RELAXED, dedup_iou=1.01, min_area_fraction=0)
+    relaxed = SamProposals(model=tiny_sam, options=RELAXED, device="cpu", proposal_filter=KEEP_ALL)
     (loose,) = relaxed.generate([image], records_for([image]))
     assert len(loose) >= 2
     threshold = float(np.median(loose.scores))
     strict = SamProposals(
-        model=tiny_sam, **{**RELAXED, "pred_iou_thresh": threshold}, dedup_iou=1.01, min_area_fraction=0
+        model=tiny_sam, options=replace(RELAXED, pred_iou_thresh=threshold), device="cpu", proposal_filter=KEEP_ALL
     )
     (kept,) = strict.generate([image], records_for([image]))
     assert len(kept) < len(loose)
@@ -89,7 +87,7 @@ def test_pred_iou_thresh_is_applied(tiny_sam, coco_images) -> None:
 
 def test_nothing_kept_gives_an_empty_set(tiny_sam, coco_images) -> None:
     image = coco_images[1]
-    generator = SamProposals(model=tiny_sam, **{**RELAXED, "pred_iou_thresh": 0.999})
+    generator = SamProposals(model=tiny_sam, options=replace(RELAXED, pred_iou_thresh=0.999), device="cpu")
     (result,) = generator.generate([image], records_for([image]))
     assert len(result) == 0
     assert result.masks.shape == (0, *image.shape[:2]) and result.masks.dtype == np.bool_
@@ -110,12 +108,12 @@ def test_checkpoint_file_round_trip(coco_images, tmp_path) -> None:
     trained = build_tiny_sam(img_size=64, seed=7)  # weights unlike the default seed's
     path = tmp_path / "tiny.pth"
     torch.save(trained.state_dict(), path)
-    loaded = SamProposals(checkpoint=str(path), model_type=TINY_MODEL_TYPE, **RELAXED)
+    loaded = SamProposals(checkpoint=str(path), model_type=TINY_MODEL_TYPE, options=RELAXED, device="cpu")
     assert loaded.checkpoint == str(path)
     for name, tensor in trained.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], tensor), name
     image = coco_images[2]
-    a = SamProposals(model=trained, **RELAXED).generate([image], [None])[0]
+    a = SamProposals(model=trained, options=RELAXED, device="cpu").generate([image], [None])[0]
     b = loaded.generate([image], [None])[0]
     assert np.array_equal(a.masks, b.masks)
     np.testing.assert_allclose(a.scores, b.scores)
@@ -139,7 +137,7 @@ def test_load_errors_are_user_errors(tmp_path) -> None:
 
 
 def test_tiny_model_type() -> None:
-    generator = SamProposals(model_type=TINY_MODEL_TYPE, points_per_side=2, device="cpu")
+    generator = SamProposals(model_type=TINY_MODEL_TYPE, options=SamOptions(points_per_side=2), device="cpu")
     assert generator.checkpoint == TINY_MODEL_TYPE
     assert generator.model.image_encoder.img_size == 64
 

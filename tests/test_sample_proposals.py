@@ -37,12 +37,13 @@ def test_pretrain_is_deterministic_and_loads_as_a_maskformer_checkpoint(tiny_set
     import torch
     from safetensors.torch import load_file
 
+    from maskmine.finetune.pretrain_config import PretrainSchedule
     from maskmine.finetune.pretrain_proposals import INPUT_SIZE, ProposalPretrainConfig, pretrain_proposals
     from maskmine.transforms.proposals.maskformer import MaskFormerProposals, load_sample_maskformer
 
     for name in ("a", "b"):
-        config = ProposalPretrainConfig(data=str(tiny_set), out=str(tmp_path / name), steps=2, batch_size=2,
-                                        warmup=1, num_queries=8, eval_images=2)
+        config = ProposalPretrainConfig(data=str(tiny_set), out=str(tmp_path / name), num_queries=8, eval_images=2,
+                                        schedule=PretrainSchedule(steps=2, batch_size=2, lr=5e-4, warmup=1))
         pretrain_proposals(config, progress=False, command="test")
     a = load_file(tmp_path / "a" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model.safetensors")

@@ -202,12 +202,14 @@ def test_sample_cli(tmp_path, capsys):
 def test_pretrain_is_deterministic_and_loads_as_sample_clip(small_set, tmp_path):
     import torch
 
+    from maskmine.finetune.pretrain_config import PretrainSchedule
     from maskmine.finetune.pretrain_sample import PretrainConfig, pretrain
     from maskmine.transforms.clip_models import load_clip
 
     records = []
     for name in ("a.pt", "b.pt"):
-        config = PretrainConfig(data=str(small_set), out=str(tmp_path / name), steps=3, batch_size=4, warmup=1, eval_images=4)
+        config = PretrainConfig(data=str(small_set), out=str(tmp_path / name), eval_images=4,
+                                schedule=PretrainSchedule(steps=3, batch_size=4, lr=1e-3, warmup=1))
         records.append(pretrain(config, progress=False, command="test"))
     a = torch.load(tmp_path / "a.pt", weights_only=True)
     b = torch.load(tmp_path / "b.pt", weights_only=True)
@@ -215,6 +217,7 @@ def test_pretrain_is_deterministic_and_loads_as_sample_clip(small_set, tmp_path)
     assert a["token_embedding.weight"].dtype == torch.float16
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["steps"] == 3 and record["config"]["seed"] == 0 and record["command"] == "test"
+    assert (record["config"]["steps"], record["config"]["warmup"]) == (3, 1)  # flat, as records before the schedule
     assert record["final_loss"] > 0 and record["sanity"]["crops"] > 0
     assert 0 <= record["sanity"]["crop_accuracy"] <= 1
     clip = load_clip("sample", str(tmp_path / "a.pt"), "cpu")

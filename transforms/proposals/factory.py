@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.ranges import Range
-from maskmine.transforms.proposals.base import ProposalGenerator
+from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator
 
 DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"  # the MaskFormer checkpoint when none is named
 # ``--proposal-checkpoint sample``: the small class-agnostic Mask2Former trained on the sample world
@@ -49,19 +49,25 @@ class ProposalSpec:
     """Which proposal backend to build, from what, where, and with which filters.
 
     ``top_k``, ``min_area_fraction`` and ``dedup_iou`` are maskmine's mining
-    filters (MaskFormer and SAM); ``sam_model_type`` and ``sam`` apply to the
-    SAM backend only.
+    filters (MaskFormer and SAM: :attr:`proposal_filter`; flat fields, with the
+    filter's defaults, as run.json records them); ``sam_model_type`` and ``sam``
+    apply to the SAM backend only.
     """
 
     backend: Backend = "maskformer"
     checkpoint: str = ""  # hub id or local folder (maskformer; "": DEFAULT_MASKFORMER_CHECKPOINT), .pth file (sam)
     device: str = "auto"
     precision: str = "auto"
-    top_k: int = 100
-    min_area_fraction: float = 0.0005
-    dedup_iou: float = 0.9
+    top_k: int = ProposalFilter.top_k
+    min_area_fraction: float = ProposalFilter.min_area_fraction
+    dedup_iou: float = ProposalFilter.dedup_iou
     sam_model_type: SamModelType = "vit_h"
     sam: SamOptions = field(default_factory=SamOptions)
+
+    @property
+    def proposal_filter(self) -> ProposalFilter:
+        """The mining filters the MaskFormer and SAM generators apply."""
+        return ProposalFilter(top_k=self.top_k, min_area_fraction=self.min_area_fraction, dedup_iou=self.dedup_iou)
 
     def check(self) -> None:
         """Refuse a SAM without weights before any model loads (SettingError naming the setting:
@@ -99,24 +105,14 @@ def build_proposal_generator(spec: ProposalSpec) -> ProposalGenerator:
         from maskmine.transforms.proposals.distractors import CocoGtDistractorProposals
 
         return CocoGtDistractorProposals()
-    filters = dict(top_k=spec.top_k, min_area_fraction=spec.min_area_fraction, dedup_iou=spec.dedup_iou)
     if spec.backend == "maskformer":
         from maskmine.transforms.proposals.maskformer import MaskFormerProposals
 
-        return MaskFormerProposals(
-            checkpoint=spec.checkpoint or None,
-            device=spec.device,
-            precision=spec.precision,
-            **filters,
-        )
+        return MaskFormerProposals(checkpoint=spec.checkpoint or None, device=spec.device, precision=spec.precision,
+                                   proposal_filter=spec.proposal_filter)
     if spec.backend == "sam":
         from maskmine.transforms.proposals.sam import SamProposals
 
-        return SamProposals(
-            checkpoint=spec.checkpoint or None,
-            model_type=spec.sam_model_type,
-            device=spec.device,
-            **asdict(spec.sam),
-            **filters,
-        )
+        return SamProposals(checkpoint=spec.checkpoint or None, model_type=spec.sam_model_type, device=spec.device,
+                            options=spec.sam, proposal_filter=spec.proposal_filter)
     raise UserError(f"unknown proposal backend {spec.backend!r}: choose from {', '.join(BACKENDS)}")

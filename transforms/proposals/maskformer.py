@@ -279,10 +279,7 @@ class MaskFormerProposals(ProposalGenerator):
         processor: Any = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        top_k: int = 100,
-        min_area_fraction: float = 0.0005,
-        dedup_iou: float = 0.9,
-        min_objectness: float = 0.0,
+        proposal_filter: ProposalFilter = ProposalFilter(),
         batch_size: int = 4,
         mask_threshold: float = 0.5,
     ) -> None:
@@ -298,8 +295,8 @@ class MaskFormerProposals(ProposalGenerator):
         self.model = model.to(self.device).eval()
         self.processor = processor
         self.checkpoint = checkpoint or str(getattr(model.config, "name_or_path", "") or "")
-        # min_objectness is the filter's min_score: queries below it are not even upsampled
-        self.filter = ProposalFilter(top_k, min_area_fraction, dedup_iou, min_score=min_objectness)
+        # the filter's min_score is a floor on objectness: queries below it are not even upsampled
+        self.filter = proposal_filter
         self.batch_size = batch_size
         self.mask_threshold = mask_threshold
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import asdict
 from functools import partial
 from typing import Any, Sequence
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.proposals.factory import SAM_MODEL_TYPES
+from maskmine.transforms.proposals.factory import SAM_MODEL_TYPES, SamOptions
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
@@ -159,22 +160,17 @@ class SamProposals(ProposalGenerator):
         model_type: str = "vit_h",
         *,
         model: Any = None,
-        points_per_side: int = 32,
+        options: SamOptions = SamOptions(),
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        box_nms_thresh: float = 0.7,
-        min_area_fraction: float = 0.0005,
-        top_k: int = 100,
-        dedup_iou: float = 0.9,
+        proposal_filter: ProposalFilter = ProposalFilter(),
         score: str = "iou",
         device: str | torch.device = "auto",
     ) -> None:
         sa = import_segment_anything()
         if score not in SCORE_MODES:
             raise UserError(f"unknown SAM score {score!r}: use one of {', '.join(SCORE_MODES)}")
-        if points_per_side < 1:
-            raise UserError(f"points_per_side must be at least 1, got {points_per_side}")
+        if options.points_per_side < 1:
+            raise UserError(f"points_per_side must be at least 1, got {options.points_per_side}")
         if model is None:
             model = load_sam(checkpoint, model_type)
         self.checkpoint = checkpoint or model_type
@@ -182,16 +178,13 @@ class SamProposals(ProposalGenerator):
         self.model = model.to(self.device).eval()
         self.mask_generator = sa.SamAutomaticMaskGenerator(
             self.model,
-            points_per_side=points_per_side,
             points_per_batch=points_per_batch,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
-            box_nms_thresh=box_nms_thresh,
             output_mode="binary_mask",
+            **asdict(options),
         )
         self.model_type = model_type
         self.score = score
-        self.filter = ProposalFilter(top_k, min_area_fraction, dedup_iou)
+        self.filter = proposal_filter
 
     def generate(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
