@@ -148,9 +148,9 @@ def check_config(config: MineConfig) -> None:
         raise SettingError("labels", f"must be {LABELS_NOUNS!r} or {LABELS_CATEGORIES!r}, got {config.labels!r}")
     needs_instances = config.proposals.backend in ("coco-gt", "coco-gt+distractors") or config.labels == LABELS_CATEGORIES
     if needs_instances and not config.instances:
-        raise SettingError("instances", "is needed by proposals coco-gt(+distractors) and labels categories")
+        raise SettingError("instances", "is needed by `proposals` coco-gt(+distractors) and `labels` categories")
     if config.labels == LABELS_CATEGORIES and config.proposals.backend != "coco-gt":
-        raise SettingError("labels", "categories pairs ground-truth masks with their names: it needs proposals coco-gt")
+        raise SettingError("labels", "categories pairs ground-truth masks with their names: it needs `proposals` coco-gt")
     if not storage.exists(config.images):
         raise UserError(f"images folder not found: {config.images}")
     for name in ("num_shards", "batch_size", "max_batch_bytes", "torch_threads", "captions_per_image", "limit"):

@@ -411,9 +411,10 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "train-out-is-a-file": (train[:train.index("--out") + 1] + [str(r / "a-file")] + train[train.index("--out") + 2:],
                                 "--out " + str(r / "a-file") + " is a file, not a folder"),
         "train-val-shards-with-noun-labels": (train + ["--val-shards", shards],
-                                              "was mined with --labels nouns, so its nouns are caption guesses"),
+                                              f"argument --val-shards: {shards!r}: "),
         "train-damaged-train-json": (train[:train.index("--out") + 1] + [str(r / "bad-train")]
-                                     + train[train.index("--out") + 2:], "train.json is damaged"),
+                                     + train[train.index("--out") + 2:],
+                                     f"argument --out: {r / 'bad-train' / 'train.json'} is damaged"),
         # eval
         "eval-granularity-5": (ev + ["--granularity", "5"], "argument --granularity: must be >= 0 and <= 1, got 5"),
         "eval-top-k-0": (ev + ["--top-k", "0"], "argument --top-k: must be >= 1"),
@@ -490,7 +491,7 @@ def test_train_stops_with_one_line_when_no_shard_can_be_read(tmp_path, broken_ru
             "--clip-model", "maskmine-tiny", "--clip-pretrained", "none", "--device", "cpu", "--workers", "0",
             "--steps", "3", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "a")]) == 2
-    assert "maskmine train: error: the training shards yielded no full batch in a whole epoch (1 tar_read_error)" \
+    assert "maskmine train: error: argument --shards: yielded no full batch in a whole epoch (1 tar_read_error)" \
         in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "b"), "--resample"]) == 2  # an endless stream: bounded attempts
     err = capsys.readouterr().err

@@ -69,7 +69,7 @@ class ProposalSpec:
         values no command accepts (``eval/proposal_classes.NO_FILTERS``)."""
         if self.backend == "sam" and not self.checkpoint and self.sam_model_type != SAM_TINY:
             raise SettingError("proposal_checkpoint", "must name a SAM .pth file for the sam backend "
-                               f"(only sam_model_type {SAM_TINY} needs none)")
+                               f"(only `sam_model_type` {SAM_TINY} needs none)")
 
     def identity(self) -> dict[str, Any]:
         """The spec as a run folder records it: every field, ``sam`` only where it is not SAM's
