@@ -169,3 +169,31 @@ def test_mine_refuses_a_crop_box_scale_out_of_the_flags_range(tmp_path):
         check_config(config)
     assert str(refused.value) == "crop expand must be >= 1 and <= 10, got 0.5"
     assert flag_error(command_parser("mine"), refused.value) == "argument --crop-expand: must be >= 1 and <= 10, got 0.5"
+
+
+def test_eval_refusals_name_settings_and_the_command_their_flags(tmp_path, capsys):
+    from test_eval_run import ADE, write_ade
+
+    from maskmine.eval.run import EvalConfig, run_eval
+    from maskmine.transforms.proposals.factory import ProposalSpec
+
+    root = write_ade(tmp_path / "data", count=1)
+    config = EvalConfig(dataset="ade20k-150", root=str(root), out=str(tmp_path / "a"), clip=TINY, device="cpu",
+                        proposals=ProposalSpec(backend="coco-gt"), ensemble_lambda=0.7, progress=False, visualise=0)
+    with pytest.raises(SettingError) as refused:
+        run_eval(config)
+    assert str(refused.value) == ("ensemble lambda above 0 needs class scores from the proposal model; only "
+                                  "`proposals` maskformer has a class head (got coco-gt)")
+    argv = ["eval", "--dataset", "ade20k-150", "--root", str(root), "--proposals", "coco-gt", *CLIP_FLAGS,
+            "--no-progress", "--visualise", "0", "--out", str(tmp_path / "b")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    with pytest.raises(SettingError) as refused:  # the same folder, other settings
+        run_eval(EvalConfig(dataset="ade20k-150", root=str(root), out=str(tmp_path / "b"), clip=TINY, device="cpu",
+                            proposals=ProposalSpec(backend="coco-gt"), mask_threshold=0.3, progress=False, visualise=0))
+    assert refused.value.setting == "out" and "--" not in str(refused.value)
+    assert f"differ); use another `out`, or delete {tmp_path / 'b'}" in str(refused.value)
+    line = refused_line(argv + ["--mask-threshold", "0.3"], capsys)
+    assert line.startswith(f"maskmine eval: error: argument --out: {tmp_path / 'b'} holds predictions made with "
+                           "different settings (")
+    assert f"differ); use another --out, or delete {tmp_path / 'b'}" in line
