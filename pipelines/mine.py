@@ -184,15 +184,16 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
         previous = storage.parse_json(storage.read_bytes(path)).get("identity", {})
         changed = changed_settings(previous, identity, ignore=LOCATION_KEYS)
         if changed:
-            raise UserError(
-                f"{config.out} holds a run with other settings ({', '.join(changed)}): "
-                "use a new --out folder to mine with these settings"
+            raise SettingError(
+                "out", f"{config.out} holds a run with other settings ({', '.join(changed)}): "
+                "use a new `out` folder to mine with these settings"
             )
         return
     leftovers = storage.glob(storage.join(config.out, MANIFEST_GLOB)) + storage.glob(storage.join(config.out, TAR_GLOB))
     if leftovers:
-        raise UserError(
-            f"{config.out} holds shards but no {RUN_FILE}, so nothing says how they were mined: use a new --out folder"
+        raise SettingError(
+            "out", f"{config.out} holds shards but no {RUN_FILE}, so nothing says how they were mined: "
+            "use a new `out` folder"
         )
     # "images" sits outside the identity: moving the images must not block a resume; audit reads it.
     run = {"identity": identity, "images": config.images}

@@ -331,6 +331,10 @@ def junk(tmp_path_factory, broken_inputs) -> dict:
     (root / "bad-stats" / "run.json").write_text(json.dumps({"identity": {"num_shards": 1}}))
     (root / "bad-stats" / "stats.json").write_text('{"images_read": 1')
     (root / "busy-out").mkdir()
+    (root / "shards-no-run").mkdir()
+    (root / "shards-no-run" / "pairs-000000.tar").write_bytes(b"")
+    (root / "other-run").mkdir()
+    (root / "other-run" / "run.json").write_text(json.dumps({"identity": {"labels": "categories"}}))
     (root / "busy-out" / "notes.txt").write_text("someone else's")
     (root / "bad-train").mkdir()
     (root / "bad-train" / "train.json").write_text('{"identity": ')
@@ -377,6 +381,11 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "mine-out-under-a-file": (m(out=r / "a-file" / "run"), "is a file, not a folder"),
         "mine-out-not-writable": (m(out="/proc/maskmine-run"), "--out /proc/maskmine-run: cannot write in /proc"),
         "mine-truncated-run-json": (m(out=r / "truncated-run"), "run.json is damaged"),
+        "mine-out-holds-shards-without-run-json": (
+            m(out=r / "shards-no-run"), f"argument --out: {r / 'shards-no-run'} holds shards but no run.json, so "
+                                        "nothing says how they were mined: use a new --out folder"),
+        "mine-out-holds-another-run": (m(out=r / "other-run"), f"argument --out: {r / 'other-run'} holds a run with "
+                                                              "other settings ("),
         "mine-run-json-not-a-run": (m(out=r / "not-a-run"), "is not a maskmine run file"),
         "mine-unknown-runner": (m("--runner", "FooRunner"), "unknown --runner 'FooRunner'"),
         "mine-captions-missing": (m(captions=str(r / "nope.json")), "captions file not found"),

@@ -197,3 +197,19 @@ def test_eval_refusals_name_settings_and_the_command_their_flags(tmp_path, capsy
     assert line.startswith(f"maskmine eval: error: argument --out: {tmp_path / 'b'} holds predictions made with "
                            "different settings (")
     assert f"differ); use another --out, or delete {tmp_path / 'b'}" in line
+
+
+def test_mining_into_a_folder_of_another_run_is_refused_as_out(tmp_path):
+    """The library's words; ``maskmine mine`` prints them as --out (test_robustness's fuzz cases)."""
+    import json
+
+    from maskmine.pipelines.mine import MineConfig, prepare_run_dir
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"identity": {"labels": "categories"}}))
+    config = MineConfig(captions="c.json", images=str(tmp_path), out=str(tmp_path / "run"))
+    with pytest.raises(SettingError) as refused:
+        prepare_run_dir(config, 1)
+    assert refused.value.setting == "out" and "--" not in str(refused.value)
+    assert str(refused.value).endswith("): use a new `out` folder to mine with these settings")
+    assert flag_error(command_parser("mine"), refused.value).endswith("): use a new --out folder to mine with these settings")
