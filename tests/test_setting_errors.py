@@ -207,7 +207,8 @@ def test_mining_into_a_folder_of_another_run_is_refused_as_out(tmp_path):
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text(json.dumps({"identity": {"labels": "categories"}}))
-    config = MineConfig(captions="c.json", images=str(tmp_path), out=str(tmp_path / "run"))
+    (tmp_path / "c.json").write_text(json.dumps({"images": [], "annotations": []}))  # its digest is in the identity
+    config = MineConfig(captions=str(tmp_path / "c.json"), images=str(tmp_path), out=str(tmp_path / "run"))
     with pytest.raises(SettingError) as refused:
         prepare_run_dir(config, 1)
     assert refused.value.setting == "out" and "--" not in str(refused.value)
