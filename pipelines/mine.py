@@ -34,7 +34,7 @@ from maskmine.transforms.coco_reader import read_captioned_images
 from maskmine.transforms import ranges
 from maskmine.transforms.torch_state import torch_threads
 from maskmine.transforms.errors import SettingError, UserError
-from maskmine.transforms.masked_crop import CROP_EXPAND, MASK_THRESHOLD
+from maskmine.transforms.masked_crop import MASK_THRESHOLD
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
@@ -156,7 +156,6 @@ def check_config(config: MineConfig) -> None:
     for name in ("num_shards", "batch_size", "max_batch_bytes", "torch_threads", "captions_per_image", "limit"):
         ranges.POSITIVE_INT.check(name, getattr(config, name))
     MASK_THRESHOLD.check("mask_threshold", config.clip.crop.threshold)
-    CROP_EXPAND.check("crop_expand", config.clip.crop.expand_ratio)  # the one command that takes a crop
     config.proposals.check()
     try:
         check_caption_template(config.caption_template)

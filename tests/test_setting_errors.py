@@ -156,21 +156,6 @@ def test_audit_of_a_file_as_out_is_refused_as_out(tmp_path):
 
 
 
-def test_mine_refuses_a_crop_box_scale_out_of_the_flags_range(tmp_path):
-    """CropConfig is not range-checked when made (run folders mined before the ranges keep reading);
-    mine, the one command that takes a crop from its caller, checks the box scale as --crop-expand does."""
-    from maskmine.pipelines.mine import MineConfig, check_config
-    from maskmine.transforms.masked_crop import CropConfig
-
-    (tmp_path / "images").mkdir()
-    config = MineConfig(captions="c.json", images=str(tmp_path / "images"), out=str(tmp_path / "run"),
-                        clip=ClipSpec(crop=CropConfig(expand_ratio=0.5)))
-    with pytest.raises(SettingError) as refused:
-        check_config(config)
-    assert str(refused.value) == "crop expand must be >= 1 and <= 10, got 0.5"
-    assert flag_error(command_parser("mine"), refused.value) == "argument --crop-expand: must be >= 1 and <= 10, got 0.5"
-
-
 def test_eval_refusals_name_settings_and_the_command_their_flags(tmp_path, capsys):
     from test_eval_run import ADE, write_ade
 

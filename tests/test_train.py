@@ -407,7 +407,7 @@ def test_two_stage_recipe_prompts_on_the_finetuned_model(mined: Path, tmp_path: 
     # the frozen CLIP is the finetuned one; only the temperature trains on (OVSeg's stage 2), kept in prompts.pt
     assert all(torch.equal(v, finetuned[k]) for k, v in stage2.items() if k != "logit_scale")
     assert not torch.equal(stage2["logit_scale"], finetuned["logit_scale"])
-    with pytest.raises(UserError, match="stage 2 starts from a `--mode full` run"):
+    with pytest.raises(UserError, match="stage 2 starts from a `mode` full run"):
         train(config(tmp_path / "bad", shards(mined), mode="prompt", init=str(tmp_path / "stage2"), steps=1))
 
 
