@@ -454,18 +454,18 @@ def _class_names(spec: DatasetSpec, layout: Layout, base: Path, labels: list[Pat
         if not chosen:
             writers = ", ".join(p.order for p in layout.preparations)
             if any(p.order == class_order for p in layout.preparations):
-                raise UserError(
-                    f"{spec.name}: --class-order {class_order} contradicts the data: {told}; "
+                raise SettingError(
+                    "class_order", f"{class_order} contradicts the data of {spec.name}: {told}; "
                     f"the labels in {base / layout.labels} are in {preps[0].order} order"
                 )
-            raise UserError(f"{spec.name}: --class-order {class_order} does not write {base / layout.labels} "
-                            f"(written by: {writers})")
+            raise SettingError("class_order", f"{class_order} does not write {spec.name}'s {base / layout.labels} "
+                                              f"(written by: {writers})")
         preps = chosen
     if len({p.names for p in preps}) > 1:
-        raise UserError(
-            f"{spec.name}: {base / layout.labels} is written in different class orders by "
+        raise SettingError(
+            "class_order", f"is needed: {spec.name}'s {base / layout.labels} is written in different class orders by "
             + " and by ".join(f"{p.script} ({p.order})" for p in preps)
-            + ", and the data does not tell which; rerun with --class-order "
+            + ", and the data does not tell which; rerun with `class_order` "
             + "|".join(p.order for p in preps)
             + f" or put the names in {base / layout.labels / CLASSES_FILE}"
         )
@@ -552,7 +552,7 @@ def check_labels(gt: np.ndarray, path: Path, dataset: "DatasetSpec", policy: Unk
         values = np.unique(gt[bad])[:10].tolist()
         raise UserError(
             f"{path}: label values {values} are neither class ids 0..{n - 1} of {dataset.name} nor its "
-            f"ignore value {dataset.ignore_label} (wrong --dataset? --unknown-labels ignore counts them as ignore)"
+            f"ignore value {dataset.ignore_label} (wrong `dataset`? `unknown_labels` ignore counts them as ignore)"
         )
     unknown["pixels"] = unknown.get("pixels", 0) + int(bad.sum())
     unknown["files"] = unknown.get("files", 0) + 1

@@ -232,7 +232,7 @@ def build_classifier(
             from maskmine.finetune.adapted import load_adapted
         except ImportError as exc:
             raise UserError(
-                "--adapted needs finetune/adapted.py (the adapted-CLIP loader), which is not installed"
+                "`adapted` needs finetune/adapted.py (the adapted-CLIP loader), which is not installed"
             ) from exc
         model = load_adapted(adapted, device=str(resolve_device(clip.device)))
         return RegionClassifier(encoder=model, clip=model.clip, templates=tuple(templates),

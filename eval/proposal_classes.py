@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from maskmine.eval.semantic import proposal_class_probs
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError
 from maskmine.transforms.proposals.maskformer import MaskFormerProposals
 from maskmine.transforms.records import ProposalSet
 
@@ -32,7 +32,8 @@ def _synonyms(name: str) -> set[str]:
 
 
 def class_columns(model_labels: Sequence[str], class_names: Sequence[str]) -> list[int]:
-    """For each class name, the index of the model label it matches; UserError naming the misses."""
+    """For each class name, the index of the model label it matches; a SettingError of the ensemble
+    (whose weight is the only reason to match them) naming the misses."""
     index: dict[str, int] = {}
     for k, label in enumerate(model_labels):
         for syn in _synonyms(label):
@@ -47,10 +48,10 @@ def class_columns(model_labels: Sequence[str], class_names: Sequence[str]) -> li
             columns.append(hit)
     if missing:
         shown = ", ".join(repr(m) for m in missing[:8]) + (" ..." if len(missing) > 8 else "")
-        raise UserError(
-            f"the ensemble needs the proposal model to score every class, but {len(missing)} of "
+        raise SettingError(
+            "ensemble_lambda", f"needs the proposal model to score every class, but {len(missing)} of "
             f"{len(class_names)} class names are not in its label set ({shown}); "
-            "drop --ensemble-lambda to classify with CLIP alone"
+            "drop `ensemble_lambda` to classify with CLIP alone"
         )
     return columns
 

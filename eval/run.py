@@ -45,7 +45,7 @@ from maskmine.eval.templates import TEMPLATE_SETS, TemplateSet
 from maskmine.eval.visualise import comparison_panel
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.clip_models import ClipSpec
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.image_io import ImageSkip, decode_image
 from maskmine.transforms import ranges
 from maskmine.transforms.masked_crop import MASK_THRESHOLD, CropConfig
@@ -164,9 +164,9 @@ def _check_settings(out: Path, identity: dict[str, Any]) -> None:
             raise UserError(f"{path} is unreadable ({exc}); delete it and {out / EVAL_PRED_DIR} to start over")
         if old != json.loads(json.dumps(identity)):
             changed = changed_settings(old, identity)
-            raise UserError(
-                f"{out} holds predictions made with different settings ({', '.join(changed)} differ); "
-                f"use another --out, or delete {out / EVAL_PRED_DIR} and {path} to start over"
+            raise SettingError(
+                "out", f"{out} holds predictions made with different settings ({', '.join(changed)} differ); "
+                f"use another `out`, or delete {out / EVAL_PRED_DIR} and {path} to start over"
             )
     else:
         atomic_write(path, (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -189,9 +189,9 @@ class _Predictor:
             raise UserError(f"unknown templates {config.templates!r}; choose from {', '.join(TEMPLATE_SETS)}")
         backend = config.proposals.backend
         if config.ensemble_lambda is not None and config.ensemble_lambda > 0 and backend != "maskformer":
-            raise UserError(
-                "--ensemble-lambda above 0 needs class scores from the proposal model; only "
-                f"--proposals maskformer has a class head (got {backend})"
+            raise SettingError(
+                "ensemble_lambda", "above 0 needs class scores from the proposal model; only "
+                f"`proposals` maskformer has a class head (got {backend})"
             )
         self.classifier: RegionClassifier = build_classifier(
             replace(config.clip, device=str(device)), config.adapted, TEMPLATE_SETS[config.templates],

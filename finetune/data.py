@@ -49,7 +49,7 @@ from webdataset.utils import pytorch_worker_info
 from maskmine.finetune.augment import random_resized_crop
 from maskmine.finetune.shard_context import local_shard
 from maskmine.transforms import shard_format
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import CropConfig, masked_crop, to_clip_tensor
 
 SKIP_MALFORMED = "malformed_sample"  # a member missing or not decodable, or image/mask sizes differ
@@ -60,17 +60,19 @@ SKIP_UNKNOWN_NOUN = "noun_not_in_vocabulary"
 MAX_READ_ATTEMPTS = 200
 
 
-def expand_shards(spec: str | Sequence[str]) -> list[str]:
+def expand_shards(spec: str | Sequence[str], setting: str = "shards") -> list[str]:
     """The shard URLs of a spec (brace patterns, ``::`` lists, local globs); local files must exist.
 
     Each ``::``-joined part must name something: an empty part, a part matching
-    no file and a folder are one-line errors, never silently dropped.
+    no file and a folder are one-line errors, never silently dropped; the ones
+    about the spec itself are SettingErrors of ``setting`` (``val_shards`` for
+    the validation shards).
     """
     parts = spec.split("::") if isinstance(spec, str) else list(spec)
     urls: list[str] = []
     for part in parts:
         if not part.strip():
-            raise UserError("--shards is empty" if len(parts) == 1 else f"--shards {spec!r}: a '::'-joined part is empty")
+            raise SettingError(setting, "is empty" if len(parts) == 1 else f"{spec!r}: a '::'-joined part is empty")
         found: list[str] = []
         for url in expand_urls(part):
             path = local_shard(url)
@@ -83,7 +85,7 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
                             else f"no shards matched {spec!r}")
         folders = [u for u in found if (path := local_shard(u)) is not None and path.is_dir()]
         if folders:
-            raise UserError(f"--shards {folders[0]!r} is a folder: name its shards, e.g. '{folders[0].rstrip('/')}/pairs-*.tar'")
+            raise SettingError(setting, f"{folders[0]!r} is a folder: name its shards, e.g. '{folders[0].rstrip('/')}/pairs-*.tar'")
         urls.extend(found)
     missing = [u for u in urls if (path := local_shard(u)) is not None and not path.is_file()]
     if missing and len(missing) == len(urls):

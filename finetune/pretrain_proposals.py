@@ -36,7 +36,7 @@ from maskmine.finetune.epoch_batches import epoch_batches
 from maskmine.finetune.pretrain_config import PretrainSchedule, SamplePretrainConfig
 from maskmine.transforms.atomic import atomic_write, replacing_folder
 from maskmine.transforms import ranges
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.proposals.factory import SAMPLE_PROPOSAL_DIR
 from maskmine.transforms.torch_state import own_rng, torch_threads
 
@@ -178,7 +178,8 @@ def _pretrain_proposals(config: ProposalPretrainConfig, progress: bool = True, c
     usable = torch.tensor([c > 0 for c in train.counts])
     index = torch.nonzero(usable).flatten()
     if index.numel() < schedule.batch_size:
-        raise UserError(f"{index.numel()} train images with instances, fewer than --batch-size {schedule.batch_size}")
+        raise SettingError("batch_size", f"must be at most the {index.numel()} train images with instances of "
+                           f"{config.data}, got {schedule.batch_size}")
     load_seconds = time.perf_counter() - started
 
     model = build_model(config)

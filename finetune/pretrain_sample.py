@@ -38,7 +38,7 @@ from maskmine.finetune.pretrain_config import PretrainSchedule, SamplePretrainCo
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write
 from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
 from maskmine.transforms import ranges
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import OPENAI_MEAN, OPENAI_STD, CropConfig, masked_crop, to_clip_tensor
 from maskmine.transforms.torch_state import own_rng, torch_threads
 
@@ -213,7 +213,7 @@ def _pretrain(config: PretrainConfig, progress: bool = True, command: str | None
     train = load_split(config.data, "train", size + 2 * config.jitter)
     n = len(train.captions)
     if n < schedule.batch_size:
-        raise UserError(f"{n} train images, fewer than --batch-size {schedule.batch_size}")
+        raise SettingError("batch_size", f"must be at most the {n} train images of {config.data}, got {schedule.batch_size}")
     per_image = max(len(c) for c in train.captions)
     flat = [c[k % len(c)] for c in train.captions for k in range(per_image)]
     tokens = tokenizer(flat).view(n, per_image, -1)

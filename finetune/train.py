@@ -67,7 +67,7 @@ from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms.clip_models import MINING_TEMPLATES, encode_texts
 from maskmine.transforms.devices import resolve_device
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.torch_state import own_rng
 
@@ -169,9 +169,9 @@ def _batches(loader_for_epoch, epoch: int, skip: int, stream: PairStream) -> Ite
             produced += len(batch)
             yield epoch, position, batch
         if produced == 0 and skip == 0:
-            raise UserError(
-                f"the training shards yielded no full batch in a whole epoch ({_skips_text(skips)}): no sample "
-                "was readable, or each DataLoader worker had fewer usable samples than --batch-size "
+            raise SettingError(
+                "shards", f"yielded no full batch in a whole epoch ({_skips_text(skips)}): no sample was "
+                "readable, or each DataLoader worker had fewer usable samples than `batch_size` "
                 "(a worker drops its last partial batch)"
             )
         epoch, skip = epoch + 1, 0
@@ -219,7 +219,7 @@ class Trainer:
             self.model = MaskPromptCLIP(clip.model, mode=c.mode, prompt_depth=c.prompt_depth,
                                         train_logit_scale=c.train_logit_scale)
         except (ValueError, TypeError) as exc:
-            raise UserError(f"--mode {c.mode} on {c.clip.model}: {exc}") from exc
+            raise SettingError("mode", f"{c.mode} on {c.clip.model}: {exc}") from exc
         self.model.to(self.device).train()
         groups = optimizer_param_groups(self.model, c.lr, c.weight_decay, c.prompt_lr)
         self.optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=ADAM_BETAS, eps=ADAM_EPS)

@@ -94,10 +94,10 @@ def check_config(c: TrainConfig) -> None:
     if c.mode not in MODES:
         raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {c.mode!r}")
     if c.prompt_lr is not None and c.mode != "full+prompt":
-        raise SettingError("prompt_lr", "is the prompts' rate in mode full+prompt only; "
-                                        "in mode prompt the prompts train at the lr")
+        raise SettingError("prompt_lr", "is the prompts' rate in `mode` full+prompt only; "
+                                        "in `mode` prompt the prompts train at the `lr`")
     if c.init is not None and c.mode != "prompt":
-        raise SettingError("init", "starts mask prompt tuning from a finetuned CLIP: it needs mode prompt")
+        raise SettingError("init", "starts mask prompt tuning from a finetuned CLIP: it needs `mode` prompt")
     if c.lr is None:
         c.lr = DEFAULT_LR[c.mode]
     if c.mode == "full+prompt" and c.prompt_lr is None:
@@ -117,9 +117,9 @@ def check_config(c: TrainConfig) -> None:
         ranges.POSITIVE_FLOAT.check(name, getattr(c, name))
     ranges.NON_NEGATIVE_FLOAT.check("weight_decay", c.weight_decay)
     if c.steps is None and c.epochs is None:
-        raise SettingError("steps", "must be given when epochs is not")
+        raise SettingError("steps", "must be given when `epochs` is not")
     if c.resample and c.steps is None:
-        raise SettingError("resample", "streams forever: it needs steps")
+        raise SettingError("resample", "streams forever: it needs `steps`")
     if c.mode == "full" and c.prompt_depth not in (None, 0):
         c.prompt_depth = None  # the CLI default of 3 means nothing without prompts
 
@@ -133,19 +133,20 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
         try:
             previous = json.loads(train_file.read_text()).get("identity", {})
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise UserError(f"{train_file} is damaged ({exc}): use a new --out folder") from exc
+            raise SettingError("out", f"{train_file} is damaged ({exc}): use a new `out` folder") from exc
         if previous != identity:
             changed = run_folder.changed_settings(previous, identity)
-            raise UserError(
-                f"{out} holds a different training run (settings differ: {', '.join(changed)}): "
-                "use a new --out folder"
+            raise SettingError(
+                "out", f"{out} holds a different training run (settings differ: {', '.join(changed)}): "
+                "use a new `out` folder"
             )
         latest = ckpt.latest_checkpoint(out)
         if latest is not None and not c.resume:
-            raise UserError(f"{out} already holds this training run: pass --resume to continue it, or use a new --out")
+            raise SettingError("out", f"{out} already holds this training run: pass `resume` to continue it, "
+                               "or use a new `out`")
         return latest
     if out.exists() and any(p.name != run_folder.LOCK_FILE for p in out.iterdir()):  # the lock is this job's
-        raise UserError(f"{out} is not empty and holds no training run: use a new --out folder")
+        raise SettingError("out", f"{out} is not empty and holds no training run: use a new `out` folder")
     if c.resume:
         log.warning("--resume: %s holds no run yet, starting from step 0", out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,8 +172,8 @@ def count_samples(urls: list[str], context: ShardContext | None = None) -> int:
             with (open(path, "rb") if path is not None else gopen(url, "rb")) as stream:
                 total += count_keys(stream)
         except Exception as exc:  # noqa: BLE001 - tar errors, the opener's errors
-            raise UserError(f"--epochs: cannot count the samples of {url} ({type(exc).__name__}: {exc}); "
-                            "give --steps instead") from exc
+            raise SettingError("epochs", f"cannot count the samples of {url} ({type(exc).__name__}: {exc}); "
+                                         "give `steps` instead") from exc
     return total
 
 
@@ -193,8 +194,8 @@ def check_finished(c: TrainConfig, context: ShardContext) -> list[str]:
                f"{'no ' + run_folder.STATS_FILE if not run.finished else 'shards without a manifest entry'}); "
                f"found {samples} samples in {found} of {total} shards")
     if not c.allow_partial:
-        raise UserError(f"{summary}: finish it (rerun maskmine mine with the same --out) or pass --allow-partial "
-                        "to train on its committed shards")
+        raise SettingError("shards", f"{summary}: finish it (rerun maskmine mine with the same --out) or pass "
+                                     "`allow_partial` to train on its committed shards")
     log.warning("%s: --allow-partial, training on the %d committed shards", summary, len(committed))
     if not committed:
         raise UserError(f"{summary}: no committed shard to train on")
@@ -227,12 +228,12 @@ def resolve_init(c: TrainConfig) -> CropConfig | None:
         folder = ckpt.resolve_export(c.init)
         export = ckpt.read_export_config(folder)
     except (FileNotFoundError, ValueError) as exc:
-        raise UserError(f"--init {c.init}: {exc}") from exc
+        raise SettingError("init", f"{c.init}: {exc}") from exc
     if export.mode != "full":
-        raise UserError(f"--init {c.init}: a `{export.mode}` export; stage 2 starts from a `--mode full` run")
+        raise SettingError("init", f"{c.init}: a {export.mode!r} export; stage 2 starts from a `mode` full run")
     weights = folder / ckpt.MODEL_FILE
     if not weights.is_file():
-        raise UserError(f"--init {c.init}: {folder} has no {ckpt.MODEL_FILE}")
+        raise SettingError("init", f"{c.init}: {folder} has no {ckpt.MODEL_FILE}")
     c.clip = replace(c.clip, model=export.clip_model, pretrained=str(weights.resolve()),
                      activation=export.clip_activation or "gelu")
     return export.crop_config()
@@ -246,10 +247,10 @@ def training_crop(c: TrainConfig, context: ShardContext, init_crop: CropConfig |
                     "using maskmine's defaults (%s)", crop_settings(CropConfig()))
         crop = init_crop
     elif init_crop is not None and crop_settings(crop) != crop_settings(init_crop):
-        raise UserError(f"--init {c.init} was trained on crops {crop_settings(init_crop)}, but the shards "
-                        f"were mined with {crop_settings(crop)} ({', '.join(map(str, runs))})")
+        raise SettingError("init", f"{c.init} was trained on crops {crop_settings(init_crop)}, but the `shards` "
+                                   f"were mined with {crop_settings(crop)} ({', '.join(map(str, runs))})")
     if c.val_shards:
-        val_crop, val_runs = crop_for_shards(expand_shards(c.val_shards))
+        val_crop, val_runs = crop_for_shards(expand_shards(c.val_shards, "val_shards"))
         if val_crop is not None and crop is not None and crop_settings(val_crop) != crop_settings(crop):
             log.warning("the validation shards were mined with crop settings %s, the training shards with %s",
                         crop_settings(val_crop), crop_settings(crop))

@@ -11,7 +11,7 @@ from maskmine.finetune.shard_context import read_context
 from maskmine.finetune.train_config import TrainConfig
 from maskmine.finetune.vocab import vocabulary_for_shards
 from maskmine.transforms.clip_models import MINING_TEMPLATES, LoadedClip, encode_texts
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 
 
 @dataclass
@@ -56,16 +56,17 @@ def check_ground_truth_shards(urls: list[str], spec: str) -> None:
     for folder, run in sorted(read_context(urls).runs.items()):
         labels = run.identity.get("labels")
         if labels is not None and labels != "categories":
-            raise UserError(
-                f"--val-shards {spec!r}: {folder or '.'} was mined with --labels {labels}, so its nouns are "
-                "caption guesses, not ground truth; mine validation shards with --proposals coco-gt --labels categories"
+            raise SettingError(
+                "val_shards", f"{spec!r}: {folder or '.'} was mined with maskmine mine --labels {labels}, so its nouns "
+                "are caption guesses, not ground truth; mine validation shards with "
+                "maskmine mine --proposals coco-gt --labels categories"
             )
 
 
 def make_validator(c: TrainConfig, clip: LoadedClip) -> Validator | None:
     if not c.val_shards:
         return None
-    urls = expand_shards(c.val_shards)
+    urls = expand_shards(c.val_shards, "val_shards")
     check_ground_truth_shards(urls, c.val_shards)
     vocabulary = vocabulary_for_shards(urls)
     if not vocabulary:

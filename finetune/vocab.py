@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from maskmine.finetune.shard_context import ShardContext, local_shard, read_context, read_url, sibling_url
 from maskmine.transforms.atomic import atomic_write_json
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.run_folder import PARQUET_DIR, PARQUET_SUFFIX, VOCABULARY_FILE
 
 
@@ -75,6 +75,10 @@ def _parquet_nouns(paths: Sequence[Path]) -> list[str]:
     return nouns
 
 
+class UnknownNouns(UserError):
+    """A shard outside a run folder without a ``vocabulary.json`` beside it: nothing says its nouns."""
+
+
 def vocabulary_for_context(context: ShardContext) -> list[str]:
     """The nouns of exactly these mined shards, from their manifest entries (read by the shards' scheme);
     shards outside a run folder fall back to a ``vocabulary.json`` beside them."""
@@ -87,8 +91,7 @@ def vocabulary_for_context(context: ShardContext) -> list[str]:
             continue
         beside = sibling_url(url, VOCABULARY_FILE)
         if read_url(beside) is None:
-            raise UserError(f"no manifest entry or {VOCABULARY_FILE} beside {url}: pass --vocabulary "
-                            "(a vocabulary.json or Parquet file)")
+            raise UnknownNouns(f"no manifest entry or {VOCABULARY_FILE} beside {url}: its nouns are unknown")
         nouns = (nouns or []) + read_vocabulary_file(beside)
     return make_vocabulary(nouns or [])
 
@@ -101,7 +104,10 @@ def vocabulary_for_shards(shard_urls: Sequence[str]) -> list[str]:
 def resolve_vocabulary(source: str | None, shard_urls: Sequence[str], context: ShardContext | None = None) -> list[str]:
     """``--vocabulary`` (a file, URL or mining run folder) or, when absent, the shards' own nouns."""
     if source is None:
-        vocabulary = vocabulary_for_context(context or read_context(shard_urls))
+        try:
+            vocabulary = vocabulary_for_context(context or read_context(shard_urls))
+        except UnknownNouns as exc:
+            raise SettingError("vocabulary", f"must be given: {exc} (name a vocabulary.json or Parquet file)") from exc
     else:
         path = Path(source)
         if local_shard(source) is not None and path.is_dir():

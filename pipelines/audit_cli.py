@@ -54,11 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--json", metavar="PATH", help="where --score-sheet writes its result (default CSV.precision.json)")
 
     q = p.add_argument_group("query")
-    q.add_argument("--query", action="store_true", help="write only the filtered gallery (query.html), no full report")
-    q.add_argument("--noun", action="append", default=[], help="only this noun (repeatable)")
+    q.add_argument("--query", dest="query_only", action="store_true", help="write only the filtered gallery (query.html), no full report")
+    q.add_argument("--noun", dest="nouns", action="append", default=[], help="only this noun (repeatable)")
     q.add_argument("--min-score", type=number(float), help="only pairs scoring at least this")
     q.add_argument("--max-margin", type=number(float), help="only pairs whose margin is at most this (pairs without a margin excluded)")
-    q.add_argument("--image-id", type=int, action="append", default=[], help="only pairs of this image (repeatable)")
+    q.add_argument("--image-id", dest="image_ids", type=int, action="append", default=[], help="only pairs of this image (repeatable)")
     q.add_argument("--max-pairs", type=POSITIVE_INT, default=200, help="most pairs the query page shows (default 200)")
 
 
@@ -88,9 +88,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     images = args.images or run_folder.images
     if args.images and not Path(args.images).is_dir():
         raise UserError(f"images folder not found: {args.images}")
-    query = Query(nouns=list(args.noun), min_score=args.min_score, max_margin=args.max_margin, image_ids=list(args.image_id))
+    query = settings(Query, args)  # --noun and --image-id are its nouns and image_ids
     opts = settings(ReportOptions, args, out=Path(args.out) if args.out else run_folder.path / "report",
-                    images=images, query=query, query_only=args.query)
+                    images=images, query=query)
     result = build_report(run_folder, opts)
     if result.query_matches is not None:
         print(f"{result.query_matches} pairs match ({query.describe()}): {result.pages[QUERY]}")

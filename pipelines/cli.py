@@ -6,7 +6,8 @@ and ``run(args, extra) -> int``; the flags several commands share come from
 :mod:`maskmine.pipelines.cli_options`. ``extra`` holds the arguments argparse did
 not recognise; only ``mine`` accepts them (they are Beam pipeline options), every
 other subcommand rejects them. A library :class:`SettingError` is printed as the
-flag that set the value (``argument --mask-threshold: must be ...``).
+flag that set the value (``argument --mask-threshold: must be ...``), and every
+setting a library error names (`` `steps` ``) as its flag (``--steps``).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 import traceback
 
 from maskmine.pipelines import endings
-from maskmine.pipelines.cli_options import flag_error
+from maskmine.pipelines.cli_options import flag_error, flag_words
 from maskmine.transforms.errors import SettingError, UserError
 
 # name -> (module, one-line help): the one home of each command's one-line help (``maskmine --help``
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._module.run(args, extra) or 0)
     except SettingError as exc:  # a value the library refused: worded as the flag that set it
         return fail(args.command, flag_error(args._parser, exc))
-    except UserError as exc:
-        return fail(args.command, str(exc))
+    except UserError as exc:  # its settings named as their flags
+        return fail(args.command, flag_words(args._parser, str(exc)))
 
 
 def console_main() -> None:

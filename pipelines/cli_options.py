@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from typing import TYPE_CHECKING, Any, Iterable, TypeVar
 
 from maskmine.transforms import ranges
@@ -83,13 +84,24 @@ def settings(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
     return cls(**values, **given)
 
 
+MENTION = re.compile(r"`([a-z][a-z0-9_]*)`")  # a setting a library message names: `steps`
+
+
+def flag_words(parser: argparse.ArgumentParser, message: str) -> str:
+    """``message`` with each setting it names in backquotes (`` `steps` ``) worded as the flag of
+    ``parser`` that sets it (``--steps``); a name no flag of ``parser`` has stays as it is."""
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    return MENTION.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
 def flag_error(parser: argparse.ArgumentParser, exc: SettingError) -> str:
     """A library SettingError worded as the flag that set it: ``argument --mask-threshold: must be ...``
-    (argparse's words for a refused value); its own words where no flag of ``parser`` has that dest."""
+    (argparse's words for a refused value), the other settings it names as their flags
+    (:func:`flag_words`); the library's own words for a setting no flag of ``parser`` sets."""
     for action in parser._actions:
         if action.dest == exc.setting and action.option_strings:
-            return f"argument {'/'.join(action.option_strings)}: {exc.problem}"
-    return str(exc)
+            return f"argument {'/'.join(action.option_strings)}: {flag_words(parser, exc.problem)}"
+    return flag_words(parser, str(exc))
 
 
 # ---- execution --------------------------------------------------------------------------------------

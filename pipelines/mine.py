@@ -148,9 +148,9 @@ def check_config(config: MineConfig) -> None:
         raise SettingError("labels", f"must be {LABELS_NOUNS!r} or {LABELS_CATEGORIES!r}, got {config.labels!r}")
     needs_instances = config.proposals.backend in ("coco-gt", "coco-gt+distractors") or config.labels == LABELS_CATEGORIES
     if needs_instances and not config.instances:
-        raise SettingError("instances", "is needed by proposals coco-gt(+distractors) and labels categories")
+        raise SettingError("instances", "is needed by `proposals` coco-gt(+distractors) and `labels` categories")
     if config.labels == LABELS_CATEGORIES and config.proposals.backend != "coco-gt":
-        raise SettingError("labels", "categories pairs ground-truth masks with their names: it needs proposals coco-gt")
+        raise SettingError("labels", "categories pairs ground-truth masks with their names: it needs `proposals` coco-gt")
     if not storage.exists(config.images):
         raise UserError(f"images folder not found: {config.images}")
     for name in ("num_shards", "batch_size", "max_batch_bytes", "torch_threads", "captions_per_image", "limit"):
@@ -183,15 +183,16 @@ def prepare_run_dir(config: MineConfig, num_shards: int) -> None:
         previous = storage.parse_json(storage.read_bytes(path)).get("identity", {})
         changed = changed_settings(previous, identity, ignore=LOCATION_KEYS)
         if changed:
-            raise UserError(
-                f"{config.out} holds a run with other settings ({', '.join(changed)}): "
-                "use a new --out folder to mine with these settings"
+            raise SettingError(
+                "out", f"{config.out} holds a run with other settings ({', '.join(changed)}): "
+                "use a new `out` folder to mine with these settings"
             )
         return
     leftovers = storage.glob(storage.join(config.out, MANIFEST_GLOB)) + storage.glob(storage.join(config.out, TAR_GLOB))
     if leftovers:
-        raise UserError(
-            f"{config.out} holds shards but no {RUN_FILE}, so nothing says how they were mined: use a new --out folder"
+        raise SettingError(
+            "out", f"{config.out} holds shards but no {RUN_FILE}, so nothing says how they were mined: "
+            "use a new `out` folder"
         )
     # "images" sits outside the identity: moving the images must not block a resume; audit reads it.
     run = {"identity": identity, "images": config.images}

@@ -156,7 +156,7 @@ def test_a_library_refusal_reaches_the_user_as_the_flag(tmp_path, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         "maskmine mine: error: argument --proposal-checkpoint: must name a SAM .pth file for the sam backend "
-        "(only sam_model_type maskmine-tiny needs none)")
+        "(only --sam-model-type maskmine-tiny needs none)")
 
 
 def test_min_mask_area_and_min_area_fraction_are_one_flag():

@@ -1,6 +1,8 @@
 """The CLIP factory: model choice, seeded random init, crop geometry, text embeddings."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -55,9 +57,11 @@ def test_random_init_is_seeded_and_leaves_the_global_rng_alone(tiny):
 
 
 def test_crop_geometry_comes_from_the_model_and_settings_from_the_caller():
-    clip = load_clip("maskmine-tiny", "none", "cpu", CropConfig(fill="zero", expand_ratio=1.5, threshold=0.4))
+    asked = CropConfig(fill="zero", resize="pad", expand_ratio=1.5, threshold=0.4, resample="pil")
+    clip = load_clip("maskmine-tiny", "none", "cpu", asked)
     assert clip.crop_config.input_size == clip.model.visual.image_size[0]
-    assert (clip.crop_config.fill, clip.crop_config.expand_ratio, clip.crop_config.threshold) == ("zero", 1.5, 0.4)
+    # every setting as asked, resample too (it was once dropped: --crop-resample pil cut OVSeg's torch crops)
+    assert clip.crop_config == replace(asked, input_size=clip.crop_config.input_size)
     assert clip.name == "maskmine-tiny" and clip.pretrained == "none"
 
 

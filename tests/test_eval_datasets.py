@@ -94,7 +94,7 @@ def test_pc59_both_layouts(tmp_path):
     # same path in another order, and without pc459_val beside it nothing tells which
     _make(tmp_path / "b", "VOCdevkit/VOC2010", "JPEGImages", "annotations_detectron2/pc59_val",
           ".png", {"2008_000002": arr}, extra_images=("2008_000001", "2008_000003"))
-    with pytest.raises(UserError, match="--class-order ovseg\\|catseg"):
+    with pytest.raises(UserError, match="`class_order` ovseg\\|catseg"):
         get_dataset("pascal-context-59", tmp_path / "b")
     ds = get_dataset("pascal-context-59", tmp_path / "b", class_order="ovseg")
     assert [p.stem for p, _ in ds.items] == ["2008_000002"]

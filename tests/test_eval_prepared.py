@@ -138,7 +138,7 @@ def test_pc59_and_pc459_as_ovseg_prepares_them(pc_raw):
 def test_pc59_as_catseg_prepares_it_at_ovsegs_path(pc_raw):
     prep.catseg_prepare_pascal_context_59(pc_raw)
     # nothing beside it tells CAT-Seg's order from OVSeg's: one line asking which
-    with pytest.raises(UserError, match="--class-order ovseg\\|catseg") as exc:
+    with pytest.raises(UserError, match="`class_order` ovseg\\|catseg") as exc:
         get_dataset("pc59", pc_raw)
     assert "\n" not in str(exc.value)
     assert_names(get_dataset("pc59", pc_raw, class_order="catseg"), pc_expected("59"))

@@ -287,7 +287,9 @@ def torch_allclose_norm(t) -> bool:
     [
         (["--root", "{missing}"], "is not a folder"),
         (["--root", "{empty}"], "no prepared dataset found"),
-        (["--root", "{ade}", "--ensemble-lambda", "0.7", "--proposals", "coco-gt"], "only --proposals maskformer"),
+        (["--root", "{ade}", "--ensemble-lambda", "0.7", "--proposals", "coco-gt"],
+         "argument --ensemble-lambda: above 0 needs class scores from the proposal model; only --proposals maskformer "
+         "has a class head (got coco-gt)"),
         (["--root", "{ade}", "--limit", "0"], "argument --limit: must be >= 1, got 0"),
     ],
 )
@@ -389,7 +391,8 @@ def test_eval_asks_which_pc59_order_and_records_the_answer(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--class-order ovseg|catseg" in err
+    assert len(err.splitlines()) == 1 and err.startswith("maskmine eval: error: argument --class-order: is needed: ")
+    assert "rerun with --class-order ovseg|catseg or put the names in" in err
     assert main([*args, "--class-order", "catseg"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert "catseg order" in metrics["class_names_source"]

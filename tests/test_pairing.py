@@ -1,4 +1,6 @@
-"""pair_items: crops → CLIP → one PairSample per noun, with the chosen mask, its box, RLE and crop."""
+"""The mining worker's pairing steps: crops → CLIP → one PairSample per noun, with the chosen mask, its box,
+RLE and crop. :func:`pair_image` runs them for one image as the worker does on a CPU (its own CLIP
+call, ``transforms/shard_mining.py``'s ``_crop``, ``_match`` and ``_results``)."""
 from __future__ import annotations
 
 import io
@@ -11,13 +13,24 @@ from pycocotools import mask as mask_utils
 from maskmine.transforms.clip_models import TextEmbeddingCache, encode_crops, load_clip
 from maskmine.transforms.masked_crop import clip_batch, masked_crop
 from maskmine.transforms.matching import match_nouns
-from maskmine.transforms.pairing import LABELS_CATEGORIES, pair_items, unique_keys
+from maskmine.transforms.pairing import (
+    LABELS_CATEGORIES, LABELS_NOUNS, build_pairs, crops_for, match_item, matched_crops, unique_keys,
+)
 from maskmine.transforms.records import DROP_BELOW_MIN_SCORE, Caption, ImageRecord, MiningItem, NounOccurrence, ProposalSet
 
 
 @pytest.fixture(scope="module")
 def clip():
     return load_clip("maskmine-tiny", "none", "cpu")
+
+
+def pair_image(item: MiningItem, clip, text_cache: TextEmbeddingCache, labels: str = LABELS_NOUNS,
+               min_score: float | None = None):
+    """(pairs, dropped) of one image, by the worker's steps in its order."""
+    crops = crops_for(item, clip.crop_config, clip.device)
+    matched = match_item(item, encode_crops(clip, clip_batch(crops)), text_cache, clip.logit_scale, labels)
+    return build_pairs(item, matched, matched_crops(matched, crops), clip.name, clip.pretrained,
+                       labels=labels, min_score=min_score)
 
 
 def _item(labels=None) -> MiningItem:
@@ -38,7 +51,7 @@ def _item(labels=None) -> MiningItem:
 
 def test_every_noun_gets_the_argmax_proposal_with_its_mask_box_and_crop(clip):
     item = _item()
-    [(pairs, dropped)] = pair_items([item], clip, TextEmbeddingCache(clip))
+    pairs, dropped = pair_image(item, clip, TextEmbeddingCache(clip))
     assert dropped == {} and [p.noun for p in pairs] == ["dog", "frisbee", "Dog!"]
     assert [p.key for p in pairs] == ["42-dog", "42-frisbee", "42-dog-2"]  # slugs collide: a suffix keeps keys unique
     # The same choice as matching the crops by hand.
@@ -60,28 +73,20 @@ def test_every_noun_gets_the_argmax_proposal_with_its_mask_box_and_crop(clip):
 
 
 def test_min_score_drops_are_counted(clip):
-    [(pairs, _)] = pair_items([_item()], clip, TextEmbeddingCache(clip))
+    pairs, _ = pair_image(_item(), clip, TextEmbeddingCache(clip))
     cut = sorted(p.score for p in pairs)[1]  # keeps the pairs scoring at or above the middle one
-    [(kept, dropped)] = pair_items([_item()], clip, TextEmbeddingCache(clip), min_score=cut)
+    kept, dropped = pair_image(_item(), clip, TextEmbeddingCache(clip), min_score=cut)
     assert len(kept) == 2 and dropped == {DROP_BELOW_MIN_SCORE: 1}
     assert all(p.score >= cut for p in kept)
 
 
 def test_categories_mode_pairs_each_mask_with_its_own_label(clip):
     item = _item(labels=["dog", "frisbee", "person"])
-    [(pairs, _)] = pair_items([item], clip, TextEmbeddingCache(clip), labels=LABELS_CATEGORIES)
+    pairs, _ = pair_image(item, clip, TextEmbeddingCache(clip), labels=LABELS_CATEGORIES)
     assert [(p.noun, p.proposal_index, p.label_source) for p in pairs] == [
         ("dog", 0, "category"), ("frisbee", 1, "category"), ("person", 2, "category"),
     ]
     assert all(p.caption_ids == [] for p in pairs)
-
-
-def test_an_images_scores_do_not_depend_on_its_batch(clip):
-    alone = pair_items([_item()], clip, TextEmbeddingCache(clip))[0][0]
-    other = _item()
-    other.image = np.ascontiguousarray(other.image[::-1])
-    together = pair_items([other, _item()], clip, TextEmbeddingCache(clip))[1][0]
-    assert [(p.key, p.score, p.crop_jpg) for p in alone] == [(p.key, p.score, p.crop_jpg) for p in together]
 
 
 def test_unique_keys_suffix_only_repeats():

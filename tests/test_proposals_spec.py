@@ -83,3 +83,27 @@ def test_maskformer_generator_gets_the_spec_filters() -> None:
     generator = build_proposal_generator(spec)
     assert generator.checkpoint == "maskmine-tiny"
     assert (generator.filter.top_k, generator.filter.min_area_fraction, generator.filter.dedup_iou) == (3, 0.02, 0.7)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("top_k", 0, "top k must be >= 1, got 0"),
+    ("top_k", 2.5, "top k must be an integer, got 2.5"),
+    ("min_area_fraction", 1.0, "min area fraction must be >= 0 and < 1, got 1.0"),
+    ("min_area_fraction", -0.1, "min area fraction must be >= 0 and < 1, got -0.1"),
+])
+def test_a_spec_refuses_filters_out_of_the_command_lines_range_however_it_is_made(field, value, message) -> None:
+    from maskmine.transforms.errors import SettingError
+
+    with pytest.raises(SettingError) as refused:
+        ProposalSpec(backend="maskformer", **{field: value})
+    assert (refused.value.setting, str(refused.value)) == (field, message)
+    with pytest.raises(SettingError, match=f"^{message}$"):  # a run.json's record too
+        ProposalSpec.from_identity({**RECORDED, field: value})
+
+
+def test_every_spec_a_command_or_run_folder_makes_passes() -> None:
+    from maskmine.eval.proposal_classes import NO_FILTERS
+
+    assert ProposalSpec.from_identity(RECORDED).top_k == 50
+    off = ProposalSpec(backend="maskformer", **NO_FILTERS)  # eval without filters: dedup_iou 1.01 turns it off
+    assert (off.top_k, off.min_area_fraction, off.dedup_iou) == (10**9, 0.0, 1.01)

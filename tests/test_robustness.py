@@ -330,6 +330,12 @@ def junk(tmp_path_factory, broken_inputs) -> dict:
     (root / "bad-stats").mkdir()
     (root / "bad-stats" / "run.json").write_text(json.dumps({"identity": {"num_shards": 1}}))
     (root / "bad-stats" / "stats.json").write_text('{"images_read": 1')
+    (root / "busy-out").mkdir()
+    (root / "shards-no-run").mkdir()
+    (root / "shards-no-run" / "pairs-000000.tar").write_bytes(b"")
+    (root / "other-run").mkdir()
+    (root / "other-run" / "run.json").write_text(json.dumps({"identity": {"labels": "categories"}}))
+    (root / "busy-out" / "notes.txt").write_text("someone else's")
     (root / "bad-train").mkdir()
     (root / "bad-train" / "train.json").write_text('{"identity": ')
     return j
@@ -375,6 +381,11 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "mine-out-under-a-file": (m(out=r / "a-file" / "run"), "is a file, not a folder"),
         "mine-out-not-writable": (m(out="/proc/maskmine-run"), "--out /proc/maskmine-run: cannot write in /proc"),
         "mine-truncated-run-json": (m(out=r / "truncated-run"), "run.json is damaged"),
+        "mine-out-holds-shards-without-run-json": (
+            m(out=r / "shards-no-run"), f"argument --out: {r / 'shards-no-run'} holds shards but no run.json, so "
+                                        "nothing says how they were mined: use a new --out folder"),
+        "mine-out-holds-another-run": (m(out=r / "other-run"), f"argument --out: {r / 'other-run'} holds a run with "
+                                                              "other settings ("),
         "mine-run-json-not-a-run": (m(out=r / "not-a-run"), "is not a maskmine run file"),
         "mine-unknown-runner": (m("--runner", "FooRunner"), "unknown --runner 'FooRunner'"),
         "mine-captions-missing": (m(captions=str(r / "nope.json")), "captions file not found"),
@@ -399,7 +410,11 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "audit-truncated-stats": (["audit", str(r / "bad-stats"), "--no-progress"], "stats.json is not valid JSON"),
         "audit-per-noun-0": (["audit", str(run), "--per-noun", "0"], "argument --per-noun: must be >= 1"),
         "audit-confidence-1-5": (["audit", str(run), "--confidence", "1.5"], "argument --confidence: must be > 0 and < 1"),
-        "audit-out-is-a-file": (["audit", str(run), "--out", str(r / "a-file"), "--no-progress"], "is not a folder"),
+        "audit-out-is-a-file": (["audit", str(run), "--out", str(r / "a-file"), "--no-progress"],
+                                f"argument --out: {r / 'a-file'} exists and is not a folder"),
+        "audit-query-without-filters": (["audit", str(run), "--out", str(r / "query-out"), "--query", "--no-progress"],
+                                        "argument --query: needs at least one filter: --noun, --min-score, "
+                                        "--max-margin or --image-id"),
         # train
         "train-lr-nan": (train + ["--lr", "nan"], "argument --lr: must be a finite number"),
         "train-lr-0": (train + ["--lr", "0"], "argument --lr: must be > 0"),
@@ -410,10 +425,14 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
                                  "none-*.tar"),
         "train-out-is-a-file": (train[:train.index("--out") + 1] + [str(r / "a-file")] + train[train.index("--out") + 2:],
                                 "--out " + str(r / "a-file") + " is a file, not a folder"),
+        "train-out-not-empty": (train[:train.index("--out") + 1] + [str(r / "busy-out")] + train[train.index("--out") + 2:],
+                                f"argument --out: {r / 'busy-out'} is not empty and holds no training run: "
+                                "use a new --out folder"),
         "train-val-shards-with-noun-labels": (train + ["--val-shards", shards],
-                                              "was mined with --labels nouns, so its nouns are caption guesses"),
+                                              f"argument --val-shards: {shards!r}: "),
         "train-damaged-train-json": (train[:train.index("--out") + 1] + [str(r / "bad-train")]
-                                     + train[train.index("--out") + 2:], "train.json is damaged"),
+                                     + train[train.index("--out") + 2:],
+                                     f"argument --out: {r / 'bad-train' / 'train.json'} is damaged"),
         # eval
         "eval-granularity-5": (ev + ["--granularity", "5"], "argument --granularity: must be >= 0 and <= 1, got 5"),
         "eval-top-k-0": (ev + ["--top-k", "0"], "argument --top-k: must be >= 1"),
@@ -490,7 +509,7 @@ def test_train_stops_with_one_line_when_no_shard_can_be_read(tmp_path, broken_ru
             "--clip-model", "maskmine-tiny", "--clip-pretrained", "none", "--device", "cpu", "--workers", "0",
             "--steps", "3", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "a")]) == 2
-    assert "maskmine train: error: the training shards yielded no full batch in a whole epoch (1 tar_read_error)" \
+    assert "maskmine train: error: argument --shards: yielded no full batch in a whole epoch (1 tar_read_error)" \
         in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "b"), "--resample"]) == 2  # an endless stream: bounded attempts
     err = capsys.readouterr().err
@@ -511,6 +530,7 @@ def test_eval_out_of_range_labels_are_one_line_or_ignored(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "e1")]) == 2
     err = capsys.readouterr().err
     assert f"maskmine eval: error: {label}: label values [200] are neither class ids 0..149" in err
+    assert err.strip().endswith("(wrong --dataset? --unknown-labels ignore counts them as ignore)")  # the flags
     assert "Traceback" not in err
     assert main(args + ["--out", str(tmp_path / "e2"), "--unknown-labels", "ignore"]) == 0
     metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())
@@ -668,3 +688,15 @@ def test_demo_answers_413_at_once_when_an_oversized_body_never_comes(demo_server
     assert time.monotonic() - started < 8
     head, _, page = reply.partition(b"\r\n\r\n")
     assert b" 413 " in head.split(b"\r\n")[0] and b"Upload too large" in page
+
+
+def test_an_audit_query_without_filters_names_the_settings_it_needs(broken_run, tmp_path):
+    """The library names the Query's fields; ``maskmine audit --query`` names its flags (the fuzz case)."""
+    from maskmine.transforms.audit.access import open_run
+    from maskmine.transforms.audit.report import ReportOptions, build_report
+    from maskmine.transforms.errors import SettingError
+
+    with pytest.raises(SettingError) as refused:
+        build_report(open_run(broken_run), ReportOptions(out=tmp_path / "q", query_only=True, progress=False))
+    assert str(refused.value) == (
+        "query only needs at least one filter: `nouns`, `min_score`, `max_margin` or `image_ids`")

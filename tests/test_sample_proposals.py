@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,25 @@ def test_a_missing_sample_checkpoint_is_a_one_line_error(tmp_path):
 
     with pytest.raises(UserError, match="pretrain-sample-proposals"):
         load_sample_maskformer(tmp_path / "absent")
+
+
+def test_a_batch_larger_than_the_train_set_is_refused_as_batch_size(tiny_set, tmp_path, capsys):
+    """Both sample trainers: the library names the setting, the command its flag (the set has 4 train images)."""
+    from maskmine.finetune.pretrain_proposals import ProposalPretrainConfig, pretrain_proposals
+    from maskmine.finetune.pretrain_sample import PretrainConfig, pretrain
+    from maskmine.transforms.errors import SettingError
+
+    for command, run, config, images in (
+        ("pretrain-sample-clip", pretrain, PretrainConfig, "train images"),
+        ("pretrain-sample-proposals", pretrain_proposals, ProposalPretrainConfig, "train images with instances"),
+    ):
+        with pytest.raises(SettingError) as refused:
+            run(config(data=str(tiny_set), out=str(tmp_path / command), steps=1, batch_size=8, eval_images=0),
+                progress=False, command="test")
+        assert refused.value.setting == "batch_size" and "--" not in str(refused.value)
+        assert re.fullmatch(f"must be at most the [1-4] {images} of {re.escape(str(tiny_set))}, got 8",
+                            refused.value.problem), refused.value.problem
+        capsys.readouterr()
+        assert main([command, "--data", str(tiny_set), "--out", str(tmp_path / command), "--steps", "1",
+                     "--batch-size", "8", "--eval-images", "0", "--no-progress"]) == 2
+        assert capsys.readouterr().err.strip() == f"maskmine {command}: error: argument --batch-size: {refused.value.problem}"

@@ -20,7 +20,7 @@ from maskmine.finetune.train import train
 from maskmine.finetune.train_config import TrainConfig
 from maskmine.pipelines.cli import main
 from maskmine.pipelines.mine import run_mining
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import CropConfig
 from mining_helpers import TINY_CLIP, coco_mini_config
 
@@ -124,17 +124,61 @@ def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: 
         train(TrainConfig(shards=spec, out=str(tmp_path / "a"), clip=TINY_CLIP, epochs=1, steps=None,
                           workers=0, batch_size=8, progress=False))
     message = str(err.value)
-    assert "\n" not in message and "unfinished" in message and "--allow-partial" in message
+    assert "\n" not in message and "unfinished" in message and "pass `allow_partial`" in message and "--allow" not in message
     assert f"{samples} samples in 2 of 3 shards" in message
     result = train(TrainConfig(shards=spec, out=str(tmp_path / "b"), clip=TINY_CLIP, epochs=1, steps=None,
                                workers=0, batch_size=8, progress=False, allow_partial=True))
     assert result.finished and result.total_steps == samples // 8
-    assert main(["train", "--shards", spec, "--out", str(tmp_path / "c"), "--steps", "1", "--workers", "0",
-                 "--batch-size", "8", "--no-progress", "--allow-partial", *CLIP_FLAGS]) == 0
+    argv = ["train", "--shards", spec, "--out", str(tmp_path / "c"), "--steps", "1", "--workers", "0",
+            "--batch-size", "8", "--no-progress", *CLIP_FLAGS]
+    capsys.readouterr()
+    assert main(argv) == 2  # the command line names the flags: the shards' one and the one that allows them
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"maskmine train: error: argument --shards: {partial} is an unfinished mining run")
+    assert line.endswith("finish it (rerun maskmine mine with the same --out) or pass --allow-partial "
+                         "to train on its committed shards")
+    assert main(argv + ["--allow-partial"]) == 0
+    # the same run again: the library names the setting that continues it, the command line its flag
+    with pytest.raises(SettingError) as again:
+        train(TrainConfig(shards=spec, out=str(tmp_path / "b"), clip=TINY_CLIP, epochs=1, steps=None,
+                          workers=0, batch_size=8, progress=False, allow_partial=True))
+    assert str(again.value) == (f"out {tmp_path / 'b'} already holds this training run: pass `resume` to continue it, "
+                                "or use a new `out`")
+    capsys.readouterr()
+    assert main(argv + ["--allow-partial"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"maskmine train: error: argument --out: {tmp_path / 'c'} already holds this training run: pass --resume to "
+        "continue it, or use a new --out")
+
+
+def test_shards_without_nouns_or_ground_truth_are_refused_by_their_setting(run: Path, tmp_path: Path, capsys) -> None:
+    """A shard outside a run folder needs --vocabulary; validation shards of caption nouns are refused."""
+    from maskmine.finetune.validation import check_ground_truth_shards
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run / "pairs-000000.tar", lone / "pairs-000000.tar")
+    spec = str(lone / "pairs-000000.tar")
+    problem = (f"must be given: no manifest entry or vocabulary.json beside {spec}: its nouns are unknown "
+               "(name a vocabulary.json or Parquet file)")
+    with pytest.raises(SettingError) as refused:
+        train(TrainConfig(shards=spec, out=str(tmp_path / "a"), clip=TINY_CLIP, steps=1, workers=0, progress=False))
+    assert (refused.value.setting, refused.value.problem) == ("vocabulary", problem) and "--" not in str(refused.value)
+    capsys.readouterr()
+    assert main(["train", "--shards", spec, "--out", str(tmp_path / "b"), "--steps", "1", "--workers", "0",
+                 "--no-progress", *CLIP_FLAGS]) == 2
+    assert capsys.readouterr().err.strip() == f"maskmine train: error: argument --vocabulary: {problem}"
+    val = str(run / "pairs-*.tar")
+    with pytest.raises(SettingError) as refused:  # mined from caption nouns: maskmine mine's flags are the advice
+        check_ground_truth_shards(expand_shards(val), val)
+    assert refused.value.setting == "val_shards"
+    assert refused.value.problem == (
+        f"{val!r}: {run}/ was mined with maskmine mine --labels nouns, so its nouns are caption guesses, not "
+        "ground truth; mine validation shards with maskmine mine --proposals coco-gt --labels categories")
 
 
 def test_shard_specs_are_checked_part_by_part(run: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="--shards is empty"):
+    with pytest.raises(UserError, match="^shards is empty$"):
         expand_shards("")
     with pytest.raises(UserError, match="is a folder"):
         expand_shards(str(run))

@@ -294,7 +294,7 @@ def test_user_errors(mined: Path, tmp_path: Path) -> None:
         train(config(tmp_path / "c", shards(mined)))
     with pytest.raises(UserError, match="prompt_depth"):
         train(config(tmp_path / "d", shards(mined), prompt_depth=5))
-    with pytest.raises(UserError, match="steps must be given when epochs is not"):
+    with pytest.raises(UserError, match="steps must be given when `epochs` is not"):
         train(config(tmp_path / "e", shards(mined), steps=None))
 
 
@@ -333,9 +333,9 @@ def test_per_mode_defaults_are_ovsegs_and_flags_are_checked(tmp_path: Path) -> N
         c = TrainConfig(shards="x", out="y", mode=mode)
         check_config(c)
         assert (c.lr, c.prompt_lr, c.weight_decay, c.warmup_steps) == (lr, prompt_lr, 0.2, 100)
-    with pytest.raises(UserError, match="prompt lr is the prompts' rate in mode full\\+prompt only"):
+    with pytest.raises(UserError, match="prompt lr is the prompts' rate in `mode` full\\+prompt only"):
         check_config(TrainConfig(shards="x", out="y", mode="prompt", prompt_lr=0.1))
-    with pytest.raises(UserError, match="init starts mask prompt tuning .* it needs mode prompt"):
+    with pytest.raises(UserError, match="init starts mask prompt tuning .* it needs `mode` prompt"):
         check_config(TrainConfig(shards="x", out="y", mode="full", init="runs/full"))
 
 
@@ -407,7 +407,7 @@ def test_two_stage_recipe_prompts_on_the_finetuned_model(mined: Path, tmp_path: 
     # the frozen CLIP is the finetuned one; only the temperature trains on (OVSeg's stage 2), kept in prompts.pt
     assert all(torch.equal(v, finetuned[k]) for k, v in stage2.items() if k != "logit_scale")
     assert not torch.equal(stage2["logit_scale"], finetuned["logit_scale"])
-    with pytest.raises(UserError, match="stage 2 starts from a `--mode full` run"):
+    with pytest.raises(UserError, match="stage 2 starts from a `mode` full run"):
         train(config(tmp_path / "bad", shards(mined), mode="prompt", init=str(tmp_path / "stage2"), steps=1))
 
 

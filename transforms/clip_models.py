@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence, get_args
 
@@ -233,16 +233,9 @@ def load_clip(
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     mean = tuple(getattr(visual, "image_mean", None) or CropConfig.mean)
     std = tuple(getattr(visual, "image_std", None) or CropConfig.std)
-    base = crop or CropConfig()
-    crop_config = CropConfig(
-        input_size=size,
-        mean=mean,
-        std=std,
-        fill=base.fill,
-        resize=base.resize,
-        expand_ratio=base.expand_ratio,
-        threshold=base.threshold,
-    )
+    # the model's input size and normalisation, every other field as asked (resample too: a run mined
+    # with --crop-resample pil records it, and its crops, training's and eval's must be cut alike)
+    crop_config = replace(crop or CropConfig(), input_size=size, mean=mean, std=std)
     return LoadedClip(
         model=model,
         tokenizer=open_clip.get_tokenizer(model_name),

@@ -3,7 +3,11 @@ import errno
 
 
 class UserError(Exception):
-    """Bad input or configuration: the CLI prints the message and exits with status 2."""
+    """Bad input or configuration: the CLI prints the message and exits with status 2.
+
+    A setting the message names is written as its name in backquotes (``give `steps`
+    instead``): library callers read it so, ``maskmine`` words it as its flag (``--steps``).
+    """
 
 
 class SettingError(UserError, ValueError):
@@ -14,6 +18,8 @@ class SettingError(UserError, ValueError):
     of the sentence (``must be >= 0 and < 1, got 1.0``). ``str()`` reads without any
     flag (``mask threshold must be ...``), for library callers; ``maskmine`` prints
     ``argument --mask-threshold: must be ...``, as argparse words a refused value.
+
+    Other settings the problem names are in backquotes, as in any UserError.
     """
 
     def __init__(self, setting: str, problem: str) -> None:

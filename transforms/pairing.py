@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskmine.transforms.clip_models import LoadedClip, TextEmbeddingCache, encode_crops
-from maskmine.transforms.masked_crop import CropConfig, MaskedCrop, clip_batch, mask_box, masked_crops
+from maskmine.transforms.clip_models import TextEmbeddingCache
+from maskmine.transforms.masked_crop import CropConfig, MaskedCrop, mask_box, masked_crops
 from maskmine.transforms.matching import match_nouns
 from maskmine.transforms.records import (
     DROP_BELOW_MIN_SCORE,
@@ -181,29 +181,3 @@ def build_pairs(
         )
     return pairs, dropped
 
-
-def pair_items(
-    items: Sequence[MiningItem],
-    clip: LoadedClip,
-    text_cache: TextEmbeddingCache,
-    *,
-    labels: str = LABELS_NOUNS,
-    min_score: float | None = None,
-    crop_batch_size: int = 128,
-) -> list[tuple[list[PairSample], Counter]]:
-    """Crop, embed and match a batch of images; returns (pairs, dropped) per item.
-
-    Each image's crops are embedded as one batch of their own, so an image's
-    scores never depend on which images shared its batch (bit-identical
-    shards across runs and runners); an image's proposals (up to top-k) are
-    the CLIP batch. Items must have an image and at least one proposal.
-    The mining worker runs the same steps (:func:`crops_for`, ``encode_crops``,
-    :func:`match_item`, :func:`build_pairs`) in threads of their own.
-    """
-    results = []
-    for item in items:
-        crops = crops_for(item, clip.crop_config, clip.device)
-        crop_emb = encode_crops(clip, clip_batch(crops), crop_batch_size)
-        matched = match_item(item, crop_emb, text_cache, clip.logit_scale, labels)
-        results.append(build_pairs(item, matched, crops, clip.name, clip.pretrained, labels=labels, min_score=min_score))
-    return results

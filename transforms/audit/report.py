@@ -37,7 +37,7 @@ from maskmine.transforms.audit.table import (
     top_nouns,
 )
 from maskmine.transforms.audit.thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError
 from maskmine.transforms.image_io import ImageSkip, read_folder_image
 from maskmine.transforms.records import SKIP_MISSING_IMAGE
 
@@ -395,12 +395,12 @@ def build_report(run: RunFolder, opts: ReportOptions) -> ReportResult:
     """Write the report folder and return where its pages are."""
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+        raise SettingError("out", f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     ov = load_overview(run)
     matches = None if opts.query.is_empty() else query_rows(ov, opts.query)
     if opts.query_only and matches is None:
-        raise UserError("--query needs at least one filter: --noun, --min-score, --max-margin or --image-id")
+        raise SettingError("query_only", "needs at least one filter: `nouns`, `min_score`, `max_margin` or `image_ids`")
     pages = gallery_pages(ov, opts, matches)
     wanted = [r for p in pages for s in p.sections for r in s.rows]
     damaged: list[dict] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from maskmine.transforms.errors import SettingError, UserError
-from maskmine.transforms.ranges import Range
+from maskmine.transforms.ranges import POSITIVE_INT, Range
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator
 
 DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"  # the MaskFormer checkpoint when none is named
@@ -27,9 +27,10 @@ SamModelType = Literal["vit_h", "vit_l", "vit_b", "maskmine-tiny"]
 SAM_MODEL_TYPES: tuple[SamModelType, ...] = get_args(SamModelType)
 SAM_TINY: SamModelType = "maskmine-tiny"  # random weights (proposals/sam.TINY_MODEL_TYPE): needs no checkpoint
 
-# The ranges of maskmine's mining filters a command accepts: an area fraction of 1 would drop
-# every mask; an IoU of 0 every mask that touches a better one. (Library callers may pass
-# values beyond them that turn a filter off, as ``eval/proposal_classes.NO_FILTERS`` does.)
+# The ranges of maskmine's mining filters: an area fraction of 1 would drop every mask; an IoU
+# of 0 every mask that touches a better one. ProposalSpec refuses a top_k or min_area_fraction
+# outside its range however it is made; a dedup_iou above 1 is left to library callers, as the
+# way to turn that filter off (``eval/proposal_classes.NO_FILTERS``).
 MIN_AREA_FRACTION = Range(float, lo=0.0, hi=1.0, hi_open=True)
 DEDUP_IOU = Range(float, lo=0.0, hi=1.0, lo_open=True)
 
@@ -69,13 +70,20 @@ class ProposalSpec:
         """The mining filters the MaskFormer and SAM generators apply."""
         return ProposalFilter(top_k=self.top_k, min_area_fraction=self.min_area_fraction, dedup_iou=self.dedup_iou)
 
+    def __post_init__(self) -> None:
+        """Refuse ``top_k`` and ``min_area_fraction`` out of their ranges (SettingError naming the
+        setting), from flags, a run.json or a library caller alike: the command line's ranges, so
+        every spec a command or run folder recorded passes. ``dedup_iou`` is not checked: above 1
+        is eval's way to turn it off (``eval/proposal_classes.NO_FILTERS``)."""
+        POSITIVE_INT.check("top_k", self.top_k)
+        MIN_AREA_FRACTION.check("min_area_fraction", self.min_area_fraction)
+
     def check(self) -> None:
         """Refuse a SAM without weights before any model loads (SettingError naming the setting:
-        the command line names its flag). The filters are not checked: eval turns them off with
-        values no command accepts (``eval/proposal_classes.NO_FILTERS``)."""
+        the command line names its flag)."""
         if self.backend == "sam" and not self.checkpoint and self.sam_model_type != SAM_TINY:
             raise SettingError("proposal_checkpoint", "must name a SAM .pth file for the sam backend "
-                               f"(only sam_model_type {SAM_TINY} needs none)")
+                               f"(only `sam_model_type` {SAM_TINY} needs none)")
 
     def identity(self) -> dict[str, Any]:
         """The spec as a run folder records it: every field, ``sam`` only where it is not SAM's

@@ -23,7 +23,7 @@ import pandas as pd
 from pycocotools import mask as mask_utils
 
 from maskmine.transforms.coco_reader import read_captioned_images
-from maskmine.transforms.errors import UserError
+from maskmine.transforms.errors import SettingError
 from maskmine.transforms.image_io import read_image
 from maskmine.transforms.proposals.base import mask_iou_matrix
 from maskmine.transforms.proposals.coco_gt import instance_mask
@@ -81,7 +81,7 @@ def pair_precision(
     instances = instances or identity.get("instances")
     images = images or run.get("images")
     if not instances:
-        raise UserError("pair precision needs the instances file of the mined split (--instances)")
+        raise SettingError("instances", "must name the instances file of the mined split: its run.json records none")
     pairs = load_pairs(run_dir)
     records = {
         r.image_id: r
@@ -146,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", help="images folder (default: from run.json)")
     parser.add_argument("--iou", type=float, default=0.9, help="IoU with a ground-truth instance that counts as right")
     args = parser.parse_args(argv)
-    print(pair_precision(args.run, args.instances, args.images, args.iou).to_json())
+    try:
+        print(pair_precision(args.run, args.instances, args.images, args.iou).to_json())
+    except SettingError as exc:  # this script's flags are its settings' names with dashes
+        parser.error(f"argument --{exc.setting.replace('_', '-')}: {exc.problem}")
     return 0
 
 
