@@ -6,6 +6,7 @@ committed checkpoint (skipped when it is absent) through the same factory as
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -241,7 +242,8 @@ def test_a_batch_larger_than_the_train_set_is_refused_as_batch_size(tiny_set, tm
         ("pretrain-sample-proposals", pretrain_proposals, ProposalPretrainConfig, "train images with instances"),
     ):
         with pytest.raises(SettingError) as refused:
-            run(config(data=str(tiny_set), out=str(tmp_path / command), steps=1, batch_size=8, eval_images=0),
+            schedule = dataclasses.replace(config.schedule, steps=1, batch_size=8)
+            run(config(data=str(tiny_set), out=str(tmp_path / command), schedule=schedule, eval_images=0),
                 progress=False, command="test")
         assert refused.value.setting == "batch_size" and "--" not in str(refused.value)
         assert re.fullmatch(f"must be at most the [1-4] {images} of {re.escape(str(tiny_set))}, got 8",
