@@ -1,6 +1,6 @@
 """How busy a mining worker keeps its device: the overlapped worker against a serial one (SIMULATED device).
 
-    python benchmarks/device_busy.py [--images 48] [--json OUT]
+    python benchmarks/device_busy.py [--images 600] [--json OUT]
     python benchmarks/device_busy.py --rss-sizes 300,3000 --proposals-per-image 8 --speedup 20 [--json OUT]
 
 There is no accelerator here, so the two models are stand-ins that take a
@@ -281,7 +281,9 @@ def rss_report(args: argparse.Namespace) -> dict:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=48, help="images to mine per worker (default 48)")
+    p.add_argument("--images", type=int, default=600,
+                   help="images to mine per worker (default 600: one shard of a default job, --images-per-shard 600; "
+                        "a shard fills and drains the worker's pipeline once, so fewer images weigh that more)")
     p.add_argument("--shards", type=int, default=1, help="shards (default 1: one long shard, as a 600-image shard is)")
     p.add_argument("--batch-size", type=int, default=8, help="images per proposal batch (default 8)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch threads (default: all cores, one worker)")
