@@ -52,7 +52,7 @@ import torch
 from maskmine.pipelines.mine import MineConfig, plan_run, shard_job
 from maskmine.transforms.clip_models import LoadedClip
 from maskmine.transforms.masked_crop import CropConfig
-from maskmine.transforms.proposals.base import ProposalGenerator, check_batch
+from maskmine.transforms.proposals.base import ProposalGenerator
 from maskmine.transforms.proposals.factory import ProposalSpec
 from maskmine.transforms.records import ImageRecord, ProposalSet
 from maskmine.transforms.shard_mining import ClipWithTextCache, ShardMiner
@@ -105,8 +105,7 @@ class SimulatedProposals(ProposalGenerator):
     def __init__(self, device: SimulatedDevice, rate: float, per_image: int) -> None:
         self.device, self.rate, self.per_image = device, rate, per_image
 
-    def generate(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[ProposalSet]:
-        check_batch(images, records)
+    def propose(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[ProposalSet]:
         self.device.run(len(images) / self.rate)
         return [self._masks(image, record.image_id) for image, record in zip(images, records)]
 

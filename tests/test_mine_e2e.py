@@ -15,7 +15,7 @@ from PIL import Image
 
 from maskmine.pipelines.cli import main
 from maskmine.pipelines.mine import MineConfig, run_mining
-from maskmine.transforms.records import SKIP_CORRUPT_IMAGE, SKIP_MISSING_IMAGE
+from maskmine.transforms.records import Skip
 from mining_helpers import coco_mini_config
 
 
@@ -158,10 +158,10 @@ def test_cli_counts_corrupt_missing_and_odd_images(coco_cc_by, nltk_data, tmp_pa
     assert code == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["images_read"] == 6
-    assert stats["images_skipped"] == {SKIP_CORRUPT_IMAGE: 1, SKIP_MISSING_IMAGE: 1}
+    assert stats["images_skipped"] == {Skip.CORRUPT_IMAGE: 1, Skip.MISSING_IMAGE: 1}
     assert stats["images_mined"] == 4
     rejects = {json.loads(l)["file_name"]: json.loads(l)["reason"] for l in (out / "rejects.jsonl").read_text().splitlines()}
-    assert rejects == {"corrupt.jpg": SKIP_CORRUPT_IMAGE, "missing.jpg": SKIP_MISSING_IMAGE}
+    assert rejects == {"corrupt.jpg": Skip.CORRUPT_IMAGE, "missing.jpg": Skip.MISSING_IMAGE}
     # the EXIF-rotated image is mined in its annotations' frame (as stored): its crop shows what
     # the good image's shows, the same stored pixels under the same mask
     table = pd.read_parquet(out / "parquet")

@@ -87,7 +87,7 @@ class FailingProposals(ProposalGenerator):
     def __init__(self, inner, fail_at: int) -> None:
         self.inner, self.fail_at, self.calls = inner, fail_at, 0
 
-    def generate(self, images, records):
+    def propose(self, images, records):
         self.calls += 1
         if self.calls == self.fail_at:
             raise RuntimeError("proposal model failed (test)")

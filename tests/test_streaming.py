@@ -19,7 +19,7 @@ from maskmine.pipelines.mine import build_pipeline, plan_run, run_mining, shard_
 from maskmine.transforms.batching import BatchWeight, split_batches
 from maskmine.pipelines.verify import verify_run
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.records import SKIP_MISSING_IMAGE, ImageRecord, MiningItem
+from maskmine.transforms.records import ImageRecord, MiningItem, Skip
 from maskmine.transforms.shards import shard_of
 from maskmine.transforms.tasks import ShardTask, task_path
 from mining_helpers import coco_mini_config
@@ -94,7 +94,7 @@ def test_task_file_round_trip(tmp_path):
 
 def _item(i: int, nbytes: int, skipped: bool = False) -> MiningItem:
     it = MiningItem(record=ImageRecord(i, f"{i}.jpg", 1, 1, []), shard=0, image=np.zeros(nbytes, np.uint8))
-    return it.skip(SKIP_MISSING_IMAGE) if skipped else it
+    return it.skip(Skip.MISSING_IMAGE) if skipped else it
 
 
 def test_split_batches_keeps_order_and_budget():
@@ -128,12 +128,12 @@ def test_retry_skipped_remines_a_restored_image_and_leaves_other_shards_alone(co
     run = tmp_path / "run"
     config = coco_mini_config(coco_cc_by, run, images=str(images), **settings)
     stats = run_mining(config, progress=False)
-    assert stats["images_skipped"] == {SKIP_MISSING_IMAGE: 1}
+    assert stats["images_skipped"] == {Skip.MISSING_IMAGE: 1}
     before = digests(run)
     shard = f"pairs-{shard_of(first['id'], 3):06d}.tar"
     assert before[shard] != digests(reference)[shard]
     shutil.move(hidden, images / first["file_name"])
-    config.retry_skipped = (SKIP_MISSING_IMAGE,)
+    config.retry_skipped = (Skip.MISSING_IMAGE,)
     again = run_mining(config, progress=False)
     after = digests(run)
     assert after == digests(reference)  # the retried shard now equals a run that had the file all along
@@ -171,7 +171,7 @@ def test_retry_keeps_the_annotation_rejects_of_the_shards_it_rewrites(coco_cc_by
     config = coco_mini_config(coco_cc_by, run, **settings)
     run_mining(config, progress=False)
     shutil.move(tmp_path / "hidden.jpg", images / file_name)
-    config.retry_skipped = (SKIP_MISSING_IMAGE,)
+    config.retry_skipped = (Skip.MISSING_IMAGE,)
     again = run_mining(config, progress=False)
     assert digests(run) == digests(reference)
     assert again["annotations_skipped"] == expected["annotations_skipped"] and again["images_skipped"] == {}

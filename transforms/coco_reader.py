@@ -24,7 +24,7 @@ from maskmine.transforms.annotations import (
 from maskmine.transforms import storage
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.records import SKIP_BAD_FILE_NAME, SKIP_DUPLICATE_IMAGE_ID, Caption, ImageRecord, Instance
+from maskmine.transforms.records import Caption, ImageRecord, Instance, Skip
 
 log = logging.getLogger(__name__)
 REJECT_BAD_CAPTION = "bad-caption"
@@ -163,10 +163,10 @@ def entry_problem(entries: list[dict], instance_entries: list[dict]) -> tuple[st
     signatures += [s for s in map(_signature, instance_entries) if not any(_same_picture(s, t) for t in signatures)]
     if len(signatures) > 1:
         shown = "; ".join(f"{name!r} {w}x{h}" for name, w, h in signatures[:4])
-        return SKIP_DUPLICATE_IMAGE_ID, f"{len(signatures)} entries with this id name other pictures: {shown}"[:300]
+        return Skip.DUPLICATE_IMAGE_ID, f"{len(signatures)} entries with this id name other pictures: {shown}"[:300]
     name = entries[0]["file_name"]
     if not isinstance(name, str):
-        return SKIP_BAD_FILE_NAME, f"file_name is a {type(name).__name__}, not text: {name!r}"[:200]
+        return Skip.BAD_FILE_NAME, f"file_name is a {type(name).__name__}, not text: {name!r}"[:200]
     return None
 
 

@@ -47,16 +47,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskmine.transforms.records import (
-    SKIP_BAD_FILE_NAME,
-    SKIP_CORRUPT_IMAGE,
-    SKIP_MISSING_IMAGE,
-    SKIP_NOT_A_FILE,
-    SKIP_OUTSIDE_IMAGES,
-    SKIP_PERMISSION_DENIED,
-    SKIP_SIZE_MISMATCH,
-    SKIP_TOO_LARGE,
-    SKIP_UNSUPPORTED_MODE,
     ImageRecord,
+    Skip,
 )
 
 # 40 MP: a 7300x5500 photograph decodes to 120 MB of RGB; COCO images are about 0.3 MP.
@@ -87,19 +79,19 @@ def confined_path(images_dir: str, file_name: object) -> str:
     folder owner's and are followed; see the module docstring.)
     """
     if not isinstance(file_name, str):
-        raise ImageSkip(SKIP_BAD_FILE_NAME, f"file_name is a {type(file_name).__name__}, not text: {_shown(file_name)}")
+        raise ImageSkip(Skip.BAD_FILE_NAME, f"file_name is a {type(file_name).__name__}, not text: {_shown(file_name)}")
     if not file_name.strip():
-        raise ImageSkip(SKIP_BAD_FILE_NAME, "file_name is empty")
+        raise ImageSkip(Skip.BAD_FILE_NAME, "file_name is empty")
     if "\0" in file_name:
-        raise ImageSkip(SKIP_BAD_FILE_NAME, f"file_name holds a NUL byte: {_shown(file_name)}")
+        raise ImageSkip(Skip.BAD_FILE_NAME, f"file_name holds a NUL byte: {_shown(file_name)}")
     try:
         file_name.encode("utf-8")
     except UnicodeEncodeError:
-        raise ImageSkip(SKIP_BAD_FILE_NAME, f"file_name is not valid Unicode (a lone surrogate): {_shown(file_name)}") from None
+        raise ImageSkip(Skip.BAD_FILE_NAME, f"file_name is not valid Unicode (a lone surrogate): {_shown(file_name)}") from None
     if file_name.startswith("/") or "://" in file_name or os.path.isabs(file_name):
-        raise ImageSkip(SKIP_OUTSIDE_IMAGES, f"file_name {_shown(file_name)} is absolute, not a path inside --images")
+        raise ImageSkip(Skip.OUTSIDE_IMAGES, f"file_name {_shown(file_name)} is absolute, not a path inside --images")
     if ".." in file_name.replace("\\", "/").split("/"):
-        raise ImageSkip(SKIP_OUTSIDE_IMAGES, f"file_name {_shown(file_name)} climbs out of --images with '..'")
+        raise ImageSkip(Skip.OUTSIDE_IMAGES, f"file_name {_shown(file_name)} climbs out of --images with '..'")
     from maskmine.transforms import storage
 
     return storage.join(str(images_dir), posixpath.normpath(file_name))
@@ -147,21 +139,21 @@ def picture_rgb(img: Image.Image, rawmode: str = "", codec: str = "") -> np.ndar
     if mode == "I":
         values = np.asarray(img)
         if not _sixteen_bit_source(rawmode, codec):
-            raise ImageSkip(SKIP_UNSUPPORTED_MODE, f"32-bit integer pixels ({rawmode or 'I'}) have no defined white level")
+            raise ImageSkip(Skip.UNSUPPORTED_MODE, f"32-bit integer pixels ({rawmode or 'I'}) have no defined white level")
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ImageSkip(SKIP_UNSUPPORTED_MODE, f"16-bit pixels outside 0..65535 ({values.min()}..{values.max()})")
+            raise ImageSkip(Skip.UNSUPPORTED_MODE, f"16-bit pixels outside 0..65535 ({values.min()}..{values.max()})")
         return _gray_rgb(values.astype(np.uint16) >> 8)
     if mode == "F":
         values = np.asarray(img, dtype=np.float64)
         if values.size and not (np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0):
-            raise ImageSkip(SKIP_UNSUPPORTED_MODE, "float pixels outside 0..1 (or not finite) have no defined white level")
+            raise ImageSkip(Skip.UNSUPPORTED_MODE, "float pixels outside 0..1 (or not finite) have no defined white level")
         return _gray_rgb(np.rint(values * 255.0))
     has_alpha = mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in img.info
     if has_alpha and mode in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa"):
         return _over_white(np.asarray(img.convert("RGBA")))
     if mode in ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"):
         return np.asarray(img.convert("RGB"))
-    raise ImageSkip(SKIP_UNSUPPORTED_MODE, f"mode {mode} has no conversion to RGB")
+    raise ImageSkip(Skip.UNSUPPORTED_MODE, f"mode {mode} has no conversion to RGB")
 
 
 def decode_image(
@@ -183,7 +175,7 @@ def decode_image(
                 width, height = img.size
                 if max_megapixels is not None and width * height > max_megapixels * 1e6:
                     raise ImageSkip(
-                        SKIP_TOO_LARGE,
+                        Skip.TOO_LARGE,
                         f"{width}x{height} = {width * height / 1e6:.1f} MP, over --max-megapixels {max_megapixels:g}",
                     )
                 tile = img.tile[0] if img.tile else None
@@ -197,9 +189,9 @@ def decode_image(
                         img = upright
                 return picture_rgb(img, rawmode, codec)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageSkip(SKIP_TOO_LARGE, f"decompression bomb: {exc}") from exc
+        raise ImageSkip(Skip.TOO_LARGE, f"decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
-        raise ImageSkip(SKIP_CORRUPT_IMAGE, str(exc)) from exc
+        raise ImageSkip(Skip.CORRUPT_IMAGE, str(exc)) from exc
 
 
 def _read_local(path: str, max_bytes: float | None) -> bytes:
@@ -212,27 +204,27 @@ def _read_local(path: str, max_bytes: float | None) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise ImageSkip(SKIP_MISSING_IMAGE, path) from exc
+            raise ImageSkip(Skip.MISSING_IMAGE, path) from exc
         if exc.errno in (errno.EACCES, errno.EPERM):
-            raise ImageSkip(SKIP_PERMISSION_DENIED, f"{path}: {exc.strerror}") from exc
+            raise ImageSkip(Skip.PERMISSION_DENIED, f"{path}: {exc.strerror}") from exc
         if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENODEV):
-            raise ImageSkip(SKIP_NOT_A_FILE, f"{path}: {exc.strerror}") from exc
-        raise ImageSkip(SKIP_CORRUPT_IMAGE, f"{path}: {exc.strerror or exc}") from exc
+            raise ImageSkip(Skip.NOT_A_FILE, f"{path}: {exc.strerror}") from exc
+        raise ImageSkip(Skip.CORRUPT_IMAGE, f"{path}: {exc.strerror or exc}") from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
                     stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise ImageSkip(SKIP_NOT_A_FILE, f"{path} is {kind}, not a regular file")
+            raise ImageSkip(Skip.NOT_A_FILE, f"{path} is {kind}, not a regular file")
         if max_bytes is not None and info.st_size > max_bytes:
-            raise ImageSkip(SKIP_TOO_LARGE, f"{path} has {info.st_size} bytes, over {max_bytes:.0f} for --max-megapixels")
+            raise ImageSkip(Skip.TOO_LARGE, f"{path} has {info.st_size} bytes, over {max_bytes:.0f} for --max-megapixels")
         with os.fdopen(fd, "rb", closefd=True) as handle:
             fd = -1
             return handle.read()
     except OSError as exc:
         if exc.errno == errno.EISDIR:
-            raise ImageSkip(SKIP_NOT_A_FILE, f"{path}: {exc.strerror}") from exc
-        raise ImageSkip(SKIP_CORRUPT_IMAGE, f"{path}: {exc.strerror or exc}") from exc
+            raise ImageSkip(Skip.NOT_A_FILE, f"{path}: {exc.strerror}") from exc
+        raise ImageSkip(Skip.CORRUPT_IMAGE, f"{path}: {exc.strerror or exc}") from exc
     finally:
         if fd >= 0:
             os.close(fd)
@@ -245,13 +237,13 @@ def _read_remote(path: str) -> bytes:
         with FileSystems.open(path) as handle:
             return handle.read()
     except PermissionError as exc:
-        raise ImageSkip(SKIP_PERMISSION_DENIED, f"{path}: {exc.strerror or exc}") from exc
+        raise ImageSkip(Skip.PERMISSION_DENIED, f"{path}: {exc.strerror or exc}") from exc
     except (FileNotFoundError, IOError, OSError) as exc:
         if not FileSystems.exists(path):
-            raise ImageSkip(SKIP_MISSING_IMAGE, path) from exc
+            raise ImageSkip(Skip.MISSING_IMAGE, path) from exc
         if isinstance(exc.__cause__ or exc.__context__, PermissionError) or "Permission denied" in str(exc):
-            raise ImageSkip(SKIP_PERMISSION_DENIED, f"{path}: permission denied") from exc
-        raise ImageSkip(SKIP_CORRUPT_IMAGE, f"{path}: {exc}") from exc
+            raise ImageSkip(Skip.PERMISSION_DENIED, f"{path}: permission denied") from exc
+        raise ImageSkip(Skip.CORRUPT_IMAGE, f"{path}: {exc}") from exc
 
 
 def read_image(
@@ -284,7 +276,7 @@ def read_record_image(images_dir: str, record: ImageRecord, max_megapixels: floa
     image = read_folder_image(images_dir, record.file_name, max_megapixels, entry if known else None)
     if known and image.shape[:2] != entry:
         raise ImageSkip(
-            SKIP_SIZE_MISMATCH,
+            Skip.SIZE_MISMATCH,
             f"{record.file_name} is {image.shape[1]}x{image.shape[0]}, its entry says {record.width}x{record.height}",
         )
     return image

@@ -8,41 +8,37 @@ uint8 RGB, masks ``(H, W)`` or ``(K, H, W)`` bool.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
 # Why an image ends without pairs. Every image read ends as "mined" or as
 # skipped with exactly one of these reasons, so the counts in stats.json add up.
-SkipReason = Literal[
-    "missing-image",
-    "corrupt-image",
-    "permission-denied",  # the file exists but cannot be read
-    "too-large",  # over --max-megapixels, or a decompression bomb
-    "size-mismatch",  # decoded size differs from the annotation file's width/height
-    "outside-images",  # file_name is absolute, a URL or climbs out of --images with ".."
-    "bad-file-name",  # file_name is not text, empty, or holds a NUL byte or a lone surrogate
-    "not-a-file",  # the path is a folder, FIFO, device or socket (never opened for reading)
-    "unsupported-mode",  # pixels without a defined white level (32-bit integer, float outside 0..1)
-    "duplicate-image-id",  # two image entries share the id with another file or size: both refused
-    "no-nouns",
-    "no-proposals",
-    "no-pairs-kept",  # every pair was dropped (e.g. by --min-score)
-]
-SKIP_MISSING_IMAGE: SkipReason = "missing-image"
-SKIP_CORRUPT_IMAGE: SkipReason = "corrupt-image"
-SKIP_NO_NOUNS: SkipReason = "no-nouns"
-SKIP_NO_PROPOSALS: SkipReason = "no-proposals"
-SKIP_NO_PAIRS: SkipReason = "no-pairs-kept"
-SKIP_PERMISSION_DENIED: SkipReason = "permission-denied"
-SKIP_TOO_LARGE: SkipReason = "too-large"
-SKIP_SIZE_MISMATCH: SkipReason = "size-mismatch"
-SKIP_OUTSIDE_IMAGES: SkipReason = "outside-images"
-SKIP_BAD_FILE_NAME: SkipReason = "bad-file-name"
-SKIP_NOT_A_FILE: SkipReason = "not-a-file"
-SKIP_UNSUPPORTED_MODE: SkipReason = "unsupported-mode"
-SKIP_DUPLICATE_IMAGE_ID: SkipReason = "duplicate-image-id"
-SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
+class Skip:
+    """The image skip reasons, each declared once. Plain ``str`` values, not an Enum:
+    reasons read back from rejects.jsonl or stats.json are plain strings, and they
+    must be equal to (and hash like) these in counters and sets."""
+
+    MISSING_IMAGE = "missing-image"
+    CORRUPT_IMAGE = "corrupt-image"
+    PERMISSION_DENIED = "permission-denied"  # the file exists but cannot be read
+    TOO_LARGE = "too-large"  # over --max-megapixels, or a decompression bomb
+    SIZE_MISMATCH = "size-mismatch"  # decoded size differs from the annotation file's width/height
+    OUTSIDE_IMAGES = "outside-images"  # file_name is absolute, a URL or climbs out of --images with ".."
+    BAD_FILE_NAME = "bad-file-name"  # file_name is not text, empty, or holds a NUL byte or a lone surrogate
+    NOT_A_FILE = "not-a-file"  # the path is a folder, FIFO, device or socket (never opened for reading)
+    UNSUPPORTED_MODE = "unsupported-mode"  # pixels without a defined white level (32-bit integer, float outside 0..1)
+    DUPLICATE_IMAGE_ID = "duplicate-image-id"  # two image entries share the id with another file or size: both refused
+    NO_NOUNS = "no-nouns"
+    NO_PROPOSALS = "no-proposals"
+    NO_PAIRS = "no-pairs-kept"  # every pair was dropped (e.g. by --min-score)
+
+
+SkipReason = str  # one of SKIP_REASONS (a Skip attribute)
+# Every reason, in declaration order.
+SKIP_REASONS: tuple[SkipReason, ...] = tuple(
+    value for name, value in vars(Skip).items() if not name.startswith("_")
+)
 
 # Why a single pair is dropped while its image may still be mined.
 DROP_BELOW_MIN_SCORE = "below-min-score"

@@ -35,11 +35,9 @@ from maskmine.transforms.progress_files import ProgressFile
 from maskmine.transforms.proposals.base import ProposalGenerator
 from maskmine.transforms.proposals.factory import ProposalSpec
 from maskmine.transforms.records import (
-    SKIP_NO_NOUNS,
-    SKIP_NO_PAIRS,
-    SKIP_NO_PROPOSALS,
     ImageResult,
     MiningItem,
+    Skip,
 )
 from maskmine.transforms.shard_format import DEFAULT_CAPTION_TEMPLATE
 from maskmine.transforms.stage_threads import StageThreads, ordered_map
@@ -73,7 +71,7 @@ def extract_nouns_stage(item: MiningItem, labels: str) -> MiningItem:
 
         item.nouns = extract_nouns(item.record.captions)
         if not item.nouns:
-            item.skip(SKIP_NO_NOUNS)
+            item.skip(Skip.NO_NOUNS)
     _add_seconds([item], "nouns", time.perf_counter() - start)
     return item
 
@@ -188,7 +186,7 @@ class ShardMiner:
                 for item, props in zip(live, proposals):
                     item.proposals = props
                     if len(props) == 0:
-                        item.skip(SKIP_NO_PROPOSALS)
+                        item.skip(Skip.NO_PROPOSALS)
                 _add_seconds(live, "proposals", time.perf_counter() - start)
             if self.cross_image_clip:  # the masks count toward the budget now; skipped items ride along
                 yield from (ClipUnit(chunk) for chunk in split_batches(batch, self.weight))
@@ -253,7 +251,7 @@ class ShardMiner:
                 dropped = dict(drops)
                 _add_seconds([item], "encode", time.perf_counter() - start)
             if not item.skipped and not pairs:
-                item.skip(SKIP_NO_PAIRS)
+                item.skip(Skip.NO_PAIRS)
             results.append(
                 ImageResult(
                     image_id=item.record.image_id,

@@ -39,7 +39,7 @@ from maskmine.transforms.audit.table import (
 from maskmine.transforms.audit.thumbs import crop_preview, decode_rle, encode_jpeg, outlined_thumbnail
 from maskmine.transforms.errors import SettingError
 from maskmine.transforms.image_io import ImageSkip, read_folder_image
-from maskmine.transforms.records import SKIP_MISSING_IMAGE
+from maskmine.transforms.records import Skip
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class ImageCache:
         try:  # confined to the folder: a run's metadata names files only inside --images
             value: np.ndarray | str = read_folder_image(self.folder, file_name, frame=frame)
         except ImageSkip as exc:
-            value = (f"{file_name} not found in {self.folder}" if exc.reason == SKIP_MISSING_IMAGE
+            value = (f"{file_name} not found in {self.folder}" if exc.reason == Skip.MISSING_IMAGE
                      else f"{file_name} cannot be used ({exc.reason}: {exc.detail})"[:300])
         self.cache[file_name] = value
         if len(self.cache) > self.size:

@@ -17,16 +17,36 @@ class ProposalGenerator(ABC):
     (:func:`maskmine.transforms.proposals.factory.build_proposal_generator`
     builds one from a picklable ``ProposalSpec``, once per worker process),
     and :meth:`generate` runs it on a batch (backends may batch on a GPU).
+    ``generate`` is the same for every backend: it checks the batch, calls the
+    backend's :meth:`propose` and refuses an answer that is not one
+    ProposalSet per image, so a backend cannot drop or add an image unseen.
     """
 
     name: str = ""
     checkpoint: str = ""
 
-    @abstractmethod
     def generate(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
     ) -> list[ProposalSet]:
-        """One ProposalSet per image; masks at each image's own resolution."""
+        """One ProposalSet per image; masks at each image's own resolution.
+
+        ValueError when the images and records differ in number, an image is
+        not ``(H, W, 3)`` RGB, or the backend answers with another number of sets.
+        """
+        check_batch(images, records)
+        results = list(self.propose(images, records))
+        if len(results) != len(images):
+            raise ValueError(
+                f"proposal backend {self.name or type(self).__name__!r} returned "
+                f"{len(results)} proposal sets for {len(images)} images"
+            )
+        return results
+
+    @abstractmethod
+    def propose(
+        self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
+    ) -> list[ProposalSet]:
+        """The backend's work: one ProposalSet per image, in order (the batch is already checked)."""
 
 
 def check_batch(images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> None:

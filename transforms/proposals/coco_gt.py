@@ -67,7 +67,7 @@ class CocoGtProposals(ProposalGenerator):
         self.include_crowd = include_crowd
         self.checkpoint = ""
 
-    def generate(
+    def propose(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
     ) -> list[ProposalSet]:
         out = []

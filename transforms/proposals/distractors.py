@@ -46,7 +46,7 @@ class CocoGtDistractorProposals(ProposalGenerator):
         self.seed = seed
         self.checkpoint = ""
 
-    def generate(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[ProposalSet]:
+    def propose(self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> list[ProposalSet]:
         out = []
         for image, record in zip(images, records):
             height, width = image.shape[:2]

@@ -21,7 +21,7 @@ from maskmine.transforms.proposals.factory import (
     SAMPLE_PROPOSAL_CHECKPOINT,
     SAMPLE_PROPOSAL_DIR,
 )
-from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch, check_images
+from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_images
 from maskmine.transforms.devices import autocast_dtype, resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
@@ -300,10 +300,9 @@ class MaskFormerProposals(ProposalGenerator):
         self.batch_size = batch_size
         self.mask_threshold = mask_threshold
 
-    def generate(
+    def propose(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
     ) -> list[ProposalSet]:
-        check_batch(images, records)
         results: list[ProposalSet] = []
         for batch in self._batches(images):
             results.extend(self._generate_batch(batch))

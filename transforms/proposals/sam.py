@@ -21,7 +21,7 @@ import torch
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.factory import SAM_MODEL_TYPES, SamOptions
-from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_batch
+from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
@@ -186,10 +186,9 @@ class SamProposals(ProposalGenerator):
         self.score = score
         self.filter = proposal_filter
 
-    def generate(
+    def propose(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
     ) -> list[ProposalSet]:
-        check_batch(images, records)
         return [self._generate_one(image) for image in images]
 
     def _generate_one(self, image: np.ndarray) -> ProposalSet:
