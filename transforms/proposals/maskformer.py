@@ -24,6 +24,7 @@ from maskmine.transforms.proposals.factory import (
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_images
 from maskmine.transforms.devices import autocast_dtype, resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
+from maskmine.transforms.torch_state import own_rng
 
 DEFAULT_CHECKPOINT = DEFAULT_MASKFORMER_CHECKPOINT  # kept in factory.py so the CLIs name it without importing torch
 TINY_CHECKPOINT = "maskmine-tiny"  # random weights, for tests and dry runs only
@@ -130,12 +131,8 @@ def _seeded_model(config: Any, seed: int) -> Any:
     """A Mask2Former with random weights drawn from ``seed``; torch's global RNG is given back unchanged."""
     from transformers import Mask2FormerForUniversalSegmentation
 
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with own_rng(seed):
         return Mask2FormerForUniversalSegmentation(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
 
 
 def build_tiny_mask2former(

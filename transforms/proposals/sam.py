@@ -24,6 +24,7 @@ from maskmine.transforms.proposals.factory import SAM_MODEL_TYPES, SamOptions
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator
 from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
+from maskmine.transforms.torch_state import own_rng
 
 TINY_MODEL_TYPE = "maskmine-tiny"  # random weights, for tests and dry runs only
 MODEL_TYPES = tuple(t for t in SAM_MODEL_TYPES if t != TINY_MODEL_TYPE)  # segment_anything's registry names
@@ -60,9 +61,7 @@ def build_tiny_sam(img_size: int = 64, seed: int = 0) -> Any:
     patch_size = 16
     prompt_dim = 32
     embedding_size = img_size // patch_size
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with own_rng(seed):
         sam = Sam(
             image_encoder=ImageEncoderViT(
                 depth=2,
@@ -96,8 +95,6 @@ def build_tiny_sam(img_size: int = 64, seed: int = 0) -> Any:
             pixel_mean=[123.675, 116.28, 103.53],
             pixel_std=[58.395, 57.12, 57.375],
         )
-    finally:
-        torch.random.set_rng_state(generator_state)
     return sam.eval()
 
 
