@@ -78,8 +78,8 @@ def test_soft_mask_threshold_and_errors():
     assert mask_box(mask) == (30, 10, 20, 10)
 
 
-@pytest.mark.parametrize("resample", ["torch", "pil"])
-def test_out_receives_the_crops_bit_for_bit(resample):
+@pytest.mark.parametrize("resample, strategy", [("torch", "loop"), ("torch", "batched"), ("pil", "auto")])
+def test_out_receives_the_crops_bit_for_bit(resample, strategy):
     """Crops written into a caller's (K, 3, S, S) tensor are the crops cut without one, row by row."""
     from maskmine.transforms.masked_crop import masked_crops
 
@@ -87,9 +87,9 @@ def test_out_receives_the_crops_bit_for_bit(resample):
     image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
     masks = rng.random((4, 45, 70)) > 0.7
     config = CropConfig(input_size=24, resample=resample)
-    alone = masked_crops(image, masks, config)
+    alone = masked_crops(image, masks, config, strategy=strategy)
     out = torch.full((4, 3, 24, 24), float("nan"))
-    written = masked_crops(image, masks, config, out=out)
+    written = masked_crops(image, masks, config, strategy=strategy, out=out)
     for k, (a, w) in enumerate(zip(alone, written)):
         assert torch.equal(out[k], a.clip_input) and torch.equal(w.clip_input, a.clip_input)
         assert w.clip_input.data_ptr() == out[k].data_ptr()  # a view of the caller's row, not a copy

@@ -210,12 +210,12 @@ def masked_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor | Sequence[
     if out is not None and (out.device.type != target.type or target.index not in (None, out.device.index)):
         raise ValueError(f"out is on {out.device}, the crops are cut on {target}")
     if strategy == "batched":
-        return _written(_batched_crops(image, masks, config, target), out)
+        return _batched_crops(image, masks, config, target, out)
     return _looped_crops(image, masks, config, target, out)
 
 
 def _written(crops: list[MaskedCrop], out: torch.Tensor | None) -> list[MaskedCrop]:
-    """The crops with their CLIP inputs copied into ``out``'s rows (and viewed from there)."""
+    """The PIL crops with their CLIP inputs copied into ``out``'s rows (and viewed from there)."""
     if out is None:
         return crops
     for row, crop in zip(out, crops):
@@ -231,11 +231,15 @@ def _as_stack(masks: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> np.nda
     return masks[None] if masks.ndim == 2 else masks
 
 
-def _ovseg_constants(config: CropConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """OVSeg's pixel_mean / pixel_std buffers (adapter.py 111-116: float32 constants times 255) and fill."""
+def _normalised_image(image: np.ndarray, config: CropConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (3, H, W) image and the (3,) fill, normalised on ``device`` as OVSeg normalises its regions:
+    ``(x - pixel_mean) / pixel_std`` with its buffers (adapter.py 111-116: float32 constants times 255; 183)."""
     mean = (torch.Tensor(config.mean) * 255.0).to(device)
     std = (torch.Tensor(config.std) * 255.0).to(device)
-    return mean, std, config.fill_values()
+    pixels = torch.from_numpy(image if image.flags.writeable else image.copy()).to(device)
+    normalised = (pixels.permute(2, 0, 1).float() - mean[:, None, None]) / std[:, None, None]
+    fill = (torch.tensor(config.fill_values(), dtype=torch.float32, device=device) - mean) / std
+    return normalised, fill
 
 
 def _looped_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: CropConfig,
@@ -250,10 +254,8 @@ def _looped_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: C
     """
     masks = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else masks
     binary = torch.from_numpy(np.ascontiguousarray(binarize(masks, config.threshold)))
-    pixels = torch.from_numpy(image if image.flags.writeable else image.copy()).to(device)
-    mean, std, fill = _ovseg_constants(config, device)
-    normalised = (pixels.permute(2, 0, 1).float() - mean[:, None, None]) / std[:, None, None]  # adapter.py 183
-    fill_normalised = ((torch.tensor(fill, dtype=torch.float32, device=device) - mean) / std)[:, None, None]
+    normalised, fill_normalised = _normalised_image(image, config, device)
+    fill_normalised = fill_normalised[:, None, None]
     size = (config.input_size, config.input_size)
     height, width = image.shape[:2]
     if out is None:
@@ -342,7 +344,8 @@ def _tight_boxes(binary: torch.Tensor) -> torch.Tensor:
 
 
 def _batched_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: CropConfig,
-                   device: torch.device, chunk_bytes: int = CHUNK_BYTES) -> list[MaskedCrop]:
+                   device: torch.device, out: torch.Tensor | None = None,
+                   chunk_bytes: int = CHUNK_BYTES) -> list[MaskedCrop]:
     """All K crops of one image on ``device`` at once: OVSeg's crop without a per-mask F.interpolate.
 
     Every crop's pixel is ``(pixel - mean) / std`` inside its mask and ``(fill - mean) / std`` outside
@@ -351,7 +354,8 @@ def _batched_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: 
     row of every box (gathering 4 taps per output column) then a vertical pass gathering 4 of those
     rows per output row; the taps and their clamping to the box's (or padded square's) edge are
     F.interpolate's (:func:`_cubic_taps`). Masks are grouped into chunks whose gathered values stay
-    under ``chunk_bytes``.
+    under ``chunk_bytes``. Each chunk's crops are written into their rows of ``out`` (allocated here
+    when not given), which the crops' ``clip_input`` view.
     """
     size = config.input_size
     height, width = image.shape[:2]
@@ -362,10 +366,10 @@ def _batched_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: 
     boxes = [ovseg_expand_box(tuple(b), config.expand_ratio, width, height) for b in tight]
     if not boxes:
         return []
-    mean, std, fill = _ovseg_constants(config, device)
-    pixels = torch.from_numpy(image if image.flags.writeable else image.copy()).to(device)
-    normalised = ((pixels.permute(2, 0, 1).float() - mean[:, None, None]) / std[:, None, None]).reshape(3, -1)
-    fill_normalised = (torch.tensor(fill, dtype=torch.float32, device=device) - mean) / std
+    normalised, fill_normalised = _normalised_image(image, config, device)
+    normalised = normalised.reshape(3, -1)
+    if out is None:
+        out = torch.empty((len(boxes), 3, size, size), dtype=torch.float32, device=device)
     geometry = torch.tensor(boxes, dtype=torch.int64, device=device)  # x, y, w, h
     if config.resize == "pad":
         side = geometry[:, 2:].amax(dim=1)
@@ -391,10 +395,11 @@ def _batched_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: 
         pixels_k, masks_k = _chunk(normalised, fill_normalised, flat_masks[part], geometry[part],
                                    source_h[part], source_w[part], off_y[part], off_x[part],
                                    row_index[part], row_weight[part], col_index[part], col_weight[part],
-                                   size, width)
+                                   size, height, width)
+        out[part].copy_(pixels_k)
         masks_k = masks_k.cpu().numpy()
         for j in range(stop - start):
-            crops.append(MaskedCrop(clip_input=pixels_k[j], mask=masks_k[j], box=boxes[start + j], config=config))
+            crops.append(MaskedCrop(clip_input=out[start + j], mask=masks_k[j], box=boxes[start + j], config=config))
         start = stop
     return crops
 
@@ -402,8 +407,9 @@ def _batched_crops(image: np.ndarray, masks: np.ndarray | torch.Tensor, config: 
 def _chunk(normalised: torch.Tensor, fill: torch.Tensor, flat_masks: torch.Tensor, geometry: torch.Tensor,
            source_h: torch.Tensor, source_w: torch.Tensor, off_y: torch.Tensor, off_x: torch.Tensor,
            row_index: torch.Tensor, row_weight: torch.Tensor, col_index: torch.Tensor,
-           col_weight: torch.Tensor, size: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(k, 3, S, S) resized crops and (k, S, S) resized masks of one chunk (see :func:`_batched_crops`)."""
+           col_weight: torch.Tensor, size: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, 3, S, S) resized crops (a permuted view) and (k, S, S) resized masks of one chunk
+    (see :func:`_batched_crops`)."""
     device = normalised.device
     k = geometry.shape[0]
     x, y, w, h = geometry.unbind(dim=1)
@@ -413,7 +419,7 @@ def _chunk(normalised: torch.Tensor, fill: torch.Tensor, flat_masks: torch.Tenso
     r = torch.arange(crop_of_row.numel(), device=device) - starts[crop_of_row]
     box_r = r - off_y[crop_of_row]
     row_in = (box_r >= 0) & (box_r < h[crop_of_row])
-    image_y = (y[crop_of_row] + box_r).clamp(0, normalised.shape[1] // width - 1)
+    image_y = (y[crop_of_row] + box_r).clamp(0, height - 1)
     box_c = col_index - off_x[:, None, None]  # (k, S, 4) columns of the box each tap reads
     col_in = (box_c >= 0) & (box_c < w[:, None, None])
     image_x = (x[:, None, None] + box_c).clamp(0, width - 1)
@@ -429,12 +435,12 @@ def _chunk(normalised: torch.Tensor, fill: torch.Tensor, flat_masks: torch.Tenso
     near_c = _nearest_taps(source_w, size) - off_x[:, None]
     r_in = (near_r >= 0) & (near_r < h[:, None])
     c_in = (near_c >= 0) & (near_c < w[:, None])
-    mask_y = (y[:, None] + near_r).clamp(0, normalised.shape[1] // width - 1)
+    mask_y = (y[:, None] + near_r).clamp(0, height - 1)
     mask_x = (x[:, None] + near_c).clamp(0, width - 1)
     mask_flat = mask_y[:, :, None] * width + mask_x[:, None, :]
     crop_masks = flat_masks.gather(1, mask_flat.reshape(k, -1)).reshape(k, size, size)
     crop_masks = crop_masks & r_in[:, :, None] & c_in[:, None, :]
-    return resized.contiguous(), crop_masks
+    return resized, crop_masks
 
 
 def masked_crop(image: np.ndarray, mask: np.ndarray, config: CropConfig = CropConfig()) -> MaskedCrop:

@@ -242,7 +242,7 @@ class ShardMiner:
         """Each image of a matched unit as an ImageResult: its pairs encoded (JPEG, PNG, RLE)."""
         clip, job = self.worker.clip, self.job
         results = []
-        for item, crops, matched in zip(unit.items, unit.crops, unit.matched or [None] * len(unit.items)):
+        for item, crops, matched in zip(unit.items, unit.crops, unit.matched, strict=True):
             pairs, dropped = [], {}
             if matched is not None:
                 start = time.perf_counter()
