@@ -56,9 +56,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
-from maskmine.eval.ovseg_demo import OTHERS, OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo  # noqa: F401 - OTHERS re-exported
+from maskmine.eval.ovseg_demo import OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
-from maskmine.eval.shortest_edge import at_test_size
+from maskmine.eval.shortest_edge import OVSEG_MIN_SIZE_TEST, at_test_size
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import UserError
@@ -181,6 +181,14 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         raise DemoInputError(f"The image file is damaged or truncated ({exc}).") from exc
 
 
+def demo_mask_threshold(ovseg_demo: bool, given: Optional[float]) -> float:
+    """The threshold a demo inference binarises masks at: ``given``, else its own default (OVSeg's
+    demo config 0.35 for OVSeg's demo inference, OVSeg's MASK_THR 0.4 for maskmine's)."""
+    if given is not None:
+        return given
+    return OVSEG_DEMO_MASK_THRESHOLD if ovseg_demo else DEFAULT_MASK_THRESHOLD
+
+
 def demo_labels(image: np.ndarray, names: list[str], proposals: Any, classifier: RegionClassifier,
                 granularity: Optional[float], mask_threshold: Optional[float] = None, *,
                 inference: str = "maskmine", output_size: Optional[tuple[int, int]] = None) -> np.ndarray:
@@ -198,13 +206,13 @@ def demo_labels(image: np.ndarray, names: list[str], proposals: Any, classifier:
     classify_names = demo_class_names(names)
     if inference not in DEMO_INFERENCES:
         raise ValueError(f"unknown demo inference {inference!r}; choose from {DEMO_INFERENCES}")
-    if inference == "ovseg-demo" and granularity is None:
-        threshold = OVSEG_DEMO_MASK_THRESHOLD if mask_threshold is None else mask_threshold
+    ovseg_demo = inference == "ovseg-demo" and granularity is None
+    threshold = demo_mask_threshold(ovseg_demo, mask_threshold)
+    if ovseg_demo:
         return segment_ovseg_demo(image, classify_names, proposals, classifier, blank_label=NO_CLASS,
                                   mask_threshold=threshold, output_size=output_size).labels
     result = segment(image, classify_names, proposals, classifier, granularity=granularity,
-                     empty_label=NO_CLASS, output_size=output_size,
-                     mask_threshold=DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold)
+                     empty_label=NO_CLASS, output_size=output_size, mask_threshold=threshold)
     labels = result.labels
     if len(classify_names) > len(names):
         labels = np.where(labels >= len(names), NO_CLASS, labels)
@@ -215,8 +223,7 @@ class DemoApp:
     """Models loaded once; ``run`` turns one form submission into a result (thread-safe)."""
 
     def __init__(self, config: DemoConfig, classifier: Optional[RegionClassifier] = None) -> None:
-        if config.mask_threshold is not None:
-            MASK_THRESHOLD.check("mask_threshold", config.mask_threshold)
+        MASK_THRESHOLD.check("mask_threshold", config.mask_threshold)
         ranges.POSITIVE_INT.check("test_size", config.test_size)
         self.config = config
         if config.inference not in DEMO_INFERENCES:
@@ -286,9 +293,7 @@ class DemoApp:
         started = time.monotonic()
         ovseg = cfg.inference == "ovseg-demo" and backend == "maskformer"
         work, output_size = at_test_size(image, cfg.test_size)  # OVSeg's predictor; scores back to this size
-        threshold = cfg.mask_threshold
-        if threshold is None:  # each inference's own default: OVSeg's MASK_THR 0.4, its demo config's 0.35
-            threshold = OVSEG_DEMO_MASK_THRESHOLD if ovseg else DEFAULT_MASK_THRESHOLD
+        threshold = demo_mask_threshold(ovseg, cfg.mask_threshold)
         with self._turn():
             if backend == "maskformer":  # every query's soft mask, as the eval's semantic inference
                 proposals, _ = maskformer_eval_proposals(self._generators[backend], work, mask_threshold=threshold)
@@ -332,7 +337,7 @@ class DemoApp:
             what = (f"maskmine's evaluation inference (soft masks, threshold {threshold:g}, "
                     "every mask, \u201cothers\u201d unpainted)")
         if tuple(work) == tuple(size):
-            where = "at the image's own size" + ("" if self.config.test_size else " (OVSeg: short side 640)")
+            where = "at the image's own size" + ("" if self.config.test_size else f" (OVSeg: short side {OVSEG_MIN_SIZE_TEST})")
         else:
             where = (f"at {work[1]}x{work[0]} (short side {self.config.test_size}, as OVSeg's test size), "
                      f"scores interpolated back to {size[1]}x{size[0]}")

@@ -123,6 +123,26 @@ class Segmentation:
 DEFAULT_MASK_THRESHOLD = 0.4  # OVSeg's MODEL.CLIP_ADAPTER.MASK_THR default (open_vocab_seg/config.py)
 
 
+def binarised_proposals(proposals: ProposalSet, shape: tuple[int, int],
+                        mask_threshold: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (Q, H, W) binary masks of ``proposals`` of an image of ``shape``, and their soft masks (None
+    for boolean masks): soft masks (``soft_masks``, or float ``masks``) ``> mask_threshold`` (OVSeg's
+    strict test), boolean masks as they are; ValueError where the shapes do not match."""
+    raw = np.asarray(proposals.masks)
+    if raw.ndim != 3 or raw.shape[1:] != tuple(shape):
+        raise ValueError(f"proposal masks {raw.shape[1:]} do not match the image {tuple(shape)}")
+    soft = proposals.soft_masks
+    if soft is not None:
+        soft = np.asarray(soft, dtype=np.float32)
+        if soft.shape != raw.shape:
+            raise ValueError(f"soft masks {soft.shape} do not match the masks {raw.shape}")
+        return soft > mask_threshold, soft
+    if raw.dtype == bool:
+        return raw, None
+    soft = raw.astype(np.float32)  # float masks without a separate binary version
+    return soft > mask_threshold, soft
+
+
 def segment(
     image: np.ndarray,
     class_names: Sequence[str],
@@ -168,20 +188,7 @@ def segment(
     if 0 <= empty_label < len(class_names):
         raise ValueError(f"empty_label {empty_label} is a class id for {len(class_names)} classes")
     height, width = image.shape[:2]
-    raw = np.asarray(proposals.masks)
-    if raw.ndim != 3 or raw.shape[1:] != (height, width):
-        raise ValueError(f"proposal masks {raw.shape[1:]} do not match the image {(height, width)}")
-    soft = proposals.soft_masks
-    if soft is not None:
-        soft = np.asarray(soft, dtype=np.float32)
-        if soft.shape != raw.shape:
-            raise ValueError(f"soft masks {soft.shape} do not match the masks {raw.shape}")
-        masks = soft > mask_threshold
-    elif raw.dtype == bool:
-        masks = raw
-    else:  # float masks without a separate binary version
-        soft = raw.astype(np.float32)
-        masks = soft > mask_threshold
+    masks, soft = binarised_proposals(proposals, (height, width), mask_threshold)
     scores = classifier.classify(image, masks, class_names)
     probs: np.ndarray = scores.probs
     if ensemble_lambda is not None and ensemble_lambda <= 0:

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from maskmine.eval.inference import RegionClassifier, Segmentation
+from maskmine.eval.inference import RegionClassifier, Segmentation, binarised_proposals
 from maskmine.eval.semantic import ArrayLike, as_tensor
 from maskmine.eval.shortest_edge import scores_to_size
 from maskmine.transforms.records import ProposalSet
@@ -99,11 +99,7 @@ def segment_ovseg_demo(
     if 0 <= blank_label < len(class_names):
         raise ValueError(f"blank_label {blank_label} is a class id for {len(class_names)} classes")
     height, width = image.shape[:2]
-    raw = proposals.soft_masks if proposals.soft_masks is not None else proposals.masks
-    raw = np.asarray(raw)
-    if raw.ndim != 3 or raw.shape[1:] != (height, width):
-        raise ValueError(f"proposal masks {raw.shape[1:]} do not match the image {(height, width)}")
-    binary = raw if raw.dtype == bool else raw.astype(np.float32) > mask_threshold
+    binary, _ = binarised_proposals(proposals, (height, width), mask_threshold)
     scores = classifier.classify(image, binary, class_names)
     rows = np.flatnonzero(scores.valid)
     out_shape = tuple(output_size) if output_size is not None else (height, width)

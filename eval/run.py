@@ -232,9 +232,8 @@ class _Predictor:
         ds, cfg = self.dataset, self.config
         class_probs = None
         image, output_size = at_test_size(image, cfg.test_size)  # OVSeg's ResizeShortestEdge
-        gt = resize_label_map(gt, image.shape[:2])  # only for --proposals coco-gt; scored at full size
-        if cfg.proposals.backend == "coco-gt":
-            proposals = label_map_proposals(gt, ds.class_names, ds.ignore_label)
+        if cfg.proposals.backend == "coco-gt":  # regions cut at the test size; scored at full size
+            proposals = label_map_proposals(resize_label_map(gt, image.shape[:2]), ds.class_names, ds.ignore_label)
         elif cfg.proposals.backend == "maskformer":
             from maskmine.eval.proposal_classes import maskformer_eval_proposals
 

@@ -237,6 +237,18 @@ def add_mask_threshold_argument(group: Group, job: str) -> None:
                             f"(at 1 no pixel passes): {use} (default {default:g})")
 
 
+def add_test_size_argument(group: Group, detail: str = "") -> None:
+    """``--test-size S`` of eval and demo: OVSeg's test-time resize (``eval/shortest_edge.py``), ``detail``
+    appended to its help."""
+    from maskmine.eval.shortest_edge import OVSEG_MAX_SIZE_TEST, OVSEG_MIN_SIZE_TEST
+
+    group.add_argument("--test-size", type=POSITIVE_INT, default=None, metavar="S",
+                       help=f"resize each image so its short side is S (long side at most {OVSEG_MAX_SIZE_TEST}) "
+                            "before proposals and crops, and interpolate the class scores back to the image's size "
+                            f"(bilinear): OVSeg's test size is {OVSEG_MIN_SIZE_TEST} (INPUT.MIN_SIZE_TEST); default: "
+                            f"the image at its own size (maskmine's choice){detail}")
+
+
 def add_crop_arguments(group: Group) -> None:
     """How a mask becomes CLIP's crop (``transforms/masked_crop.CropConfig``), except ``--mask-threshold``."""
     from typing import get_args

@@ -14,6 +14,7 @@ from maskmine.pipelines.cli_options import (
     add_mask_threshold_argument,
     add_proposal_arguments,
     add_sam_filter_arguments,
+    add_test_size_argument,
     clip_spec,
     number,
     proposal_spec,
@@ -57,10 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "0.4, every mask; with one class, 'others' pixels unpainted) (default); 'ovseg-demo' "
                              "= OVSeg's demo (masks at 0.35, each class's best mask, 'others' painted); with "
                              "--test-size 640, OVSeg's demo inference at its image size. The page says which made the picture")
-    parser.add_argument("--test-size", type=POSITIVE_INT, default=None, metavar="S",
-                        help="resize the image so its short side is S (long side at most 2560) before proposals "
-                             "and crops, the scores interpolated back: OVSeg's predictor uses 640; default: the "
-                             "image at its own size")
+    add_test_size_argument(parser)
     parser.add_argument("--classes", default=None,
                         help="the class field's starting text (comma-separated)")
     parser.add_argument("--max-upload-mb", type=POSITIVE_FLOAT, default=10.0, metavar="MB",

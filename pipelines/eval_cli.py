@@ -17,6 +17,7 @@ from maskmine.pipelines.cli_options import (
     add_proposal_arguments,
     add_proposal_filter_arguments,
     add_sam_filter_arguments,
+    add_test_size_argument,
     check_out_dir,
     clip_spec,
     proposal_spec,
@@ -90,12 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--hard-masks", action="store_true",
                    help="semantic inference on the binary masks, pixels no classified mask covers left "
                         "unlabelled (maskmine's earlier variant); default: OVSeg's, on the soft masks")
-    p.add_argument("--test-size", type=POSITIVE_INT, default=None, metavar="S",
-                   help="resize each image so its short side is S (long side at most 2560) before proposals and "
-                        "crops, and interpolate the class scores back to the image's size (bilinear): OVSeg's "
-                        "test size is 640 (INPUT.MIN_SIZE_TEST); default: the image at its own size (maskmine's "
-                        "choice). Granularity fusion has no scores: its label map is resized back with nearest "
-                        "neighbour; coco-gt regions are cut from the label map resized the same way")
+    add_test_size_argument(p, ". Granularity fusion has no scores: its label map is resized back with nearest "
+                              "neighbour; coco-gt regions are cut from the label map resized the same way")
     p.add_argument("--proposal-filters", action="store_true",
                    help="apply maskmine's mining filters to the proposals (minimum objectness, and the "
                         "mining filters group below: --top-k, --min-mask-area, --dedup-iou); default: none, as OVSeg")

@@ -134,10 +134,10 @@ def check_run_file(out: str) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    if "://" not in args.out:  # remote folders are checked by Beam's filesystem
+    if not storage.is_remote(args.out):  # remote folders are checked by Beam's filesystem
         check_out_dir(args.out, "--out")
     with run_lock.holding(args.out, "mine"):  # this process, the driver, holds --out; Beam's workers do not
-        if "://" not in args.out:
+        if not storage.is_remote(args.out):
             check_run_file(args.out)
         stats = run_mining(config_from_args(args), extra, progress=args.progress)
     print(json.dumps(stats, indent=1))

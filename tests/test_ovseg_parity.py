@@ -141,7 +141,8 @@ def test_maskformer_eval_proposals_keep_every_soft_query_and_restricted_softmax(
 def test_demo_with_one_class_adds_others_and_leaves_its_pixels_unpainted() -> None:
     """OVSeg's demo appends "others" to a single class name (OVSegDEMO.forward). Reference: CLIP
     probabilities over [name, others] of every valid soft mask, einsum, argmax; "others" pixels unpainted."""
-    from maskmine.eval.demo import NO_CLASS, OTHERS, demo_labels
+    from maskmine.eval.demo import NO_CLASS, demo_labels
+    from maskmine.eval.ovseg_demo import OTHERS
 
     sample = build_classifier(ClipSpec(model="sample", device="cpu"))  # the committed, trained sample CLIP
     shares = []
