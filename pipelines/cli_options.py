@@ -189,24 +189,29 @@ def proposal_spec(args: argparse.Namespace, **given: Any) -> "ProposalSpec":
 
 
 def add_sam_filter_arguments(group: Group) -> None:
-    """SAM's automatic-mask-generator grid and filters (its own defaults), for ``eval`` and ``demo``."""
-    group.add_argument("--sam-points-per-side", type=POSITIVE_INT, default=32, metavar="N",
-                       help="SAM automatic mask generator point grid (default 32)")
-    group.add_argument("--sam-pred-iou-thresh", type=FRACTION, default=0.88, metavar="T",
-                       help="SAM: drop masks whose predicted IoU is below T (default 0.88)")
-    group.add_argument("--sam-stability-thresh", type=FRACTION, default=0.95, metavar="T",
-                       help="SAM: drop masks whose stability score is below T (default 0.95)")
+    """SAM's automatic-mask-generator grid and filters (SamOptions' defaults, SAM's own), for ``eval`` and ``demo``."""
+    from maskmine.transforms.proposals.factory import SamOptions
+
+    d = SamOptions()
+    group.add_argument("--sam-points-per-side", type=POSITIVE_INT, default=d.points_per_side, metavar="N",
+                       help=f"SAM automatic mask generator point grid (default {d.points_per_side})")
+    group.add_argument("--sam-pred-iou-thresh", type=FRACTION, default=d.pred_iou_thresh, metavar="T",
+                       help=f"SAM: drop masks whose predicted IoU is below T (default {d.pred_iou_thresh:g})")
+    group.add_argument("--sam-stability-thresh", type=FRACTION, default=d.stability_score_thresh, metavar="T",
+                       help=f"SAM: drop masks whose stability score is below T (default {d.stability_score_thresh:g})")
+    group.add_argument("--sam-box-nms", type=FRACTION, default=d.box_nms_thresh, metavar="T",
+                       help=f"SAM: box NMS IoU threshold between masks (default {d.box_nms_thresh:g})")
 
 
-def sam_options(args: argparse.Namespace, box_nms_thresh: float | None = None) -> "SamOptions":
-    """The SamOptions of :func:`add_sam_filter_arguments`'s flags; ``box_nms_thresh`` None is SAM's default."""
+def sam_options(args: argparse.Namespace) -> "SamOptions":
+    """The SamOptions of :func:`add_sam_filter_arguments`'s flags."""
     from maskmine.transforms.proposals.factory import SamOptions
 
     return SamOptions(
         points_per_side=args.sam_points_per_side,
         pred_iou_thresh=args.sam_pred_iou_thresh,
         stability_score_thresh=args.sam_stability_thresh,
-        **({} if box_nms_thresh is None else {"box_nms_thresh": box_nms_thresh}),
+        box_nms_thresh=args.sam_box_nms,
     )
 
 

@@ -85,8 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser.add_argument_group("proposals")
     add_proposal_arguments(p, EVAL_BACKENDS)
     add_sam_filter_arguments(p)
-    p.add_argument("--sam-box-nms", type=FRACTION, default=0.7, metavar="T",
-                   help="SAM: box NMS IoU threshold between masks (default 0.7)")
     add_mask_threshold_argument(p, "segment")
     p.add_argument("--hard-masks", action="store_true",
                    help="semantic inference on the binary masks, pixels no classified mask covers left "
@@ -161,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> "EvalConfig":
     granularity = 0.8 if args.granularity is None and args.proposals == "sam" else args.granularity
     return settings(
         EvalConfig, args,
-        proposals=proposal_spec(args, sam=sam_options(args, box_nms_thresh=args.sam_box_nms)),
+        proposals=proposal_spec(args, sam=sam_options(args)),
         clip=clip_spec(args),
         granularity=granularity,
     )

@@ -52,9 +52,10 @@ FLAGS_BEFORE = {
              "--warmup-steps --weight-decay --workers",
     "verify": "--deep --json",
 }
-# issue 20 added eval's and demo's --test-size and demo's --inference (OVSeg's test size and demo inference).
+# issue 20 added eval's and demo's --test-size and demo's --inference (OVSeg's test size and demo inference);
+# demo gained eval's --sam-box-nms with the SAM filter group.
 FLAGS_ADDED = {"eval": "--min-mask-area --dedup-iou --test-size", "mine": "--min-area-fraction",
-               "demo": "--mask-threshold --test-size --inference"}
+               "demo": "--mask-threshold --test-size --inference --sam-box-nms"}
 
 
 def command_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -85,7 +86,7 @@ def test_every_commands_help_lists_its_flags(command, capsys):
 
 SHARED = ("--device", "--no-progress", "--precision", "--clip-model", "--clip-pretrained", "--clip-activation",
           "--adapted", "--sam-model-type", "--sam-points-per-side", "--sam-pred-iou-thresh", "--sam-stability-thresh",
-          "--top-k", "--min-mask-area", "--dedup-iou", "--crop-fill", "--crop-expand")
+          "--sam-box-nms", "--top-k", "--min-mask-area", "--dedup-iou", "--crop-fill", "--crop-expand")
 
 
 def test_a_shared_flag_is_one_declaration_in_every_command():

@@ -107,3 +107,41 @@ def test_every_spec_a_command_or_run_folder_makes_passes() -> None:
     assert ProposalSpec.from_identity(RECORDED).top_k == 50
     off = ProposalSpec(backend="maskformer", **NO_FILTERS)  # eval without filters: dedup_iou 1.01 turns it off
     assert (off.top_k, off.min_area_fraction, off.dedup_iou) == (10**9, 0.0, 1.01)
+
+
+@pytest.mark.parametrize("field, value, setting, flag", [
+    ("points_per_side", 0, "sam_points_per_side", "--sam-points-per-side"),
+    ("pred_iou_thresh", 1.5, "sam_pred_iou_thresh", "--sam-pred-iou-thresh"),
+    ("stability_score_thresh", -0.1, "sam_stability_thresh", "--sam-stability-thresh"),
+    ("box_nms_thresh", float("nan"), "sam_box_nms", "--sam-box-nms"),
+])
+def test_sam_options_refuse_what_their_flags_refuse(field, value, setting, flag, capsys) -> None:
+    """One range each: SamOptions made in code or from a run.json refuses a value with the words
+    eval's parser uses for the same value of the flag, and names the setting by the flag's dest."""
+    from maskmine.pipelines.cli import main
+    from maskmine.transforms.errors import SettingError
+
+    with pytest.raises(SettingError) as refused:
+        SamOptions(**{field: value})
+    assert refused.value.setting == setting and "--" not in str(refused.value)
+    with pytest.raises(SettingError):
+        ProposalSpec.from_identity({**RECORDED, "sam": {field: value}})
+    capsys.readouterr()
+    assert main(["eval", "--dataset", "sample", "--root", ".", "--out", "o", "--proposals", "sam", flag, str(value)]) == 2
+    assert f"argument {flag}: {refused.value.problem}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["eval", "demo"])
+def test_the_sam_flags_defaults_are_sam_options_defaults(command) -> None:
+    import argparse
+
+    from maskmine.pipelines.cli import build_parser
+    from maskmine.pipelines.cli_options import sam_options
+
+    parser = build_parser([command])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    args = sub.parse_args(["--dataset", "sample", "--root", ".", "--out", "o", "--proposals", "sam"] if command == "eval" else [])
+    assert sam_options(args) == SamOptions()
+    changed = sub.parse_args((["--dataset", "sample", "--root", ".", "--out", "o", "--proposals", "sam"] if command == "eval" else [])
+                             + ["--sam-points-per-side", "8", "--sam-box-nms", "0.5"])
+    assert sam_options(changed) == SamOptions(points_per_side=8, box_nms_thresh=0.5)

@@ -49,6 +49,24 @@ class ProposalGenerator(ABC):
         """The backend's work: one ProposalSet per image, in order (the batch is already checked)."""
 
 
+class ModelProposals(ProposalGenerator):
+    """A generator that runs a torch model (MaskFormer, SAM): the model placed once on its device
+    in eval mode, and maskmine's mining filter applied to every image's masks (:meth:`kept`)."""
+
+    def __init__(self, model: Any, *, checkpoint: str, device: Any, proposal_filter: ProposalFilter) -> None:
+        from maskmine.transforms.devices import resolve_device  # torch: only model backends need it
+
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.checkpoint = checkpoint
+        self.filter = proposal_filter
+
+    def kept(self, masks: np.ndarray, scores: np.ndarray) -> ProposalSet:
+        """One image's proposals after :attr:`filter`, best first."""
+        rows = self.filter.select(masks, scores)
+        return ProposalSet(masks=masks[rows], scores=scores[rows], backend=self.name, checkpoint=self.checkpoint)
+
+
 def check_batch(images: Sequence[np.ndarray], records: Sequence[ImageRecord]) -> None:
     """ValueError unless there is one record per image and every image is ``(H, W, 3)`` RGB."""
     if len(images) != len(records):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from maskmine.transforms.errors import SettingError, UserError
-from maskmine.transforms.ranges import POSITIVE_INT, Range
+from maskmine.transforms.ranges import FRACTION, POSITIVE_INT, Range
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator
 
 DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"  # the MaskFormer checkpoint when none is named
@@ -37,12 +37,21 @@ DEDUP_IOU = Range(float, lo=0.0, hi=1.0, lo_open=True)
 
 @dataclass(frozen=True)
 class SamOptions:
-    """SAM's automatic mask generator: its point grid and its own mask filters (SAM's defaults)."""
+    """SAM's automatic mask generator: its point grid and its own mask filters, at SAM's defaults
+    (``SamAutomaticMaskGenerator``'s keyword arguments of the same names)."""
 
-    points_per_side: int = 32
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    box_nms_thresh: float = 0.7
+    points_per_side: int = 32  # a grid of points_per_side² point prompts over the image
+    pred_iou_thresh: float = 0.88  # drop a mask whose predicted IoU is below this
+    stability_score_thresh: float = 0.95  # drop a mask whose stability score is below this
+    box_nms_thresh: float = 0.7  # drop a mask whose box overlaps a better one's by this IoU
+
+    def __post_init__(self) -> None:
+        """Refuse a value out of its range (SettingError naming the command line's setting:
+        ``sam_points_per_side`` is ``--sam-points-per-side``), however the options are made."""
+        POSITIVE_INT.check("sam_points_per_side", self.points_per_side)
+        FRACTION.check("sam_pred_iou_thresh", self.pred_iou_thresh)
+        FRACTION.check("sam_stability_thresh", self.stability_score_thresh)
+        FRACTION.check("sam_box_nms", self.box_nms_thresh)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from maskmine.transforms.proposals.factory import (
     SAMPLE_PROPOSAL_CHECKPOINT,
     SAMPLE_PROPOSAL_DIR,
 )
-from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator, check_images
-from maskmine.transforms.devices import autocast_dtype, resolve_device
+from maskmine.transforms.proposals.base import ModelProposals, ProposalFilter, check_images
+from maskmine.transforms.devices import autocast_dtype
 from maskmine.transforms.records import ImageRecord, ProposalSet
 from maskmine.transforms.torch_state import own_rng
 
@@ -255,7 +255,7 @@ class QueryPredictions:
     objectness: np.ndarray  # (Q,) float32, 1 - p(no object)
 
 
-class MaskFormerProposals(ProposalGenerator):
+class MaskFormerProposals(ModelProposals):
     """Batched MaskFormer/Mask2Former inference, scored by objectness.
 
     Give either ``checkpoint`` (hub id or local folder) or ready ``model`` and
@@ -287,13 +287,11 @@ class MaskFormerProposals(ProposalGenerator):
             checkpoint = checkpoint or DEFAULT_CHECKPOINT
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
-        self.device = resolve_device(device)
-        self.dtype = autocast_dtype(self.device, precision)
-        self.model = model.to(self.device).eval()
-        self.processor = processor
-        self.checkpoint = checkpoint or str(getattr(model.config, "name_or_path", "") or "")
         # the filter's min_score is a floor on objectness: queries below it are not even upsampled
-        self.filter = proposal_filter
+        super().__init__(model, checkpoint=checkpoint or str(getattr(model.config, "name_or_path", "") or ""),
+                         device=device, proposal_filter=proposal_filter)
+        self.dtype = autocast_dtype(self.device, precision)
+        self.processor = processor
         self.batch_size = batch_size
         self.mask_threshold = mask_threshold
 
@@ -370,15 +368,7 @@ class MaskFormerProposals(ProposalGenerator):
                     mask_logits[i][keep], *regions[i], _image_hw(image), threshold=self.mask_threshold
                 ).cpu().numpy()
                 scores = objectness[i][keep].float().cpu().numpy().astype(np.float32)
-                rows = self.filter.select(masks, scores)
-                results.append(
-                    ProposalSet(
-                        masks=masks[rows],
-                        scores=scores[rows],
-                        backend=self.name,
-                        checkpoint=self.checkpoint,
-                    )
-                )
+                results.append(self.kept(masks, scores))
         return results
 
 

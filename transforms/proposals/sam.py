@@ -21,8 +21,7 @@ import torch
 
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.proposals.factory import SAM_MODEL_TYPES, SamOptions
-from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator
-from maskmine.transforms.devices import resolve_device
+from maskmine.transforms.proposals.base import ModelProposals, ProposalFilter
 from maskmine.transforms.records import ImageRecord, ProposalSet
 from maskmine.transforms.torch_state import own_rng
 
@@ -146,7 +145,7 @@ def proposal_score(predicted_iou: float, stability_score: float, mode: str = "io
     return value
 
 
-class SamProposals(ProposalGenerator):
+class SamProposals(ModelProposals):
     """SAM's automatic mask generator, one image at a time, then the shared filter."""
 
     name = "sam"
@@ -166,13 +165,9 @@ class SamProposals(ProposalGenerator):
         sa = import_segment_anything()
         if score not in SCORE_MODES:
             raise UserError(f"unknown SAM score {score!r}: use one of {', '.join(SCORE_MODES)}")
-        if options.points_per_side < 1:
-            raise UserError(f"points_per_side must be at least 1, got {options.points_per_side}")
         if model is None:
             model = load_sam(checkpoint, model_type)
-        self.checkpoint = checkpoint or model_type
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        super().__init__(model, checkpoint=checkpoint or model_type, device=device, proposal_filter=proposal_filter)
         self.mask_generator = sa.SamAutomaticMaskGenerator(
             self.model,
             points_per_batch=points_per_batch,
@@ -181,7 +176,6 @@ class SamProposals(ProposalGenerator):
         )
         self.model_type = model_type
         self.score = score
-        self.filter = proposal_filter
 
     def propose(
         self, images: Sequence[np.ndarray], records: Sequence[ImageRecord]
@@ -199,8 +193,7 @@ class SamProposals(ProposalGenerator):
         else:
             masks = np.zeros((0, height, width), dtype=bool)
             scores = np.zeros((0,), dtype=np.float32)
-        rows = self.filter.select(masks, scores)
-        return ProposalSet(masks=masks[rows], scores=scores[rows], backend=self.name, checkpoint=self.checkpoint)
+        return self.kept(masks, scores)
 
     def _score(self, ann: dict) -> float:
         return proposal_score(ann["predicted_iou"], ann["stability_score"], self.score)
