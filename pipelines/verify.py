@@ -227,13 +227,21 @@ def _read_manifests(run_dir: str, report: VerifyReport) -> dict[int, ShardManife
     return manifests
 
 
-def _left_out_entry(line: str) -> bool:
-    """A rejects.jsonl line of an entry that never became an image (its image_id is null)."""
-    try:
-        body = storage.parse_json(line)
-    except ValueError:
-        return False
-    return isinstance(body, dict) and "image_id" in body and body["image_id"] is None
+def _reject_lines(run_dir: str, report: VerifyReport) -> list[object] | None:
+    """The records of rejects.jsonl, one a non-blank line (None when there is no file); a line that
+    is not JSON is a ``damaged`` problem with its line number, and is left out of the records."""
+    path = storage.join(run_dir, REJECTS_FILE)
+    if not storage.exists(path):
+        return None
+    records: list[object] = []
+    for number, line in enumerate(storage.read_bytes(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(storage.parse_json(line))
+        except ValueError as exc:
+            report.add(REJECTS_FILE, "damaged", f"line {number} cannot be read: {exc}")
+    return records
 
 
 def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: VerifyReport) -> None:
@@ -291,16 +299,15 @@ def check_summary(run_dir: str, manifests: dict[int, ShardManifest], report: Ver
             report.add(VOCABULARY_FILE, "stats", f"{len(vocab)} nouns, {sum(v['pairs'] for v in vocab)} pairs; the manifests give {want['unique_nouns']}, {want['pairs']}")
     elif vocab is None:
         report.add(VOCABULARY_FILE, "missing", "no vocabulary.json")
-    rpath = storage.join(run_dir, REJECTS_FILE)
-    if storage.exists(rpath):
-        lines = [line for line in storage.read_bytes(rpath).decode().splitlines() if line.strip()]
+    rejects = _reject_lines(run_dir, report)
+    if rejects is not None:
         # Lines of entries that never became an image (image_id null) match stats.json's input_skipped
         # kinds ("reason:problem" keys there count annotations/captions, which the manifests list).
-        entries = sum(1 for line in lines if _left_out_entry(line))
+        entries = sum(1 for r in rejects if isinstance(r, dict) and "image_id" in r and r["image_id"] is None)
         n_entries = sum(v for k, v in (stats.get("input_skipped") or {}).items() if ":" not in k and isinstance(v, int))
         n_rejects = sum(len(m.rejects) for m in ms)
-        if len(lines) - entries != n_rejects:
-            report.add(REJECTS_FILE, "stats", f"{len(lines) - entries} lines of images, the manifests list {n_rejects} rejected images, annotations and captions")
+        if len(rejects) - entries != n_rejects:
+            report.add(REJECTS_FILE, "stats", f"{len(rejects) - entries} lines of images, the manifests list {n_rejects} rejected images, annotations and captions")
         if entries != n_entries:
             report.add(REJECTS_FILE, "stats", f"{entries} lines of entries left out before mining, stats.json's input_skipped counts {n_entries}")
 

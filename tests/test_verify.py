@@ -163,3 +163,16 @@ def test_inconsistent_stats(run):
 def test_not_a_run_folder(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 2
     assert "not the --out folder" in capsys.readouterr().err
+
+
+def test_damaged_rejects_lines(run):
+    """A rejects.jsonl line that is not JSON (or not UTF-8) is named by its number, not counted as an image's."""
+    path = run / "rejects.jsonl"
+    good = path.read_bytes()
+    assert verify_run(str(run)).ok
+    path.write_bytes(good + b'{"image_id": 7, "reason": "cut off\n' + b'\xff\xfe\n')
+    found = verify_run(str(run)).problems
+    damaged = [p.detail for p in found if (p.where, p.what) == ("rejects.jsonl", "damaged")]
+    n = good.count(b"\n")
+    assert [d.split(":")[0] for d in damaged] == [f"line {n + 1} cannot be read", f"line {n + 2} cannot be read"]
+    assert ("rejects.jsonl", "stats") not in {(p.where, p.what) for p in found}  # the good lines still add up
