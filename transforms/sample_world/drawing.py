@@ -17,17 +17,19 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 MAIN = "main"
+# The fixed colour (RGB) of each part role but MAIN (the object's own colour, from
+# vocabulary.COLOURS), and the parts of draw_object's shapes that take it:
 ROLE_COLOURS: dict[str, tuple[int, int, int]] = {
-    "dark": (30, 30, 30),
-    "white": (245, 245, 245),
-    "brown": (120, 72, 36),
-    "green": (40, 150, 50),
-    "yellow": (245, 215, 50),
-    "orange": (250, 150, 30),
-    "glass": (170, 210, 240),
-    "beige": (225, 205, 165),
-    "gray": (120, 120, 125),
-    "roof": (150, 40, 30),
+    "dark": (30, 30, 30),  # wheels, eyes, handles, wicks, bottle caps, kite tails, balloon strings, leaf veins
+    "white": (245, 245, 245),  # sails, bottle labels, mushroom spots, light checkerboard squares
+    "brown": (120, 72, 36),  # doors, tree trunks, masts, apple stems
+    "green": (40, 150, 50),  # apple leaves, flower stems
+    "yellow": (245, 215, 50),  # flower centres
+    "orange": (250, 150, 30),  # beaks, flames, sun rays, kite bows
+    "glass": (170, 210, 240),  # house and car windows
+    "beige": (225, 205, 165),  # mushroom stems
+    "gray": (120, 120, 125),  # flag poles
+    "roof": (150, 40, 30),  # house roofs
 }
 
 Points = Sequence[tuple[float, float]]
