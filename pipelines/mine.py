@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from maskmine.pipelines import endings, runner_config, runners
-from maskmine.pipelines.stages import MineShardDoFn
+from maskmine.pipelines.mine_dofn import MineShardDoFn
 from maskmine.transforms.progress_files import read_progress
 from maskmine.transforms.shard_mining import ShardJob
 from maskmine.transforms.atomic import atomic_write

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 LOCAL_RUNNER_NAMES = (None, "", "DirectRunner", "direct", "FnApiRunner")
 DASK_RUNNER_NAMES = ("DaskRunner", "dask")
 # What the Dask scheduler and workers must import: the DoFns' module.
-DASK_IMPORT_PROBE = "__import__('importlib').import_module('maskmine.pipelines.stages').__file__"
+DASK_IMPORT_PROBE = "__import__('importlib').import_module('maskmine.pipelines.mine_dofn').__file__"
 
 
 def runner_name(options: PipelineOptions) -> str | None:

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from maskmine.pipelines.verify import verify_run
+from maskmine.transforms.verify_run import verify_run
 from maskmine.transforms import storage
 from maskmine.transforms.errors import UserError
 

@@ -34,12 +34,12 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from maskmine.pipelines import stages
+from maskmine.pipelines import mine_dofn
 from maskmine.transforms.progress_files import ProgressFile
 from maskmine.transforms.shard_mining import ShardMiner
 
 
-class FailAfterImages(stages.MineShardDoFn):
+class FailAfterImages(mine_dofn.MineShardDoFn):
     """Fails before a shard once the shards this process committed hold ``limit`` or more images."""
 
     limit: int = 1  # set by the test

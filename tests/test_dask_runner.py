@@ -28,7 +28,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from maskmine.pipelines import runners
 from maskmine.transforms.errors import UserError
 from maskmine.pipelines.cli import main
-from maskmine.pipelines.verify import verify_run
+from maskmine.transforms.verify_run import verify_run
 from mining_helpers import mine_command
 
 distributed = pytest.importorskip("distributed")
@@ -72,7 +72,7 @@ def cluster():
 def test_cluster_workers_import_maskmine(cluster):
     assert runners.check_dask_cluster(cluster) == 2
     with distributed.Client(cluster) as client:
-        files = client.run(lambda: importlib.import_module("maskmine.pipelines.stages").__file__)
+        files = client.run(lambda: importlib.import_module("maskmine.pipelines.mine_dofn").__file__)
     assert len(files) == 2 and all(Path(f).resolve().parent.parent == REPO for f in files.values())
 
 

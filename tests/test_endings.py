@@ -81,7 +81,7 @@ def test_audit_stopped_by_sigterm_says_so_and_a_rerun_writes_the_report(run_dir,
 
 
 def test_verify_stopped_by_sigint_says_so(run_dir):
-    stopped = maskmine("verify", str(run_dir), signal_at=("maskmine.pipelines.verify:check_shard", 1, signal.SIGINT))
+    stopped = maskmine("verify", str(run_dir), signal_at=("maskmine.transforms.verify_run:check_shard", 1, signal.SIGINT))
     assert_interrupted(stopped, "verify", signal.SIGINT, "rerun the same command")
 
 

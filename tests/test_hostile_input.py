@@ -519,7 +519,7 @@ def hostile_runs(coco_cc_by, nltk_data, tmp_path_factory) -> tuple[Path, Path, d
 
 
 def test_hostile_run_counts_every_bad_entry_and_keeps_good_shards_identical(hostile_runs):
-    from maskmine.pipelines.verify import verify_run
+    from maskmine.transforms.verify_run import verify_run
 
     clean, hostile, inputs = hostile_runs
     stats = json.loads((hostile / "stats.json").read_text())
@@ -545,7 +545,7 @@ def test_hostile_run_counts_every_bad_entry_and_keeps_good_shards_identical(host
 
 
 def test_deeply_nested_run_files_are_one_line_in_verify_and_audit(hostile_runs, tmp_path, capsys):
-    from maskmine.pipelines.verify import verify_run
+    from maskmine.transforms.verify_run import verify_run
 
     _, hostile, _ = hostile_runs
     for name in ("stats.json", "run.json", "manifest/pairs-000000.json"):

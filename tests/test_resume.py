@@ -31,7 +31,7 @@ import pytest
 
 from maskmine.pipelines import mine as mine_module
 from maskmine.pipelines.mine import MineConfig, progress_counts, run_mining
-from maskmine.pipelines.verify import verify_run
+from maskmine.transforms.verify_run import verify_run
 from maskmine.transforms.run_folder import LOCK_FILE
 from maskmine.transforms.shards import shard_of
 from mining_helpers import coco_mini_config, mine_command

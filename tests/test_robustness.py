@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from maskmine.pipelines.cli import main
-from maskmine.pipelines.verify import verify_run
+from maskmine.transforms.verify_run import verify_run
 from maskmine.transforms.annotations import AnnotationProblem, check_segmentation, compressed_rle_counts
 from maskmine.transforms.image_io import ImageSkip, decode_image, read_image
 

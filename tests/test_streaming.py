@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from maskmine.pipelines import mine_cli
 from maskmine.pipelines.mine import build_pipeline, plan_run, run_mining, shard_job
 from maskmine.transforms.batching import BatchWeight, split_batches
-from maskmine.pipelines.verify import verify_run
+from maskmine.transforms.verify_run import verify_run
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.records import ImageRecord, MiningItem, Skip
 from maskmine.transforms.shards import shard_of

@@ -14,7 +14,7 @@ import pytest
 
 from maskmine.pipelines.cli import main
 from maskmine.pipelines.mine import MineConfig, run_mining
-from maskmine.pipelines.verify import verify_run
+from maskmine.transforms.verify_run import verify_run
 from mining_helpers import coco_mini_config
 
 

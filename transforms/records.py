@@ -2,7 +2,7 @@
 
 Every stage of the mining job is a plain function over these dataclasses, so it
 can be tested without Beam; ``transforms/shard_mining.py`` runs them on a
-shard and ``pipelines/stages.py`` only wires that into Beam. Images and masks are numpy arrays: images ``(H, W, 3)``
+shard and ``pipelines/mine_dofn.py`` only wires that into Beam. Images and masks are numpy arrays: images ``(H, W, 3)``
 uint8 RGB, masks ``(H, W)`` or ``(K, H, W)`` bool.
 """
 from __future__ import annotations

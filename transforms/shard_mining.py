@@ -13,7 +13,7 @@ are those of the same stages run in turn. Every image is timed into
 ``MiningItem.seconds`` so stats.json reports seconds per stage on any runner.
 The two models come loaded: a proposal generator built from its
 ``ProposalSpec`` and a :class:`ClipWithTextCache` from its ``ClipSpec``, once
-per worker process (``pipelines/stages.py`` wires this into a Beam DoFn).
+per worker process (``pipelines/mine_dofn.py`` wires this into a Beam DoFn).
 """
 from __future__ import annotations
 
