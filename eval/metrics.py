@@ -226,13 +226,6 @@ def per_class_csv(metrics: SegMetrics, class_names: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def write_per_class_csv(metrics: SegMetrics, class_names: Sequence[str], path: str) -> None:
-    """Write :func:`per_class_csv` atomically (local path or any Beam filesystem, e.g. gs://)."""
-    from maskmine.transforms.atomic import atomic_write  # Beam imported only for a remote path
-
-    atomic_write(str(path), per_class_csv(metrics, class_names))
-
-
 def _check_names(class_names: Sequence[str] | None, n: int) -> list[str]:
     if class_names is None:
         return [str(i) for i in range(n)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskmine.eval.metrics import ConfusionMatrix, per_class_csv, write_per_class_csv
+from maskmine.eval.metrics import ConfusionMatrix, per_class_csv
 from maskmine.eval.semantic import (
     argmax_labels,
     ensemble_probs,
@@ -169,7 +169,7 @@ def test_per_class_csv(tmp_path):
     cm.update(PRED, GT)
     m = cm.compute()
     path = tmp_path / "per_class.csv"
-    write_per_class_csv(m, ["wall", "floor, ground", "sky", "tree"], str(path))
+    path.write_text(per_class_csv(m, ["wall", "floor, ground", "sky", "tree"]), encoding="utf-8")
     rows = list(csv.DictReader(path.open()))
     assert [r["class_name"] for r in rows] == ["wall", "floor, ground", "sky", "tree"]
     assert float(rows[1]["iou"]) == pytest.approx(50.0)

@@ -47,9 +47,6 @@ class RunFolder:
     def tar_path(self, shard: int) -> Path:
         return self.path / tar_name(shard)
 
-    def parquet_path(self, shard: int) -> Path:
-        return self.path / parquet_name(shard)
-
 
 @dataclass(frozen=True)
 class Location:
