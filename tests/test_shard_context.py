@@ -116,7 +116,7 @@ def _unfinished_copy(run: Path, dest: Path) -> Path:
     return dest
 
 
-def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: Path, capsys) -> None:
+def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: Path, capsys, caplog) -> None:
     partial = _unfinished_copy(run, tmp_path / "partial")
     samples = sum(json.loads((partial / "manifest" / f"pairs-00000{i}.json").read_text())["samples"] for i in (0, 1))
     spec = str(partial / "pairs-*.tar")
@@ -126,9 +126,13 @@ def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: 
     message = str(err.value)
     assert "\n" not in message and "unfinished" in message and "pass `allow_partial`" in message and "--allow" not in message
     assert f"{samples} samples in 2 of 3 shards" in message
+    summary = err.value.problem.split(": finish it")[0]
+    caplog.clear()
     result = train(TrainConfig(shards=spec, out=str(tmp_path / "b"), clip=TINY_CLIP, epochs=1, steps=None,
                                workers=0, batch_size=8, progress=False, allow_partial=True))
     assert result.finished and result.total_steps == samples // 8
+    allowed = ": `allow_partial`, training on the 2 committed shards"  # the warning names the setting
+    assert [m for m in caplog.messages if "committed shards" in m] == [summary + allowed]
     argv = ["train", "--shards", spec, "--out", str(tmp_path / "c"), "--steps", "1", "--workers", "0",
             "--batch-size", "8", "--no-progress", *CLIP_FLAGS]
     capsys.readouterr()
@@ -137,7 +141,10 @@ def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: 
     assert line.startswith(f"maskmine train: error: argument --shards: {partial} is an unfinished mining run")
     assert line.endswith("finish it (rerun maskmine mine with the same --out) or pass --allow-partial "
                          "to train on its committed shards")
+    caplog.clear()
     assert main(argv + ["--allow-partial"]) == 0
+    assert [m for m in caplog.messages if "committed shards" in m] == [  # the command line's warning, its flag
+        f"{summary}: --allow-partial, training on the 2 committed shards"]
     # the same run again: the library names the setting that continues it, the command line its flag
     with pytest.raises(SettingError) as again:
         train(TrainConfig(shards=spec, out=str(tmp_path / "b"), clip=TINY_CLIP, epochs=1, steps=None,
