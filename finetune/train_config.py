@@ -194,7 +194,7 @@ def check_finished(c: TrainConfig, context: ShardContext) -> list[str]:
                f"{'no ' + run_folder.STATS_FILE if not run.finished else 'shards without a manifest entry'}); "
                f"found {samples} samples in {found} of {total} shards")
     if not c.allow_partial:
-        raise SettingError("shards", f"{summary}: finish it (rerun maskmine mine with the same --out) or pass "
+        raise SettingError("shards", f"{summary}: finish it (rerun the same `maskmine mine` command) or pass "
                                      "`allow_partial` to train on its committed shards")
     log.warning("%s: `allow_partial`, training on the %d committed shards", summary, len(committed))
     if not committed:

@@ -238,3 +238,22 @@ def test_warnings_name_settings_and_the_command_their_flags(tmp_path, caplog, ca
         resolve_activation("ViT-B-16", str(weights), "auto")
     assert "give `clip_activation` quick_gelu" in caplog.messages[0] and "--" not in caplog.messages[0]
 
+
+def test_advice_about_another_command_is_its_command_line_in_backquotes(tmp_path, capsys):
+    """An audit of a folder ``maskmine mine`` did not write, or did not finish, says which command to run;
+    the command line leaves it as it is (only a lone setting name is a flag)."""
+    import json
+
+    from maskmine.transforms.audit.access import open_run
+    from maskmine.transforms.errors import UserError
+
+    with pytest.raises(UserError) as refused:
+        open_run(tmp_path)
+    problem = f"{tmp_path} is not a maskmine run folder (no run.json); give a folder that `maskmine mine` wrote"
+    assert str(refused.value) == problem
+    assert refused_line(["audit", str(tmp_path), "--no-progress"], capsys) == f"maskmine audit: error: {problem}"
+    (tmp_path / "run.json").write_text(json.dumps({"identity": {}}))
+    with pytest.raises(UserError) as refused:
+        open_run(tmp_path)
+    assert str(refused.value) == (f"{tmp_path} holds an unfinished run (no stats.json): "
+                                  "rerun the same `maskmine mine` command to complete it")

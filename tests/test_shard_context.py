@@ -139,7 +139,7 @@ def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: 
     assert main(argv) == 2  # the command line names the flags: the shards' one and the one that allows them
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"maskmine train: error: argument --shards: {partial} is an unfinished mining run")
-    assert line.endswith("finish it (rerun maskmine mine with the same --out) or pass --allow-partial "
+    assert line.endswith("finish it (rerun the same `maskmine mine` command) or pass --allow-partial "
                          "to train on its committed shards")
     caplog.clear()
     assert main(argv + ["--allow-partial"]) == 0
@@ -180,8 +180,8 @@ def test_shards_without_nouns_or_ground_truth_are_refused_by_their_setting(run: 
         check_ground_truth_shards(expand_shards(val), val)
     assert refused.value.setting == "val_shards"
     assert refused.value.problem == (
-        f"{val!r}: {run}/ was mined with maskmine mine --labels nouns, so its nouns are caption guesses, not "
-        "ground truth; mine validation shards with maskmine mine --proposals coco-gt --labels categories")
+        f"{val!r}: {run}/ was mined with `maskmine mine --labels nouns`, so its nouns are caption guesses, not "
+        "ground truth; mine validation shards with `maskmine mine --proposals coco-gt --labels categories`")
 
 
 def test_shard_specs_are_checked_part_by_part(run: Path, tmp_path: Path) -> None:
