@@ -250,7 +250,7 @@ class DemoApp:
         if importlib.util.find_spec("segment_anything") is None:
             return "SAM needs the segment-anything package (pip install 'maskmine[sam]')"
         if not self.config.sam.checkpoint and self.config.sam.sam_model_type != TINY_MODEL_TYPE:
-            return "SAM needs --sam-checkpoint (a SAM .pth file)"
+            return "SAM needs `sam_checkpoint` (a SAM .pth file)"
         return ""
 
     def parse_granularity(self, text: str) -> float:

@@ -225,7 +225,7 @@ class _Predictor:
             return None
         lam = OVSEG_ENSEMBLE_WEIGHTS.get(dataset.name, OVSEG_DEFAULT_ENSEMBLE_WEIGHT)
         log.warning("ensemble: OVSeg's weight %.2f for %s (the proposal model's class head with CLIP; "
-                    "--ensemble-lambda 0 for CLIP alone)", lam, dataset.name)
+                    "`ensemble_lambda` 0 for CLIP alone)", lam, dataset.name)
         return lam
 
     def predict(self, image: np.ndarray, gt: np.ndarray, name: str) -> np.ndarray:

@@ -148,7 +148,7 @@ def prepare_out_dir(c: TrainConfig) -> Path | None:
     if out.exists() and any(p.name != run_folder.LOCK_FILE for p in out.iterdir()):  # the lock is this job's
         raise SettingError("out", f"{out} is not empty and holds no training run: use a new `out` folder")
     if c.resume:
-        log.warning("--resume: %s holds no run yet, starting from step 0", out)
+        log.warning("`resume`: %s holds no run yet, starting from step 0", out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(train_file, data, indent=1, sort_keys=True)
@@ -194,9 +194,9 @@ def check_finished(c: TrainConfig, context: ShardContext) -> list[str]:
                f"{'no ' + run_folder.STATS_FILE if not run.finished else 'shards without a manifest entry'}); "
                f"found {samples} samples in {found} of {total} shards")
     if not c.allow_partial:
-        raise SettingError("shards", f"{summary}: finish it (rerun maskmine mine with the same --out) or pass "
+        raise SettingError("shards", f"{summary}: finish it (rerun the same `maskmine mine` command) or pass "
                                      "`allow_partial` to train on its committed shards")
-    log.warning("%s: --allow-partial, training on the %d committed shards", summary, len(committed))
+    log.warning("%s: `allow_partial`, training on the %d committed shards", summary, len(committed))
     if not committed:
         raise UserError(f"{summary}: no committed shard to train on")
     return [u for u in committed if not _empty(context, u)]

@@ -57,9 +57,9 @@ def check_ground_truth_shards(urls: list[str], spec: str) -> None:
         labels = run.identity.get("labels")
         if labels is not None and labels != "categories":
             raise SettingError(
-                "val_shards", f"{spec!r}: {folder or '.'} was mined with maskmine mine --labels {labels}, so its nouns "
-                "are caption guesses, not ground truth; mine validation shards with "
-                "maskmine mine --proposals coco-gt --labels categories"
+                "val_shards", f"{spec!r}: {folder or '.'} was mined with `maskmine mine --labels {labels}`, "
+                "so its nouns are caption guesses, not ground truth; mine validation shards with "
+                "`maskmine mine --proposals coco-gt --labels categories`"
             )
 
 

@@ -7,7 +7,7 @@ and ``run(args, extra) -> int``; the flags several commands share come from
 not recognise; only ``mine`` accepts them (they are Beam pipeline options), every
 other subcommand rejects them. A library :class:`SettingError` is printed as the
 flag that set the value (``argument --mask-threshold: must be ...``), and every
-setting a library error names (`` `steps` ``) as its flag (``--steps``).
+setting a library error or warning names (`` `steps` ``) as its flag (``--steps``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 import traceback
 
 from maskmine.pipelines import endings
-from maskmine.pipelines.cli_options import flag_error, flag_words
+from maskmine.pipelines.cli_options import FlagWords, flag_error, flag_words
 from maskmine.transforms.errors import SettingError, UserError
 
 # name -> (module, one-line help): the one home of each command's one-line help (``maskmine --help``
@@ -153,14 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("maskmine").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    for handler in logging.getLogger().handlers:  # a stop by signal or full disk is one line, not Beam's traceback
+    flags = FlagWords(args._parser)  # the settings maskmine's warnings name, as this command's flags
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:  # a stop by signal or full disk is one line, not Beam's traceback
         handler.addFilter(endings.QuietStop())
+        handler.addFilter(flags)
     try:
         return int(args._module.run(args, extra) or 0)
     except SettingError as exc:  # a value the library refused: worded as the flag that set it
         return fail(args.command, flag_error(args._parser, exc))
     except UserError as exc:  # its settings named as their flags
         return fail(args.command, flag_words(args._parser, str(exc)))
+    finally:  # a caller's later library calls log in the library's words
+        for handler in handlers:
+            handler.removeFilter(flags)
 
 
 def console_main() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
 from typing import TYPE_CHECKING, Any, Iterable, TypeVar
 
@@ -102,6 +103,23 @@ def flag_error(parser: argparse.ArgumentParser, exc: SettingError) -> str:
         if action.dest == exc.setting and action.option_strings:
             return f"argument {'/'.join(action.option_strings)}: {flag_words(parser, exc.problem)}"
     return flag_words(parser, str(exc))
+
+
+class FlagWords(logging.Filter):
+    """maskmine's log lines worded as :func:`flag_words` words its errors: a setting a warning names
+    (`` `resume` ``) becomes the flag of ``parser`` that sets it (``--resume``). Other loggers' lines
+    are left as they are."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        super().__init__()
+        self.parser = parser
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] == "maskmine":
+            message = record.getMessage()
+            if "`" in message:
+                record.msg, record.args = flag_words(self.parser, message), ()
+        return True
 
 
 # ---- execution --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from maskmine.pipelines.cli_options import (
     add_sam_filter_arguments,
     add_test_size_argument,
     clip_spec,
+    flag_words,
     number,
     proposal_spec,
     sam_options,
@@ -100,7 +101,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from maskmine.eval.demo import DemoApp, make_server
 
     config = config_from_args(args)
-    server = make_server(DemoApp(config), args.host, args.port)
+    app = DemoApp(config)
+    # why a proposal model is unavailable, as the page shows it: the settings it names as this command's flags
+    app.unavailable = {backend: flag_words(args._parser, why) for backend, why in app.unavailable.items()}
+    server = make_server(app, args.host, args.port)
     host, port = server.server_address[:2]
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the page")

@@ -163,12 +163,19 @@ def test_maskmine_demo_command_serves_the_page():
             assert reply.read() == b"ok"
         with urllib.request.urlopen(url.group(0), timeout=30) as reply:
             page = reply.read().decode()
-        assert "SAM (unavailable)" in page and "--sam-checkpoint" in page  # no SAM checkpoint given
+        assert "SAM (unavailable)" in page and "SAM needs --sam-checkpoint" in page  # no SAM checkpoint given
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     # SIGTERM stops the server as every command stops: one line, status 143
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "maskmine demo: interrupted (SIGTERM); rerun the same command"
+
+
+def test_an_unavailable_sam_names_its_setting():
+    """The library's reason names the setting (the page of ``maskmine demo`` shows its flag, above)."""
+    app = DemoApp(DemoConfig(**{**TINY, "sam": ProposalSpec(backend="sam")}))
+    assert app.unavailable == {"sam": "SAM needs `sam_checkpoint` (a SAM .pth file)"}
+    assert "sam" not in app.backends
 
 
 def test_user_text_stays_text_on_the_page(server):

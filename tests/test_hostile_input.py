@@ -85,6 +85,25 @@ def test_climbing_file_name_is_outside_images(folders, name):
     assert _skip_reason(folders[0], name) == "outside-images"
 
 
+def test_skip_details_say_the_images_folder_and_the_limit_not_flags(folders):
+    """Skip details are data (rejects.jsonl): they say the value, a setting only by its name in backquotes."""
+    images, outside = folders
+    details = {}
+    for name in (str(outside / "secret.png"), "../outside/secret.png"):
+        with pytest.raises(ImageSkip) as info:
+            read_record_image(str(images), _record(name))
+        details[name] = info.value.detail
+    assert details == {
+        str(outside / "secret.png"): f"file_name {str(outside / 'secret.png')!r} is absolute, not a path inside the images folder",
+        "../outside/secret.png": "file_name '../outside/secret.png' climbs out of the images folder with '..'",
+    }
+    size = (images / "good.png").stat().st_size
+    with pytest.raises(ImageSkip) as info:  # 8 bytes per allowed pixel: 8 bytes for one pixel
+        image_io.read_folder_image(images, "good.png", max_megapixels=1e-6)
+    assert (info.value.reason, info.value.detail) == (
+        "too-large", f"{images / 'good.png'} has {size} bytes, over the 8-byte limit that `max_megapixels` sets")
+
+
 @pytest.mark.parametrize("name", ["good\x00.png", "", 42, ["good.png"], None, "\ud800.png"])
 def test_unusable_file_name_is_bad_file_name(folders, name):
     assert _skip_reason(folders[0], name) == "bad-file-name"

@@ -199,3 +199,61 @@ def test_mining_into_a_folder_of_another_run_is_refused_as_out(tmp_path):
     assert refused.value.setting == "out" and "--" not in str(refused.value)
     assert str(refused.value).endswith("): use a new `out` folder to mine with these settings")
     assert flag_error(command_parser("mine"), refused.value).endswith("): use a new --out folder to mine with these settings")
+
+
+def test_warnings_name_settings_and_the_command_their_flags(tmp_path, caplog, capsys):
+    """A library warning names a setting in backquotes; ``maskmine`` logs it as the command's flag."""
+    import json
+    import logging
+
+    from maskmine.finetune.train_config import prepare_out_dir
+    from maskmine.transforms.clip_models import resolve_activation
+
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"a plain weights file: it records no activation")
+    out = tmp_path / "new-run"
+    with caplog.at_level(logging.WARNING, logger="maskmine"):
+        assert resolve_activation("ViT-B-16", str(weights), "auto") == "gelu"
+        assert prepare_out_dir(TrainConfig(shards="x.tar", out=str(out), clip=TINY, steps=1, resume=True)) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{weights} records no activation: building ViT-B-16 with GELU as its config says; give `clip_activation` "
+        "quick_gelu for weights trained with QuickGELU (OpenAI's)",
+        f"`resume`: {out} holds no run yet, starting from step 0",
+    ]
+    caplog.clear()
+    # the command line: mine works out its run's identity (the CLIP's activation) before it refuses another run's folder
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"identity": {"labels": "categories"}}))
+    (tmp_path / "c.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 4}],
+                                                 "annotations": [{"id": 1, "image_id": 1, "caption": "a dog"}]}))
+    line = refused_line(["mine", "--captions", str(tmp_path / "c.json"), "--images", str(tmp_path),
+                         "--out", str(tmp_path / "run"), "--clip-model", "ViT-B-16", "--clip-pretrained", str(weights),
+                         "--device", "cpu", "--no-progress"], capsys)
+    assert line.startswith("maskmine mine: error: argument --out: ")
+    warned = [r.getMessage() for r in caplog.records if r.name == "maskmine.transforms.clip_models"]
+    assert warned and all(m.endswith("; give --clip-activation quick_gelu for weights trained with QuickGELU (OpenAI's)")
+                          for m in warned), warned
+    caplog.clear()  # once the command is done, the library's own words again
+    with caplog.at_level(logging.WARNING, logger="maskmine"):
+        resolve_activation("ViT-B-16", str(weights), "auto")
+    assert "give `clip_activation` quick_gelu" in caplog.messages[0] and "--" not in caplog.messages[0]
+
+
+def test_advice_about_another_command_is_its_command_line_in_backquotes(tmp_path, capsys):
+    """An audit of a folder ``maskmine mine`` did not write, or did not finish, says which command to run;
+    the command line leaves it as it is (only a lone setting name is a flag)."""
+    import json
+
+    from maskmine.transforms.audit.access import open_run
+    from maskmine.transforms.errors import UserError
+
+    with pytest.raises(UserError) as refused:
+        open_run(tmp_path)
+    problem = f"{tmp_path} is not a maskmine run folder (no run.json); give a folder that `maskmine mine` wrote"
+    assert str(refused.value) == problem
+    assert refused_line(["audit", str(tmp_path), "--no-progress"], capsys) == f"maskmine audit: error: {problem}"
+    (tmp_path / "run.json").write_text(json.dumps({"identity": {}}))
+    with pytest.raises(UserError) as refused:
+        open_run(tmp_path)
+    assert str(refused.value) == (f"{tmp_path} holds an unfinished run (no stats.json): "
+                                  "rerun the same `maskmine mine` command to complete it")

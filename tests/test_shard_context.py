@@ -116,7 +116,7 @@ def _unfinished_copy(run: Path, dest: Path) -> Path:
     return dest
 
 
-def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: Path, capsys) -> None:
+def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: Path, capsys, caplog) -> None:
     partial = _unfinished_copy(run, tmp_path / "partial")
     samples = sum(json.loads((partial / "manifest" / f"pairs-00000{i}.json").read_text())["samples"] for i in (0, 1))
     spec = str(partial / "pairs-*.tar")
@@ -126,18 +126,25 @@ def test_an_unfinished_run_is_refused_unless_allow_partial(run: Path, tmp_path: 
     message = str(err.value)
     assert "\n" not in message and "unfinished" in message and "pass `allow_partial`" in message and "--allow" not in message
     assert f"{samples} samples in 2 of 3 shards" in message
+    summary = err.value.problem.split(": finish it")[0]
+    caplog.clear()
     result = train(TrainConfig(shards=spec, out=str(tmp_path / "b"), clip=TINY_CLIP, epochs=1, steps=None,
                                workers=0, batch_size=8, progress=False, allow_partial=True))
     assert result.finished and result.total_steps == samples // 8
+    allowed = ": `allow_partial`, training on the 2 committed shards"  # the warning names the setting
+    assert [m for m in caplog.messages if "committed shards" in m] == [summary + allowed]
     argv = ["train", "--shards", spec, "--out", str(tmp_path / "c"), "--steps", "1", "--workers", "0",
             "--batch-size", "8", "--no-progress", *CLIP_FLAGS]
     capsys.readouterr()
     assert main(argv) == 2  # the command line names the flags: the shards' one and the one that allows them
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"maskmine train: error: argument --shards: {partial} is an unfinished mining run")
-    assert line.endswith("finish it (rerun maskmine mine with the same --out) or pass --allow-partial "
+    assert line.endswith("finish it (rerun the same `maskmine mine` command) or pass --allow-partial "
                          "to train on its committed shards")
+    caplog.clear()
     assert main(argv + ["--allow-partial"]) == 0
+    assert [m for m in caplog.messages if "committed shards" in m] == [  # the command line's warning, its flag
+        f"{summary}: --allow-partial, training on the 2 committed shards"]
     # the same run again: the library names the setting that continues it, the command line its flag
     with pytest.raises(SettingError) as again:
         train(TrainConfig(shards=spec, out=str(tmp_path / "b"), clip=TINY_CLIP, epochs=1, steps=None,
@@ -173,8 +180,8 @@ def test_shards_without_nouns_or_ground_truth_are_refused_by_their_setting(run: 
         check_ground_truth_shards(expand_shards(val), val)
     assert refused.value.setting == "val_shards"
     assert refused.value.problem == (
-        f"{val!r}: {run}/ was mined with maskmine mine --labels nouns, so its nouns are caption guesses, not "
-        "ground truth; mine validation shards with maskmine mine --proposals coco-gt --labels categories")
+        f"{val!r}: {run}/ was mined with `maskmine mine --labels nouns`, so its nouns are caption guesses, not "
+        "ground truth; mine validation shards with `maskmine mine --proposals coco-gt --labels categories`")
 
 
 def test_shard_specs_are_checked_part_by_part(run: Path, tmp_path: Path) -> None:

@@ -140,8 +140,8 @@ def resolve_activation(model_name: str, pretrained_arg: str | None,
             return "gelu"  # maskmine's own sample CLIP, trained with its config's GELU
         recorded = _recorded_activation(Path(pretrained_arg))
         if recorded is None:
-            log.warning("%s records no activation: building %s with GELU as its config says; pass "
-                        "--clip-activation quick_gelu for weights trained with QuickGELU (OpenAI's)",
+            log.warning("%s records no activation: building %s with GELU as its config says; give "
+                        "`clip_activation` quick_gelu for weights trained with QuickGELU (OpenAI's)",
                         pretrained_arg, model_name)
         return recorded or "gelu"
     from open_clip.pretrained import get_pretrained_cfg

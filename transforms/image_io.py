@@ -89,9 +89,9 @@ def confined_path(images_dir: str, file_name: object) -> str:
     except UnicodeEncodeError:
         raise ImageSkip(Skip.BAD_FILE_NAME, f"file_name is not valid Unicode (a lone surrogate): {_shown(file_name)}") from None
     if file_name.startswith("/") or "://" in file_name or os.path.isabs(file_name):
-        raise ImageSkip(Skip.OUTSIDE_IMAGES, f"file_name {_shown(file_name)} is absolute, not a path inside --images")
+        raise ImageSkip(Skip.OUTSIDE_IMAGES, f"file_name {_shown(file_name)} is absolute, not a path inside the images folder")
     if ".." in file_name.replace("\\", "/").split("/"):
-        raise ImageSkip(Skip.OUTSIDE_IMAGES, f"file_name {_shown(file_name)} climbs out of --images with '..'")
+        raise ImageSkip(Skip.OUTSIDE_IMAGES, f"file_name {_shown(file_name)} climbs out of the images folder with '..'")
     from maskmine.transforms import storage
 
     return storage.join(str(images_dir), posixpath.normpath(file_name))
@@ -176,7 +176,7 @@ def decode_image(
                 if max_megapixels is not None and width * height > max_megapixels * 1e6:
                     raise ImageSkip(
                         Skip.TOO_LARGE,
-                        f"{width}x{height} = {width * height / 1e6:.1f} MP, over --max-megapixels {max_megapixels:g}",
+                        f"{width}x{height} = {width * height / 1e6:.1f} MP, over the {max_megapixels:g} MP limit (`max_megapixels`)",
                     )
                 tile = img.tile[0] if img.tile else None
                 rawmode = str(tile.args[0] if isinstance(tile.args, tuple) else tile.args) if tile else ""
@@ -217,7 +217,8 @@ def _read_local(path: str, max_bytes: float | None) -> bytes:
                     stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(info.st_mode), "not a regular file")
             raise ImageSkip(Skip.NOT_A_FILE, f"{path} is {kind}, not a regular file")
         if max_bytes is not None and info.st_size > max_bytes:
-            raise ImageSkip(Skip.TOO_LARGE, f"{path} has {info.st_size} bytes, over {max_bytes:.0f} for --max-megapixels")
+            raise ImageSkip(Skip.TOO_LARGE,
+                            f"{path} has {info.st_size} bytes, over the {max_bytes:.0f}-byte limit that `max_megapixels` sets")
         with os.fdopen(fd, "rb", closefd=True) as handle:
             fd = -1
             return handle.read()

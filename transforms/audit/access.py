@@ -87,12 +87,13 @@ def open_run(path: str | Path) -> RunFolder:
     if not root.is_dir():
         raise UserError(f"run folder not found: {root}")
     if not (root / RUN_FILE).is_file():
-        raise UserError(f"{root} is not a maskmine run folder (no {RUN_FILE}); pass the --out folder of 'maskmine mine'")
+        raise UserError(f"{root} is not a maskmine run folder (no {RUN_FILE}); give a folder that `maskmine mine` wrote")
     run = _read_json(root / RUN_FILE, "run settings")
     if not isinstance(run, dict) or "identity" not in run:
         raise UserError(f"{root / RUN_FILE} is not a maskmine run file (no 'identity')")
     if not (root / STATS_FILE).is_file():
-        raise UserError(f"{root} holds an unfinished run (no {STATS_FILE}): run 'maskmine mine' again to complete it")
+        raise UserError(f"{root} holds an unfinished run (no {STATS_FILE}): "
+                        "rerun the same `maskmine mine` command to complete it")
     stats = _read_json(root / STATS_FILE, "run statistics")
     identity = run["identity"]
     num_shards = int(identity.get("num_shards") or stats.get("shards") or 0)

@@ -201,7 +201,7 @@ class ImageCache:
         """The image in the frame of its masks (``frame``: their height and width; see
         ``decode_image``), or a string saying why it is not available."""
         if self.folder is None:
-            return "no images folder (pass --images)"
+            return "no images folder known"
         if file_name in self.cache:
             self.cache.move_to_end(file_name)
             return self.cache[file_name]
