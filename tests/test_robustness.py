@@ -399,7 +399,7 @@ def _cases(j: dict, inputs: dict, run: Path) -> dict[str, tuple[list[str], str]]
         "mine-images-missing": (m(images=str(r / "no-images")), "images folder not found"),
         # verify
         "verify-missing-folder": (["verify", str(r / "nowhere")], "run folder not found"),
-        "verify-not-a-run": (["verify", str(r / "empty-run")], "not the --out folder of maskmine mine"),
+        "verify-not-a-run": (["verify", str(r / "empty-run")], "not a folder that `maskmine mine` wrote"),
         "verify-truncated-run-json": (["verify", str(r / "truncated-run")], "run.json in"),
         "verify-json-in-a-file": (["verify", str(run), "--json", str(r / "a-file" / "v.json")],
                                   "--json " + str(r / "a-file" / "v.json") + ": cannot write it: Not a directory"),

@@ -162,7 +162,7 @@ def test_inconsistent_stats(run):
 
 def test_not_a_run_folder(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 2
-    assert "not the --out folder" in capsys.readouterr().err
+    assert "not a folder that `maskmine mine` wrote" in capsys.readouterr().err
 
 
 def test_damaged_rejects_lines(run):

@@ -4,7 +4,7 @@
 each broken promise as a ``Problem`` (what, where, detail):
 
 * every shard 0..num_shards-1 of run.json has a manifest entry (a shard
-  without one was not finished: rerun ``maskmine mine`` with the same --out);
+  without one was not finished: rerun the same ``maskmine mine`` command);
 * each tar is readable to its end, its byte count and sha256 match the
   manifest, its samples are whole (the four members of
   :mod:`maskmine.transforms.shard_format`), sorted by key, with metadata naming the
@@ -317,7 +317,7 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
     report = VerifyReport(run_dir=str(run_dir))
     run_path = storage.join(str(run_dir), RUN_FILE)
     if not storage.exists(run_path):
-        report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not the --out folder of maskmine mine")
+        report.add("run", "not-a-run", f"no {RUN_FILE} in {run_dir}: not a folder that `maskmine mine` wrote")
         return report
     try:
         identity = storage.parse_json(storage.read_bytes(run_path))["identity"]
@@ -335,7 +335,7 @@ def verify_run(run_dir: str, deep: bool = False) -> VerifyReport:
         if shard not in manifests:
             report.add(
                 tar_name(shard), "missing-shard",
-                "no manifest entry: the shard was never finished (rerun maskmine mine with the same --out)",
+                "no manifest entry: the shard was never finished (rerun the same `maskmine mine` command)",
             )
             continue
         keys = check_shard(str(run_dir), manifests[shard], num_shards, report, deep, caption_template)
