@@ -58,6 +58,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
 from maskmine.eval.ovseg_demo import OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
+from maskmine.eval.settings import DEMO_INFERENCES
 from maskmine.eval.shortest_edge import OVSEG_MIN_SIZE_TEST, at_test_size
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms import ranges
@@ -72,7 +73,6 @@ from maskmine.transforms.records import ImageRecord
 log = logging.getLogger(__name__)
 
 NO_CLASS = 65535
-DEMO_INFERENCES = ("maskmine", "ovseg-demo")  # see the module docstring
 FORM_OVERHEAD = 64 * 1024  # the text fields and multipart boundaries around the image
 DRAIN_FACTOR = 32  # bodies up to this many times the limit are read and dropped, so the browser sees the message
 

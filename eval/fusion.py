@@ -39,14 +39,14 @@ every mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union, get_args
+from typing import Union
 
 import numpy as np
 import torch
 
+from maskmine.eval.settings import FUSION_MODES, FusionMode
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
-FusionMode = Literal["assigned", "ovseg"]
-FUSION_MODES: tuple[FusionMode, ...] = get_args(FusionMode)
 
 
 @dataclass

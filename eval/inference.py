@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from maskmine.eval.fusion import FusionMode, granularity_fusion
+from maskmine.eval.settings import DEFAULT_MASK_THRESHOLD
 from maskmine.eval.semantic import argmax_labels, ensemble_probs, semantic_map
 from maskmine.eval.shortest_edge import resize_label_map, scores_to_size
 from maskmine.eval.templates import VILD_TEMPLATES
@@ -118,9 +119,6 @@ class Segmentation:
     clip_probs: np.ndarray  # (Q, C)
     class_probs: np.ndarray  # (Q, C) what decided the labels (ensembled when lam is set)
     kept: Optional[list[int]] = None  # granularity fusion: indices of the masks that were used
-
-
-DEFAULT_MASK_THRESHOLD = 0.4  # OVSeg's MODEL.CLIP_ADAPTER.MASK_THR default (open_vocab_seg/config.py)
 
 
 def binarised_proposals(proposals: ProposalSet, shape: tuple[int, int],

@@ -33,10 +33,10 @@ import torch
 
 from maskmine.eval.inference import RegionClassifier, Segmentation, binarised_proposals
 from maskmine.eval.semantic import ArrayLike, as_tensor
+from maskmine.eval.settings import OVSEG_DEMO_MASK_THRESHOLD
 from maskmine.eval.shortest_edge import scores_to_size
 from maskmine.transforms.records import ProposalSet
 
-OVSEG_DEMO_MASK_THRESHOLD = 0.35  # MASK_THR in configs/ovseg_swinB_vitL_demo.yaml line 49
 OTHERS = "others"  # the class OVSeg's demo adds to a single class name
 
 

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-OVSEG_MIN_SIZE_TEST = 640  # INPUT.MIN_SIZE_TEST in every OVSeg config
-OVSEG_MAX_SIZE_TEST = 2560  # INPUT.MAX_SIZE_TEST in every OVSeg config
+from maskmine.eval.settings import OVSEG_MAX_SIZE_TEST, OVSEG_MIN_SIZE_TEST  # noqa: F401 - imported from here too
 
 
 def shortest_edge_shape(height: int, width: int, short_edge: int, max_size: int = OVSEG_MAX_SIZE_TEST) -> tuple[int, int]:

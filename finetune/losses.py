@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from maskmine.finetune.train_choices import LOSSES, LossKind  # noqa: F401 - imported from here too
+
 
 def _check(image_emb: Tensor, text_emb: Tensor, labels: Tensor) -> None:
     if image_emb.dim() != 2 or text_emb.dim() != 2 or image_emb.shape[1] != text_emb.shape[1]:
@@ -21,12 +23,6 @@ def _check(image_emb: Tensor, text_emb: Tensor, labels: Tensor) -> None:
     if labels.dim() != 1 or labels.shape[0] != image_emb.shape[0]:
         raise ValueError(f"labels must be (B,) with B={image_emb.shape[0]}, got {tuple(labels.shape)}")
 
-
-LossKind = Literal["clip", "clip-plain", "vocab"]
-"""``maskmine train --loss``: :func:`clip_contrastive_loss` with same-noun negatives masked
-(``clip``) or with every other row a negative (``clip-plain``, OVSeg's ClipLoss), or
-:func:`vocab_cross_entropy` (``vocab``)."""
-LOSSES: tuple[str, ...] = get_args(LossKind)
 
 DuplicateTexts = Literal["mask", "share"]
 """What :func:`clip_contrastive_loss` does with in-batch entries of the same label: ``"mask"``

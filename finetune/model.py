@@ -25,7 +25,7 @@ code and are checked against open_clip 3.3.0's ``VisionTransformer``:
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping, Sequence, get_args
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,8 @@ from open_clip.transformer import PatchDropout, VisionTransformer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-Mode = Literal["prompt", "full", "full+prompt"]
-MODES: tuple[str, ...] = get_args(Mode)
+from maskmine.finetune.train_choices import MODES, Mode  # noqa: F401 - imported from here too
+
 # Each mode's default learning rate, from OVSeg's open_clip_training scripts:
 # coco_proposal_1cap_finetune_VitL.sh / coco_gt_171cls_finetune_VitL.sh (--lr 0.000005) and
 # coco_proposal_1cap_mask_prompt_tuning_VitL.sh (--lr 0.05 --mask_wd 0.0). full+prompt is

@@ -33,11 +33,10 @@ import torch
 from PIL import Image
 
 from maskmine.finetune.epoch_batches import epoch_batches
-from maskmine.finetune.pretrain_config import PretrainSchedule, SamplePretrainConfig
+from maskmine.finetune.pretrain_config import ProposalPretrainConfig
 from maskmine.transforms.atomic import atomic_write, replacing_folder
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import SettingError, UserError
-from maskmine.transforms.proposals.factory import SAMPLE_PROPOSAL_DIR
 from maskmine.transforms.torch_state import own_rng, torch_threads
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,6 @@ def sample_processor() -> Any:
     from transformers import Mask2FormerImageProcessor
 
     return Mask2FormerImageProcessor(size={"height": INPUT_SIZE, "width": INPUT_SIZE})
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProposalPretrainConfig(SamplePretrainConfig):
-    out: str = str(SAMPLE_PROPOSAL_DIR)
-    schedule: PretrainSchedule = PretrainSchedule(steps=800, batch_size=16, lr=5e-4, warmup=50)
-    eval_images: int = 100  # val images for the recall record
-    num_queries: int = 50
 
 
 @dataclass

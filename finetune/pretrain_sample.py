@@ -34,26 +34,15 @@ from maskmine.finetune.epoch_batches import epoch_batches
 from maskmine.finetune.losses import clip_contrastive_loss
 from maskmine.finetune.model import MAX_LOGIT_SCALE
 from maskmine.finetune.optim import ADAM_BETAS, ADAM_EPS, optimizer_param_groups
-from maskmine.finetune.pretrain_config import PretrainSchedule, SamplePretrainConfig
+from maskmine.finetune.pretrain_config import CONTRASTIVE_BATCH, PretrainConfig
 from maskmine.transforms.atomic import atomic_torch_save, atomic_write
-from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME, register_configs
+from maskmine.transforms.clip_models import MINING_TEMPLATES, SAMPLE_MODEL_NAME, register_configs
 from maskmine.transforms import ranges
 from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import OPENAI_MEAN, OPENAI_STD, CropConfig, masked_crop, to_clip_tensor
 from maskmine.transforms.torch_state import own_rng, torch_threads
 
 log = logging.getLogger(__name__)
-
-CONTRASTIVE_BATCH = ranges.Range(int, lo=2)  # a contrastive batch needs another image as the negative
-
-
-@dataclass(frozen=True, kw_only=True)
-class PretrainConfig(SamplePretrainConfig):
-    out: str = str(SAMPLE_CHECKPOINT)
-    schedule: PretrainSchedule = PretrainSchedule(steps=1000, batch_size=128, lr=1e-3, warmup=40)
-    eval_images: int = 300  # val images for the sanity metrics
-    jitter: int = 6  # max translation (pixels at model size) of the random crop
-
 
 @dataclass
 class SplitData:

@@ -1,7 +1,7 @@
 """A run's context travels with its shards: read it through the shards' own URL scheme.
 
 ``maskmine mine`` writes, beside the tars of a run folder, ``run.json`` (settings:
-the :class:`~maskmine.transforms.masked_crop.CropConfig` as ``identity.clip.crop``,
+the :class:`~maskmine.transforms.crop_config.CropConfig` as ``identity.clip.crop``,
 the CLIP and proposals, the caption template), ``manifest/pairs-N.json`` per shard
 (its sample count and nouns), ``sizes.json`` and, once the run is finished,
 ``stats.json``. Training reads these through the same opener as the shards

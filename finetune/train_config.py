@@ -19,8 +19,8 @@ from typing import Any
 
 from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import expand_shards
-from maskmine.finetune.losses import LOSSES, LossKind
-from maskmine.finetune.model import DEFAULT_LR, MODES, Mode
+from maskmine.finetune.model import DEFAULT_LR
+from maskmine.finetune.train_choices import LOSSES, MODES, LossKind, Mode
 from maskmine.finetune.shard_context import ShardContext, crop_for_context, crop_for_shards, crop_settings, local_shard, read_context
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write_json

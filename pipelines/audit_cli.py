@@ -7,11 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from maskmine.transforms.audit.report import QUERY, ReportOptions, build_report
 from maskmine.pipelines.cli_options import NON_NEGATIVE_INT, POSITIVE_INT, add_progress_argument, number, settings
-from maskmine.transforms.audit.access import locate, open_run
-from maskmine.transforms.audit.scoresheet import restore_cell, score_sheet_file
-from maskmine.transforms.audit.table import Query
 from maskmine.transforms.errors import UserError
 
 DESCRIPTION = """\
@@ -63,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_score_sheet(args: argparse.Namespace) -> int:
+    from maskmine.transforms.audit.access import locate, open_run
+    from maskmine.transforms.audit.scoresheet import restore_cell, score_sheet_file
+
     result = score_sheet_file(args.score_sheet, args.confidence)
     if args.run_dir:  # the sheet must come from this run
         run = open_run(args.run_dir)
@@ -80,6 +79,11 @@ def run_score_sheet(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    # the report's modules read Arrow tables: imported to run, not for --help
+    from maskmine.transforms.audit.access import open_run
+    from maskmine.transforms.audit.report import QUERY, ReportOptions, build_report
+    from maskmine.transforms.audit.table import Query
+
     if args.score_sheet:
         return run_score_sheet(args)
     if not args.run_dir:

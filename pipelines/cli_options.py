@@ -23,7 +23,7 @@ from maskmine.transforms.ranges import Range
 
 if TYPE_CHECKING:
     from maskmine.transforms.clip_models import ClipSpec
-    from maskmine.transforms.masked_crop import CropConfig
+    from maskmine.transforms.crop_config import CropConfig
     from maskmine.finetune.pretrain_config import SamplePretrainConfig
     from maskmine.transforms.proposals.factory import ProposalSpec, SamOptions
 
@@ -236,22 +236,21 @@ def sam_options(args: argparse.Namespace) -> "SamOptions":
 # ---- masked crops ---------------------------------------------------------------------------------------
 
 def add_mask_threshold_argument(group: Group, job: str) -> None:
-    """``--mask-threshold`` with its one range (``transforms/masked_crop.MASK_THRESHOLD``) and the default of
+    """``--mask-threshold`` with its one range (``transforms/crop_config.MASK_THRESHOLD``) and the default of
     ``job``: "mine" (the crops' CropConfig default, 0.5), "segment" (eval: OVSeg's MASK_THR, 0.4) or "demo"
     (the default of its --inference: 0.4, or 0.35 for OVSeg's demo)."""
-    from maskmine.transforms.masked_crop import MASK_THRESHOLD, CropConfig
+    from maskmine.eval.settings import DEFAULT_MASK_THRESHOLD, OVSEG_DEMO_MASK_THRESHOLD
+    from maskmine.transforms.crop_config import MASK_THRESHOLD, CropConfig
 
     if job == "mine":
         default, use = CropConfig.threshold, "the masked crops are cut from these"
     elif job == "demo":
         group.add_argument("--mask-threshold", type=arg_type(MASK_THRESHOLD), default=None, metavar="T",
                            help=f"binarise soft masks as mask > T, T {MASK_THRESHOLD.describe()} (at 1 no pixel "
-                                "passes) (default 0.4, OVSeg's MODEL.CLIP_ADAPTER.MASK_THR; 0.35 with --inference "
-                                "ovseg-demo, OVSeg's demo config)")
+                                f"passes) (default {DEFAULT_MASK_THRESHOLD:g}, OVSeg's MODEL.CLIP_ADAPTER.MASK_THR; "
+                                f"{OVSEG_DEMO_MASK_THRESHOLD:g} with --inference ovseg-demo, OVSeg's demo config)")
         return
     else:
-        from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD
-
         default = DEFAULT_MASK_THRESHOLD
         use = ("a proposal's pixels are those above T: they make its crop, and a mask without any is not "
                "classified (OVSeg's MODEL.CLIP_ADAPTER.MASK_THR default)")
@@ -261,9 +260,9 @@ def add_mask_threshold_argument(group: Group, job: str) -> None:
 
 
 def add_test_size_argument(group: Group, detail: str = "") -> None:
-    """``--test-size S`` of eval and demo: OVSeg's test-time resize (``eval/shortest_edge.py``), ``detail``
+    """``--test-size S`` of eval and demo: OVSeg's test-time resize (``eval/shortest_edge.py``, its sizes from ``eval/settings.py``), ``detail``
     appended to its help."""
-    from maskmine.eval.shortest_edge import OVSEG_MAX_SIZE_TEST, OVSEG_MIN_SIZE_TEST
+    from maskmine.eval.settings import OVSEG_MAX_SIZE_TEST, OVSEG_MIN_SIZE_TEST
 
     group.add_argument("--test-size", type=POSITIVE_INT, default=None, metavar="S",
                        help=f"resize each image so its short side is S (long side at most {OVSEG_MAX_SIZE_TEST}) "
@@ -273,10 +272,10 @@ def add_test_size_argument(group: Group, detail: str = "") -> None:
 
 
 def add_crop_arguments(group: Group) -> None:
-    """How a mask becomes CLIP's crop (``transforms/masked_crop.CropConfig``), except ``--mask-threshold``."""
+    """How a mask becomes CLIP's crop (``transforms/crop_config.CropConfig``), except ``--mask-threshold``."""
     from typing import get_args
 
-    from maskmine.transforms.masked_crop import CROP_EXPAND, CropFill, CropResample, CropResize
+    from maskmine.transforms.crop_config import CROP_EXPAND, CropFill, CropResample, CropResize
 
     group.add_argument("--crop-fill", choices=get_args(CropFill), default="mean",
                        help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
@@ -291,7 +290,7 @@ def add_crop_arguments(group: Group) -> None:
 
 def crop_config(args: argparse.Namespace) -> "CropConfig":
     """The CropConfig of :func:`add_crop_arguments`' flags and ``--mask-threshold``."""
-    from maskmine.transforms.masked_crop import CropConfig
+    from maskmine.transforms.crop_config import CropConfig
 
     return CropConfig(fill=args.crop_fill, resize=args.crop_resize, expand_ratio=args.crop_expand,
                       threshold=args.mask_threshold, resample=args.crop_resample)

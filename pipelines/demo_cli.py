@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from maskmine.eval.settings import DEFAULT_MASK_THRESHOLD, DEMO_INFERENCES, OVSEG_DEMO_MASK_THRESHOLD, OVSEG_MIN_SIZE_TEST
 from maskmine.pipelines.cli_options import (
     FRACTION,
     NON_NEGATIVE_INT,
@@ -54,11 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_mask_threshold_argument(parser, "demo")
     parser.add_argument("--granularity", type=FRACTION, default=0.8, metavar="G",
                         help="the slider's starting value (default 0.8)")
-    parser.add_argument("--inference", choices=("maskmine", "ovseg-demo"), default="maskmine",
+    parser.add_argument("--inference", choices=DEMO_INFERENCES, default="maskmine",
                         help="how MaskFormer's masks are painted: 'maskmine' = eval's inference (soft masks at "
-                             "0.4, every mask; with one class, 'others' pixels unpainted) (default); 'ovseg-demo' "
-                             "= OVSeg's demo (masks at 0.35, each class's best mask, 'others' painted); with "
-                             "--test-size 640, OVSeg's demo inference at its image size. The page says which made the picture")
+                             f"{DEFAULT_MASK_THRESHOLD:g}, every mask; with one class, 'others' pixels unpainted) "
+                             f"(default); 'ovseg-demo' = OVSeg's demo (masks at {OVSEG_DEMO_MASK_THRESHOLD:g}, each "
+                             f"class's best mask, 'others' painted); with --test-size {OVSEG_MIN_SIZE_TEST}, OVSeg's "
+                             "demo inference at its image size. The page says which made the picture")
     add_test_size_argument(parser)
     parser.add_argument("--classes", default=None,
                         help="the class field's starting text (comma-separated)")

@@ -25,7 +25,7 @@ from maskmine.pipelines.cli_options import (
     settings,
 )
 from maskmine.eval.datasets import CLASS_ORDERS, UNKNOWN_LABELS
-from maskmine.eval.fusion import FUSION_MODES
+from maskmine.eval.settings import FUSION_MODES
 from maskmine.eval.templates import TemplateSet
 
 # Eval's proposal backends: the mining oracle's distractors have no place in a benchmark.

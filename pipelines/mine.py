@@ -38,7 +38,7 @@ from maskmine.transforms.masked_crop import MASK_THRESHOLD
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.pairing import LABELS_CATEGORIES, LABELS_NOUNS
 from maskmine.transforms.proposals.factory import ProposalSpec
-from maskmine.transforms.records import ImageRecord, Skip, SkipReason
+from maskmine.transforms.records import RETRYABLE_REASONS, ImageRecord, SkipReason
 from maskmine.transforms.run_folder import (
     MANIFEST_GLOB,
     MANIFEST_SUFFIX,
@@ -68,8 +68,6 @@ from maskmine.transforms.shards import (
 from maskmine.transforms.tasks import write_task
 
 log = logging.getLogger(__name__)
-# --retry-skipped: reasons that depend on the image file, so restoring the file can change the outcome.
-RETRYABLE_REASONS: tuple[SkipReason, ...] = (Skip.MISSING_IMAGE, Skip.CORRUPT_IMAGE)
 
 
 @dataclass

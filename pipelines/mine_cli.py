@@ -24,11 +24,10 @@ from maskmine.pipelines.cli_options import (
     proposal_spec,
     settings,
 )
-from maskmine.pipelines.mine import RETRYABLE_REASONS, MineConfig, run_mining
 from maskmine.transforms import storage, run_lock
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
-from maskmine.transforms.pairing import LABELS, LABELS_NOUNS
+from maskmine.transforms.records import LABELS, LABELS_NOUNS, RETRYABLE_REASONS
 from maskmine.transforms.proposals.factory import BACKENDS
 from maskmine.transforms.run_folder import RUN_FILE
 
@@ -115,8 +114,10 @@ def _reasons(value: str) -> tuple[str, ...]:
     return reasons
 
 
-def config_from_args(args: argparse.Namespace) -> MineConfig:
+def config_from_args(args: argparse.Namespace) -> "MineConfig":
     """The mining settings of the parsed flags."""
+    from maskmine.pipelines.mine import MineConfig  # Beam and torch: imported to run, not for --help
+
     return settings(MineConfig, args, proposals=proposal_spec(args), clip=clip_spec(args, crop=crop_config(args)))
 
 
@@ -134,6 +135,8 @@ def check_run_file(out: str) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from maskmine.pipelines.mine import run_mining
+
     if not storage.is_remote(args.out):  # remote folders are checked by Beam's filesystem
         check_out_dir(args.out, "--out")
     with run_lock.holding(args.out, "mine"):  # this process, the driver, holds --out; Beam's workers do not

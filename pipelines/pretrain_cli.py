@@ -20,7 +20,7 @@ Deterministic for a given seed and thread count; about 12 minutes on a busy 2-co
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from maskmine.finetune.pretrain_sample import CONTRASTIVE_BATCH, PretrainConfig
+    from maskmine.finetune.pretrain_config import CONTRASTIVE_BATCH, PretrainConfig
 
     add_pretrain_arguments(p, PretrainConfig, "checkpoint path", "initialisation, batches and crops",
                            "val images for the sanity metrics", batch_size=CONTRASTIVE_BATCH)

@@ -22,7 +22,7 @@ machine (4000 train images, 800 steps of 16).
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from maskmine.finetune.pretrain_proposals import ProposalPretrainConfig
+    from maskmine.finetune.pretrain_config import ProposalPretrainConfig
 
     add_pretrain_arguments(p, ProposalPretrainConfig, "checkpoint folder", "initialisation, batches and flips",
                            "val images for the recall in the record")

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from maskmine.finetune.model import MODES
-from maskmine.finetune.losses import LOSSES
+from maskmine.finetune.train_choices import LOSSES, MODES
 from maskmine.pipelines.cli_options import (
     NON_NEGATIVE_FLOAT,
     NON_NEGATIVE_INT,

@@ -5,7 +5,6 @@ import argparse
 import json
 import sys
 
-from maskmine.transforms.verify_run import verify_run
 from maskmine.transforms import storage
 from maskmine.transforms.errors import UserError
 
@@ -27,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from maskmine.transforms.verify_run import verify_run  # Arrow: imported to run, not for --help
+
     if not storage.exists(args.run_dir):
         raise UserError(f"run folder not found: {args.run_dir}")
     report = verify_run(args.run_dir, deep=args.deep)

@@ -30,12 +30,11 @@ import torch
 
 from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import CropConfig
+from maskmine.transforms.sample_models import SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-SAMPLE_MODEL_NAME = "maskmine-sample"
-SAMPLE_CHECKPOINT = Path(__file__).parent / "checkpoints" / "maskmine-sample.pt"
 MINING_TEMPLATES = (
     "a photo of a {}.",
     "a photo of the {}.",

@@ -6,11 +6,12 @@ CLI flags work on a laptop (CPU, fp32) and on a GPU worker (CUDA, bf16/fp16 auto
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Literal, get_args
 
 from maskmine.transforms.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved, so a parser's --precision choices need none
+    import torch
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
@@ -21,6 +22,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
     Asking for CUDA on a machine without it is a user error, not a silent CPU run.
     """
+    import torch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
     text = (spec or "auto").strip().lower()
@@ -47,6 +50,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     ``"auto"`` picks bf16 on GPUs that support it, fp16 on older GPUs, and fp32
     on CPU (CPU autocast is slower than fp32 for these models).
     """
+    import torch
+
     text = (precision or "auto").strip().lower()
     if text not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")

@@ -6,7 +6,7 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Literal, Sequence, get_args
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,15 +18,12 @@ from maskmine.transforms.masked_crop import CropConfig, MaskedCrop, mask_box, ma
 from maskmine.transforms.matching import match_nouns
 from maskmine.transforms.records import (
     DROP_BELOW_MIN_SCORE,
+    LABELS_CATEGORIES,
+    LABELS_NOUNS,
     Match,
     MiningItem,
     PairSample,
 )
-
-Labels = Literal["nouns", "categories"]  # what a pair's label comes from: caption nouns or COCO categories
-LABELS_NOUNS: Labels = "nouns"
-LABELS_CATEGORIES: Labels = "categories"
-LABELS: tuple[Labels, ...] = get_args(Labels)
 
 
 MAX_SLUG = 64  # longest noun slug kept whole in a key (file names stay far below 255 bytes)

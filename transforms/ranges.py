@@ -1,7 +1,7 @@
 """The one range of each numeric setting: what the library checks and what the command line's ``type=`` checks.
 
 A :class:`Range` is declared once, next to the setting's owner (``MASK_THRESHOLD``
-in :mod:`maskmine.transforms.masked_crop`), and used twice: the library's settings
+in :mod:`maskmine.transforms.crop_config`), and used twice: the library's settings
 objects call :meth:`Range.check` (a :class:`~maskmine.transforms.errors.SettingError`
 naming the setting), and ``pipelines/cli_options.py`` turns it into an argparse
 ``type=`` with the same words, so a value is refused the same way however it arrives.

@@ -8,7 +8,7 @@ uint8 RGB, masks ``(H, W)`` or ``(K, H, W)`` bool.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -39,6 +39,14 @@ SkipReason = str  # one of SKIP_REASONS (a Skip attribute)
 SKIP_REASONS: tuple[SkipReason, ...] = tuple(
     value for name, value in vars(Skip).items() if not name.startswith("_")
 )
+# mine --retry-skipped: reasons that depend on the image file, so restoring the file can change the outcome.
+RETRYABLE_REASONS: tuple[SkipReason, ...] = (Skip.MISSING_IMAGE, Skip.CORRUPT_IMAGE)
+
+# mine --labels: what a pair's label comes from: caption nouns or COCO categories (transforms/pairing.py)
+Labels = Literal["nouns", "categories"]
+LABELS_NOUNS: Labels = "nouns"
+LABELS_CATEGORIES: Labels = "categories"
+LABELS: tuple[Labels, ...] = get_args(Labels)
 
 # Why a single pair is dropped while its image may still be mined.
 DROP_BELOW_MIN_SCORE = "below-min-score"

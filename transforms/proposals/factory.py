@@ -7,18 +7,17 @@ where), the generator it returns the "run" half (``generate`` on a batch).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.ranges import FRACTION, POSITIVE_INT, Range
 from maskmine.transforms.proposals.base import ProposalFilter, ProposalGenerator
+from maskmine.transforms.sample_models import SAMPLE_PROPOSAL_DIR  # noqa: F401 - imported from here too
 
 DEFAULT_MASKFORMER_CHECKPOINT = "facebook/mask2former-swin-large-coco-panoptic"  # the MaskFormer checkpoint when none is named
 # ``--proposal-checkpoint sample``: the small class-agnostic Mask2Former trained on the sample world
 # (``maskmine pretrain-sample-proposals``), a save_pretrained folder committed with the package.
 SAMPLE_PROPOSAL_CHECKPOINT = "sample"
-SAMPLE_PROPOSAL_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "maskmine-sample-proposals"
 
 Backend = Literal["coco-gt", "maskformer", "sam", "coco-gt+distractors"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
