@@ -58,7 +58,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from maskmine.eval.inference import DEFAULT_MASK_THRESHOLD, RegionClassifier, build_classifier, segment
 from maskmine.eval.ovseg_demo import OVSEG_DEMO_MASK_THRESHOLD, demo_class_names, segment_ovseg_demo
 from maskmine.eval.proposal_classes import maskformer_eval_proposals
-from maskmine.eval.settings import DEMO_INFERENCES
+from maskmine.eval.settings import DEMO_INFERENCES, SAM_GRANULARITY
 from maskmine.eval.shortest_edge import OVSEG_MIN_SIZE_TEST, at_test_size
 from maskmine.eval.visualise import colour_table, hex_colour, overlay
 from maskmine.transforms import ranges
@@ -96,7 +96,7 @@ class DemoConfig:
     max_pixels: int = 12_000_000
     max_classes: int = 100
     default_classes: str = "person, dog, cat, car, tree, grass, sky, road, building, water"
-    default_granularity: float = 0.8
+    default_granularity: float = SAM_GRANULARITY
     mask_threshold: Optional[float] = None  # a proposal's pixels: mask > this; None: the inference's own (0.4 / 0.35)
     read_timeout: float = 30.0  # seconds for any socket read, and for a whole request body
     max_queue: int = 4  # requests that may wait while one segmentation runs; more get 503
@@ -349,7 +349,7 @@ class DemoApp:
 class FormState:
     classes: str
     backend: str = "maskformer"
-    granularity: str = "0.8"
+    granularity: str = f"{SAM_GRANULARITY:g}"
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -80,7 +80,7 @@ class EvalConfig:
     proposals: ProposalSpec = field(default_factory=ProposalSpec)  # SAM's grid and filters in proposals.sam
     clip: ClipSpec = field(default_factory=ClipSpec)  # pretrained None: the model's default
     adapted: Optional[str] = None  # a `maskmine train` run: its adapted CLIP instead of ``clip``
-    granularity: Optional[float] = None  # None: semantic inference (sam defaults to 0.8 in the CLI)
+    granularity: Optional[float] = None  # None: semantic inference (the CLI gives sam eval.settings.SAM_GRANULARITY)
     # OVSeg's CLIP_ENSEMBLE_WEIGHT: 0 = CLIP alone; None = OVSeg's evaluation weight of the dataset
     # (OVSEG_ENSEMBLE_WEIGHTS) where the proposal model scores its classes, else CLIP alone
     ensemble_lambda: Optional[float] = None

@@ -16,5 +16,8 @@ OVSEG_MAX_SIZE_TEST = 2560  # INPUT.MAX_SIZE_TEST in every OVSeg config
 
 DEMO_INFERENCES = ("maskmine", "ovseg-demo")  # how the demo paints MaskFormer's masks (eval/demo.py's docstring)
 
+# Granularity fusion's G where nothing else is given: eval's with SAM proposals, and the demo slider's start.
+SAM_GRANULARITY = 0.8
+
 FusionMode = Literal["assigned", "ovseg"]  # granularity fusion (eval/fusion.py): one class per mask, or OVSeg's SAM demo
 FUSION_MODES: tuple[FusionMode, ...] = get_args(FusionMode)

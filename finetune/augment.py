@@ -25,8 +25,6 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms import functional as TF
 
-OVSEG_SCALE = (0.9, 1.0)  # OVSeg's --scale_min / --scale_max defaults
-
 
 def random_resized_crop(pixels: np.ndarray, mask: np.ndarray, size: int, scale: Sequence[float],
                         rng: random.Random) -> tuple[np.ndarray, np.ndarray]:

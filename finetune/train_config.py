@@ -20,7 +20,7 @@ from typing import Any
 from maskmine.finetune import checkpoint as ckpt
 from maskmine.finetune.data import expand_shards
 from maskmine.finetune.model import DEFAULT_LR
-from maskmine.finetune.train_choices import LOSSES, MODES, LossKind, Mode
+from maskmine.finetune.train_choices import LOSSES, MODES, OVSEG_AUGMENT_SCALE, LossKind, Mode
 from maskmine.finetune.shard_context import ShardContext, crop_for_context, crop_for_shards, crop_settings, local_shard, read_context
 from maskmine.transforms import run_folder
 from maskmine.transforms.atomic import atomic_write_json
@@ -57,7 +57,7 @@ class TrainConfig:
     loss: LossKind = "clip"
     train_logit_scale: bool = True  # OVSeg trains the temperature in both stages
     # OVSeg's RandomResizedCrop scale range [min, max] of the training crops; None: no augmentation
-    augment_scale: list[float] | None = field(default_factory=lambda: [0.9, 1.0])
+    augment_scale: list[float] | None = field(default_factory=lambda: list(OVSEG_AUGMENT_SCALE))
     vocabulary: str | None = None
     val_shards: str | None = None
     val_every: int = 500

@@ -275,17 +275,21 @@ def add_crop_arguments(group: Group) -> None:
     """How a mask becomes CLIP's crop (``transforms/crop_config.CropConfig``), except ``--mask-threshold``."""
     from typing import get_args
 
-    from maskmine.transforms.crop_config import CROP_EXPAND, CropFill, CropResample, CropResize
+    from maskmine.transforms.crop_config import CROP_EXPAND, CropConfig, CropFill, CropResample, CropResize
 
-    group.add_argument("--crop-fill", choices=get_args(CropFill), default="mean",
-                       help="background fill of masked crops (default mean: CLIP's mean pixel, as OVSeg)")
-    group.add_argument("--crop-resize", choices=get_args(CropResize), default="stretch",
-                       help="stretch the box to a square (OVSeg, default) or pad it to keep its aspect")
-    group.add_argument("--crop-resample", choices=get_args(CropResample), default="torch",
-                       help="torch (default): OVSeg's crop, float pixels, unrounded mean fill, torch bicubic "
-                            "without antialiasing; pil: maskmine's former uint8 crop with PIL's antialiased bicubic")
-    group.add_argument("--crop-expand", type=arg_type(CROP_EXPAND), default=1.0,
-                       help=f"scale the mask's box by this ratio ({CROP_EXPAND.describe()}) before cropping (default 1.0)")
+    d = CropConfig()
+    group.add_argument("--crop-fill", choices=get_args(CropFill), default=d.fill,
+                       help=f"background fill of masked crops: mean = CLIP's mean pixel, as OVSeg; zero = black "
+                            f"(default {d.fill})")
+    group.add_argument("--crop-resize", choices=get_args(CropResize), default=d.resize,
+                       help=f"stretch the box to a square (OVSeg) or pad it to keep its aspect (default {d.resize})")
+    group.add_argument("--crop-resample", choices=get_args(CropResample), default=d.resample,
+                       help="torch: OVSeg's crop, float pixels, unrounded mean fill, torch bicubic without "
+                            "antialiasing; pil: maskmine's former uint8 crop with PIL's antialiased bicubic "
+                            f"(default {d.resample})")
+    group.add_argument("--crop-expand", type=arg_type(CROP_EXPAND), default=d.expand_ratio,
+                       help=f"scale the mask's box by this ratio ({CROP_EXPAND.describe()}) before cropping "
+                            f"(default {d.expand_ratio})")
 
 
 def crop_config(args: argparse.Namespace) -> "CropConfig":

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from maskmine.eval.settings import DEFAULT_MASK_THRESHOLD, DEMO_INFERENCES, OVSEG_DEMO_MASK_THRESHOLD, OVSEG_MIN_SIZE_TEST
+from maskmine.eval.settings import (
+    DEFAULT_MASK_THRESHOLD,
+    DEMO_INFERENCES,
+    OVSEG_DEMO_MASK_THRESHOLD,
+    OVSEG_MIN_SIZE_TEST,
+    SAM_GRANULARITY,
+)
 from maskmine.pipelines.cli_options import (
     FRACTION,
     NON_NEGATIVE_INT,
@@ -53,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SAM .pth file; without it SAM is offered only with --sam-model-type maskmine-tiny")
     add_sam_filter_arguments(parser)
     add_mask_threshold_argument(parser, "demo")
-    parser.add_argument("--granularity", type=FRACTION, default=0.8, metavar="G",
-                        help="the slider's starting value (default 0.8)")
+    parser.add_argument("--granularity", type=FRACTION, default=SAM_GRANULARITY, metavar="G",
+                        help=f"the slider's starting value (default {SAM_GRANULARITY:g})")
     parser.add_argument("--inference", choices=DEMO_INFERENCES, default="maskmine",
                         help="how MaskFormer's masks are painted: 'maskmine' = eval's inference (soft masks at "
                              f"{DEFAULT_MASK_THRESHOLD:g}, every mask; with one class, 'others' pixels unpainted) "

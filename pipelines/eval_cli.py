@@ -25,7 +25,7 @@ from maskmine.pipelines.cli_options import (
     settings,
 )
 from maskmine.eval.datasets import CLASS_ORDERS, UNKNOWN_LABELS
-from maskmine.eval.settings import FUSION_MODES
+from maskmine.eval.settings import FUSION_MODES, SAM_GRANULARITY
 from maskmine.eval.templates import TemplateSet
 
 # Eval's proposal backends: the mining oracle's distractors have no place in a benchmark.
@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--granularity", type=FRACTION, default=None, metavar="G",
                    help="SAM granularity fusion: per class keep the masks scoring >= G x the class's "
                         "best mask score and merge them. 1 = only the single best mask per class "
-                        "(precision), lower = merge more parts (recall), 0 = every mask. Default 0.8 "
+                        f"(precision), lower = merge more parts (recall), 0 = every mask. Default {SAM_GRANULARITY:g} "
                         "with --proposals sam; with maskformer/coco-gt the default is MaskFormer's "
                         "semantic inference, and giving G switches them to fusion too")
     p.add_argument("--fusion-mode", choices=FUSION_MODES, default="assigned",
@@ -156,7 +156,7 @@ def config_from_args(args: argparse.Namespace) -> "EvalConfig":
         raise UserError("--proposals coco-gt takes no --proposal-checkpoint")
     if not args.proposal_filters and any(getattr(args, name) is not None for name in PROPOSAL_FILTERS):
         raise UserError("--top-k, --min-mask-area and --dedup-iou are mining filters: they need --proposal-filters")
-    granularity = 0.8 if args.granularity is None and args.proposals == "sam" else args.granularity
+    granularity = SAM_GRANULARITY if args.granularity is None and args.proposals == "sam" else args.granularity
     return settings(
         EvalConfig, args,
         proposals=proposal_spec(args, sam=sam_options(args)),

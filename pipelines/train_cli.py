@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from maskmine.finetune.train_choices import LOSSES, MODES
+from maskmine.finetune.train_choices import LOSSES, MODES, OVSEG_AUGMENT_SCALE
 from maskmine.pipelines.cli_options import (
     NON_NEGATIVE_FLOAT,
     NON_NEGATIVE_INT,
@@ -105,8 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--freeze-logit-scale", action="store_true",
                      help="keep CLIP's temperature fixed (default: it trains, no weight decay, clamped at "
                      "ln 100 after each step, at the prompts' rate in mode prompt, as OVSeg's two stages)")
-    opt.add_argument("--augment-scale", type=POSITIVE_FLOAT, nargs=2, metavar=("MIN", "MAX"), default=(0.9, 1.0),
-                     help="RandomResizedCrop scale range of the training crops (default 0.9 1.0, as OVSeg)")
+    opt.add_argument("--augment-scale", type=POSITIVE_FLOAT, nargs=2, metavar=("MIN", "MAX"), default=OVSEG_AUGMENT_SCALE,
+                     help="RandomResizedCrop scale range of the training crops (default "
+                          f"{' '.join(map(str, OVSEG_AUGMENT_SCALE))}, as OVSeg)")
     opt.add_argument("--no-augment", action="store_true", help="train on the crops as mined, no RandomResizedCrop")
     opt.add_argument("--accum-steps", type=POSITIVE_INT, default=1,
                      help="micro-batches per optimizer step (gradient accumulation; default 1)")

@@ -104,6 +104,6 @@ def test_crop_embeddings_are_normalised_in_any_chunking(tiny):
 def test_clip_spec_defaults_to_the_models_default_and_loads_where_it_says():
     assert ClipSpec().pretrained is None  # like an omitted --clip-pretrained
     assert resolve_model(ClipSpec().model, None)[2] == "openai"
-    crop = CropConfig(fill="zero", resize=32)
+    crop = CropConfig(fill="zero", input_size=32)
     clip = ClipSpec(model="maskmine-tiny", pretrained="none", device="cpu", crop=crop).load()
     assert clip.device == torch.device("cpu") and clip.crop_config.fill == "zero"

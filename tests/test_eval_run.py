@@ -344,8 +344,8 @@ def test_settings_identity_takes_clip_from_the_clip_spec(ade_root, tmp_path):
     assert (identity["clip_model"], identity["clip_pretrained"]) == ("ViT-B-32", "laion2b_s34b_b79k")
     assert "clip_crop" not in identity
     wider = EvalConfig(dataset="ade20k-150", root=str(ade_root), out=str(tmp_path),
-                       clip=ClipSpec(model="ViT-B-32", crop=CropConfig(expand_ratio=0.5)))
-    assert settings_identity(wider, dataset)["clip_crop"]["expand_ratio"] == 0.5
+                       clip=ClipSpec(model="ViT-B-32", crop=CropConfig(expand_ratio=1.5)))
+    assert settings_identity(wider, dataset)["clip_crop"]["expand_ratio"] == 1.5
 
 
 def test_eval_checks_every_label_before_predicting_anything(tmp_path, capsys):

@@ -119,3 +119,37 @@ def test_matched_crops_keep_their_own_pixels():
         assert torch.equal(crop.clip_input, out[index])
         assert crop.clip_input.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
         assert crop.clip_input.untyped_storage().nbytes() == 3 * 16 * 16 * 4
+
+
+@pytest.mark.parametrize("changes, setting, problem", [
+    ({"expand_ratio": 0.5}, "crop_expand", "must be >= 1 and <= 10, got 0.5"),
+    ({"threshold": 1.0}, "mask_threshold", "must be >= 0 and < 1, got 1.0"),
+    ({"input_size": 0}, "crop_input_size", "must be >= 1, got 0"),
+    ({"fill": "grey"}, "crop_fill", "must be one of mean, zero, got 'grey'"),
+    ({"resize": 32}, "crop_resize", "must be one of stretch, pad, got 32"),
+    ({"resample": "nearest"}, "crop_resample", "must be one of torch, pil, got 'nearest'"),
+    ({"mean": (0.5, 0.5)}, "crop_mean", "must be 3 numbers (R, G, B), got 2"),
+    ({"std": (0.2, 0.0, 0.2)}, "crop_std", "must be > 0, got 0.0"),
+])
+def test_a_crop_config_refuses_what_its_flags_refuse_however_it_is_made(changes, setting, problem):
+    """One range each: a CropConfig from code, a run.json or a checkpoint is refused as the flag's setting."""
+    from maskmine.transforms.errors import SettingError
+
+    with pytest.raises(SettingError) as refused:
+        CropConfig(**changes)
+    assert (refused.value.setting, refused.value.problem) == (setting, problem)
+    assert "--" not in str(refused.value)
+
+
+def test_the_crop_flags_defaults_and_ranges_are_the_crop_configs(capsys):
+    from maskmine.pipelines.cli import main
+    from maskmine.pipelines.cli_options import add_crop_arguments, add_mask_threshold_argument, crop_config
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_crop_arguments(parser)
+    add_mask_threshold_argument(parser, "mine")
+    assert crop_config(parser.parse_args([])) == CropConfig()
+    capsys.readouterr()
+    assert main(["mine", "--captions", "c", "--images", "i", "--out", "o", "--crop-expand", "0.5"]) == 2
+    assert "argument --crop-expand: must be >= 1 and <= 10, got 0.5" in capsys.readouterr().err

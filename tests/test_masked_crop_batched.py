@@ -117,7 +117,7 @@ CONFIGS = [
     CropConfig(expand_ratio=1.5),
     CropConfig(expand_ratio=2.0, resize="pad", fill="zero"),
     CropConfig(input_size=17),  # downscaling and upscaling both
-    CropConfig(input_size=64, expand_ratio=0.8),
+    CropConfig(input_size=64, expand_ratio=1.25),
 ]
 
 

@@ -649,7 +649,7 @@ def test_console_script_exits_with_the_commands_status(broken_run, tmp_path):
         assert "terminate called" not in done.stderr
 
 
-def test_verify_deep_flags_all_zero_crop_masks(coco_cc_by, nltk_data, tmp_path):
+def test_verify_deep_flags_all_zero_crop_masks(coco_cc_by, nltk_data, tmp_path, monkeypatch):
     """What --crop-expand -1 used to produce (the CLI now refuses it): verify --deep says so."""
     import dataclasses
 
@@ -658,6 +658,10 @@ def test_verify_deep_flags_all_zero_crop_masks(coco_cc_by, nltk_data, tmp_path):
     from maskmine.pipelines.mine import run_mining
     from maskmine.transforms.masked_crop import CropConfig
 
+    from maskmine.transforms import crop_config
+    from maskmine.transforms.ranges import Range
+
+    monkeypatch.setattr(crop_config, "CROP_EXPAND", Range(float))  # CropConfig before it checked its ranges
     clip = dataclasses.replace(TINY_CLIP, crop=CropConfig(expand_ratio=-1.0))
     run_mining(coco_mini_config(coco_cc_by, tmp_path / "run", clip=clip, limit=2), progress=False)
     report = verify_run(str(tmp_path / "run"), deep=True)

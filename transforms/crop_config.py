@@ -7,11 +7,12 @@ choices, ranges and defaults without importing torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
-from maskmine.transforms.ranges import Range
+from maskmine.transforms.errors import SettingError
+from maskmine.transforms.ranges import POSITIVE_FLOAT, POSITIVE_INT, Range
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -27,6 +28,7 @@ LEGACY_RESAMPLE: CropResample = "pil"  # what recorded settings without a ``resa
 MASK_THRESHOLD = Range(float, lo=0.0, hi=1.0, hi_open=True)
 # The box scale of ``CropConfig.expand_ratio`` a command accepts: the tight box up to ten times it.
 CROP_EXPAND = Range(float, lo=1.0, hi=10.0)
+MEAN_VALUE = Range(float, lo=0.0, hi=1.0)  # a channel's mean pixel, as a fraction of 255
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,23 @@ class CropConfig:
     expand_ratio: float = 1.0
     threshold: float = 0.5
     resample: CropResample = "torch"
+
+    def __post_init__(self) -> None:
+        """Refuse a value out of its range or choices, however the config is made (flags, a run.json,
+        a checkpoint, a library caller): a SettingError named as the command line's setting
+        (``expand_ratio`` is ``--crop-expand``'s ``crop_expand``)."""
+        POSITIVE_INT.check("crop_input_size", self.input_size)
+        CROP_EXPAND.check("crop_expand", self.expand_ratio)
+        MASK_THRESHOLD.check("mask_threshold", self.threshold)
+        for setting, value, kind in (("crop_fill", self.fill, CropFill), ("crop_resize", self.resize, CropResize),
+                                     ("crop_resample", self.resample, CropResample)):
+            if value not in get_args(kind):
+                raise SettingError(setting, f"must be one of {', '.join(get_args(kind))}, got {value!r}")
+        for setting, values, rng in (("crop_mean", self.mean, MEAN_VALUE), ("crop_std", self.std, POSITIVE_FLOAT)):
+            if len(values) != 3:
+                raise SettingError(setting, f"must be 3 numbers (R, G, B), got {len(values)}")
+            for value in values:
+                rng.check(setting, value)
 
     def fill_pixel(self) -> np.ndarray:
         """The PIL crop's uint8 fill (the mean rounded)."""
