@@ -31,7 +31,7 @@ from maskmine.transforms.atomic import atomic_write
 from maskmine.transforms import storage
 from maskmine.transforms.clip_models import ClipSpec, check_clip, resolve_model
 from maskmine.transforms.coco_reader import read_captioned_images
-from maskmine.transforms import ranges
+from maskmine.transforms import mine_settings, ranges
 from maskmine.transforms.torch_state import torch_threads
 from maskmine.transforms.errors import SettingError, UserError
 from maskmine.transforms.masked_crop import MASK_THRESHOLD
@@ -79,11 +79,11 @@ class MineConfig:
     proposals: ProposalSpec = field(default_factory=ProposalSpec)
     clip: ClipSpec = field(default_factory=ClipSpec)
     labels: str = LABELS_NOUNS
-    captions_per_image: int = 5
+    captions_per_image: int = mine_settings.CAPTIONS_PER_IMAGE
     min_score: float | None = None
     num_shards: int | None = None
-    images_per_shard: int = 600
-    batch_size: int = 8
+    images_per_shard: int = mine_settings.IMAGES_PER_SHARD
+    batch_size: int = mine_settings.BATCH_SIZE
     max_batch_bytes: int | None = None  # byte budget of a GPU batch (image + masks); None: count only
     limit: int | None = None
     torch_threads: int | None = None  # per worker process; None: cores ÷ worker processes on the machine
@@ -129,15 +129,9 @@ def normalise_path(path: str) -> str:
     return os.path.realpath(path)
 
 
-# A run without --num-shards gets at least this many shards (fewer only with fewer images), so that
-# loaders that split shards over workers (open_clip's trainer asserts shards >= workers x GPUs;
-# its default is 4 workers) and maskmine train's own workers all get some.
-MIN_SHARDS = 8
-
-
 def default_num_shards(images: int, images_per_shard: int) -> int:
-    """``images / images_per_shard`` shards, rounded up, but at least :data:`MIN_SHARDS` (at most one per image)."""
-    return max(1, -(-images // images_per_shard), min(MIN_SHARDS, images))
+    """``images / images_per_shard`` shards, rounded up, but at least ``MIN_SHARDS`` (at most one per image)."""
+    return max(1, -(-images // images_per_shard), min(mine_settings.MIN_SHARDS, images))
 
 
 def check_config(config: MineConfig) -> None:

@@ -24,7 +24,7 @@ from maskmine.pipelines.cli_options import (
     proposal_spec,
     settings,
 )
-from maskmine.transforms import storage, run_lock
+from maskmine.transforms import mine_settings, run_lock, storage
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.records import LABELS, LABELS_NOUNS, RETRYABLE_REASONS
@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--images", required=True, help="folder of the images named in the captions file")
     io.add_argument("--out", required=True, help="run folder for shards, Parquet table and stats")
     io.add_argument("--instances", help="COCO instances JSON; needed by --proposals coco-gt and --labels categories")
-    io.add_argument("--captions-per-image", type=POSITIVE_INT, default=5, help="use the first N captions per image (OVSeg: 1 or 5; default 5)")
+    io.add_argument("--captions-per-image", type=POSITIVE_INT, default=mine_settings.CAPTIONS_PER_IMAGE,
+                    help=f"use the first N captions per image (OVSeg: 1 or 5; default {mine_settings.CAPTIONS_PER_IMAGE})")
     io.add_argument("--limit", type=POSITIVE_INT, help="mine only the first N images (by image id)")
     io.add_argument("--labels", choices=LABELS, default=LABELS_NOUNS,
                     help="nouns: pair caption nouns with proposals (default); categories: pair every "
@@ -87,14 +88,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("execution")
     add_device_argument(run)
     add_precision_argument(run)
-    run.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="images per GPU batch (default 8)")
+    run.add_argument("--batch-size", type=POSITIVE_INT, default=mine_settings.BATCH_SIZE,
+                     help=f"images per GPU batch (default {mine_settings.BATCH_SIZE})")
     run.add_argument("--max-batch-bytes", type=POSITIVE_INT,
                      help="byte budget of a GPU batch (decoded images plus proposal masks); an image over it "
                      "travels alone (default: no budget, --batch-size only)")
     run.add_argument("--num-shards", type=POSITIVE_INT,
-                     help="number of output shards (default: images / --images-per-shard, but at least 8 "
-                     "so that loaders with several workers, such as open_clip's trainer, get a shard each)")
-    run.add_argument("--images-per-shard", type=POSITIVE_INT, default=600, help="target images per shard when --num-shards is not given (default 600)")
+                     help="number of output shards (default: images / --images-per-shard, but at least "
+                          f"{mine_settings.MIN_SHARDS} so that loaders with several workers, such as open_clip's "
+                          "trainer, get a shard each)")
+    run.add_argument("--images-per-shard", type=POSITIVE_INT, default=mine_settings.IMAGES_PER_SHARD,
+                     help=f"target images per shard when --num-shards is not given (default {mine_settings.IMAGES_PER_SHARD})")
     run.add_argument("--torch-threads", type=POSITIVE_INT,
                      help="torch CPU threads per worker process (default: the machine's cores ÷ its worker "
                      "processes; byte-identical reruns need the same value)")

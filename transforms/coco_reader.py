@@ -22,7 +22,7 @@ from maskmine.transforms.annotations import (
     reject,
 )
 from maskmine.transforms import storage
-from maskmine.transforms import ranges
+from maskmine.transforms import mine_settings, ranges
 from maskmine.transforms.errors import UserError
 from maskmine.transforms.records import Caption, ImageRecord, Instance, Skip
 
@@ -173,7 +173,7 @@ def entry_problem(entries: list[dict], instance_entries: list[dict]) -> tuple[st
 def read_captioned_images(
     captions_path: str | Path,
     instances_path: str | Path | None = None,
-    captions_per_image: int = 5,
+    captions_per_image: int = mine_settings.CAPTIONS_PER_IMAGE,
     limit: int | None = None,
     report: dict | None = None,
     left_out: list[dict] | None = None,

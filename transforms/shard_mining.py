@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from maskmine.transforms import storage
+from maskmine.transforms import mine_settings, storage
 from maskmine.transforms.batching import BatchWeight, split_batches
 from maskmine.transforms.clip_models import ClipSpec, LoadedClip, TextEmbeddingCache, encode_crops
 from maskmine.transforms.image_io import DEFAULT_MAX_MEGAPIXELS, ImageSkip, read_record_image
@@ -111,7 +111,7 @@ class ShardJob:
     proposals: ProposalSpec
     clip: ClipSpec
     min_score: float | None = None
-    batch_size: int = 8
+    batch_size: int = mine_settings.BATCH_SIZE
     max_batch_bytes: int | None = None
     torch_threads: int | None = None  # None: cores ÷ local_workers
     local_workers: int | None = None  # worker processes on one machine, where the driver knows it
