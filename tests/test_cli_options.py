@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,56 @@ def test_a_range_judges_library_values_as_the_flag_judges_text():
     error = pickle.loads(pickle.dumps(SettingError("mask_threshold", "must be >= 0 and < 1, got 1.0")))
     assert (error.setting, error.problem, str(error)) == (
         "mask_threshold", "must be >= 0 and < 1, got 1.0", "mask threshold must be >= 0 and < 1, got 1.0")
+
+
+def _differences(made: Any, default: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """The fields (nested settings objects by their dotted path) where two settings objects differ."""
+    out = []
+    for f in dataclasses.fields(made):
+        got, want = getattr(made, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(got) and dataclasses.is_dataclass(want):
+            out += _differences(got, want, f"{prefix}{f.name}.")
+        elif got != want:
+            out.append((prefix + f.name, got, want))
+    return out
+
+
+def _settings_with_required_flags_only():
+    """Each command's settings object from its required flags alone, beside the same object made in code."""
+    from maskmine.eval.demo import DemoConfig
+    from maskmine.eval.run import EvalConfig
+    from maskmine.finetune.pretrain_config import PretrainConfig, ProposalPretrainConfig
+    from maskmine.finetune.train_config import TrainConfig
+    from maskmine.pipelines import demo_cli, eval_cli, mine_cli, train_cli
+    from maskmine.pipelines.cli_options import pretrain_settings
+    from maskmine.pipelines.mine import MineConfig
+    from maskmine.transforms.audit.report import ReportOptions
+    from maskmine.transforms.audit.table import Query
+    from maskmine.transforms.sample_world.generate import SampleConfig
+
+    parsers = command_parsers()
+    yield ("mine", mine_cli.config_from_args(parsers["mine"].parse_args(["--captions", "c", "--images", "i", "--out", "o"])),
+           MineConfig(captions="c", images="i", out="o"))
+    yield ("train", train_cli.config_from_args(parsers["train"].parse_args(["--shards", "s", "--out", "o"])),
+           TrainConfig(shards="s", out="o"))
+    eval_args = ["--dataset", "sample", "--root", "r", "--out", "o", "--proposals", "maskformer"]
+    yield ("eval", eval_cli.config_from_args(parsers["eval"].parse_args(eval_args)),
+           EvalConfig(dataset="sample", root="r", out="o"))
+    yield "demo", demo_cli.config_from_args(parsers["demo"].parse_args([])), DemoConfig()
+    yield "sample", settings(SampleConfig, parsers["sample"].parse_args(["--out", "o"])), SampleConfig(out="o")
+    audit = parsers["audit"].parse_args(["run"])
+    yield "audit query", settings(Query, audit), Query()
+    yield ("audit report", settings(ReportOptions, audit, out=Path("o"), images=None, query=Query()),
+           ReportOptions(out=Path("o"), images=None, query=Query()))
+    for command, cls in (("pretrain-sample-clip", PretrainConfig), ("pretrain-sample-proposals", ProposalPretrainConfig)):
+        yield command, pretrain_settings(cls, parsers[command].parse_args(["--data", "d"])), cls(data="d")
+
+
+def test_every_flag_left_out_gives_its_settings_objects_own_default():
+    """A command's own flags write their default beside the settings field's (the settings modules
+    import torch, and --help must not); here they must agree, field by field, nested specs included."""
+    checked = []
+    for command, from_flags, in_code in _settings_with_required_flags_only():
+        assert _differences(from_flags, in_code) == [], command
+        checked.append(command)
+    assert len(checked) == 9
