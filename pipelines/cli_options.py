@@ -8,6 +8,12 @@ refused with the same words at parse time and in library code (where it is a
 :class:`~maskmine.transforms.errors.SettingError`, which ``maskmine`` words as the
 flag: :func:`flag_error`). :func:`settings` builds a command's settings object from
 the parsed flags, field by field, the same way for every command.
+
+A command's own flags (those no other command has) take their defaults from
+torch-free homes where there are some (``transforms/mine_settings.py``,
+``eval/settings.py``, ...); others still write the number beside the settings
+field's, because those settings modules import torch and ``--help`` must not:
+``tests/test_cli_options.py`` holds every such pair equal.
 """
 from __future__ import annotations
 
