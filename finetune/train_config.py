@@ -91,8 +91,7 @@ def check_config(c: TrainConfig) -> None:
     if c.clip.crop != CropConfig():
         raise UserError("training cuts its crops as the shards were mined (their run.json): "
                         "leave TrainConfig.clip's crop at its default")
-    if c.mode not in MODES:
-        raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {c.mode!r}")
+    ranges.check_choice("mode", c.mode, MODES)
     if c.prompt_lr is not None and c.mode != "full+prompt":
         raise SettingError("prompt_lr", "is the prompts' rate in `mode` full+prompt only; "
                                         "in `mode` prompt the prompts train at the `lr`")
@@ -107,8 +106,7 @@ def check_config(c: TrainConfig) -> None:
         if not 0.0 < low <= high <= 1.0:
             raise SettingError("augment_scale", f"needs 0 < MIN <= MAX <= 1, got {low:g} {high:g}")
         c.augment_scale = [low, high]
-    if c.loss not in LOSSES:
-        raise SettingError("loss", f"must be one of {', '.join(LOSSES)}, got {c.loss!r}")
+    ranges.check_choice("loss", c.loss, LOSSES)
     for name in ("batch_size", "accum_steps", "val_every", "save_every", "steps", "epochs", "val_limit", "stop_after"):
         ranges.POSITIVE_INT.check(name, getattr(c, name))
     for name in ("warmup_steps", "shuffle_buffer", "workers", "keep_checkpoints", "prompt_depth"):

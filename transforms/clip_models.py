@@ -29,6 +29,7 @@ import open_clip
 import torch
 
 from maskmine.transforms.errors import SettingError, UserError
+from maskmine.transforms.ranges import check_choice
 from maskmine.transforms.masked_crop import CropConfig
 from maskmine.transforms.sample_models import SAMPLE_CHECKPOINT, SAMPLE_MODEL_NAME
 
@@ -127,8 +128,7 @@ def resolve_activation(model_name: str, pretrained_arg: str | None,
     tag), or when the file is a maskmine export's model.pt that records it, else GELU.
     """
     register_configs()
-    if requested not in ACTIVATION_CHOICES:
-        raise SettingError("clip_activation", f"must be one of {', '.join(ACTIVATION_CHOICES)}, got {requested!r}")
+    check_choice("clip_activation", requested, ACTIVATION_CHOICES)
     config = open_clip.get_model_config(model_name) or {}
     if requested == "quick_gelu" or config.get("quick_gelu"):
         return "quick_gelu"

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from maskmine.transforms.errors import SettingError
-from maskmine.transforms.ranges import POSITIVE_FLOAT, POSITIVE_INT, Range
+from maskmine.transforms.ranges import POSITIVE_FLOAT, POSITIVE_INT, Range, check_choice
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -62,10 +62,9 @@ class CropConfig:
         POSITIVE_INT.check("crop_input_size", self.input_size)
         CROP_EXPAND.check("crop_expand", self.expand_ratio)
         MASK_THRESHOLD.check("mask_threshold", self.threshold)
-        for setting, value, kind in (("crop_fill", self.fill, CropFill), ("crop_resize", self.resize, CropResize),
-                                     ("crop_resample", self.resample, CropResample)):
-            if value not in get_args(kind):
-                raise SettingError(setting, f"must be one of {', '.join(get_args(kind))}, got {value!r}")
+        check_choice("crop_fill", self.fill, get_args(CropFill))
+        check_choice("crop_resize", self.resize, get_args(CropResize))
+        check_choice("crop_resample", self.resample, get_args(CropResample))
         for setting, values, rng in (("crop_mean", self.mean, MEAN_VALUE), ("crop_std", self.std, POSITIVE_FLOAT)):
             if len(values) != 3:
                 raise SettingError(setting, f"must be 3 numbers (R, G, B), got {len(values)}")

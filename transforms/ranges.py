@@ -58,6 +58,12 @@ class Range:
             raise SettingError(setting, problem)
 
 
+def check_choice(setting: str, value: object, choices: tuple) -> None:
+    """Raise SettingError(setting, ...) unless ``value`` is one of ``choices`` (a Literal's ``get_args``)."""
+    if value not in choices:
+        raise SettingError(setting, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 POSITIVE_INT = Range(int, lo=1)
 NON_NEGATIVE_INT = Range(int, lo=0)
 FRACTION = Range(float, lo=0.0, hi=1.0)
