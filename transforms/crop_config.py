@@ -72,17 +72,13 @@ class CropConfig:
                 rng.check(setting, value)
 
     def fill_pixel(self) -> np.ndarray:
-        """The PIL crop's uint8 fill (the mean rounded)."""
+        """The PIL crop's uint8 fill (the mean rounded; ``fill`` is checked on construction)."""
         if self.fill == "zero":
             return np.zeros(3, dtype=np.uint8)
-        if self.fill == "mean":
-            return np.round(np.asarray(self.mean) * 255.0).astype(np.uint8)
-        raise ValueError(f"unknown fill {self.fill!r}: expected 'mean' or 'zero'")
+        return np.round(np.asarray(self.mean) * 255.0).astype(np.uint8)
 
     def fill_values(self) -> list[float]:
         """The torch crop's fill, as OVSeg's adapter.py lines 97-101: ``[255.0 * c for c in mean]``."""
         if self.fill == "zero":
             return [0.0, 0.0, 0.0]
-        if self.fill == "mean":
-            return [255.0 * c for c in self.mean]
-        raise ValueError(f"unknown fill {self.fill!r}: expected 'mean' or 'zero'")
+        return [255.0 * c for c in self.mean]
