@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maskmine.transforms.devices import resolve_device
 from maskmine.transforms.records import ImageRecord, ProposalSet
 
 
@@ -54,8 +55,6 @@ class ModelProposals(ProposalGenerator):
     in eval mode, and maskmine's mining filter applied to every image's masks (:meth:`kept`)."""
 
     def __init__(self, model: Any, *, checkpoint: str, device: Any, proposal_filter: ProposalFilter) -> None:
-        from maskmine.transforms.devices import resolve_device  # torch: only model backends need it
-
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.checkpoint = checkpoint
