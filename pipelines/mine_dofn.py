@@ -17,6 +17,7 @@ from apache_beam.utils.shared import Shared
 
 from maskmine.transforms.proposals.factory import build_proposal_generator
 from maskmine.transforms.shard_mining import ClipWithTextCache, ShardJob, ShardMiner
+from maskmine.transforms.worker_memory import cap_malloc_arenas
 from maskmine.transforms.worker_threads import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class MineShardDoFn(beam.DoFn):
         self.miner: ShardMiner | None = None
 
     def setup(self) -> None:
+        cap_malloc_arenas()  # before the stage threads: memory flat shard after shard
         set_torch_threads(self.job.torch_threads, self.job.local_workers)
         generator = self._proposals.acquire(
             lambda: build_proposal_generator(self.job.proposals), tag=repr(self.job.proposals)
